@@ -1,0 +1,54 @@
+/*
+ * config.h — runtime configuration shared by every subcommand.
+ *
+ * Sources, later wins: built-in defaults < DIR/d11.conf (if present) < command-line
+ * flags. The file format is one `key = value` per line, `#` comments, blank lines
+ * ignored; keys are the long flag names without dashes and with '-' or '_' alike
+ * (e.g. `order-ttl-ms = 900000`). Unknown keys and bad values are errors (exit 2),
+ * never silently ignored. Parsing is pure (no I/O besides reading the file) so it can be
+ * fuzzed: see d11_config_parse_text.
+ */
+#ifndef D11_CONFIG_H
+#define D11_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stddef.h>
+
+enum d11_durability { D11_DUR_SYNC = 0, D11_DUR_ASYNC = 1, D11_DUR_NONE = 2 };
+
+typedef struct d11_config {
+    char     data_dir[1024];     /* --data, default ./data */
+    char     listen[256];        /* --listen HOST:PORT, default 127.0.0.1:8080 */
+    int      cells;              /* --cells, default max(2, nproc) */
+    int      threads;            /* --threads (gateway), default nproc */
+    int      cell_id;            /* --id (cell subcommand) */
+    int      durability;         /* --durability sync|async|none */
+    int64_t  async_flush_ms;     /* --async-flush-ms, default 10 */
+    int64_t  order_ttl_ms;       /* --order-ttl-ms, default 900000 (15 min) */
+    int64_t  request_timeout_ms; /* --request-timeout-ms, default 3000 */
+    int64_t  grant_chunk_max;    /* --grant-chunk-max, default 1000: largest allotment grant */
+    int64_t  soldout_cache_ms;   /* --soldout-cache-ms, default 100 */
+    int      log_level;          /* --log-level debug|info|warn|error */
+    bool     help;               /* --help seen */
+} d11_config;
+
+void d11_config_defaults(d11_config *c);
+/*
+ * Apply one setting. key without leading dashes. Returns 0, or -1 with a one-line
+ * reason in err (size errlen).
+ */
+int d11_config_set(d11_config *c, const char *key, const char *val, char *err, size_t errlen);
+/* Parse a whole config text (d11.conf). Returns 0 or -1 with "line N: reason" in err. */
+int d11_config_parse_text(d11_config *c, const char *text, size_t len, char *err, size_t errlen);
+/*
+ * Parse argv[1..argc) flags (--key value or --key=value; --help). Loads
+ * DATA/d11.conf first when --data (or the default) points at a directory holding one.
+ * Returns 0, or -1 with a reason in err (caller exits 2).
+ */
+int d11_config_from_args(d11_config *c, int argc, char **argv, char *err, size_t errlen);
+const char *d11_durability_name(int d);
+/* Path helper: DATA_DIR/name into out. Returns 0 or -ENAMETOOLONG. */
+int d11_config_path(const d11_config *c, const char *name, char *out, size_t outlen);
+
+#endif

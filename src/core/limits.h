@@ -1,0 +1,70 @@
+/*
+ * limits.h — every named limit of d11 in one place.
+ *
+ * A limit that is hit produces a clear error (an HTTP 4xx/5xx with a stable code, or a
+ * log line and a metric), never a silent truncation. Compile-time relations between
+ * limits are checked by the _Static_asserts at the bottom. Runtime-configurable values
+ * (durability, TTLs) live in config.h; these are hard ceilings sized at startup.
+ */
+#ifndef D11_LIMITS_H
+#define D11_LIMITS_H
+
+/* ---- routing ---- */
+#define D11_SLOTS                 1024      /* slot = user_id mod D11_SLOTS */
+#define D11_CELLS_MAX             64        /* cells in one deployment */
+
+/* ---- HTTP (gateway) ---- */
+#define D11_HTTP_HEADER_BYTES_MAX 8192      /* request line + headers -> 431 */
+#define D11_HTTP_HEADERS_MAX      64        /* header count -> 431 */
+#define D11_HTTP_BODY_BYTES_MAX   16384     /* body -> 413 */
+#define D11_HTTP_URL_BYTES_MAX    2048      /* request target -> 414 */
+#define D11_HTTP_CONNS_MAX        10000     /* open client connections per gateway thread */
+#define D11_HTTP_IDLE_MS          30000     /* keep-alive idle timeout -> close */
+#define D11_HTTP_HEADER_TIMEOUT_MS 10000    /* headers must arrive within -> 408 (slowloris) */
+#define D11_HTTP_PIPELINE_MAX     64        /* requests in flight per client connection */
+#define D11_HTTP_OUT_BYTES_MAX    (1 << 20) /* unsent response bytes per connection */
+
+/* ---- JSON ---- */
+#define D11_JSON_TOKENS_MAX       256       /* jsmn tokens per body -> 400 bad_json */
+#define D11_JSON_DEPTH_MAX        8         /* nesting depth -> 400 bad_json */
+
+/* ---- products and orders (API.md) ---- */
+#define D11_SKU_BYTES_MAX         64
+#define D11_TITLE_BYTES_MAX       200
+#define D11_CATEGORY_BYTES_MAX    64
+#define D11_PRICE_CENTS_MAX       1000000000000LL   /* 10^12 */
+#define D11_STOCK_MAX             1000000000000LL   /* 10^12 */
+#define D11_ORDER_ITEMS_MAX       16
+#define D11_ITEM_QTY_MAX          1000
+#define D11_IDEM_KEY_BYTES_MAX    128
+#define D11_PAYMENT_ID_BYTES_MAX  128
+#define D11_LIST_LIMIT_MAX        200
+#define D11_LIST_LIMIT_DEFAULT    50
+#define D11_REQUEST_ID_BYTES_MAX  64
+
+/* ---- wire protocol ---- */
+#define D11_FRAME_BYTES_MAX       (1 << 20)     /* one frame, header included */
+#define D11_RPC_INFLIGHT_MAX      65536         /* pending requests per RPC connection */
+#define D11_RPC_OUT_BYTES_MAX     (64 << 20)    /* unsent bytes per RPC connection */
+#define D11_RPC_DEADLINE_MS_DEFAULT 3000        /* gateway -> cell budget when none given */
+
+/* ---- cell ---- */
+#define D11_BATCH_ORDERS_MAX      4096      /* state changes per storage batch */
+#define D11_CELL_PARKED_MAX       65536     /* orders waiting for an allotment */
+#define D11_CELL_SKUS_MAX         1000000   /* distinct (sku, shadow) ledgers per cell */
+
+/* ---- tokens ---- */
+#define D11_TOKENS_MAX            4096
+#define D11_TOKEN_BYTES_MAX       128
+
+_Static_assert(D11_SLOTS == 1024, "order ids embed a 10-bit slot");
+_Static_assert(D11_CELLS_MAX <= D11_SLOTS, "every cell must own at least one slot");
+_Static_assert(D11_HTTP_BODY_BYTES_MAX + D11_HTTP_HEADER_BYTES_MAX < D11_FRAME_BYTES_MAX,
+               "a request forwarded over the wire must fit one frame");
+_Static_assert(D11_ORDER_ITEMS_MAX * (D11_SKU_BYTES_MAX + 16) + D11_IDEM_KEY_BYTES_MAX + 256
+                   < D11_FRAME_BYTES_MAX, "an order create must fit one frame");
+_Static_assert(D11_LIST_LIMIT_MAX * 4096 < D11_FRAME_BYTES_MAX,
+               "a full order list page must fit one reply frame");
+_Static_assert(D11_JSON_DEPTH_MAX >= 3, "order bodies nest 3 deep");
+
+#endif
