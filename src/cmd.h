@@ -13,5 +13,7 @@ int d11_center_main(int argc, char **argv);  /* src/center/center.c */
 int d11_token_main(int argc, char **argv);   /* src/ctl/token.c */
 int d11_ctl_main(int argc, char **argv);     /* src/ctl/ctl.c */
 int d11_bench_main(int argc, char **argv);   /* src/bench/bench.c */
+int d11_audit_main(int argc, char **argv);   /* src/ctl/audit.c */
+int d11_bench_engine_main(int argc, char **argv); /* src/bench/engine.c */
 
 #endif

@@ -19,13 +19,15 @@ static const struct {
     {"token", d11_token_main, "create API tokens"},
     {"ctl", d11_ctl_main, "operator CLI over the admin API"},
     {"bench", d11_bench_main, "full-link load generator"},
+    {"bench-engine", d11_bench_engine_main, "one cell driven over the wire protocol (no HTTP)"},
+    {"audit", d11_audit_main, "check the invariants against a stopped platform's data"},
 };
 
 static void usage(FILE *f)
 {
     fprintf(f, "usage: d11 SUBCOMMAND [FLAGS]   (d11 SUBCOMMAND --help for its flags)\n\n");
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
-        fprintf(f, "  %-8s %s\n", cmds[i].name, cmds[i].what);
+        fprintf(f, "  %-13s %s\n", cmds[i].name, cmds[i].what);
     fprintf(f, "\n  --version  print the version\n");
 }
 
