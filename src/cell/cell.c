@@ -237,12 +237,31 @@ static void op_order_update(const order *o)
 
 static void render_order(d11_buf *b, const order *o);
 
+/*
+ * Outbox event for o. The payload is compact on purpose (the outbox row is written for
+ * every order on the hot path): ids, status, money and time; the items are in
+ * order_items and consumers can read the full order by id.
+ */
 static void op_outbox(const order *o, const char *type)
 {
     cell_batch *b = open_batch();
     d11_buf_reset(&S.scratch2);
-    d11_buf_printf(&S.scratch2, "{\"type\":\"%s\",\"cell\":%d,\"order\":", type, S.id);
-    render_order(&S.scratch2, o);
+    d11_buf_puts(&S.scratch2, "{\"type\":\"");
+    d11_buf_puts(&S.scratch2, type);
+    d11_buf_puts(&S.scratch2, "\",\"cell\":");
+    d11_buf_u64(&S.scratch2, (uint64_t)S.id);
+    d11_buf_puts(&S.scratch2, ",\"order_id\":\"");
+    d11_buf_u64(&S.scratch2, o->id);
+    d11_buf_puts(&S.scratch2, "\",\"user_id\":");
+    d11_buf_u64(&S.scratch2, o->user_id);
+    d11_buf_puts(&S.scratch2, ",\"status\":\"");
+    d11_buf_puts(&S.scratch2, cell_status_name[o->status & 3]);
+    d11_buf_puts(&S.scratch2, "\",\"total_cents\":");
+    d11_buf_u64(&S.scratch2, o->total);
+    d11_buf_puts(&S.scratch2, ",\"items\":");
+    d11_buf_u64(&S.scratch2, o->nitems);
+    d11_buf_puts(&S.scratch2, ",\"at\":");
+    d11_buf_u64(&S.scratch2, (uint64_t)o->updated_at);
     d11_buf_puts(&S.scratch2, "}");
     d11_wenc_u8(&b->ops, CELL_OP_OUTBOX);
     d11_wenc_u8(&b->ops, o->shadow);
@@ -363,17 +382,31 @@ static void render_order(d11_buf *b, const order *o)
     char ts1[25], ts2[25];
     d11_fmt_iso8601(o->created_at, ts1);
     d11_fmt_iso8601(o->expires_at, ts2);
-    d11_buf_printf(b, "{\"order_id\":\"%llu\",\"user_id\":%llu,\"status\":\"%s\",\"items\":[",
-                   (unsigned long long)o->id, (unsigned long long)o->user_id, status_name(o->status));
+    d11_buf_puts(b, "{\"order_id\":\"");
+    d11_buf_u64(b, o->id);
+    d11_buf_puts(b, "\",\"user_id\":");
+    d11_buf_u64(b, o->user_id);
+    d11_buf_puts(b, ",\"status\":\"");
+    d11_buf_puts(b, status_name(o->status));
+    d11_buf_puts(b, "\",\"items\":[");
     for (uint32_t i = 0; i < o->nitems; i++) {
         const oitem *it = &S.items.v[o->items + i];
         const ledger *l = &S.ledgers.v[it->ledger];
         d11_buf_puts(b, i ? ",{\"sku\":" : "{\"sku\":");
         d11_buf_json_str(b, l->sku, l->skun);
-        d11_buf_printf(b, ",\"quantity\":%u,\"price_cents\":%llu}", it->qty, (unsigned long long)it->price);
+        d11_buf_puts(b, ",\"quantity\":");
+        d11_buf_u64(b, it->qty);
+        d11_buf_puts(b, ",\"price_cents\":");
+        d11_buf_u64(b, it->price);
+        d11_buf_puts(b, "}");
     }
-    d11_buf_printf(b, "],\"total_cents\":%llu,\"created_at\":\"%s\",\"expires_at\":\"%s\"",
-                   (unsigned long long)o->total, ts1, ts2);
+    d11_buf_puts(b, "],\"total_cents\":");
+    d11_buf_u64(b, o->total);
+    d11_buf_puts(b, ",\"created_at\":\"");
+    d11_buf_append(b, ts1, 24);
+    d11_buf_puts(b, "\",\"expires_at\":\"");
+    d11_buf_append(b, ts2, 24);
+    d11_buf_puts(b, "\"");
     if (o->payment) {
         d11_buf_puts(b, ",\"payment_id\":");
         d11_buf_json_str(b, o->payment, o->payment_n);
@@ -381,7 +414,9 @@ static void render_order(d11_buf *b, const order *o)
     if (o->status != ST_PENDING) {
         char ts3[25];
         d11_fmt_iso8601(o->updated_at, ts3);
-        d11_buf_printf(b, ",\"updated_at\":\"%s\"", ts3);
+        d11_buf_puts(b, ",\"updated_at\":\"");
+        d11_buf_append(b, ts3, 24);
+        d11_buf_puts(b, "\"");
     }
     d11_buf_puts(b, "}");
 }
@@ -569,8 +604,10 @@ static int try_create(int ci, uint32_t gen, const d11_frame_hdr *h, const d11_ms
             order_index(oi);
             op_order_insert(&S.orders.v[oi]);
             op_outbox(&S.orders.v[oi], "order.created");
+            d11_buf_reset(&S.scratch);
+            render_order(&S.scratch, &S.orders.v[oi]);
             S.n_created++;
-            reply_order(ci, gen, h, 201, &S.orders.v[oi]);
+            send_reply(ci, gen, h, 201, NULL, S.scratch.data, S.scratch.len, true);
             return TRY_DONE;
         }
     }

@@ -52,6 +52,21 @@ int64_t d11_wall_ms(void) { return clock_ns(CLOCK_REALTIME) / 1000000; }
 
 void d11_fmt_iso8601(int64_t wall_ms, char out[25])
 {
+    /* gmtime + snprintf cost ~1 us; orders are rendered many times per second within the
+     * same second, so the "YYYY-MM-DDTHH:MM:SS." prefix is cached per thread. */
+    static __thread int64_t cached_sec = -1;
+    static __thread char cached[21];
+    int64_t sec = wall_ms / 1000;
+    if (sec == cached_sec && wall_ms >= 0) {
+        int ms = (int)(wall_ms % 1000);
+        memcpy(out, cached, 20);
+        out[20] = (char)('0' + ms / 100);
+        out[21] = (char)('0' + ms / 10 % 10);
+        out[22] = (char)('0' + ms % 10);
+        out[23] = 'Z';
+        out[24] = 0;
+        return;
+    }
     time_t secs = (time_t)(wall_ms / 1000);
     struct tm tm;
     gmtime_r(&secs, &tm);
@@ -61,6 +76,10 @@ void d11_fmt_iso8601(int64_t wall_ms, char out[25])
              (int)(wall_ms % 1000));
     memcpy(out, tmp, 24);
     out[24] = 0;
+    if (wall_ms >= 0 && tmp[19] == '.') {
+        memcpy(cached, tmp, 20);
+        cached_sec = sec;
+    }
 }
 
 /* ---- logging ---- */
@@ -180,6 +199,19 @@ void d11_buf_consume(d11_buf *b, size_t n)
     if (n == b->len) { b->len = 0; return; }
     memmove(b->data, b->data + n, b->len - n);
     b->len -= n;
+}
+
+void d11_buf_u64(d11_buf *b, uint64_t v)
+{
+    char tmp[20];
+    int n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    d11_buf_reserve(b, (size_t)n);
+    while (n) b->data[b->len++] = tmp[--n];
+    b->data[b->len] = 0;
 }
 
 void d11_buf_json_str(d11_buf *b, const char *s, size_t n)

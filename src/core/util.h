@@ -73,6 +73,8 @@ void  d11_buf_puts(d11_buf *b, const char *s);
 void  d11_buf_printf(d11_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Drop the first n bytes (consumed input). */
 void  d11_buf_consume(d11_buf *b, size_t n);
+/* Append the decimal digits of v (no printf: this is on the order hot path). */
+void  d11_buf_u64(d11_buf *b, uint64_t v);
 /* Append s as a JSON string literal (quotes included), escaping as RFC 8259 requires. */
 void  d11_buf_json_str(d11_buf *b, const char *s, size_t n);
 
