@@ -56,6 +56,8 @@ typedef struct ledger {
     uint8_t  known; /* 0 never heard, 1 exists, 2 does not exist */
     bool     grant_inflight, dirty, report_dirty;
     uint64_t price, granted, returned, sold;
+    uint64_t want_inflight; /* units asked for in the grant in flight */
+    uint64_t soldout_min;   /* while soldout_until: a shortfall this large cannot be met */
     int64_t  soldout_until, unknown_until;
 } ledger;
 
@@ -532,6 +534,7 @@ static void request_grant(uint32_t li, uint64_t want)
     ledger *l = &S.ledgers.v[li];
     if (l->grant_inflight || !S.center_up) return;
     l->grant_inflight = true;
+    l->want_inflight = want;
     center_send_inv(&S.center.out, D11_MSG_GRANT, li, want);
 }
 
@@ -618,7 +621,7 @@ static int try_create(int ci, uint32_t gen, const d11_frame_hdr *h, const d11_ms
         if (l->known == 1) {
             uint64_t avail = ledger_avail(l);
             if (avail >= m->items[i].qty) continue;
-            if (now < l->soldout_until) {
+            if (now < l->soldout_until && m->items[i].qty - avail >= l->soldout_min) {
                 char msg[160];
                 snprintf(msg, sizeof msg, "%.*s: only %llu left", (int)l->skun, l->sku, (unsigned long long)avail);
                 send_err(ci, gen, h, 409, "out_of_stock", msg);
@@ -850,8 +853,8 @@ static void handle_center_frame(const d11_frame *f)
             const char *sku = d11_wdec_str(&d, &n);
             uint8_t shadow = d11_wdec_u8(&d);
             if (!d11_wdec_done(&d) || n < 1 || n > D11_SKU_BYTES_MAX || shadow > 1) return;
-            uint32_t li = ledger_get(sku, n, shadow, false);
-            if (li == NONE32) return;
+            /* Always answer, even with nothing to give, so the center need not wait. */
+            uint32_t li = ledger_get(sku, n, shadow, true);
             ledger *l = &S.ledgers.v[li];
             uint64_t avail = ledger_avail(l);
             l->returned += avail;
@@ -870,6 +873,7 @@ static void handle_center_frame(const d11_frame *f)
         if (f->hdr.status != 200 || d11_msg_grant_reply_dec(f->payload, f->payload_len, &r) < 0) {
             d11_warn("grant for %s failed with status %u", l->sku, f->hdr.status);
             l->soldout_until = d11_mono_ms() + S.cfg.soldout_cache_ms;
+            l->soldout_min = 1;
         } else if (!r.exists) {
             l->known = 2;
             l->unknown_until = d11_mono_ms() + (S.cfg.soldout_cache_ms ? S.cfg.soldout_cache_ms : 1);
@@ -881,6 +885,7 @@ static void handle_center_frame(const d11_frame *f)
                 ledger_touch(li);
             }
             l->soldout_until = r.sold_out ? d11_mono_ms() + (S.cfg.soldout_cache_ms ? S.cfg.soldout_cache_ms : 1) : 0;
+            l->soldout_min = l->want_inflight ? l->want_inflight : 1;
         }
         retry_parked();
     } else if (type == D11_MSG_CELL_HELLO) {

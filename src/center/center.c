@@ -533,6 +533,7 @@ static void grant_try_pending(size_t idx, int shadow, bool final)
 static void start_reclaim(product *p, int shadow, uint16_t except)
 {
     ledger *l = &p->l[shadow];
+    if (!l->reclaim_mask) l->reclaim_deadline_ms = d11_mono_ms() + CENTER_RECLAIM_MS; /* a new round */
     for (int c = 0; c < C.ncells; c++) {
         if (c == except || (l->reclaim_mask & (1ULL << c))) continue;
         cell_ledger *cl = &l->cells[c];
@@ -548,7 +549,6 @@ static void start_reclaim(product *p, int shadow, uint16_t except)
         l->reclaim_mask |= 1ULL << c;
         C.n_reclaims++;
     }
-    l->reclaim_deadline_ms = d11_mono_ms() + CENTER_RECLAIM_MS;
 }
 
 static void handle_grant(int ci, const d11_frame *f)
