@@ -857,8 +857,10 @@ static void handle_center_frame(const d11_frame *f)
             uint32_t li = ledger_get(sku, n, shadow, true);
             ledger *l = &S.ledgers.v[li];
             uint64_t avail = ledger_avail(l);
-            l->returned += avail;
-            ledger_touch(li);
+            if (avail) {
+                l->returned += avail;
+                ledger_touch(li);
+            }
             queue_return(li);
         }
         return;

@@ -3,7 +3,7 @@
  *
  * Schema (docs/storage.md has the column meanings): orders / order_items and their
  * shadow_ twins are append-mostly tables keyed by INTEGER PRIMARY KEY (order ids are
- * time-ordered, item rows take the next rowid), with NO secondary index: every random
+ * roughly time-ordered: milliseconds in the high bits, item rows take the next rowid), with NO secondary index: every random
  * index insert costs ~15-20 us per row here, against ~1.5 us for an append. The
  * idempotency lookup and the per-user order list are in-memory structures rebuilt at
  * start from these tables. `stock` holds one row per (sku, shadow): the cell's ledger,

@@ -51,6 +51,11 @@ static int set_int(const char *key, const char *val, int64_t lo, int64_t hi, int
 
 int d11_config_set(d11_config *c, const char *key_in, const char *val, char *err, size_t errlen)
 {
+    for (const char *p = val; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f) {
+            snprintf(err, errlen, "%s: control character in value", key_in);
+            return -1;
+        }
     char key[64];
     size_t kn = strlen(key_in);
     if (kn >= sizeof key) {
@@ -181,7 +186,12 @@ int d11_config_from_args(d11_config *c, int argc, char **argv, char *err, size_t
     snprintf(path, sizeof path, "%s/d11.conf", c->data_dir);
     char *text;
     size_t len;
-    if (d11_read_file(path, &text, &len) == 0) {
+    int rrc = d11_read_file(path, &text, &len);
+    if (rrc < 0 && rrc != -ENOENT) {
+        snprintf(err, errlen, "%s: cannot read: %s", path, d11_strerror(rrc));
+        return -1;
+    }
+    if (rrc == 0) {
         char e2[300];
         int rc = d11_config_parse_text(c, text, len, e2, sizeof e2);
         free(text);

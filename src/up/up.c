@@ -27,10 +27,8 @@
 #include "../core/config.h"
 #include "../core/limits.h"
 #include "../core/util.h"
+#include "../gateway/auth.h"
 #include "../rpc/conn.h"
-
-/* TEMP until src/gateway/auth.h lands: weak so the build links without it. */
-int d11_auth_bootstrap(const char *data_dir, char *path_out, size_t n) __attribute__((weak));
 
 #define UP_CHILDREN_MAX (D11_CELLS_MAX + 2)
 #define UP_BACKOFF_MIN_MS 100
@@ -229,7 +227,7 @@ int d11_up_main(int argc, char **argv)
         fprintf(stderr, "d11 up: cannot create %s: %s\n", path, strerror(errno));
         return 1;
     }
-    int rc = d11_auth_bootstrap ? d11_auth_bootstrap(U.cfg.data_dir, path, sizeof path) : 0;
+    int rc = d11_auth_bootstrap(U.cfg.data_dir, path, sizeof path);
     if (rc < 0) {
         fprintf(stderr, "d11 up: cannot create the admin token: %s\n", d11_strerror(rc));
         return 1;
