@@ -3,7 +3,7 @@
 #   make             build bin/d11
 #   make test        build and run every test (unit + integration); the CI gate
 #   make test-full   the same under ASan + UBSan (+ LeakSanitizer)
-#   make fuzz        build the libFuzzer drivers (clang) and run each for FUZZ_SECONDS
+#   make fuzz        build the libFuzzer drivers (clang) and run each for FUZZ_SECONDS (60)
 #   make deps        install missing Debian packages (scripts/deps.sh)
 #   make run         deps + build + `bin/d11 up` on embedded defaults
 
@@ -22,11 +22,12 @@ LIBOBJS  := $(filter-out $(BUILD)/src/main.o,$(OBJS))
 TEST_SRCS := $(wildcard tests/unit/test_*.c)
 TEST_BINS := $(TEST_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all test test-unit test-full fuzz deps run clean lint
-all: bin/d11
+.PHONY: all test test-bins test-full fuzz fuzz-objs deps run clean
+all: $(BIN)
 
-bin/d11: $(OBJS)
-	@mkdir -p bin
+BIN ?= bin/d11
+$(BIN): $(OBJS)
+	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/%.o: %.c
@@ -42,10 +43,29 @@ test-bins: $(TEST_BINS)
 test: bin/d11 $(TEST_BINS)
 	@bash tests/run.sh
 
+# The sanitizer build lives entirely in build-san/ (its own objects, tests and binary) so it
+# never replaces the bin/d11 that other work may be running.
 test-full:
-	$(MAKE) BUILD=build-san OPT="-O1 -g -fno-omit-frame-pointer" \
-	    SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" bin/d11 test-bins
-	@D11_BIN=$(CURDIR)/bin/d11 D11_TEST_BUILD=build-san bash tests/run.sh
+	$(MAKE) BUILD=build-san BIN=build-san/d11 OPT="-O1 -g -fno-omit-frame-pointer" \
+	    SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" build-san/d11 test-bins
+	@D11_BIN=$(CURDIR)/build-san/d11 D11_TEST_BUILD=build-san bash tests/run.sh
+
+# libFuzzer drivers: objects built by clang with coverage into build-fuzz/, one binary per
+# fuzz/fuzz_*.c, each run for FUZZ_SECONDS on a scratch corpus seeded from fuzz/corpus/NAME
+# (new inputs stay in build-fuzz/; copy the interesting ones into fuzz/corpus by hand).
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := $(patsubst fuzz/%.c,%,$(wildcard fuzz/fuzz_*.c))
+fuzz:
+	$(MAKE) BUILD=build-fuzz CC=clang OPT="-O1 -g" SAN="-fsanitize=fuzzer-no-link,address,undefined" fuzz-objs
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  clang -O1 -g -D_GNU_SOURCE -Isrc -fsanitize=fuzzer,address,undefined -o build-fuzz/$$t fuzz/$$t.c \
+	    $(filter-out build-fuzz/src/main.o,$(SRCS:%.c=build-fuzz/%.o)) $(LDLIBS); \
+	  mkdir -p build-fuzz/corpus/$$t; \
+	  echo "== $$t ($(FUZZ_SECONDS) s)"; \
+	  build-fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 build-fuzz/corpus/$$t fuzz/corpus/$${t#fuzz_} 2>&1 | grep -E "stat::number_of_executed_units|ERROR|SUMMARY" ; \
+	done
+
+fuzz-objs: $(LIBOBJS)
 
 deps:
 	@bash scripts/deps.sh
@@ -54,6 +74,6 @@ run: deps bin/d11
 	bin/d11 up
 
 clean:
-	rm -rf $(BUILD) build-san bin
+	rm -rf $(BUILD) build-san build-fuzz bin
 
 -include $(OBJS:.o=.d)

@@ -83,7 +83,7 @@ int d11_bench_engine_main(int argc, char **argv)
 {
     uint64_t orders = 200000, depth = 4096, skus = 1;
     const char *durability = "sync";
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i += 2) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -109,7 +109,6 @@ int d11_bench_engine_main(int argc, char **argv)
             fprintf(stderr, "d11 bench-engine: unknown flag or value: %s %s\n", a, v);
             return 2;
         }
-        i++;
     }
     char self[4096];
     ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);

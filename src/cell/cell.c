@@ -623,7 +623,7 @@ static int try_create(int ci, uint32_t gen, const d11_frame_hdr *h, const d11_ms
             if (avail >= m->items[i].qty) continue;
             if (now < l->soldout_until && m->items[i].qty - avail >= l->soldout_min) {
                 char msg[160];
-                snprintf(msg, sizeof msg, "%.*s: only %llu left", (int)l->skun, l->sku, (unsigned long long)avail);
+                snprintf(msg, sizeof msg, "%.*s: not enough stock for %u", (int)l->skun, l->sku, m->items[i].qty);
                 send_err(ci, gen, h, 409, "out_of_stock", msg);
                 S.n_rejected_oos++;
                 return TRY_DONE;

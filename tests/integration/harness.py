@@ -1,0 +1,1223 @@
+"""
+harness.py — start and drive a real d11 platform on loopback for the integration tests.
+
+What it offers (Python 3 standard library only):
+  Platform   one `bin/d11 up` on its own temp data dir and its own free 127.0.0.1 port:
+             start (waits for GET /readyz 200 with a bounded deadline), stop (SIGTERM, checks
+             exit 0 and that every child is gone), kill9_all / kill9 (by the PIDs in
+             DIR/pids/*.pid), token_create, audit, read-only SQLite queries.
+  Client     a keep-alive HTTP/1.1 client (http.client) with a default bearer token;
+             every response remembers the request that produced it, so a failed check
+             prints "POST /v1/orders {...} -> 409 {...}".
+  raw_http   send exact bytes on a fresh socket (413 / 431 / malformed requests).
+  Checks     soft assertions: collect every failed expectation of a test, raise at the end.
+  poll       wait for a condition with a deadline (never sleep-and-hope).
+
+Isolation and cleanup: the runner (run.py) gives each test its own directory in
+$D11_TEST_TMP; data dirs are created there with SHORT paths (Unix socket paths live in the
+data dir and are limited to 108 bytes). Every process the harness starts carries
+D11_TEST_TMP in its environment and its data dir on its command line; the runner uses
+that to find and SIGKILL, by PID, anything a test left behind. The harness never kills a
+process it cannot prove is its own (see Platform._ours).
+
+Timeouts scale with $D11_TEST_TIMEOUT_SCALE (run.py sets 3 for sanitizer builds).
+"""
+
+import errno
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+D11_BIN = os.environ.get("D11_BIN") or os.path.join(REPO, "bin", "d11")
+SCALE = float(os.environ.get("D11_TEST_TIMEOUT_SCALE", "1") or "1")
+
+ISO_MS_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+ORDER_KEYS = ("order_id", "user_id", "status", "items", "total_cents", "created_at", "expires_at")
+PRODUCT_KEYS = ("sku", "title", "price_cents", "category", "stock_total", "stock_sold",
+                "stock_available")
+MAX_U63 = 2 ** 63 - 1
+
+
+class Skip(Exception):
+    """Raise to mark a test skipped (exit status 77 of the child)."""
+
+
+# ---------------------------------------------------------------- test attributes
+
+def timeout(seconds):
+    """Decorator: this test's time limit in seconds (default 60), before scaling."""
+    def deco(fn):
+        fn.timeout = seconds
+        return fn
+    return deco
+
+
+def heavy(fn):
+    """Decorator: run this test alone (load tests: they need both cores)."""
+    fn.heavy = True
+    return fn
+
+
+# ---------------------------------------------------------------- small helpers
+
+def log(*args):
+    print("[%6.2f]" % (time.monotonic() - _T0), *args, file=sys.stderr, flush=True)
+
+
+_T0 = time.monotonic()
+
+
+def scaled(seconds):
+    return seconds * SCALE
+
+
+def poll(fn, timeout_s, what, interval=0.05):
+    """Call fn() until it returns a truthy value; return that value. Raise AssertionError
+    naming `what` and the last value seen when timeout_s (scaled) passes."""
+    end = time.monotonic() + scaled(timeout_s)
+    last = None
+    while True:
+        last = fn()
+        if last:
+            return last
+        if time.monotonic() >= end:
+            raise AssertionError("timed out after %.1fs waiting for %s; last value: %r"
+                                 % (scaled(timeout_s), what, last))
+        time.sleep(interval)
+
+
+def new_key(prefix="k"):
+    return "%s-%s" % (prefix, uuid.uuid4().hex)
+
+
+def test_tmp():
+    """The directory of the running test (made by run.py), or a private temp dir."""
+    global _TMP
+    if _TMP is None:
+        t = os.environ.get("D11_TEST_TMP")
+        if not t:
+            import tempfile
+            t = tempfile.mkdtemp(prefix="d11t.", dir="/tmp")
+            os.environ["D11_TEST_TMP"] = t
+        os.makedirs(t, exist_ok=True)
+        _TMP = t
+    return _TMP
+
+
+_TMP = None
+_DATA_SEQ = [0]
+
+
+def new_data_dir():
+    base = test_tmp()
+    while True:
+        d = os.path.join(base, "d%d" % _DATA_SEQ[0])
+        _DATA_SEQ[0] += 1
+        if not os.path.exists(d):
+            os.makedirs(d)
+            return d
+
+
+def free_port():
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+    finally:
+        s.close()
+
+
+def pid_alive(pid):
+    """True when pid exists and is not a zombie."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            st = f.read()
+    except OSError:
+        return False
+    # state is the field after the parenthesised command name
+    return st[st.rfind(")") + 2:st.rfind(")") + 3] not in ("Z", "X")
+
+
+def proc_has_marker(pid, markers):
+    """True when /proc/pid/cmdline or environ contains one of the marker strings."""
+    for what in ("cmdline", "environ"):
+        try:
+            with open("/proc/%d/%s" % (pid, what), "rb") as f:
+                blob = f.read()
+        except OSError:
+            continue
+        for m in markers:
+            if m.encode() in blob:
+                return True
+    return False
+
+
+def run_cli(args, timeout_s=30, env=None):
+    """Run `d11 ARGS...` to completion; returns CompletedProcess (text)."""
+    e = dict(os.environ)
+    e["D11_TEST_TMP"] = test_tmp()
+    if env:
+        e.update(env)
+    return subprocess.run([D11_BIN] + list(args), stdin=subprocess.DEVNULL,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          timeout=scaled(timeout_s), env=e)
+
+
+# ---------------------------------------------------------------- HTTP
+
+class Resp:
+    def __init__(self, req, status, reason, headers, body, elapsed):
+        self.req = req
+        self.status = status
+        self.reason = reason
+        self.headers = headers  # lower-case name -> value (repeats joined with ", ")
+        self.body = body
+        self.elapsed = elapsed
+        self._json = Ellipsis
+
+    @property
+    def json(self):
+        if self._json is Ellipsis:
+            try:
+                self._json = json.loads(self.body.decode("utf-8"))
+            except (ValueError, UnicodeDecodeError):
+                self._json = None
+        return self._json
+
+    @property
+    def text(self):
+        return self.body.decode("utf-8", "replace")
+
+    @property
+    def error_code(self):
+        j = self.json
+        if isinstance(j, dict) and isinstance(j.get("error"), dict):
+            return j["error"].get("code")
+        return None
+
+    def __repr__(self):
+        body = self.text
+        if len(body) > 600:
+            body = body[:600] + "...(%d bytes)" % len(self.body)
+        return "%s -> %s %s" % (self.req, self.status, body)
+
+
+class Client:
+    """One keep-alive connection (not thread-safe: one Client per thread)."""
+
+    DEFAULT = object()
+
+    def __init__(self, port, token=None, timeout_s=10, host="127.0.0.1"):
+        self.host = host
+        self.port = port
+        self.token = token
+        self.timeout_s = scaled(timeout_s)
+        self.conn = None
+
+    def close(self):
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+    def request(self, method, path, body=None, headers=None, token=DEFAULT):
+        hdrs = {}
+        if token is Client.DEFAULT:
+            token = self.token
+        if token is not None:
+            hdrs["Authorization"] = "Bearer " + token
+        if body is None:
+            data = None
+        elif isinstance(body, (bytes, bytearray)):
+            data = bytes(body)
+        elif isinstance(body, str):
+            data = body.encode("utf-8")
+        else:
+            data = json.dumps(body).encode("utf-8")
+        if data is not None:
+            hdrs["Content-Type"] = "application/json"
+        if headers:
+            for k, v in headers.items():
+                if v is None:
+                    hdrs.pop(k, None)
+                else:
+                    hdrs[k] = v
+        shown = ""
+        if data is not None:
+            shown = data[:300].decode("utf-8", "replace")
+            if len(data) > 300:
+                shown += "...(%d bytes)" % len(data)
+        extra = {k: v for k, v in hdrs.items() if k.lower() not in ("authorization", "content-type")}
+        desc = "%s %s%s%s" % (method, path, (" " + json.dumps(extra)) if extra else "",
+                              (" " + shown) if shown else "")
+        for attempt in (0, 1):
+            fresh = self.conn is None
+            if fresh:
+                self.conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout_s)
+            t0 = time.monotonic()
+            try:
+                self.conn.request(method, path, body=data, headers=hdrs)
+                r = self.conn.getresponse()
+                raw = r.read()
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as e:
+                self.close()
+                if fresh or attempt == 1:
+                    raise ConnectionError("%s: %s" % (desc, e)) from e
+                continue  # a stale keep-alive connection: retry once on a new one
+            except (OSError, http.client.HTTPException) as e:
+                self.close()
+                raise ConnectionError("%s: %s" % (desc, e)) from e
+            elapsed = time.monotonic() - t0
+            h = {}
+            for k, v in r.getheaders():
+                k = k.lower()
+                h[k] = (h[k] + ", " + v) if k in h else v
+            if r.will_close:
+                self.close()
+            return Resp(desc, r.status, r.reason, h, raw, elapsed)
+
+    def get(self, path, **kw):
+        return self.request("GET", path, **kw)
+
+    def post(self, path, body=None, **kw):
+        return self.request("POST", path, body=body, **kw)
+
+    # -- API helpers (no assertions: return the Resp) --
+    def create_product(self, sku, stock=100, price=1999, title=None, category="test", **kw):
+        return self.post("/v1/products", {"sku": sku, "title": title or ("Product " + sku),
+                                          "price_cents": price, "stock": stock,
+                                          "category": category}, **kw)
+
+    def product(self, sku, **kw):
+        return self.get("/v1/products/" + sku, **kw)
+
+    def order(self, user_id, items, key=None, headers=None, **kw):
+        """items: [(sku, qty), ...] or a raw list of dicts."""
+        if items and isinstance(items[0], tuple):
+            items = [{"sku": s, "quantity": q} for s, q in items]
+        h = {"Idempotency-Key": key or new_key()}
+        if headers:
+            h.update(headers)
+        return self.post("/v1/orders", {"user_id": user_id, "items": items}, headers=h, **kw)
+
+    def get_order(self, order_id, **kw):
+        return self.get("/v1/orders/" + str(order_id), **kw)
+
+    def pay(self, order_id, payment_id, **kw):
+        return self.post("/v1/orders/%s/pay" % order_id, {"payment_id": payment_id}, **kw)
+
+    def cancel(self, order_id, **kw):
+        return self.post("/v1/orders/%s/cancel" % order_id, **kw)
+
+
+def raw_http(port, data, timeout_s=10, read_limit=1 << 20):
+    """Send `data` (bytes) on a new connection, then read one response. Sending errors
+    (the server may answer and close before reading everything) are ignored. Returns
+    Resp, or None when the server closed without answering."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=scaled(timeout_s))
+    try:
+        try:
+            s.sendall(data)
+        except OSError:
+            pass
+        buf = b""
+        try:
+            while b"\r\n\r\n" not in buf and len(buf) < read_limit:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                buf += chunk
+        except OSError:
+            pass
+        if b"\r\n\r\n" not in buf:
+            return None
+        head, rest = buf.split(b"\r\n\r\n", 1)
+        lines = head.decode("latin-1").split("\r\n")
+        parts = lines[0].split(" ", 2)
+        status = int(parts[1])
+        h = {}
+        for line in lines[1:]:
+            if ":" in line:
+                k, v = line.split(":", 1)
+                h[k.strip().lower()] = v.strip()
+        n = int(h.get("content-length", "0") or 0)
+        try:
+            while len(rest) < n:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                rest += chunk
+        except OSError:
+            pass
+        first = data.split(b"\r\n", 1)[0].decode("latin-1", "replace")[:120]
+        return Resp("raw[%s ... %d bytes]" % (first, len(data)), status,
+                    parts[2] if len(parts) > 2 else "", h, rest[:n], 0.0)
+    finally:
+        s.close()
+
+
+# ---------------------------------------------------------------- checks
+
+class Checks:
+    """Soft assertions. Use `with Checks() as ck:`; every failed expectation is recorded
+    and all of them are raised together when the block ends."""
+
+    def __init__(self):
+        self.failures = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, et, ev, tb):
+        if et is None:
+            self.done()
+        return False
+
+    def done(self):
+        if self.failures:
+            msg = "%d check(s) failed:\n" % len(self.failures)
+            msg += "\n".join("  - " + f for f in self.failures)
+            self.failures = []
+            raise AssertionError(msg)
+
+    def fail(self, msg):
+        self.failures.append(msg)
+        log("CHECK FAILED:", msg)
+        return False
+
+    def true(self, cond, msg):
+        if not cond:
+            return self.fail(msg)
+        return True
+
+    def eq(self, got, want, what):
+        if got != want:
+            return self.fail("%s: expected %r, got %r" % (what, want, got))
+        return True
+
+    def status(self, r, want, what=""):
+        """r.status in want (an int or a tuple)."""
+        ok = r.status in want if isinstance(want, tuple) else r.status == want
+        if not ok:
+            return self.fail("%sexpected HTTP %s: %r" % ((what + ": ") if what else "", want, r))
+        if not r.headers.get("x-request-id"):
+            return self.fail("%sresponse lacks X-Request-Id: %r" % ((what + ": ") if what else "", r))
+        return True
+
+    def error(self, r, status, code=None, field=None, what=""):
+        """An error response: HTTP status, {"error":{"code","message","request_id"}}, the
+        X-Request-Id header equal to error.request_id, the stable code and (for 422) the
+        offending field named in the message."""
+        pre = (what + ": ") if what else ""
+        if not self.status(r, status, what):
+            return False
+        j = r.json
+        e = j.get("error") if isinstance(j, dict) else None
+        if not isinstance(e, dict):
+            return self.fail("%sbody is not {\"error\": {...}}: %r" % (pre, r))
+        ok = True
+        for k in ("code", "message", "request_id"):
+            if not isinstance(e.get(k), str) or (k != "message" and not e.get(k)):
+                ok = self.fail("%serror.%s missing or not a non-empty string: %r" % (pre, k, r))
+        if not ok:
+            return False
+        rid = r.headers.get("x-request-id")
+        if rid != e["request_id"]:
+            ok = self.fail("%sX-Request-Id %r != error.request_id %r: %r"
+                           % (pre, rid, e["request_id"], r))
+        if code is not None and e["code"] != code:
+            ok = self.fail("%sexpected error code %r: %r" % (pre, code, r))
+        if field is not None and field.lower() not in e["message"].lower():
+            ok = self.fail("%serror message does not name the field %r: %r" % (pre, field, r))
+        return ok
+
+    def product(self, r, want, what=""):
+        """A product body with the documented keys and the values in `want` (dict)."""
+        pre = (what + ": ") if what else ""
+        p = r.json
+        if not isinstance(p, dict):
+            return self.fail("%sproduct body is not an object: %r" % (pre, r))
+        ok = True
+        for k in PRODUCT_KEYS:
+            if k not in p:
+                ok = self.fail("%sproduct lacks %r: %r" % (pre, k, r))
+        if not ok:
+            return False
+        for k in ("price_cents", "stock_total", "stock_sold", "stock_available"):
+            if type(p[k]) is not int:
+                ok = self.fail("%sproduct.%s is not an integer: %r" % (pre, k, r))
+        for k in ("sku", "title", "category"):
+            if not isinstance(p[k], str):
+                ok = self.fail("%sproduct.%s is not a string: %r" % (pre, k, r))
+        if ok and p["stock_available"] != p["stock_total"] - p["stock_sold"]:
+            ok = self.fail("%sstock_available != stock_total - stock_sold: %r" % (pre, r))
+        for k, v in want.items():
+            if p.get(k) != v:
+                ok = self.fail("%sproduct.%s: expected %r: %r" % (pre, k, v, r))
+        return ok
+
+    def order(self, r, user_id, items, status="pending_payment", ttl_ms=None, what=""):
+        """An order body: documented keys and types; items = [(sku, qty, price_cents)]."""
+        pre = (what + ": ") if what else ""
+        o = r.json
+        if not isinstance(o, dict):
+            return self.fail("%sorder body is not an object: %r" % (pre, r))
+        ok = True
+        for k in ORDER_KEYS:
+            if k not in o:
+                ok = self.fail("%sorder lacks %r: %r" % (pre, k, r))
+        if not ok:
+            return False
+        if not isinstance(o["order_id"], str) or not o["order_id"]:
+            ok = self.fail("%sorder_id must be a non-empty string: %r" % (pre, r))
+        if type(o["user_id"]) is not int or o["user_id"] != user_id:
+            ok = self.fail("%suser_id: expected %r (exactly): %r" % (pre, user_id, r))
+        if o["status"] != status:
+            ok = self.fail("%sstatus: expected %r: %r" % (pre, status, r))
+        want_items = [{"sku": s, "quantity": q, "price_cents": p} for s, q, p in items]
+        got_items = o["items"]
+        if not isinstance(got_items, list) or [
+                {k: it.get(k) for k in ("sku", "quantity", "price_cents")} if isinstance(it, dict) else it
+                for it in got_items] != want_items:
+            ok = self.fail("%sitems: expected %r: %r" % (pre, want_items, r))
+        total = sum(q * p for _, q, p in items)
+        if type(o["total_cents"]) is not int or o["total_cents"] != total:
+            ok = self.fail("%stotal_cents: expected %d: %r" % (pre, total, r))
+        for k in ("created_at", "expires_at"):
+            if not isinstance(o[k], str) or not ISO_MS_Z.match(o[k]):
+                ok = self.fail("%s%s is not ISO-8601 with ms and Z: %r" % (pre, k, r))
+        if ok and ttl_ms is not None:
+            d = iso_ms(o["expires_at"]) - iso_ms(o["created_at"])
+            if abs(d - ttl_ms) > 1000:
+                ok = self.fail("%sexpires_at - created_at = %d ms, expected the TTL %d ms: %r"
+                               % (pre, d, ttl_ms, r))
+            skew = abs(iso_ms(o["created_at"]) - time.time() * 1000)
+            if skew > 120000:
+                ok = self.fail("%screated_at is %d ms away from now: %r" % (pre, skew, r))
+        return ok
+
+
+def iso_ms(s):
+    import calendar
+    t = time.strptime(s[:19], "%Y-%m-%dT%H:%M:%S")
+    return calendar.timegm(t) * 1000 + int(s[20:23])
+
+
+def expect(r, status, what=""):
+    """Hard assertion on one response's status; returns r.json."""
+    ok = r.status in status if isinstance(status, tuple) else r.status == status
+    if not ok:
+        raise AssertionError("%sexpected HTTP %s: %r" % ((what + ": ") if what else "", status, r))
+    return r.json
+
+
+# ---------------------------------------------------------------- the platform
+
+_LIVE = []  # platforms of this process, killed at exit if a test forgot
+
+
+class AuditResult:
+    def __init__(self, cp):
+        self.rc = cp.returncode
+        self.stdout = cp.stdout
+        self.stderr = cp.stderr
+        try:
+            self.report = json.loads(cp.stdout)
+        except ValueError:
+            self.report = None
+
+    def __repr__(self):
+        return "d11 audit exit %d\nstdout: %s\nstderr: %s" % (self.rc, self.stdout[-3000:],
+                                                              self.stderr[-2000:])
+
+
+class Platform:
+    """One `d11 up` on a private data dir. Use as a context manager: on leaving, a still
+    running platform is stopped (SIGTERM, then SIGKILL of every PID after a deadline);
+    on an exception the tail of its log is printed."""
+
+    def __init__(self, cells=2, order_ttl_ms=None, durability=None, threads=None,
+                 request_timeout_ms=None, log_level=None, extra_args=(), data=None):
+        self.cells = cells
+        self.order_ttl_ms = order_ttl_ms
+        self.durability = durability
+        self.threads = threads
+        self.request_timeout_ms = request_timeout_ms
+        self.log_level = log_level
+        self.extra_args = list(extra_args)
+        self.data = data or new_data_dir()
+        self.port = None
+        self.proc = None
+        self.log_paths = []
+        self._admin = None
+        _LIVE.append(self)
+
+    # -- lifecycle --
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, et, ev, tb):
+        if et is not None:
+            sys.stderr.write("\n----- tail of the d11 log (%s) -----\n%s\n-----\n"
+                             % (self.log_paths[-1] if self.log_paths else "none",
+                                self.log_tail(80)))
+        if self.running():
+            try:
+                self.stop(check=False)
+            except Exception as e:  # noqa: BLE001 - teardown must not mask the test's error
+                log("teardown: stop failed: %s" % e)
+        self.kill_leftovers()
+        return False
+
+    def argv(self):
+        a = [D11_BIN, "up", "--data", self.data, "--listen", "127.0.0.1:%d" % self.port,
+             "--cells", str(self.cells)]
+        if self.order_ttl_ms is not None:
+            a += ["--order-ttl-ms", str(self.order_ttl_ms)]
+        if self.durability:
+            a += ["--durability", self.durability]
+        if self.threads:
+            a += ["--threads", str(self.threads)]
+        if self.request_timeout_ms:
+            a += ["--request-timeout-ms", str(self.request_timeout_ms)]
+        if self.log_level:
+            a += ["--log-level", self.log_level]
+        return a + self.extra_args
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self, ready_timeout_s=20):
+        if not os.path.exists(D11_BIN):
+            raise AssertionError("D11_BIN %s does not exist (run make)" % D11_BIN)
+        assert not self.running(), "platform already running"
+        first_port = self.port is None
+        for attempt in range(3):
+            if first_port:
+                self.port = free_port()
+            logp = os.path.join(os.path.dirname(self.data),
+                                "%s.up%d.log" % (os.path.basename(self.data), len(self.log_paths)))
+            self.log_paths.append(logp)
+            env = dict(os.environ)
+            env["D11_TEST_TMP"] = test_tmp()
+            with open(logp, "wb") as lf:
+                self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=lf,
+                                             stderr=subprocess.STDOUT, env=env,
+                                             start_new_session=True)
+            with open(os.path.join(test_tmp(), "started.pids"), "a") as f:
+                f.write("%d %s\n" % (self.proc.pid, self.data))
+            log("started d11 up pid %d on port %d, data %s" % (self.proc.pid, self.port, self.data))
+            try:
+                self.wait_ready(ready_timeout_s)
+                return self
+            except AssertionError:
+                tail = self.log_tail(40)
+                if (first_port and attempt < 2 and self.proc.poll() is not None
+                        and "in use" in tail.lower()):
+                    log("port %d in use, retrying on another" % self.port)
+                    continue
+                if self.running():
+                    self.kill9_all()
+                raise
+
+    def wait_ready(self, timeout_s=20):
+        end = time.monotonic() + scaled(timeout_s)
+        last = "no answer"
+        while True:
+            rc = self.proc.poll()
+            if rc is not None:
+                raise AssertionError("d11 up exited with status %d before /readyz answered 200;"
+                                     " log:\n%s" % (rc, self.log_tail(60)))
+            try:
+                c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=1)
+                hdrs = {}
+                tok = self._read_admin_token()
+                if tok:
+                    hdrs["Authorization"] = "Bearer " + tok
+                c.request("GET", "/readyz", headers=hdrs)
+                r = c.getresponse()
+                body = r.read()
+                c.close()
+                if r.status == 200:
+                    return
+                last = "HTTP %d %s" % (r.status, body[:200])
+            except (OSError, http.client.HTTPException) as e:
+                last = repr(e)
+            if time.monotonic() >= end:
+                raise AssertionError("d11 up not ready after %.0fs (GET /readyz: %s); log:\n%s"
+                                     % (scaled(timeout_s), last, self.log_tail(60)))
+            time.sleep(0.05)
+
+    def stop(self, timeout_s=30, check=True):
+        """SIGTERM the up process; wait for it. With check: exit status must be 0 and every
+        child listed in DIR/pids must be gone. Returns the exit status."""
+        assert self.proc is not None
+        kids = {k: v for k, v in self.pids().items() if k != "up"}
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+        try:
+            rc = self.proc.wait(timeout=scaled(timeout_s))
+        except subprocess.TimeoutExpired:
+            self.kill9_all()
+            raise AssertionError("d11 up did not exit within %.0fs of SIGTERM; log:\n%s"
+                                 % (scaled(timeout_s), self.log_tail(60)))
+        log("d11 up exited with %d" % rc)
+        if check:
+            if rc != 0:
+                raise AssertionError("d11 up exited with %d after SIGTERM (expected 0); log:\n%s"
+                                     % (rc, self.log_tail(60)))
+            alive = {}
+            end = time.monotonic() + scaled(10)
+            while True:
+                alive = {k: p for k, p in kids.items() if pid_alive(p) and self._ours(p)}
+                if not alive or time.monotonic() >= end:
+                    break
+                time.sleep(0.05)
+            if alive:
+                self.kill_leftovers()
+                raise AssertionError("children still running 10s after d11 up exited: %r" % alive)
+        return rc
+
+    def restart(self, ready_timeout_s=20):
+        if self.running():
+            self.stop()
+        return self.start(ready_timeout_s)
+
+    def pids(self):
+        """name -> pid from DATA/pids/*.pid (up, center, cell-<i>, gateway)."""
+        out = {}
+        d = os.path.join(self.data, "pids")
+        try:
+            names = os.listdir(d)
+        except OSError:
+            return out
+        for n in names:
+            if not n.endswith(".pid"):
+                continue
+            try:
+                with open(os.path.join(d, n)) as f:
+                    out[n[:-4]] = int(f.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                pass
+        return out
+
+    def _ours(self, pid):
+        return proc_has_marker(pid, [self.data, "D11_TEST_TMP=" + test_tmp()])
+
+    def _kill(self, pid, sig=signal.SIGKILL):
+        if pid and pid_alive(pid) and self._ours(pid):
+            try:
+                os.kill(pid, sig)
+                return True
+            except ProcessLookupError:
+                pass
+        return False
+
+    def kill9(self, name):
+        """SIGKILL one child by its pid file (e.g. "cell-0"); returns its pid."""
+        pid = self.pids().get(name)
+        if pid is None:
+            raise AssertionError("no pid file %s/pids/%s.pid; have %r" % (self.data, name, self.pids()))
+        if not pid_alive(pid):
+            raise AssertionError("%s pid %d from the pid file is not running" % (name, pid))
+        if not self._kill(pid):
+            raise AssertionError("could not kill %s pid %d" % (name, pid))
+        poll(lambda: not pid_alive(pid), 10, "%s pid %d to die" % (name, pid), 0.01)
+        log("kill -9 %s pid %d" % (name, pid))
+        return pid
+
+    def kill9_all(self):
+        """SIGKILL up first (so nothing is restarted), then every child by its pid file."""
+        ps = self.pids()
+        order = ["up"] + sorted(k for k in ps if k != "up")
+        if self.proc is not None:
+            self._kill(self.proc.pid)
+        for k in order:
+            if k in ps:
+                self._kill(ps[k])
+        if self.proc is not None:
+            try:
+                self.proc.wait(timeout=scaled(10))
+            except subprocess.TimeoutExpired:
+                pass
+        for k, p in ps.items():
+            poll(lambda: not pid_alive(p), 10, "%s pid %d to die after SIGKILL" % (k, p), 0.01)
+        log("kill -9 of the whole platform: %r" % ps)
+
+    def kill_leftovers(self):
+        """SIGKILL any process of ours still running for this data dir (by PID)."""
+        for k, p in self.pids().items():
+            self._kill(p)
+
+    # -- logs --
+    def log_text(self):
+        out = []
+        for p in self.log_paths:
+            try:
+                with open(p, "rb") as f:
+                    out.append(f.read().decode("utf-8", "replace"))
+            except OSError:
+                pass
+        return "".join(out)
+
+    def all_log_text(self):
+        """Every log we can see: up's captured output plus *.log files in the data dir."""
+        parts = [self.log_text()]
+        for root, _, files in os.walk(self.data):
+            for n in files:
+                if n.endswith(".log") or n.endswith(".jsonl") or ".log." in n:
+                    try:
+                        with open(os.path.join(root, n), "rb") as f:
+                            parts.append(f.read().decode("utf-8", "replace"))
+                    except OSError:
+                        pass
+        return "\n".join(parts)
+
+    def log_tail(self, n=60):
+        lines = self.log_text().splitlines()
+        return "\n".join(lines[-n:])
+
+    # -- tokens and clients --
+    def _read_admin_token(self):
+        try:
+            with open(os.path.join(self.data, "admin.token")) as f:
+                return f.read().strip() or None
+        except OSError:
+            return None
+
+    @property
+    def admin_token(self):
+        if self._admin is None:
+            t = self._read_admin_token()
+            if not t:
+                raise AssertionError("%s/admin.token missing or empty after start" % self.data)
+            self._admin = t
+        return self._admin
+
+    def client(self, token=Client.DEFAULT, timeout_s=10):
+        if token is Client.DEFAULT:
+            token = self.admin_token
+        return Client(self.port, token, timeout_s)
+
+    def token_create(self, scopes, label=None, wait_s=5):
+        """`d11 token create --data DIR --scopes S`; returns the token. Works before the
+        first start (the data dir exists from __init__). When the platform is running,
+        waits (bounded) until the gateway stops answering 401 for it."""
+        args = ["token", "create", "--data", self.data, "--scopes", scopes]
+        if label:
+            args += ["--label", label]
+        cp = run_cli(args)
+        tok = cp.stdout.strip()
+        if cp.returncode != 0 or not tok or "\n" in tok:
+            raise AssertionError("d11 %s: exit %d, stdout %r, stderr %r"
+                                 % (" ".join(args), cp.returncode, cp.stdout, cp.stderr))
+        if self.running():
+            # Each gateway thread may pick the new token up on its own: require a run of
+            # answers other than 401 on fresh connections (spread over the threads).
+            run = [0]
+
+            def accepted():
+                c = self.client(tok)
+                st = c.get("/v1/products/token-probe").status
+                c.close()
+                run[0] = run[0] + 1 if st != 401 else 0
+                return run[0] >= 16
+            poll(accepted, wait_s, "every gateway thread to accept a token made by"
+                 " `d11 token create` (scopes %s)" % scopes, 0.02)
+        return tok
+
+    def audit(self, timeout_s=120):
+        return AuditResult(run_cli(["audit", "--data", self.data], timeout_s))
+
+    # -- SQLite --
+    def db_path(self, name):
+        return os.path.join(self.data, name)
+
+    def cell_dbs(self):
+        out = []
+        for n in sorted(os.listdir(self.data)):
+            m = re.match(r"^cell-(\d+)\.db$", n)
+            if m:
+                out.append((int(m.group(1)), os.path.join(self.data, n)))
+        return sorted(out)
+
+    def query(self, name, sql, args=()):
+        """Rows of `sql` on DATA/name. While the platform runs: a read-only connection
+        (WAL readers do not block the writer). Stopped or crashed: a private copy of the
+        db + WAL, so that reading never checkpoints or recovers the platform's own files."""
+        path = self.db_path(name)
+        if not os.path.exists(path):
+            raise AssertionError("%s does not exist; data dir has %r" % (path, sorted(os.listdir(self.data))))
+        if self.running():
+            con = sqlite3.connect("file:%s?mode=ro" % path, uri=True, timeout=10)
+        else:
+            snap = os.path.join(test_tmp(), "snap")
+            if os.path.isdir(snap):
+                shutil.rmtree(snap)
+            os.makedirs(snap)
+            for suffix in ("", "-wal", "-shm"):
+                if os.path.exists(path + suffix):
+                    shutil.copy(path + suffix, os.path.join(snap, name + suffix))
+            con = sqlite3.connect(os.path.join(snap, name), timeout=10)
+        try:
+            return con.execute(sql, args).fetchall()
+        finally:
+            con.close()
+
+    def columns(self, name, table):
+        return [r[1] for r in self.query(name, "PRAGMA table_info(%s)" % table)]
+
+
+def _kill_live_at_exit():
+    for p in _LIVE:
+        try:
+            if p.running():
+                p.kill9_all()
+            p.kill_leftovers()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+import atexit  # noqa: E402
+atexit.register(_kill_live_at_exit)
+
+
+# ---------------------------------------------------------------- routing knowledge
+
+def slot_of(user_id):
+    return user_id % 1024
+
+
+def default_cell_of(user_id, ncells):
+    """The default routing table: slots split into ncells contiguous ranges
+    (d11_routing_default). Tests that depend on it confirm it from the cell databases."""
+    return slot_of(user_id) * ncells // 1024
+
+
+def users_for_cell(cell, ncells, n, base=1):
+    """n distinct user ids whose slot falls in `cell`'s default range."""
+    lo = -(-cell * 1024 // ncells)
+    hi = -(-(cell + 1) * 1024 // ncells)
+    out = []
+    k = base
+    while len(out) < n:
+        for s in range(lo, hi, max(1, (hi - lo) // n)):
+            uid = k * 1024 + s
+            if uid >= 1 and default_cell_of(uid, ncells) == cell:
+                out.append(uid)
+                if len(out) == n:
+                    break
+        k += 1
+    return out
+
+
+def find_order_cell(p, user_id, key):
+    """Which cell-<i>.db holds the order (user_id, idem_key)? None if none does."""
+    for i, path in p.cell_dbs():
+        rows = p.query(os.path.basename(path),
+                       "SELECT count(*) FROM orders WHERE user_id = ? AND idem_key = ?",
+                       (user_id, key))
+        if rows and rows[0][0]:
+            return i
+    return None
+
+
+# ---------------------------------------------------------------- load generation
+
+class Ledger:
+    """What clients were told, shared by load threads (thread-safe)."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.orders = {}      # order_id -> dict(user, key, status, pending_op, items)
+        self.by_key = {}      # (user, key) -> order_id
+        self.unanswered = []  # (user, key, items) creates that got no answer / 5xx
+        self.errors = []      # unexpected answers (strings)
+        self.counts = {}      # "201", "409 out_of_stock", "conn", ...
+
+    def count(self, what):
+        with self.lock:
+            self.counts[what] = self.counts.get(what, 0) + 1
+
+    def acked(self):
+        with self.lock:
+            return len(self.orders)
+
+    def record_create(self, user, key, r, items):
+        with self.lock:
+            oid = r.json["order_id"]
+            prev = self.by_key.get((user, key))
+            if prev is not None and prev != oid:
+                self.errors.append("same key %r (user %d) answered two order ids: %s and %s"
+                                   % (key, user, prev, oid))
+            self.by_key[(user, key)] = oid
+            if oid not in self.orders:
+                self.orders[oid] = {"user": user, "key": key, "status": "pending_payment",
+                                    "pending_op": None, "items": items}
+
+    def set_pending(self, oid, op):
+        with self.lock:
+            self.orders[oid]["pending_op"] = op
+
+    def record_status(self, oid, status):
+        with self.lock:
+            self.orders[oid]["status"] = status
+            self.orders[oid]["pending_op"] = None
+
+
+class OrderLoad:
+    """N threads placing orders (and paying / cancelling some) until stop() or until
+    every thread saw `oos_stop` out_of_stock answers in a row. Every request is bounded
+    (client timeout) and the whole load by max_requests per thread and a deadline."""
+
+    def __init__(self, port, token, users, items, nthreads=8, pay_every=0, cancel_every=0,
+                 oos_stop=None, max_requests=2000, deadline_s=60, ledger=None, retries=5,
+                 headers=None):
+        self.port = port
+        self.token = token
+        self.users = users
+        self.items = items
+        self.nthreads = nthreads
+        self.pay_every = pay_every
+        self.cancel_every = cancel_every
+        self.oos_stop = oos_stop
+        self.max_requests = max_requests
+        self.deadline = time.monotonic() + scaled(deadline_s)
+        self.ledger = ledger or Ledger()
+        self.retries = retries
+        self.headers = headers
+        self.stop_ev = threading.Event()
+        self.threads = []
+
+    def start(self):
+        for t in range(self.nthreads):
+            users = self.users[t::self.nthreads]
+            th = threading.Thread(target=self._run, args=(t, users), daemon=True)
+            th.start()
+            self.threads.append(th)
+        return self
+
+    def stop(self, join_s=30):
+        self.stop_ev.set()
+        return self.join(join_s)
+
+    def join(self, join_s=60):
+        end = time.monotonic() + scaled(join_s)
+        for th in self.threads:
+            th.join(max(0.1, end - time.monotonic()))
+        stuck = [th for th in self.threads if th.is_alive()]
+        if stuck:
+            raise AssertionError("%d load threads still running after %.0fs"
+                                 % (len(stuck), scaled(join_s)))
+        return self.ledger
+
+    def _over(self):
+        return self.stop_ev.is_set() or time.monotonic() >= self.deadline
+
+    def _run(self, t, users):
+        L = self.ledger
+        c = Client(self.port, self.token, timeout_s=10)
+        n = 0
+        oos_row = 0
+        try:
+            while not self._over() and n < self.max_requests:
+                user = users[n % len(users)]
+                key = new_key("t%d" % t)
+                items = self.items
+                r = None
+                for attempt in range(self.retries + 1):
+                    if self._over() and attempt > 0:
+                        break
+                    n += 1
+                    try:
+                        r = c.order(user, items, key, headers=self.headers)
+                    except ConnectionError:
+                        L.count("conn")
+                        r = None
+                        if self._over():
+                            break
+                        time.sleep(0.05)
+                        continue
+                    if r.status == 429:
+                        L.count("429")
+                        ra = r.headers.get("retry-after", "1")
+                        time.sleep(min(2.0, float(ra) if ra.replace(".", "").isdigit() else 1.0))
+                        continue
+                    if r.status >= 500:
+                        L.count("%d %s" % (r.status, r.error_code))
+                        time.sleep(0.05)
+                        continue
+                    break
+                if r is None or r.status >= 500 or r.status == 429:
+                    with L.lock:
+                        L.unanswered.append((user, key, items))
+                    continue
+                if r.status in (200, 201):
+                    L.count(str(r.status))
+                    if not isinstance(r.json, dict) or not isinstance(r.json.get("order_id"), str):
+                        with L.lock:
+                            L.errors.append("2xx without an order: %r" % r)
+                        continue
+                    L.record_create(user, key, r, items)
+                    oos_row = 0
+                    oid = r.json["order_id"]
+                    k = len(L.orders)
+                    if self.pay_every and k % self.pay_every == 0:
+                        self._transition(c, oid, "pay")
+                    elif self.cancel_every and k % self.cancel_every == 1:
+                        self._transition(c, oid, "cancel")
+                    continue
+                code = r.error_code
+                L.count("%d %s" % (r.status, code))
+                if r.status == 409 and code == "out_of_stock":
+                    oos_row += 1
+                    if self.oos_stop and oos_row >= self.oos_stop:
+                        return
+                    continue
+                with L.lock:
+                    L.errors.append("unexpected answer: %r" % r)
+        finally:
+            c.close()
+
+    def _transition(self, c, oid, op):
+        L = self.ledger
+        L.set_pending(oid, op)
+        try:
+            if op == "pay":
+                r = c.pay(oid, "pay-" + oid)
+            else:
+                r = c.cancel(oid)
+        except ConnectionError:
+            L.count(op + " conn")
+            return
+        if r.status == 200:
+            want = "paid" if op == "pay" else "cancelled"
+            got = r.json.get("status") if isinstance(r.json, dict) else None
+            if got != want:
+                with L.lock:
+                    L.errors.append("%s answered 200 with status %r: %r" % (op, got, r))
+            L.record_status(oid, want)
+        elif r.status >= 500:
+            L.count("%s %d" % (op, r.status))
+        else:
+            with L.lock:
+                L.errors.append("unexpected %s answer: %r" % (op, r))
+
+
+def spread_users(n, base=1):
+    """n user ids with slots spread evenly over 0..1023 (so over every cell)."""
+    return [base * 1024 + (i * 1024) // n + (i * 1024 * 7) for i in range(n)]
+
+
+def verify_acked_orders(p, ledger, ck, c=None):
+    """Every acknowledged order is readable with its last acknowledged status (or the
+    status of a transition whose answer was lost)."""
+    c = c or p.client()
+    missing = 0
+    for oid, o in sorted(ledger.orders.items()):
+        r = c.get_order(oid)
+        if r.status != 200:
+            missing += 1
+            ck.fail("acknowledged order lost: %r (acked status %s)" % (r, o["status"]))
+            if missing > 20:
+                ck.fail("... stopping after 20 lost orders")
+                break
+            continue
+        got = r.json.get("status")
+        allowed = {o["status"]}
+        if o["pending_op"] == "pay":
+            allowed.add("paid")
+        if o["pending_op"] == "cancel":
+            allowed.add("cancelled")
+        if got not in allowed:
+            ck.fail("order %s: status %r, last acknowledged %r (in-flight op %r)"
+                    % (oid, got, o["status"], o["pending_op"]))
+        if r.json.get("user_id") != o["user"]:
+            ck.fail("order %s: user_id %r, expected %r" % (oid, r.json.get("user_id"), o["user"]))
+    c.close()
+
+
+def verify_idempotent_replay(p, ledger, ck):
+    """The same key again returns the same order id (never a second order)."""
+    c = p.client()
+    for (user, key), oid in sorted(ledger.by_key.items()):
+        items = ledger.orders[oid]["items"]
+        r = c.order(user, items, key)
+        if r.status not in (200, 201) or r.json.get("order_id") != oid:
+            ck.fail("replay of key %r (user %d) should return order %s: %r" % (key, user, oid, r))
+    c.close()
+
+
+def db_no_duplicate_keys(p, ck):
+    """Invariant 3 on the stored data: one (user_id, idem_key) -> at most one order,
+    across every cell database (real and shadow tables)."""
+    seen = {}
+    for i, path in p.cell_dbs():
+        n = os.path.basename(path)
+        for table in ("orders", "shadow_orders"):
+            try:
+                rows = p.query(n, "SELECT user_id, idem_key, count(*) FROM %s GROUP BY user_id, idem_key" % table)
+            except sqlite3.Error as e:
+                ck.fail("%s: cannot read %s: %s" % (n, table, e))
+                continue
+            for u, k, cnt in rows:
+                if cnt > 1:
+                    ck.fail("%s.%s: %d orders for user %s key %r" % (n, table, cnt, u, k))
+                if table == "orders":
+                    if (u, k) in seen:
+                        ck.fail("user %s key %r stored in %s and %s" % (u, k, seen[(u, k)], n))
+                    seen[(u, k)] = n
+    return seen
+
+
+def db_holding(p, sku, table="orders"):
+    """Units of sku held by stored orders in pending_payment or paid, over every cell."""
+    total = 0
+    items = "shadow_order_items" if table == "shadow_orders" else "order_items"
+    for i, path in p.cell_dbs():
+        rows = p.query(os.path.basename(path),
+                       "SELECT coalesce(sum(it.quantity), 0) FROM %s it JOIN %s o ON o.order_id = it.order_id"
+                       " WHERE it.sku = ? AND o.status IN ('pending_payment', 'paid')" % (items, table),
+                       (sku,))
+        total += rows[0][0]
+    return total
+
+
+def db_stock_total(p, sku):
+    rows = p.query("center.db", "SELECT stock_total FROM products WHERE sku = ?", (sku,))
+    return rows[0][0] if rows else None
+
+
+def check_audit(p, ck, what="d11 audit"):
+    a = p.audit()
+    if a.rc != 0:
+        ck.fail("%s: expected exit 0 (every invariant holds): %r" % (what, a))
+    elif a.report is None:
+        ck.fail("%s: stdout is not a JSON report: %r" % (what, a))
+    return a
+
+
+def wait_product(c, sku, pred, what, timeout_s=10):
+    """Poll GET /v1/products/{sku} until pred(product) holds; returns the product."""
+    last = [None]
+
+    def f():
+        r = c.product(sku)
+        last[0] = r
+        return r.json if r.status == 200 and isinstance(r.json, dict) and pred(r.json) else None
+    try:
+        return poll(f, timeout_s, what)
+    except AssertionError as e:
+        raise AssertionError("%s; last response: %r" % (e, last[0]))
