@@ -855,7 +855,7 @@ static void test_state_machine(void)
     d11_buf bad;
     d11_buf_init(&bad, 16);
     d11_wenc_u64(&bad, id6);
-    d11_wenc_str(&bad, "pay 6", 5); /* space: not printable */
+    d11_wenc_str(&bad, "pay\t6", 5); /* tab: not printable ASCII */
     r = answer(0, send_frame(0, D11_MSG_ORDER_PAY, false, &bad));
     CHECK(r && r->status == 422);
     CHECK_EQ(O(id6, 0)->status, ST_PENDING);

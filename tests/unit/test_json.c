@@ -272,10 +272,14 @@ static void test_bodies(void)
 
     d11_msg_product p;
     d11_scratch sc = {scratch, sizeof scratch, 0};
-    const char *prod = "{\"sku\":\"SKU-1\",\"title\":\"Caf\\u00e9\",\"price_cents\":1999,\"stock\":0}";
+    const char *prod = "{\"sku\":\"SKU-1\",\"title\":\"Caf\\u00e9\",\"price_cents\":1999,\"stock\":0,\"category\":\"\"}";
     CHECK(d11_body_product(&J, prod, strlen(prod), &sc, &p, &e) == 0 && p.title.n == 5 && p.category.n == 0 &&
               p.stock == 0,
-          "product, category defaults to empty (%s)", e.msg);
+          "product, empty category accepted (%s)", e.msg);
+    const char *nocat = "{\"sku\":\"SKU-1\",\"title\":\"x\",\"price_cents\":1999,\"stock\":0}";
+    sc.used = 0;
+    CHECK(d11_body_product(&J, nocat, strlen(nocat), &sc, &p, &e) != 0 && e.status == 422 && strstr(e.msg, "category"),
+          "product without category is 422 naming it (%s)", e.msg);
     const char *p2 = "{\"sku\":\"S\",\"title\":\"x\",\"price_cents\":1000000000001,\"stock\":0}";
     sc.used = 0;
     CHECK(d11_body_product(&J, p2, strlen(p2), &sc, &p, &e) == -1 && e.status == 422 && strstr(e.msg, "price_cents"),
