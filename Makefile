@@ -16,6 +16,7 @@ LDFLAGS  += $(SAN)
 LDLIBS   += -lsqlite3 -lhttp_parser -lcrypto -lpthread -lm
 
 BUILD    ?= build
+BIN      ?= bin/d11
 SRCS     := $(shell find src -name '*.c' | sort)
 OBJS     := $(SRCS:%.c=$(BUILD)/%.o)
 LIBOBJS  := $(filter-out $(BUILD)/src/main.o,$(OBJS))
@@ -25,7 +26,6 @@ TEST_BINS := $(TEST_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 .PHONY: all test test-bins test-full fuzz fuzz-objs deps run clean
 all: $(BIN)
 
-BIN ?= bin/d11
 $(BIN): $(OBJS)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
@@ -40,7 +40,7 @@ $(BUILD)/tests/%: tests/unit/%.c $(LIBOBJS)
 
 test-bins: $(TEST_BINS)
 
-test: bin/d11 $(TEST_BINS)
+test: $(BIN) $(TEST_BINS)
 	@bash tests/run.sh
 
 # The sanitizer build lives entirely in build-san/ (its own objects, tests and binary) so it

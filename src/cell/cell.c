@@ -38,6 +38,7 @@
 #include <unistd.h>
 
 #include "../cmd.h"
+#include "../core/fault.h"
 #include "../core/map.h"
 #include "../rpc/conn.h"
 #include "../rpc/wire.h"
@@ -47,6 +48,7 @@
 #define CELL_CONNS_MAX 1024
 #define CELL_TICK_MS 10
 #define CELL_REPORT_MS 100
+#define CELL_GRANT_TIMEOUT_MS 1000 /* a grant unanswered this long is asked again */
 #define ORDER_EPOCH_MS 1735689600000LL /* 2025-01-01T00:00:00Z: order ids count ms from here */
 #define NONE32 UINT32_MAX
 
@@ -57,6 +59,7 @@ typedef struct ledger {
     bool     grant_inflight, dirty, report_dirty;
     uint64_t price, granted, returned, sold;
     uint64_t want_inflight; /* units asked for in the grant in flight */
+    int64_t  grant_sent_ms; /* when the grant in flight was sent */
     uint64_t soldout_min;   /* while soldout_until: a shortfall this large cannot be met */
     int64_t  soldout_until, unknown_until;
 } ledger;
@@ -280,6 +283,9 @@ static void send_reply(int ci, uint32_t gen, const d11_frame_hdr *h, uint32_t st
                        const char *body, size_t n, bool defer)
 {
     if (ci < 0) return; /* internal retry with nobody waiting */
+    d11_fault_hit fh = d11_fault(D11_FP_CELL_REPLY);
+    if (fh.action == D11_FA_DROP) return; /* chaos: the gateway times out (504) */
+    if (fh.action == D11_FA_DELAY) usleep((useconds_t)fh.delay_ms * 1000); /* chaos: a stalled cell */
     if (!defer) {
         if (S.conns[ci].open && S.conns[ci].gen == gen) d11_conn_reply(&S.conns[ci].c, h, status, code, body, n);
         return;
@@ -535,6 +541,7 @@ static void request_grant(uint32_t li, uint64_t want)
     if (l->grant_inflight || !S.center_up) return;
     l->grant_inflight = true;
     l->want_inflight = want;
+    l->grant_sent_ms = d11_mono_ms();
     center_send_inv(&S.center.out, D11_MSG_GRANT, li, want);
 }
 
@@ -785,10 +792,21 @@ static void handle_order_list(int ci, const d11_frame *f)
     send_reply(ci, gen, &f->hdr, 200, NULL, b->data, b->len, defer);
 }
 
+static void conn_close(int ci);
+
 static void handle_gateway_frame(int ci, const d11_frame *f)
 {
     uint32_t gen = S.conns[ci].gen;
     if (f->hdr.flags & D11_WF_REPLY) return;
+    d11_fault_hit fh = d11_fault(D11_FP_CELL_RECV);
+    if (fh.action == D11_FA_DROP) return; /* chaos: a lost request; the gateway answers 504 */
+    if (fh.action == D11_FA_DELAY) usleep((useconds_t)fh.delay_ms * 1000); /* chaos: a stalled cell */
+    if (fh.action == D11_FA_GARBLE) {
+        /* chaos: a garbled frame is a broken stream; the receiver must drop the link */
+        d11_warn("cell %d: garbled frame from the gateway; closing the connection", S.id);
+        conn_close(ci);
+        return;
+    }
     switch (f->hdr.type) {
     case D11_MSG_ORDER_CREATE: {
         d11_msg_order_create m;
@@ -1158,6 +1176,15 @@ static void tick(void)
         freed |= expire_if_due(o, wall);
     }
     if (!S.center_up && !S.stop && d11_mono_ms() >= S.center_retry_ms) center_connect();
+    int64_t mono = d11_mono_ms();
+    for (size_t i = 0; i < S.ledgers.n && S.parked.n; i++) {
+        ledger *l = &S.ledgers.v[i];
+        if (l->grant_inflight && mono - l->grant_sent_ms >= CELL_GRANT_TIMEOUT_MS) {
+            /* Lost (or very slow): ask again. A late reply is harmless: counts are cumulative. */
+            d11_warn("cell %d: grant for %s unanswered for %d ms; asking again", S.id, l->sku, CELL_GRANT_TIMEOUT_MS);
+            l->grant_inflight = false;
+        }
+    }
     if (freed || S.parked.n) retry_parked(); /* also times out parked orders */
     send_reports();
 }
@@ -1209,11 +1236,7 @@ int d11_cell_main(int argc, char **argv)
         fprintf(stderr, "d11 cell: cannot open %s\n", path);
         return 1;
     }
-    const char *fail = getenv("D11_FAULT_FAIL_COMMIT"); /* tests: fail the Nth commit */
-    if (fail) {
-        uint64_t nth;
-        if (d11_parse_u64(fail, strlen(fail), UINT32_MAX, &nth) == 0) S.store.fail_commit_at = nth;
-    }
+    d11_fault_init_from_env(name);
     d11_smap_init(&S.ledger_by_key, 1024);
     d11_imap_init(&S.order_by_id, 1 << 16);
     d11_smap_init(&S.order_by_idem, 1 << 16);

@@ -15,6 +15,7 @@
  * 503 and exits so that recovery rebuilds memory from what is durable.
  */
 #include "cell_int.h"
+#include "../core/fault.h"
 #include "../rpc/wire.h"
 #include "../store/store.h"
 
@@ -182,7 +183,8 @@ static int commit_batch(cell_store *s, cell_batch *b)
 {
     if (b->nops == 0) return 0;
     s->commits++;
-    if (s->fail_commit_at && s->commits == s->fail_commit_at) {
+    if ((s->fail_commit_at && s->commits == s->fail_commit_at) ||
+        d11_fault(D11_FP_STORE_COMMIT).action == D11_FA_FAIL) {
         d11_error("fault injection: failing commit #%llu", (unsigned long long)s->commits);
         return D11_ESTORE;
     }

@@ -38,6 +38,7 @@
 
 #include "../cmd.h"
 #include "../core/config.h"
+#include "../core/fault.h"
 #include "../core/limits.h"
 #include "../core/map.h"
 #include "../core/util.h"
@@ -553,6 +554,9 @@ static void start_reclaim(product *p, int shadow, uint16_t except)
 
 static void handle_grant(int ci, const d11_frame *f)
 {
+    d11_fault_hit fh = d11_fault(D11_FP_CENTER_GRANT);
+    if (fh.action == D11_FA_DROP) return; /* chaos: a lost grant; the cell asks again */
+    if (fh.action == D11_FA_DELAY) usleep((useconds_t)fh.delay_ms * 1000);
     d11_msg_inv m;
     if (d11_msg_inv_dec(f->payload, f->payload_len, &m) < 0 || m.cell >= C.ncells) {
         reply_err(ci, &f->hdr, 400, "bad_request", "malformed grant");
@@ -835,6 +839,7 @@ int d11_center_main(int argc, char **argv)
         return 0;
     }
     d11_log_init("center", C.cfg.log_level);
+    d11_fault_init_from_env("center");
     C.ncells = C.cfg.cells;
     for (int i = 0; i < D11_CELLS_MAX; i++) C.cell_conn[i] = -1;
     d11_smap_init(&C.by_sku, 1024);
