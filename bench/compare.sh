@@ -131,7 +131,8 @@ declare -A STATUS=()   # system -> "ok" or a reason it was not measured
 have() { command -v "$1" >/dev/null 2>&1; }
 http_2xx() {  # http_2xx PORT PATH: one GET over bash's /dev/tcp; true on a 2xx status
   local line
-  exec 3<>"/dev/tcp/127.0.0.1/$1" 2>/dev/null || return 1
+  # (the braces scope 2>/dev/null to the connect: on a bare exec it would stick to the shell)
+  { exec 3<>"/dev/tcp/127.0.0.1/$1"; } 2>/dev/null || return 1
   printf 'GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n' "$2" >&3
   IFS= read -r -t 2 line <&3
   exec 3<&- 3>&-
@@ -439,7 +440,7 @@ FS=$(df -T "$TMP" | awk 'NR==2 {print $2}')
   echo "## $(date -u +%Y-%m-%dT%H:%M:%SZ) — bench/compare.sh"
   echo
   echo "- machine: $(nproc) cores, ${CPU:-unknown CPU}, kernel $(uname -r); data dirs on $FS, one 4 KiB O_DSYNC write ≈ ${FSYNC_US:-?} µs"
-  echo "- load average (1/5/15 min) at start: $LOAD_START; at end: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the box skews runs; rounds alternate so it hits every system)"
+  echo "- load average (1/5/15 min) at start: $LOAD_START; at end: $(cut -d' ' -f1-3 /proc/loadavg) (the runs themselves keep both cores busy, ≈ 2-3; a high value at start means other work, which rounds alternate to spread over every system)"
   echo "- command: \`bench/compare.sh${ARGS_ORIG:+ $ARGS_ORIG}\` ($ROUNDS rounds x ${DURATION} s per system, alternating)"
   echo "- versions: $(nginx -v 2>&1 | sed 's/.*version: //'), $("$PGBIN/postgres" --version 2>/dev/null), $(redis-server --version 2>/dev/null | awk '{print $3}'), $(wrk --version 2>&1 | head -1 | awk '{print $1, $2}')"
   echo
