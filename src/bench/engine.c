@@ -192,6 +192,7 @@ int d11_bench_engine_main(int argc, char **argv)
         }
         int r = d11_conn_read(&lc);
         d11_frame f;
+        uint64_t before = done;
         while (d11_conn_frame(&lc, &f) == 1) {
             done++;
             if (f.hdr.status == 201) ok++;
@@ -202,7 +203,7 @@ int d11_bench_engine_main(int argc, char **argv)
             fprintf(stderr, "d11 bench-engine: cell connection lost\n");
             goto out;
         }
-        if (done < total) {
+        if (done < total && done == before) { /* nothing new: wait for the cell */
             struct pollfd pfd = {.fd = lc.fd, .events = POLLIN | (d11_conn_pending(&lc) ? POLLOUT : 0)};
             (void)poll(&pfd, 1, 100);
         }
