@@ -77,3 +77,4 @@ clean:
 	rm -rf $(BUILD) build-san build-fuzz bin
 
 -include $(OBJS:.o=.d)
+-include $(TEST_BINS:=.d)

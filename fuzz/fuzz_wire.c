@@ -53,7 +53,7 @@ static bool printable(const d11_str *s, size_t max)
 {
     if (s->n < 1 || s->n > max) return false;
     for (size_t i = 0; i < s->n; i++)
-        if (s->p[i] < 0x21 || s->p[i] > 0x7e) return false;
+        if (s->p[i] < 0x20 || s->p[i] > 0x7e) return false; /* printable ASCII, space included (API.md) */
     return true;
 }
 
