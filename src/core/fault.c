@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static const char *const point_names[D11_FP_COUNT] = {"cell.recv", "cell.reply", "store.commit", "center.grant"};
 
@@ -48,10 +49,26 @@ void d11_fault_reset(void)
     d11__fault_any = false;
 }
 
+static uint64_t splitmix64(uint64_t x)
+{
+    x += 0x9e3779b97f4a7c15ULL;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+}
+
+void d11_fault_seed(uint64_t seed, const char *salt)
+{
+    /* Scramble: raw small seeds would start xorshift near zero, and a probability trigger
+     * would then fire on the very first draw of every process. */
+    uint64_t x = splitmix64(seed ^ d11_hash64(salt, strlen(salt), 0x5eed));
+    atomic_store(&rng_state, x ? x : 88172645463325252ULL);
+}
+
 int d11_fault_parse(const char *spec, uint64_t seed, char *err, size_t errlen)
 {
     d11_fault_reset();
-    atomic_store(&rng_state, seed ? seed : 88172645463325252ULL);
+    d11_fault_seed(seed, "");
     char buf[1024];
     if (strlen(spec) >= sizeof buf) {
         snprintf(err, errlen, "fault spec longer than %zu bytes", sizeof buf - 1);
@@ -135,6 +152,12 @@ void d11_fault_init_from_env(const char *proc)
         fprintf(stderr, "d11 %s: D11_FAULTS: %s\n", proc, err);
         exit(2);
     }
+    /* Each process (and each restart of it) draws its own sequence: the seed, the process
+     * name and the pid together. Otherwise a restarted cell would replay exactly the draws
+     * that crashed it, forever. */
+    char salt[64];
+    snprintf(salt, sizeof salt, "%s/%d", proc, (int)getpid());
+    d11_fault_seed(seed, salt);
     d11_warn("fault injection armed: %s (seed %llu)", spec, (unsigned long long)seed);
 }
 

@@ -4,7 +4,7 @@
  * A point is armed with an action and a trigger, from the environment at process start:
  *
  *     D11_FAULTS="cell.recv:drop@0.05,store.commit:fail#3,cell.reply:delay=50ms@0.1"
- *     D11_FAULT_SEED=42            (seeded, so a failing run can be replayed)
+ *     D11_FAULT_SEED=42            (the seed, with the process name and pid, fixes the draws)
  *
  * Each entry is POINT:ACTION[=ARG][@PROBABILITY | #NTH | *EVERY]. Actions: `drop`,
  * `fail`, `garble`, `delay=<N>ms`. Triggers: `@p` fires with probability p; `#n` fires on
@@ -44,7 +44,10 @@ typedef struct d11_fault_hit {
 
 /* Parse a spec (the D11_FAULTS syntax). 0, or -1 with a reason in err. */
 int d11_fault_parse(const char *spec, uint64_t seed, char *err, size_t errlen);
-/* Arm from D11_FAULTS / D11_FAULT_SEED; exits 2 with a message when malformed. */
+/* Seed the trigger generator (scrambled with splitmix64 and the salt). */
+void d11_fault_seed(uint64_t seed, const char *salt);
+/* Arm from D11_FAULTS / D11_FAULT_SEED; exits 2 with a message when malformed. Draws
+ * differ per process: the generator is seeded from the seed, the process name and pid. */
 void d11_fault_init_from_env(const char *proc);
 /* Clear every point. */
 void d11_fault_reset(void);

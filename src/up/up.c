@@ -44,6 +44,7 @@ typedef struct child {
     pid_t   pid;
     int64_t started_ms, restart_at_ms, backoff_ms;
     int     restarts;
+    bool    pid_stale; /* its pid file could not be written: retried from the loop */
 } child;
 
 static struct {
@@ -82,13 +83,19 @@ static child *new_child(const char *name, const char *sub)
     return c;
 }
 
-static void write_pid(const char *name, pid_t pid)
+/* Returns 0, or <0 when the file could not be written — then a stale file naming a dead
+ * process is removed, so a pid file never lies (the caller retries later). */
+static int write_pid(const char *name, pid_t pid)
 {
     char path[1200], buf[32];
     snprintf(path, sizeof path, "%s/pids/%s.pid", U.cfg.data_dir, name);
     int n = snprintf(buf, sizeof buf, "%d\n", (int)pid);
     int rc = d11_write_file_atomic(path, buf, (size_t)n, 0644);
-    if (rc < 0) d11_warn("cannot write %s: %s", path, d11_strerror(rc));
+    if (rc < 0) {
+        d11_warn("cannot write %s: %s (will retry)", path, d11_strerror(rc));
+        unlink(path);
+    }
+    return rc;
 }
 
 static int spawn(child *c)
@@ -108,7 +115,7 @@ static int spawn(child *c)
     }
     c->pid = pid;
     c->started_ms = d11_mono_ms();
-    write_pid(c->name, pid);
+    c->pid_stale = write_pid(c->name, pid) < 0;
     d11_info("started %s (pid %d)", c->name, (int)pid);
     return 0;
 }
@@ -311,6 +318,7 @@ int d11_up_main(int argc, char **argv)
         int64_t now = d11_mono_ms();
         for (int i = 0; i < U.nkids; i++) {
             child *c = &U.kids[i];
+            if (c->pid > 0 && c->pid_stale) c->pid_stale = write_pid(c->name, c->pid) < 0;
             if (c->pid == 0 && c->restart_at_ms && now >= c->restart_at_ms) {
                 c->restart_at_ms = 0;
                 c->restarts++;

@@ -1221,3 +1221,631 @@ def wait_product(c, sku, pred, what, timeout_s=10):
         return poll(f, timeout_s, what)
     except AssertionError as e:
         raise AssertionError("%s; last response: %r" % (e, last[0]))
+
+
+# ================================================================ reliability helpers
+# (appended for test_crashloop.py, test_faults.py, test_hostile.py; see docs/reliability.md)
+
+import collections  # noqa: E402
+import random  # noqa: E402
+
+
+def seeded(env="D11_TEST_SEED", what="seed"):
+    """(seed, random.Random(seed)): the seed from $env when set (replay), else a random one.
+    The seed is printed so that a failing run can be replayed with env=SEED."""
+    s = os.environ.get(env)
+    seed = int(s) if s else random.randrange(1 << 30)
+    print("%s=%d   (%s; replay with %s=%d)" % (env, seed, what, env, seed), flush=True)
+    return seed, random.Random(seed)
+
+
+class DbView:
+    """Every SQLite file of a data dir opened at once, for invariant checks.
+    Running platform: read-only connections (WAL readers never block the writer; the files
+    are not one snapshot, so use cross-file sums only when traffic is quiet). Stopped or
+    crashed platform: ONE private copy of every db + WAL taken together, so reading never
+    recovers or checkpoints the platform's own files.
+        with DbView(p) as v: v.center.execute(...); v.cells -> {i: connection}"""
+
+    def __init__(self, p):
+        self.p = p
+        self.center = None
+        self.cells = {}
+        self._snap = None
+
+    def __enter__(self):
+        names = ["center.db"] + [os.path.basename(path) for _, path in self.p.cell_dbs()]
+        if self.p.running():
+            def con(n):
+                return sqlite3.connect("file:%s?mode=ro" % self.p.db_path(n), uri=True, timeout=10)
+        else:
+            self._snap = os.path.join(test_tmp(), "dbview")
+            if os.path.isdir(self._snap):
+                shutil.rmtree(self._snap)
+            os.makedirs(self._snap)
+            for n in names:
+                for suffix in ("", "-wal", "-shm"):
+                    src = self.p.db_path(n) + suffix
+                    if os.path.exists(src):
+                        shutil.copy(src, os.path.join(self._snap, n + suffix))
+
+            def con(n):
+                return sqlite3.connect(os.path.join(self._snap, n), timeout=10)
+        self.center = con("center.db")
+        for i, path in self.p.cell_dbs():
+            self.cells[i] = con(os.path.basename(path))
+        return self
+
+    def __exit__(self, *a):
+        for c in [self.center] + list(self.cells.values()):
+            if c is not None:
+                c.close()
+        if self._snap:
+            shutil.rmtree(self._snap, ignore_errors=True)
+        return False
+
+    def orders(self, table="orders"):
+        """order_id (str) -> dict(cell, user, key, status, created, expires, updated,
+        payment_id, total, items=((sku, qty), ...) in item order)."""
+        items_t = "shadow_order_items" if table == "shadow_orders" else "order_items"
+        out = {}
+        for i, con in sorted(self.cells.items()):
+            for row in con.execute("SELECT order_id, user_id, idem_key, status, created_at, expires_at,"
+                                   " updated_at, payment_id, total_cents FROM %s" % table):
+                oid = str(row[0])
+                out[oid] = {"cell": i, "user": row[1], "key": row[2], "status": row[3],
+                            "created": row[4], "expires": row[5], "updated": row[6],
+                            "payment_id": row[7], "total": row[8], "items": []}
+            for oid, sku, qty in con.execute("SELECT order_id, sku, quantity FROM %s ORDER BY order_id, idx"
+                                             % items_t):
+                o = out.get(str(oid))
+                if o is not None and o["cell"] == i:
+                    o["items"].append((sku, qty))
+        for o in out.values():
+            o["items"] = tuple(o["items"])
+        return out
+
+    def stock_totals(self):
+        return dict(self.center.execute("SELECT sku, stock_total FROM products"))
+
+    def held(self, orders=None):
+        """sku -> units held by pending_payment + paid orders, over every cell."""
+        orders = self.orders() if orders is None else orders
+        h = collections.Counter()
+        for o in orders.values():
+            if o["status"] in ("pending_payment", "paid"):
+                for sku, q in o["items"]:
+                    h[sku] += q
+        return h
+
+    def fingerprint(self):
+        """Everything a request could have written, as comparable values: products and the
+        center ledger, and per cell the orders, items, outbox and stock ledgers (real and
+        shadow). sold_reported (the cells' periodic reports to the center) is left out."""
+        fp = {"products": self.center.execute("SELECT * FROM products ORDER BY sku").fetchall(),
+              "center_stock": self.center.execute("SELECT * FROM center_stock ORDER BY 1, 2").fetchall(),
+              "ledger": self.center.execute("SELECT sku, shadow, cell, granted, returned FROM ledger"
+                                            " ORDER BY 1, 2, 3").fetchall()}
+        for i, con in sorted(self.cells.items()):
+            for t in ("orders", "shadow_orders"):
+                fp["cell%d.%s" % (i, t)] = con.execute(
+                    "SELECT order_id, status, payment_id, updated_at FROM %s ORDER BY 1" % t).fetchall()
+            for t in ("order_items", "shadow_order_items", "outbox", "shadow_outbox"):
+                fp["cell%d.%s" % (i, t)] = con.execute("SELECT count(*), max(rowid) FROM %s" % t).fetchall()
+            fp["cell%d.stock" % i] = con.execute("SELECT sku, shadow, granted, returned, sold FROM stock"
+                                                 " ORDER BY 1, 2").fetchall()
+        return fp
+
+
+def fingerprint_diff(a, b):
+    """Human-readable list of what differs between two DbView.fingerprint() values."""
+    out = []
+    for k in sorted(set(a) | set(b)):
+        if a.get(k) != b.get(k):
+            out.append("%s: before %r, after %r" % (k, (a.get(k) or [])[:5], (b.get(k) or [])[:5]))
+    return out
+
+
+def fault_counts(p):
+    """How often each fault point fired, from the logs: {"cell.recv": n, ...}, plus
+    "store.commit" from the cells' "fault injection: failing commit" lines. Fault points
+    log every firing at debug level: start the platform with log_level="debug"."""
+    text = p.all_log_text()
+    out = collections.Counter()
+    for m in re.finditer(r"fault ([a-z.]+) fired", text):
+        out[m.group(1)] += 1
+    n = len(re.findall(r"fault injection: failing commit", text))
+    if n:
+        out["store.commit"] = max(out["store.commit"], n)
+    return dict(out)
+
+
+ORDER_STATUSES = ("pending_payment", "paid", "cancelled", "expired")
+
+
+class AckLedger:
+    """What the clients were told, order by order: the record behind invariants 2 and 3.
+
+    An order's `status` is its last ACKNOWLEDGED status (the 201 of its create, the 200 of
+    a pay / cancel, or a 200 GET that showed it). `amb` holds the operations sent whose
+    answer was lost (5xx, timeout, connection dropped): they may or may not have happened.
+    From pending_payment an order may later be seen `expired` (never before its expires_at)
+    or moved by an acknowledged or ambiguous pay / cancel; paid, cancelled and expired are
+    final. Every create key ever sent is remembered, so an order nobody asked for
+    ("phantom") or a second order for one key is caught. Thread-safe."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.orders = {}       # oid -> dict(user, key, items, status, amb, expires, t_acked)
+        self.keys = {}         # (user, key) -> oid, from a 2xx
+        self.sent = {}         # (user, key) -> items, every create ever sent
+        self.unresolved = {}   # (user, key) -> (items, wall ms of the first failed answer)
+        self.placed_late = 0   # creates answered 5xx / nothing that HAD placed the order
+        self.retry_created = 0  # creates answered 5xx / nothing, placed by a later retry
+        self.placed_late_by = collections.Counter()  # placed_late by the failed answer's status
+        self.errors = []       # contract violations seen by clients (strings)
+        self.counts = collections.Counter()
+        self.restocks = {}     # sku -> [acked units, ambiguous units]
+        self.max_latency = (0.0, None)  # (seconds, request) slowest answer seen
+
+    # -- bookkeeping --
+    def error(self, msg):
+        with self.lock:
+            self.errors.append(msg)
+        log("VIOLATION:", msg)
+
+    def count(self, what, n=1):
+        with self.lock:
+            self.counts[what] += n
+
+    def latency(self, r_or_desc, seconds):
+        with self.lock:
+            if seconds > self.max_latency[0]:
+                self.max_latency = (seconds, r_or_desc if isinstance(r_or_desc, str) else repr(r_or_desc)[:300])
+
+    @staticmethod
+    def allowed(o):
+        s = o["status"]
+        if s != "pending_payment":
+            return {s}
+        ok = {"pending_payment", "expired"}
+        if "pay" in o["amb"]:
+            ok.add("paid")
+        if "cancel" in o["amb"]:
+            ok.add("cancelled")
+        return ok
+
+    def snapshot(self):
+        """Deep-enough copy for checking while clients keep running."""
+        with self.lock:
+            orders = {oid: dict(o, amb=set(o["amb"])) for oid, o in self.orders.items()}
+            return {"orders": orders, "keys": dict(self.keys), "sent": dict(self.sent),
+                    "unresolved": dict(self.unresolved),
+                    "restocks": {k: list(v) for k, v in self.restocks.items()}}
+
+    # -- creates --
+    def create_sent(self, user, key, items):
+        with self.lock:
+            self.sent[(user, key)] = tuple(items)
+
+    def create_failed(self, user, key, items, how="5xx"):
+        """A create got a 5xx or no answer (`how`: "503", "504", "conn"...): the order may
+        or may not exist."""
+        with self.lock:
+            if (user, key) not in self.keys and (user, key) not in self.unresolved:
+                self.unresolved[(user, key)] = (tuple(items), int(time.time() * 1000), str(how))
+
+    def create_acked(self, user, key, items, r):
+        """A 200/201 to a create: check the body, record the order. Returns the oid or None."""
+        j = r.json
+        if not isinstance(j, dict) or not isinstance(j.get("order_id"), str):
+            self.error("create answered %d without an order: %r" % (r.status, r))
+            return None
+        oid = j["order_id"]
+        got_items = tuple((it.get("sku"), it.get("quantity")) for it in j.get("items") or []
+                          if isinstance(it, dict))
+        if j.get("user_id") != user or got_items != tuple(items):
+            self.error("create for user %d items %r answered another order: %r" % (user, items, r))
+        if r.status == 201 and j.get("status") != "pending_payment":
+            self.error("201 with status %r: %r" % (j.get("status"), r))
+        try:
+            expires = iso_ms(j["expires_at"])
+        except (KeyError, TypeError, ValueError):
+            self.error("order without a valid expires_at: %r" % r)
+            expires = None
+        with self.lock:
+            prev = self.keys.get((user, key))
+            if prev is not None and prev != oid:
+                self.errors.append("DUPLICATE: key %r (user %d) answered two orders %s and %s"
+                                   % (key, user, prev, oid))
+            self.keys[(user, key)] = oid
+            if (user, key) in self.unresolved:
+                # Placed by the attempt that got no answer (created before that answer), or
+                # created by this retry?
+                _, t_fail, how = self.unresolved.pop((user, key))
+                try:
+                    created = iso_ms(j["created_at"])
+                except (KeyError, TypeError, ValueError):
+                    created = None
+                if created is not None and created <= t_fail:
+                    self.placed_late += 1
+                    self.placed_late_by[how] += 1
+                else:
+                    self.retry_created += 1
+            if oid not in self.orders:
+                self.orders[oid] = {"user": user, "key": key, "items": tuple(items),
+                                    "status": "pending_payment", "amb": set(), "expires": expires,
+                                    "t_acked": time.time(), "t_status": time.monotonic(),
+                                    "seen": {"pending_payment"}}
+        if j.get("status") in ORDER_STATUSES:
+            self.observe(oid, j["status"], r)
+        return oid
+
+    # -- status observations --
+    def op_started(self, oid, op):
+        with self.lock:
+            self.orders[oid]["amb"].add(op)
+
+    def observe(self, oid, status, r):
+        """A 2xx showed the order in `status`: it must be a legal successor of what was
+        acknowledged before; it becomes the acknowledged status. When r.t_sent (monotonic
+        time the request was sent) is earlier than the moment the current status was
+        recorded, the two requests overlapped (two threads on one order: a replay racing
+        the owner's cancel) and cannot be ordered: the answer must then show a status the
+        order had, or may have now, and it changes nothing."""
+        msg = None
+        t_sent = getattr(r, "t_sent", None)
+        with self.lock:
+            o = self.orders[oid]
+            if t_sent is not None and t_sent < o["t_status"]:
+                if status not in o["seen"] and status not in self.allowed(o):
+                    msg = ("order %s (user %d): overlapping request saw %r; the order was %r before and"
+                           " is %r now (ambiguous ops %r): %r" % (oid, o["user"], status, sorted(o["seen"]),
+                                                                  o["status"], sorted(o["amb"]), r))
+            elif status not in self.allowed(o):
+                msg = ("order %s (user %d): last acknowledged %r, ambiguous ops %r, now %r: %r"
+                       % (oid, o["user"], o["status"], sorted(o["amb"]), status, r))
+            elif status == "expired" and o["status"] == "pending_payment" and o["expires"] \
+                    and time.time() * 1000 < o["expires"] - 5:
+                msg = "order %s expired %.0f ms before its expires_at: %r" % (
+                    oid, o["expires"] - time.time() * 1000, r)
+            else:
+                if status != o["status"]:
+                    o["t_status"] = time.monotonic()
+                o["status"] = status
+                o["seen"].add(status)
+        if msg:
+            self.error(msg)
+
+    def restock_result(self, sku, qty, acked):
+        with self.lock:
+            v = self.restocks.setdefault(sku, [0, 0])
+            v[0 if acked else 1] += qty
+
+
+def check_ledger_in_db(v, ledger, ck, what, initial_stock=None, snap=None):
+    """Invariants 1-3 on the stored data (a DbView) against what clients were told:
+      1. per SKU, units held by pending_payment + paid orders <= stock_total;
+      2. every acknowledged order is stored, same user and items, in a status its
+         acknowledged history allows (expired never before expires_at);
+      3. one (user, key) -> at most one order, the one the clients were answered with;
+         no order for a key nobody sent.
+    Also: restocks (initial_stock: sku -> stock at creation) — stock_total is at least the
+    initial stock + acknowledged restocks and at most that + ambiguous ones.
+    Returns stats {orders, by_status, placed_unanswered}."""
+    snap = snap or ledger.snapshot()
+    orders = v.orders()
+    totals = v.stock_totals()
+    bad = [0]
+
+    def fail(msg):
+        bad[0] += 1
+        if bad[0] <= 25:
+            ck.fail("%s: %s" % (what, msg))
+        elif bad[0] == 26:
+            ck.fail("%s: ... more failures not shown" % what)
+
+    by_key = collections.defaultdict(list)
+    for oid, o in orders.items():
+        by_key[(o["user"], o["key"])].append(oid)
+    for k, oids in by_key.items():
+        if len(oids) > 1:
+            fail("DUPLICATE: key %r of user %d holds %d orders %r" % (k[1], k[0], len(oids), oids))
+    for oid, a in snap["orders"].items():
+        o = orders.get(oid)
+        if o is None:
+            fail("LOST: acknowledged order %s (user %d, key %r, acknowledged %r) is not stored"
+                 % (oid, a["user"], a["key"], a["status"]))
+            continue
+        if o["user"] != a["user"] or o["items"] != a["items"] or o["key"] != a["key"]:
+            fail("order %s stored as user %r key %r items %r; acknowledged user %r key %r items %r"
+                 % (oid, o["user"], o["key"], o["items"], a["user"], a["key"], a["items"]))
+        if o["status"] not in AckLedger.allowed(a):
+            fail("order %s stored %r; last acknowledged %r, ambiguous ops %r"
+                 % (oid, o["status"], a["status"], sorted(a["amb"])))
+    placed_unanswered = 0
+    for oid, o in orders.items():
+        k = (o["user"], o["key"])
+        if k not in snap["sent"]:
+            fail("PHANTOM: order %s for user %r key %r that no client sent" % (oid, o["user"], o["key"]))
+        elif k in snap["keys"] and snap["keys"][k] != oid:
+            fail("key %r (user %d) was answered with order %s but the store has %s"
+                 % (o["key"], o["user"], snap["keys"][k], oid))
+        elif k not in snap["keys"]:
+            placed_unanswered += 1
+            if o["items"] != tuple(snap["sent"][k]):
+                fail("order %s for key %r holds %r, the request asked for %r" % (oid, o["key"], o["items"], snap["sent"][k]))
+        if o["status"] not in ORDER_STATUSES:
+            fail("order %s has status %r" % (oid, o["status"]))
+        if o["status"] == "expired" and o["updated"] < o["expires"] - 5:
+            fail("order %s expired at %d, %d ms before its expires_at" % (oid, o["updated"], o["expires"] - o["updated"]))
+    held = v.held(orders)
+    for sku, h in sorted(held.items()):
+        tot = totals.get(sku)
+        if tot is None or h > tot:
+            fail("OVERSOLD: %s: pending+paid orders hold %d units, stock_total %r" % (sku, h, tot))
+    for sku, (acked, amb) in sorted(snap["restocks"].items()):
+        if initial_stock and sku in initial_stock:
+            lo, hi = initial_stock[sku] + acked, initial_stock[sku] + acked + amb
+            if not lo <= totals.get(sku, -1) <= hi:
+                fail("%s: stock_total %r, expected %d..%d (initial + acknowledged restocks"
+                     " [+ unanswered ones])" % (sku, totals.get(sku), lo, hi))
+    st = collections.Counter(o["status"] for o in orders.values())
+    return {"orders": len(orders), "by_status": dict(st), "placed_unanswered": placed_unanswered,
+            "held": dict(held), "totals": totals}
+
+
+class ChaosLoad:
+    """Client threads that create, pay, cancel, read and restock, recording every answer in
+    an AckLedger and checking each one against the contract as it comes:
+      - only statuses in `ok_status` (default 200, 201, 409, 503, 504) — anything else,
+        and any 409 other than out_of_stock / not_payable / not_cancellable, is a violation;
+      - a connection failure is a violation unless conn_ok (crash tests kill the gateway);
+      - with max_latency_s, every answer must come within it (no hang);
+      - a create that failed (5xx / no answer) is retried with the SAME key with
+        probability retry_p (up to `retries` times): at most one order may ever result.
+    Bounded: `deadline_s` (scaled) and `max_requests` per thread."""
+
+    def __init__(self, port, token, users, skus, ledger=None, nthreads=8, seed=1,
+                 mix=(("create", 60), ("pay", 6), ("cancel", 6), ("get", 15), ("repay", 2), ("restock", 2)),
+                 restock_sku=None, retry_p=0.7, retries=3, conn_ok=False, max_latency_s=None,
+                 ok_status=(200, 201, 409, 503, 504), deadline_s=60, max_requests=100000,
+                 client_timeout_s=10, qty_max=3):
+        self.port, self.token, self.users, self.skus = port, token, users, skus
+        self.ledger = ledger or AckLedger()
+        self.nthreads, self.seed, self.retry_p, self.retries = nthreads, seed, retry_p, retries
+        self.conn_ok, self.max_latency_s, self.ok_status = conn_ok, max_latency_s, ok_status
+        self.restock_sku = restock_sku
+        self.deadline = time.monotonic() + scaled(deadline_s)
+        self.max_requests, self.client_timeout_s, self.qty_max = max_requests, client_timeout_s, qty_max
+        self.ops = [op for op, w in mix for _ in range(w) if op != "restock" or restock_sku]
+        self.stop_ev = threading.Event()
+        self.threads = []
+        self.requests = 0
+        self.lock_requests = threading.Lock()
+
+    def start(self):
+        for t in range(self.nthreads):
+            th = threading.Thread(target=self._run, args=(t,), daemon=True)
+            th.start()
+            self.threads.append(th)
+        return self
+
+    def stop(self, join_s=30):
+        self.stop_ev.set()
+        end = time.monotonic() + scaled(join_s)
+        for th in self.threads:
+            th.join(max(0.1, end - time.monotonic()))
+        stuck = [th for th in self.threads if th.is_alive()]
+        if stuck:
+            raise AssertionError("%d chaos client threads still running %.0fs after stop"
+                                 % (len(stuck), scaled(join_s)))
+        return self.ledger
+
+    def join(self, join_s=60):
+        """Wait (bounded) for the threads to reach their deadline / request budget."""
+        end = time.monotonic() + scaled(join_s)
+        for th in self.threads:
+            th.join(max(0.1, end - time.monotonic()))
+        return self.stop(5)
+
+    def _over(self):
+        return self.stop_ev.is_set() or time.monotonic() >= self.deadline
+
+    def _call(self, c, fn, *a):
+        """One request; returns Resp or None (no answer), after the generic checks."""
+        L = self.ledger
+        t0 = time.monotonic()
+        try:
+            r = fn(*a)
+            r.t_sent = t0
+        except ConnectionError as e:
+            dt = time.monotonic() - t0
+            L.count("conn")
+            if not self.conn_ok:
+                L.error("no answer (after %.2fs): %s" % (dt, e))
+            L.latency(str(e), dt)
+            return None
+        with self.lock_requests:
+            self.requests += 1
+        dt = time.monotonic() - t0
+        L.latency(r, dt)
+        if self.max_latency_s is not None and dt > scaled(self.max_latency_s):
+            L.error("answer took %.2fs (limit %.2fs): %r" % (dt, scaled(self.max_latency_s), r))
+        if r.status not in self.ok_status:
+            L.error("unexpected status: %r" % r)
+        L.count("%d %s" % (r.status, r.error_code or "")) if r.status >= 300 else L.count(str(r.status))
+        return r
+
+    def _run(self, t):
+        rng = random.Random(self.seed * 1000 + t)
+        users = self.users[t::self.nthreads] or self.users
+        mine = []  # this thread's order ids (only the owner pays / cancels them)
+        c = Client(self.port, self.token, timeout_s=self.client_timeout_s)
+        n = 0
+        try:
+            while not self._over() and n < self.max_requests:
+                n += 1
+                op = rng.choice(self.ops)
+                if op == "restock":
+                    if t == 0:
+                        self._restock(c, rng)
+                    continue
+                if op in ("pay", "cancel", "get", "repay") and mine:
+                    self._order_op(c, rng, op, mine)
+                    continue
+                self._create(c, rng, users, mine)
+        except Exception as e:  # noqa: BLE001 - a crashed client thread is a test failure
+            import traceback
+            self.ledger.error("client thread %d crashed: %s\n%s" % (t, e, traceback.format_exc()))
+        finally:
+            c.close()
+
+    def _create(self, c, rng, users, mine):
+        L = self.ledger
+        user = rng.choice(users)
+        k = min(rng.choice((1, 1, 1, 2)), len(set(self.skus)))
+        skus = []  # self.skus may repeat a SKU to make it hotter; an order names it once
+        while len(skus) < k:
+            s = rng.choice(self.skus)
+            if s not in skus:
+                skus.append(s)
+        items = tuple((s, rng.randint(1, self.qty_max)) for s in skus)
+        key = "%s-%s" % (rng.choice("abcdef"), uuid.uuid4().hex[:20])
+        L.create_sent(user, key, items)
+        for attempt in range(self.retries + 1):
+            r = self._call(c, c.order, user, list(items), key)
+            if r is not None and r.status in (200, 201):
+                oid = L.create_acked(user, key, items, r)
+                if oid:
+                    mine.append(oid)
+                    if attempt:
+                        L.count("create acked on a retry")
+                return
+            if r is not None and r.status == 409:
+                if r.error_code != "out_of_stock":
+                    L.error("create: unexpected 409: %r" % r)
+                if attempt:
+                    L.create_failed(user, key, items)  # an earlier attempt may have placed it
+                return
+            if r is not None and r.status < 500:
+                if attempt:
+                    L.create_failed(user, key, items)
+                return  # already reported by _call
+            L.create_failed(user, key, items, "conn" if r is None else r.status)
+            if self._over() or rng.random() >= self.retry_p:
+                return
+            time.sleep(rng.uniform(0.01, 0.05))
+
+    def _order_op(self, c, rng, op, mine):
+        L = self.ledger
+        with L.lock:
+            pend = [o for o in mine[-64:] if L.orders[o]["status"] == "pending_payment"]
+            paid = [o for o in mine[-64:] if L.orders[o]["status"] == "paid"]
+        if op in ("pay", "cancel") and not pend:
+            op = "get"
+        if op == "repay" and not paid:
+            op = "get"
+        if op == "get":
+            oid = rng.choice(mine[-200:])
+            r = self._call(c, c.get_order, oid)
+            self._observe(oid, r, "GET")
+            return
+        if op == "repay":  # paying again with the same payment_id: 200, nothing changes
+            oid = rng.choice(paid)
+            r = self._call(c, c.pay, oid, "pay-" + oid)
+            if r is not None and r.status == 409:
+                L.error("a repeated pay with the same payment_id: %r" % r)
+            self._observe(oid, r, "repay")
+            return
+        oid = rng.choice(pend)
+        L.op_started(oid, op)
+        r = self._call(c, c.pay, oid, "pay-" + oid) if op == "pay" else self._call(c, c.cancel, oid)
+        if r is None or r.status >= 500:
+            L.count(op + " unanswered (ambiguous)")
+        if r is not None and r.status == 200:
+            want = "paid" if op == "pay" else "cancelled"
+            if (r.json or {}).get("status") != want:
+                L.error("%s answered 200 with status %r: %r" % (op, (r.json or {}).get("status"), r))
+        if r is not None and r.status == 409:
+            want = "not_payable" if op == "pay" else "not_cancellable"
+            if r.error_code != want:
+                L.error("%s: unexpected 409: %r" % (op, r))
+            # Not pending any more although the client did not move it: learn how.
+            r2 = self._call(c, c.get_order, oid)
+            self._observe(oid, r2, "GET after a 409")
+            return
+        self._observe(oid, r, op)
+
+    def _observe(self, oid, r, what):
+        L = self.ledger
+        if r is None or r.status >= 500:
+            return
+        if r.status == 404:
+            L.error("LOST? an acknowledged order is unknown (%s): %r" % (what, r))
+            return
+        if r.status != 200:
+            return
+        j = r.json
+        if not isinstance(j, dict) or j.get("order_id") != oid:
+            L.error("%s of %s answered another document: %r" % (what, oid, r))
+            return
+        with L.lock:
+            o = L.orders[oid]
+            want = (o["user"], o["items"])
+        got = (j.get("user_id"), tuple((it.get("sku"), it.get("quantity")) for it in j.get("items") or []
+                                       if isinstance(it, dict)))
+        if got != want:  # e.g. an order id issued twice after a crash
+            L.error("%s of %s: user / items %r, acknowledged %r: %r" % (what, oid, got, want, r))
+        L.observe(oid, j.get("status"), r)
+
+    def _restock(self, c, rng):
+        qty = rng.randint(1, 5)
+        r = self._call(c, c.post, "/v1/products/%s/restock" % self.restock_sku, {"quantity": qty})
+        if r is not None and r.status == 200:
+            self.ledger.restock_result(self.restock_sku, qty, True)
+        elif r is None or r.status >= 500:
+            self.ledger.restock_result(self.restock_sku, qty, False)
+        else:
+            self.ledger.error("restock: unexpected answer %r" % r)
+
+
+def replay_unresolved(c, ledger, limit=None, rng=None, deadline_s=60):
+    """Send again (same user, key, items) the creates whose answer was a 5xx or nothing:
+    the key must yield at most one order. Two replays in a row must agree. Returns
+    (replayed, found placed)."""
+    with ledger.lock:
+        todo = list(ledger.unresolved.items())
+    if rng is not None:
+        rng.shuffle(todo)
+    if limit is not None:
+        todo = todo[:limit]
+    deadline = time.monotonic() + scaled(deadline_s)
+    found = 0
+    for (user, key), (items, _, _) in todo:
+        if time.monotonic() > deadline:
+            ledger.count("replays skipped (deadline)", 1)
+            break
+        try:
+            t1 = time.monotonic()
+            r1 = c.order(user, list(items), key)
+            t2 = time.monotonic()
+            r2 = c.order(user, list(items), key)
+            r1.t_sent, r2.t_sent = t1, t2
+        except ConnectionError as e:
+            ledger.count("replay conn")
+            log("replay: %s" % e)
+            continue
+        ok1, ok2 = r1.status in (200, 201), r2.status in (200, 201)
+        if ok1 and ok2 and r1.json.get("order_id") != r2.json.get("order_id"):
+            ledger.error("DUPLICATE: key %r replayed twice gave two orders: %r / %r" % (key, r1, r2))
+        if ok1 or ok2:
+            found += 1
+        for r in (r1, r2):
+            if r.status in (200, 201):
+                ledger.create_acked(user, key, items, r)
+            elif r.status == 409 and r.error_code == "out_of_stock":
+                pass
+            elif r.status not in (503, 504):
+                ledger.error("replay of an unanswered create: %r" % r)
+    return len(todo), found
