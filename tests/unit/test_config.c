@@ -35,49 +35,7 @@
 /* The libFuzzer driver, to replay its corpus with its checks (see replay_corpus). */
 #include "../../fuzz/fuzz_config.c"
 
-static int n_pass, n_fail;
-
-#define CHECK(c)                                                                           \
-    do {                                                                                   \
-        if (c) n_pass++;                                                                   \
-        else {                                                                             \
-            n_fail++;                                                                      \
-            printf("%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #c);                   \
-        }                                                                                  \
-    } while (0)
-
-#define CHECKF(c, ...)                                                                     \
-    do {                                                                                   \
-        if (c) n_pass++;                                                                   \
-        else {                                                                             \
-            n_fail++;                                                                      \
-            printf("%s:%d: CHECK(%s) failed: ", __FILE__, __LINE__, #c);                   \
-            printf(__VA_ARGS__);                                                           \
-            printf("\n");                                                                  \
-        }                                                                                  \
-    } while (0)
-
-#define CHECK_EQ(a, b)                                                                     \
-    do {                                                                                   \
-        long long va_ = (long long)(a), vb_ = (long long)(b);                              \
-        if (va_ == vb_) n_pass++;                                                          \
-        else {                                                                             \
-            n_fail++;                                                                      \
-            printf("%s:%d: CHECK_EQ(%s, %s) failed: %lld != %lld\n", __FILE__, __LINE__,   \
-                   #a, #b, va_, vb_);                                                      \
-        }                                                                                  \
-    } while (0)
-
-#define CHECK_STREQ(a, b)                                                                  \
-    do {                                                                                   \
-        const char *sa_ = (a), *sb_ = (b);                                                 \
-        if (strcmp(sa_, sb_) == 0) n_pass++;                                               \
-        else {                                                                             \
-            n_fail++;                                                                      \
-            printf("%s:%d: CHECK_STREQ(%s, %s) failed: '%s' != '%s'\n", __FILE__, __LINE__, \
-                   #a, #b, sa_, sb_);                                                      \
-        }                                                                                  \
-    } while (0)
+#include "check.h"
 
 static bool cfg_same(const d11_config *a, const d11_config *b) { return memcmp(a, b, sizeof *a) == 0; }
 

@@ -19,38 +19,7 @@
 #include "core/map.h"
 #include "core/util.h"
 
-static int n_pass, n_fail;
-
-#define CHECK(c)                                                                           \
-    do {                                                                                   \
-        if (c) n_pass++;                                                                   \
-        else {                                                                             \
-            n_fail++;                                                                      \
-            printf("%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #c);                   \
-        }                                                                                  \
-    } while (0)
-
-#define CHECKF(c, ...)                                                                     \
-    do {                                                                                   \
-        if (c) n_pass++;                                                                   \
-        else {                                                                             \
-            n_fail++;                                                                      \
-            printf("%s:%d: CHECK(%s) failed: ", __FILE__, __LINE__, #c);                   \
-            printf(__VA_ARGS__);                                                           \
-            printf("\n");                                                                  \
-        }                                                                                  \
-    } while (0)
-
-#define CHECK_EQ(a, b)                                                                     \
-    do {                                                                                   \
-        unsigned long long va_ = (unsigned long long)(a), vb_ = (unsigned long long)(b);   \
-        if (va_ == vb_) n_pass++;                                                          \
-        else {                                                                             \
-            n_fail++;                                                                      \
-            printf("%s:%d: CHECK_EQ(%s, %s) failed: %llu != %llu\n", __FILE__, __LINE__,   \
-                   #a, #b, va_, vb_);                                                      \
-        }                                                                                  \
-    } while (0)
+#include "check.h"
 
 static uint64_t rng_state;
 static uint64_t rnd(void) /* splitmix64 */

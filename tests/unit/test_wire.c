@@ -37,50 +37,7 @@
 
 /* ---- checks ---- */
 
-static int n_pass, n_fail;
-
-#define CHECK(c)                                                                           \
-    do {                                                                                   \
-        if (c) n_pass++;                                                                   \
-        else {                                                                             \
-            n_fail++;                                                                      \
-            printf("%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #c);                   \
-        }                                                                                  \
-    } while (0)
-
-/* CHECK with extra context printed on failure. */
-#define CHECKF(c, ...)                                                                     \
-    do {                                                                                   \
-        if (c) n_pass++;                                                                   \
-        else {                                                                             \
-            n_fail++;                                                                      \
-            printf("%s:%d: CHECK(%s) failed: ", __FILE__, __LINE__, #c);                   \
-            printf(__VA_ARGS__);                                                           \
-            printf("\n");                                                                  \
-        }                                                                                  \
-    } while (0)
-
-#define CHECK_EQ(a, b)                                                                     \
-    do {                                                                                   \
-        unsigned long long va_ = (unsigned long long)(a), vb_ = (unsigned long long)(b);   \
-        if (va_ == vb_) n_pass++;                                                          \
-        else {                                                                             \
-            n_fail++;                                                                      \
-            printf("%s:%d: CHECK_EQ(%s, %s) failed: %llu != %llu\n", __FILE__, __LINE__,   \
-                   #a, #b, va_, vb_);                                                      \
-        }                                                                                  \
-    } while (0)
-
-#define CHECK_RC(a, b)                                                                     \
-    do {                                                                                   \
-        long long va_ = (long long)(a), vb_ = (long long)(b);                              \
-        if (va_ == vb_) n_pass++;                                                          \
-        else {                                                                             \
-            n_fail++;                                                                      \
-            printf("%s:%d: CHECK_RC(%s, %s) failed: %lld != %lld\n", __FILE__, __LINE__,   \
-                   #a, #b, va_, vb_);                                                      \
-        }                                                                                  \
-    } while (0)
+#include "check.h"
 
 static bool str_eq(d11_str s, const char *p, size_t n) { return s.n == n && memcmp(s.p, p, n) == 0; }
 #define CHECK_STR(got_, wp_, wn_)                                                          \
