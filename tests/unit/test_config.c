@@ -36,6 +36,7 @@
 #include "../../fuzz/fuzz_config.c"
 
 #include "check.h"
+#include "replay.h"
 
 static bool cfg_same(const d11_config *a, const d11_config *b) { return memcmp(a, b, sizeof *a) == 0; }
 
@@ -520,57 +521,11 @@ static void test_path(void)
     CHECK_EQ(d11_config_path(&c, "cell-3.db", out, 17), 0);
 }
 
-/* ---- fuzz corpus replay (the libFuzzer driver's checks, on every saved input) ---- */
-
-static const char *volatile replay_current;
-
-static void replay_crash(int sig)
-{
-    const char *f = replay_current;
-    static const char m1[] = "\n*** crashed while replaying fuzz corpus file ";
-    (void)!write(1, m1, sizeof m1 - 1);
-    if (f) (void)!write(1, f, strlen(f));
-    (void)!write(1, "\n", 1);
-    signal(sig, SIG_DFL);
-    raise(sig);
-}
-
-/* Feed every file of DIR to LLVMFuzzerTestOneInput. Run from the repository root (as
- * tests/run.sh does). A violated property traps; the handler names the file first. */
-static void replay_corpus(const char *dir)
-{
-    DIR *d = opendir(dir);
-    CHECKF(d != NULL, "%s not found: run from the repository root", dir);
-    if (!d) return;
-    void (*old_ill)(int) = signal(SIGILL, replay_crash);
-    void (*old_abrt)(int) = signal(SIGABRT, replay_crash);
-    void (*old_segv)(int) = signal(SIGSEGV, replay_crash);
-    int n = 0;
-    struct dirent *e;
-    static char path[1024];
-    while ((e = readdir(d)) != NULL) {
-        if (e->d_name[0] == '.') continue;
-        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        char *data;
-        size_t len;
-        if (d11_read_file(path, &data, &len) < 0) continue;
-        replay_current = path;
-        LLVMFuzzerTestOneInput((const uint8_t *)data, len);
-        replay_current = NULL;
-        free(data);
-        n++;
-    }
-    closedir(d);
-    signal(SIGILL, old_ill);
-    signal(SIGABRT, old_abrt);
-    signal(SIGSEGV, old_segv);
-    CHECKF(n >= 5, "only %d files replayed from %s", n, dir);
-}
 
 int main(void)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
-    replay_corpus("fuzz/corpus/config"); /* before leaving the repository root */
+    replay_corpus("fuzz/corpus/config", LLVMFuzzerTestOneInput); /* before leaving the repository root */
     const char *base = getenv("TMPDIR");
     char tmp[512];
     snprintf(tmp, sizeof tmp, "%s/d11-test-config.XXXXXX", base && *base ? base : "/tmp");

@@ -38,6 +38,7 @@
 /* ---- checks ---- */
 
 #include "check.h"
+#include "replay.h"
 
 static bool str_eq(d11_str s, const char *p, size_t n) { return s.n == n && memcmp(s.p, p, n) == 0; }
 #define CHECK_STR(got_, wp_, wn_)                                                          \
@@ -1228,53 +1229,6 @@ static void test_conn_big(void)
     rx_reset(&r);
 }
 
-/* ---- fuzz corpus replay (the libFuzzer driver's checks, on every saved input) ---- */
-
-static const char *volatile replay_current;
-
-static void replay_crash(int sig)
-{
-    const char *f = replay_current;
-    static const char m1[] = "\n*** crashed while replaying fuzz corpus file ";
-    (void)!write(1, m1, sizeof m1 - 1);
-    if (f) (void)!write(1, f, strlen(f));
-    (void)!write(1, "\n", 1);
-    signal(sig, SIG_DFL);
-    raise(sig);
-}
-
-/* Feed every file of DIR to LLVMFuzzerTestOneInput. Run from the repository root (as
- * tests/run.sh does). A violated property traps; the handler names the file first. */
-static void replay_corpus(const char *dir)
-{
-    DIR *d = opendir(dir);
-    CHECKF(d != NULL, "%s not found: run from the repository root", dir);
-    if (!d) return;
-    void (*old_ill)(int) = signal(SIGILL, replay_crash);
-    void (*old_abrt)(int) = signal(SIGABRT, replay_crash);
-    void (*old_segv)(int) = signal(SIGSEGV, replay_crash);
-    int n = 0;
-    struct dirent *e;
-    static char path[1024];
-    while ((e = readdir(d)) != NULL) {
-        if (e->d_name[0] == '.') continue;
-        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        char *data;
-        size_t len;
-        if (d11_read_file(path, &data, &len) < 0) continue;
-        replay_current = path;
-        LLVMFuzzerTestOneInput((const uint8_t *)data, len);
-        replay_current = NULL;
-        free(data);
-        n++;
-    }
-    closedir(d);
-    signal(SIGILL, old_ill);
-    signal(SIGABRT, old_abrt);
-    signal(SIGSEGV, old_segv);
-    CHECKF(n >= 5, "only %d files replayed from %s", n, dir);
-}
-
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -1292,7 +1246,7 @@ int main(void)
     test_conn_splits();
     test_conn_bad_stream();
     test_conn_big();
-    replay_corpus("fuzz/corpus/wire");
+    replay_corpus("fuzz/corpus/wire", LLVMFuzzerTestOneInput);
     printf("%d passed, %d failed\n", n_pass, n_fail);
     return n_fail ? 1 : 0;
 }
