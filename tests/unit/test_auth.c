@@ -18,17 +18,7 @@
 #include "gateway/auth.h"
 #include "gateway/rules.h"
 
-static int passed, failed;
-#define CHECK(cond, ...)                                                                   \
-    do {                                                                                   \
-        if (cond) passed++;                                                                \
-        else {                                                                             \
-            failed++;                                                                      \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);                                    \
-            printf(__VA_ARGS__);                                                           \
-            printf("\n");                                                                  \
-        }                                                                                  \
-    } while (0)
+#include "check.h"
 
 static char dir[256];
 static d11_auth A;
@@ -43,16 +33,16 @@ static uint32_t check_tok(const char *tok)
 static void test_scopes(void)
 {
     uint32_t s;
-    CHECK(d11_scopes_parse("read,orders", 11, &s) == 0 && s == (D11_SCOPE_READ | D11_SCOPE_ORDERS), "two scopes");
-    CHECK(d11_scopes_parse("admin", 5, &s) == 0 && s == D11_SCOPE_ALL, "admin implies all");
-    CHECK(d11_scopes_parse("read,bogus", 10, &s) < 0, "unknown scope");
-    CHECK(d11_scopes_parse("read,", 5, &s) < 0 && d11_scopes_parse(",read", 5, &s) < 0 &&
+    CHECKF(d11_scopes_parse("read,orders", 11, &s) == 0 && s == (D11_SCOPE_READ | D11_SCOPE_ORDERS), "two scopes");
+    CHECKF(d11_scopes_parse("admin", 5, &s) == 0 && s == D11_SCOPE_ALL, "admin implies all");
+    CHECKF(d11_scopes_parse("read,bogus", 10, &s) < 0, "unknown scope");
+    CHECKF(d11_scopes_parse("read,", 5, &s) < 0 && d11_scopes_parse(",read", 5, &s) < 0 &&
               d11_scopes_parse("", 0, &s) < 0,
           "empty scope names");
     char out[64];
     d11_scopes_format(D11_SCOPE_ORDERS | D11_SCOPE_STRESS, out, sizeof out);
-    CHECK(!strcmp(out, "orders,stress"), "format: %s", out);
-    CHECK(d11_scope_ok(D11_SCOPE_ALL, D11_SCOPE_PRODUCTS) && d11_scope_ok(D11_SCOPE_READ, D11_SCOPE_READ | D11_SCOPE_ORDERS) &&
+    CHECKF(!strcmp(out, "orders,stress"), "format: %s", out);
+    CHECKF(d11_scope_ok(D11_SCOPE_ALL, D11_SCOPE_PRODUCTS) && d11_scope_ok(D11_SCOPE_READ, D11_SCOPE_READ | D11_SCOPE_ORDERS) &&
               !d11_scope_ok(D11_SCOPE_READ, D11_SCOPE_ORDERS),
           "scope_ok");
 }
@@ -61,90 +51,90 @@ static void test_hash(void)
 {
     char hex[65];
     d11_token_hash_hex("abc", 3, hex);
-    CHECK(!strcmp(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"), "sha256(abc)");
+    CHECKF(!strcmp(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"), "sha256(abc)");
     char t1[D11_TOKEN_LEN + 1], t2[D11_TOKEN_LEN + 1];
     d11_token_generate(t1);
     d11_token_generate(t2);
     bool fmt = strlen(t1) == D11_TOKEN_LEN && !strncmp(t1, "d11_", 4);
     for (int i = 4; i < D11_TOKEN_LEN; i++) fmt = fmt && strchr("0123456789abcdef", t1[i]);
-    CHECK(fmt, "token format d11_ + 32 hex: %s", t1);
-    CHECK(strcmp(t1, t2) != 0, "tokens differ");
+    CHECKF(fmt, "token format d11_ + 32 hex: %s", t1);
+    CHECKF(strcmp(t1, t2) != 0, "tokens differ");
 }
 
 static void test_file(void)
 {
     char t_orders[D11_TOKEN_LEN + 1], t_read[D11_TOKEN_LEN + 1], t_new[D11_TOKEN_LEN + 1];
-    CHECK(d11_token_create(dir, D11_SCOPE_ORDERS, "bench-1", t_orders) == 0, "create orders token");
-    CHECK(d11_token_create(dir, D11_SCOPE_READ, "reader", t_read) == 0, "create read token");
-    CHECK(d11_token_create(dir, D11_SCOPE_READ, "bad label", t_new) == -EINVAL, "label with a space refused");
-    CHECK(d11_token_create(dir, 0, "x", t_new) == -EINVAL, "no scopes refused");
+    CHECKF(d11_token_create(dir, D11_SCOPE_ORDERS, "bench-1", t_orders) == 0, "create orders token");
+    CHECKF(d11_token_create(dir, D11_SCOPE_READ, "reader", t_read) == 0, "create read token");
+    CHECKF(d11_token_create(dir, D11_SCOPE_READ, "bad label", t_new) == -EINVAL, "label with a space refused");
+    CHECKF(d11_token_create(dir, 0, "x", t_new) == -EINVAL, "no scopes refused");
     char path[512];
     snprintf(path, sizeof path, "%s/tokens", dir);
     struct stat st;
-    CHECK(stat(path, &st) == 0 && (st.st_mode & 0777) == 0600, "tokens file mode 0600");
+    CHECKF(stat(path, &st) == 0 && (st.st_mode & 0777) == 0600, "tokens file mode 0600");
     char *text;
     size_t len;
-    CHECK(d11_read_file(path, &text, &len) == 0, "read tokens file");
+    CHECKF(d11_read_file(path, &text, &len) == 0, "read tokens file");
     char hex[65], line[200];
     d11_token_hash_hex(t_orders, strlen(t_orders), hex);
     snprintf(line, sizeof line, "%s orders bench-1\n", hex);
-    CHECK(strstr(text, line) != NULL, "hash line format");
-    CHECK(strstr(text, t_orders) == NULL && strstr(text, t_read) == NULL, "raw tokens never stored");
+    CHECKF(strstr(text, line) != NULL, "hash line format");
+    CHECKF(strstr(text, t_orders) == NULL && strstr(text, t_read) == NULL, "raw tokens never stored");
     free(text);
 
     d11_auth_init(&A, dir);
-    CHECK(A.ntokens == 2, "two tokens loaded (%zu)", A.ntokens);
-    CHECK(check_tok(t_orders) == D11_SCOPE_ORDERS, "orders token");
-    CHECK(check_tok(t_read) == D11_SCOPE_READ, "read token");
-    CHECK(check_tok("d11_00000000000000000000000000000000") == 0, "unknown token");
+    CHECKF(A.ntokens == 2, "two tokens loaded (%zu)", A.ntokens);
+    CHECKF(check_tok(t_orders) == D11_SCOPE_ORDERS, "orders token");
+    CHECKF(check_tok(t_read) == D11_SCOPE_READ, "read token");
+    CHECKF(check_tok("d11_00000000000000000000000000000000") == 0, "unknown token");
     char h2[100];
     snprintf(h2, sizeof h2, "bearer %s", t_read);
-    CHECK(d11_auth_check(&A, h2, strlen(h2)) == D11_SCOPE_READ, "scheme is case-insensitive");
-    CHECK(d11_auth_check(&A, t_read, strlen(t_read)) == 0, "missing 'Bearer '");
+    CHECKF(d11_auth_check(&A, h2, strlen(h2)) == D11_SCOPE_READ, "scheme is case-insensitive");
+    CHECKF(d11_auth_check(&A, t_read, strlen(t_read)) == 0, "missing 'Bearer '");
     snprintf(h2, sizeof h2, "Basic %s", t_read);
-    CHECK(d11_auth_check(&A, h2, strlen(h2)) == 0, "other scheme");
-    CHECK(d11_auth_check(&A, "Bearer ", 7) == 0 && d11_auth_check(&A, "", 0) == 0, "empty");
+    CHECKF(d11_auth_check(&A, h2, strlen(h2)) == 0, "other scheme");
+    CHECKF(d11_auth_check(&A, "Bearer ", 7) == 0 && d11_auth_check(&A, "", 0) == 0, "empty");
     snprintf(h2, sizeof h2, "Bearer %sx", t_read);
-    CHECK(d11_auth_check(&A, h2, strlen(h2)) == 0, "token with a suffix");
+    CHECKF(d11_auth_check(&A, h2, strlen(h2)) == 0, "token with a suffix");
 
     /* reload on change, rate-limited */
-    CHECK(d11_token_create(dir, D11_SCOPE_PRODUCTS | D11_SCOPE_STRESS, "later", t_new) == 0, "create a third");
+    CHECKF(d11_token_create(dir, D11_SCOPE_PRODUCTS | D11_SCOPE_STRESS, "later", t_new) == 0, "create a third");
     int64_t now = d11_mono_ms();
     A.next_check_ms = now + 1000;
     d11_auth_maybe_reload(&A, now);
-    CHECK(check_tok(t_new) == 0, "not visible before the check period");
+    CHECKF(check_tok(t_new) == 0, "not visible before the check period");
     d11_auth_maybe_reload(&A, now + 1000);
-    CHECK(check_tok(t_new) == (D11_SCOPE_PRODUCTS | D11_SCOPE_STRESS), "visible after reload");
-    CHECK(check_tok(t_orders) == D11_SCOPE_ORDERS, "old tokens kept");
+    CHECKF(check_tok(t_new) == (D11_SCOPE_PRODUCTS | D11_SCOPE_STRESS), "visible after reload");
+    CHECKF(check_tok(t_orders) == D11_SCOPE_ORDERS, "old tokens kept");
 
     /* malformed lines are skipped, comments ignored; a revoked line disappears */
     FILE *f = fopen(path, "a");
     fprintf(f, "# comment\n\nnot-a-hash orders x\n%s bogusscope y\n", hex);
     fclose(f);
     d11_auth_load(&A);
-    CHECK(A.ntokens == 3 && check_tok(t_orders) == D11_SCOPE_ORDERS, "malformed lines skipped (%zu)", A.ntokens);
-    CHECK(d11_write_file_atomic(path, "", 0, 0600) == 0, "truncate");
+    CHECKF(A.ntokens == 3 && check_tok(t_orders) == D11_SCOPE_ORDERS, "malformed lines skipped (%zu)", A.ntokens);
+    CHECKF(d11_write_file_atomic(path, "", 0, 0600) == 0, "truncate");
     d11_auth_maybe_reload(&A, now + 5000);
-    CHECK(check_tok(t_orders) == 0 && A.ntokens == 0, "revoked by removing the line");
+    CHECKF(check_tok(t_orders) == 0 && A.ntokens == 0, "revoked by removing the line");
 }
 
 static void test_bootstrap(void)
 {
     char sub[300], path[400];
     snprintf(sub, sizeof sub, "%s/boot", dir);
-    CHECK(d11_auth_bootstrap(sub, path, sizeof path) == 1, "first start creates the admin token");
+    CHECKF(d11_auth_bootstrap(sub, path, sizeof path) == 1, "first start creates the admin token");
     struct stat st;
-    CHECK(stat(path, &st) == 0 && (st.st_mode & 0777) == 0600, "admin.token mode 0600");
+    CHECKF(stat(path, &st) == 0 && (st.st_mode & 0777) == 0600, "admin.token mode 0600");
     char *tok;
     size_t len;
-    CHECK(d11_read_file(path, &tok, &len) == 0 && len == D11_TOKEN_LEN + 1, "admin.token holds one token line");
+    CHECKF(d11_read_file(path, &tok, &len) == 0 && len == D11_TOKEN_LEN + 1, "admin.token holds one token line");
     tok[D11_TOKEN_LEN] = 0;
     d11_auth_init(&A, sub);
-    CHECK(check_tok(tok) == D11_SCOPE_ALL, "admin token has every scope");
+    CHECKF(check_tok(tok) == D11_SCOPE_ALL, "admin token has every scope");
     free(tok);
-    CHECK(d11_auth_bootstrap(sub, path, sizeof path) == 0, "second start: exists");
+    CHECKF(d11_auth_bootstrap(sub, path, sizeof path) == 0, "second start: exists");
     d11_auth_load(&A);
-    CHECK(A.ntokens == 1, "no second admin token");
+    CHECKF(A.ntokens == 1, "no second admin token");
 }
 
 static void test_rules(void)
@@ -155,26 +145,26 @@ static void test_rules(void)
     const char *doc = "{\"version\":4,\"flow\":{\"orders.create\":{\"qps\":100,\"burst\":5},\"orders.read\":{\"qps\":7},"
                       "\"products.read\":null},\"degrade\":{\"orders.pay\":true},"
                       "\"risk\":{\"deny_users\":[9,3,9,1],\"max_order_quantity\":10},\"updated_at\":\"x\"}";
-    CHECK(d11_rules_parse(doc, strlen(doc), &r, &hv, err, sizeof err) == 0, "valid document (%s)", err);
-    CHECK(hv && r.version == 4 && r.flow[D11_RES_ORDERS_CREATE].burst == 5 && r.flow[D11_RES_ORDERS_READ].burst == 7 &&
+    CHECKF(d11_rules_parse(doc, strlen(doc), &r, &hv, err, sizeof err) == 0, "valid document (%s)", err);
+    CHECKF(hv && r.version == 4 && r.flow[D11_RES_ORDERS_CREATE].burst == 5 && r.flow[D11_RES_ORDERS_READ].burst == 7 &&
               r.degrade[D11_RES_ORDERS_PAY] && r.ndeny == 3 && r.max_order_qty == 10,
           "fields");
-    CHECK(d11_rules_denied(&r, 3) && d11_rules_denied(&r, 9) && !d11_rules_denied(&r, 4), "deny list");
+    CHECKF(d11_rules_denied(&r, 3) && d11_rules_denied(&r, 9) && !d11_rules_denied(&r, 4), "deny list");
     const char *bad[] = {"{\"flow\":{\"orders.nope\":{\"qps\":1}}}", "{\"flow\":{\"orders.read\":{\"qps\":0}}}",
                          "{\"flow\":{\"orders.read\":{\"burst\":3}}}", "{\"flow\":{\"orders.read\":{\"qps\":1,\"x\":1}}}",
                          "{\"degrade\":{\"orders.read\":1}}", "{\"risk\":{\"deny_users\":[0]}}",
                          "{\"risk\":{\"deny_users\":[1.5]}}", "{\"risk\":{\"max_order_quantity\":16001}}",
                          "{\"degarde\":{}}", "{\"flow\":[]}"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
-        CHECK(d11_rules_parse(bad[i], strlen(bad[i]), &r, &hv, err, sizeof err) == D11_JSON_ERANGE,
+        CHECKF(d11_rules_parse(bad[i], strlen(bad[i]), &r, &hv, err, sizeof err) == D11_JSON_ERANGE,
               "invalid document #%zu -> 422", i);
-    CHECK(d11_rules_parse("{\"flow\":", 8, &r, &hv, err, sizeof err) == D11_JSON_EBAD, "malformed -> 400");
+    CHECKF(d11_rules_parse("{\"flow\":", 8, &r, &hv, err, sizeof err) == D11_JSON_EBAD, "malformed -> 400");
     d11_buf b;
     d11_buf_init(&b, 256);
-    CHECK(d11_rules_parse(doc, strlen(doc), &r, &hv, err, sizeof err) == 0, "reparse");
+    CHECKF(d11_rules_parse(doc, strlen(doc), &r, &hv, err, sizeof err) == 0, "reparse");
     d11_rules_render(&r, &b);
     d11_rules r2;
-    CHECK(d11_rules_parse(b.data, b.len, &r2, &hv, err, sizeof err) == 0 && r2.ndeny == 3 &&
+    CHECKF(d11_rules_parse(b.data, b.len, &r2, &hv, err, sizeof err) == 0 && r2.ndeny == 3 &&
               r2.flow[D11_RES_ORDERS_CREATE].qps == 100 && r2.degrade[D11_RES_ORDERS_PAY],
           "render round-trips (%s)", err);
 
@@ -187,40 +177,40 @@ static void test_rules(void)
     uint64_t g0, g1;
     d11_rules_store_get(&cur, &g0);
     r.version = 0;
-    CHECK(d11_rules_store_put(&r, false, &applied) == 0 && applied.version == 1, "put -> version 1");
+    CHECKF(d11_rules_store_put(&r, false, &applied) == 0 && applied.version == 1, "put -> version 1");
     d11_rules_store_get(&cur, &g1);
-    CHECK(g1 != g0 && cur.version == 1, "generation moves");
+    CHECKF(g1 != g0 && cur.version == 1, "generation moves");
     r2.version = 7;
-    CHECK(d11_rules_store_put(&r2, true, &applied) == -ESTALE, "stale version refused");
+    CHECKF(d11_rules_store_put(&r2, true, &applied) == -ESTALE, "stale version refused");
     r2.version = 1;
     r2.max_order_qty = 3;
-    CHECK(d11_rules_store_put(&r2, true, &applied) == 0 && applied.version == 2, "CAS put -> version 2");
+    CHECKF(d11_rules_store_put(&r2, true, &applied) == 0 && applied.version == 2, "CAS put -> version 2");
     char path[400];
     snprintf(path, sizeof path, "%s/rules.json", sub);
     char *text;
     size_t len;
-    CHECK(d11_read_file(path, &text, &len) == 0 && strstr(text, "\"version\":2") && strstr(text, "\"max_order_quantity\":3"),
+    CHECKF(d11_read_file(path, &text, &len) == 0 && strstr(text, "\"version\":2") && strstr(text, "\"max_order_quantity\":3"),
           "persisted");
     free(text);
-    CHECK(d11_rules_store_rollback(&applied) == 0 && applied.version == 1 && applied.max_order_qty == 10, "rollback to 1");
-    CHECK(d11_rules_store_rollback(&applied) == 0 && applied.version == 0, "rollback to the initial rules");
-    CHECK(d11_rules_store_rollback(&applied) == -ENOENT, "no more history");
-    CHECK(d11_rules_store_put(&r, false, &applied) == 0 && applied.version == 3, "versions are never reused");
+    CHECKF(d11_rules_store_rollback(&applied) == 0 && applied.version == 1 && applied.max_order_qty == 10, "rollback to 1");
+    CHECKF(d11_rules_store_rollback(&applied) == 0 && applied.version == 0, "rollback to the initial rules");
+    CHECKF(d11_rules_store_rollback(&applied) == -ENOENT, "no more history");
+    CHECKF(d11_rules_store_put(&r, false, &applied) == 0 && applied.version == 3, "versions are never reused");
     d11_rules_store_init(sub); /* restart: loads the file */
     d11_rules_store_get(&cur, &g1);
-    CHECK(cur.version == 3 && cur.ndeny == 3, "reloaded from rules.json");
+    CHECKF(cur.version == 3 && cur.ndeny == 3, "reloaded from rules.json");
 
     /* flow: GCRA with qps 100 and burst 5 for orders.create (applied above) */
     int64_t t0 = d11_mono_ns() + 1000000000LL, retry = 0;
     int admitted = 0;
     for (int i = 0; i < 20; i++) admitted += d11_flow_take(D11_RES_ORDERS_CREATE, t0, &retry);
-    CHECK(admitted == 5, "burst of 5 admitted at once (%d)", admitted);
-    CHECK(!d11_flow_take(D11_RES_ORDERS_CREATE, t0, &retry) && retry > 0 && retry <= 10000000, "retry within 10 ms");
-    CHECK(d11_flow_take(D11_RES_ORDERS_CREATE, t0 + retry, &retry), "admitted after waiting");
+    CHECKF(admitted == 5, "burst of 5 admitted at once (%d)", admitted);
+    CHECKF(!d11_flow_take(D11_RES_ORDERS_CREATE, t0, &retry) && retry > 0 && retry <= 10000000, "retry within 10 ms");
+    CHECKF(d11_flow_take(D11_RES_ORDERS_CREATE, t0 + retry, &retry), "admitted after waiting");
     admitted = 0;
     for (int ms = 0; ms < 1000; ms++) admitted += d11_flow_take(D11_RES_ORDERS_CREATE, t0 + 20000000LL + ms * 1000000LL, &retry);
-    CHECK(admitted >= 99 && admitted <= 106, "about 100 per second sustained (%d)", admitted);
-    CHECK(d11_flow_take(D11_RES_PRODUCTS_WRITE, t0, &retry), "unlimited resource");
+    CHECKF(admitted >= 99 && admitted <= 106, "about 100 per second sustained (%d)", admitted);
+    CHECKF(d11_flow_take(D11_RES_PRODUCTS_WRITE, t0, &retry), "unlimited resource");
     d11_buf_free(&b);
 }
 
@@ -240,6 +230,6 @@ int main(void)
     char cmd[400];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     if (system(cmd) != 0) printf("warning: could not remove %s\n", dir);
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
+    printf("%d passed, %d failed\n", n_pass, n_fail);
+    return n_fail ? 1 : 0;
 }

@@ -11,17 +11,7 @@
 
 #include "gateway/http.h"
 
-static int passed, failed;
-#define CHECK(cond, ...)                                                                   \
-    do {                                                                                   \
-        if (cond) passed++;                                                                \
-        else {                                                                             \
-            failed++;                                                                      \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);                                    \
-            printf(__VA_ARGS__);                                                           \
-            printf("\n");                                                                  \
-        }                                                                                  \
-    } while (0)
+#include "check.h"
 
 #define MAXREQ 8
 typedef struct result {
@@ -107,41 +97,41 @@ static void test_pipelined_splits(void)
             if (bad++ < 3) printf("FAIL split at %zu: n=%d err=%d\n", split, r.n, r.err_status);
         }
     }
-    CHECK(bad == 0, "every split point of 4 pipelined requests (%d bad)", bad);
+    CHECKF(bad == 0, "every split point of 4 pipelined requests (%d bad)", bad);
     result r;
     run(s, n, 1, 1, &r);
-    CHECK(r.n == 4 && !strcmp(r.body[2], "abcde") && r.err_status == 0, "byte by byte");
+    CHECKF(r.n == 4 && !strcmp(r.body[2], "abcde") && r.err_status == 0, "byte by byte");
     run(s, n, 0, 7, &r);
-    CHECK(r.n == 4 && r.method[1] == HTTP_POST, "7-byte chunks");
+    CHECKF(r.n == 4 && r.method[1] == HTTP_POST, "7-byte chunks");
 }
 
 static void test_smuggling(void)
 {
-    CHECK(status_of("POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n") == 400, "CL+TE");
-    CHECK(status_of("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n") == 400, "TE+CL");
-    CHECK(status_of("POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx") == 400, "dup CL equal");
-    CHECK(status_of("POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nxx") == 400, "dup CL differ");
-    CHECK(status_of("POST / HTTP/1.1\r\nContent-Length: 1, 1\r\n\r\nx") == 400, "CL list");
-    CHECK(status_of("POST / HTTP/1.1\r\nContent-Length: +1\r\n\r\nx") == 400, "CL sign");
-    CHECK(status_of("POST / HTTP/1.1\r\nContent-Length: 0x1\r\n\r\nx") == 400, "CL hex");
-    CHECK(status_of("POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n") == 400, "TE list");
-    CHECK(status_of("POST / HTTP/1.1\r\nTransfer-Encoding: identity\r\n\r\n") == 400, "TE identity");
-    CHECK(status_of("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n") == 400, "TE twice");
-    CHECK(status_of("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n") == 400, "TE in 1.0");
-    CHECK(status_of("POST / HTTP/1.1\r\nContent-Length : 1\r\n\r\nx") == 400, "space before colon (CL)");
-    CHECK(status_of("POST / HTTP/1.1\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n") == 400, "space before colon (TE)");
-    CHECK(status_of("POST / HTTP/1.1\r\nContent-Length:\r\n 1\r\n\r\nx") == 400, "obs-fold");
-    CHECK(status_of("POST / HTTP/1.1\r\n Host: x\r\n\r\n") == 400, "leading whitespace line");
-    CHECK(status_of("GET / HTTP/1.1\nHost: x\n\n") == 400, "bare LF");
-    CHECK(status_of("GET / HTTP/1.1\r\nX: a\rb\r\n\r\n") == 400, "bare CR in value");
-    CHECK(status_of("GET / HTTP/1.1\r\nX: a\x01" "b\r\n\r\n") == 400, "control byte");
-    CHECK(status_of("GET / HTTP/1.1\r\nX\x7f: a\r\n\r\n") == 400, "DEL in name");
-    CHECK(status_of("GET /\r\n\r\n") == 400, "HTTP/0.9");
-    CHECK(status_of("GET / HTTP/2.0\r\n\r\n") == 505, "HTTP/2.0");
-    CHECK(status_of("GET  / HTTP/1.1\r\n\r\n") == 400, "double space");
-    CHECK(status_of("get / HTTP/1.1\r\n\r\n") == 400, "lowercase method");
-    CHECK(status_of("FOO / HTTP/1.1\r\n\r\n") == 400, "unknown method");
-    CHECK(status_of("GET /\x80 HTTP/1.1\r\n\r\n") == 400, "non-ASCII target");
+    CHECKF(status_of("POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n") == 400, "CL+TE");
+    CHECKF(status_of("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n") == 400, "TE+CL");
+    CHECKF(status_of("POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx") == 400, "dup CL equal");
+    CHECKF(status_of("POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nxx") == 400, "dup CL differ");
+    CHECKF(status_of("POST / HTTP/1.1\r\nContent-Length: 1, 1\r\n\r\nx") == 400, "CL list");
+    CHECKF(status_of("POST / HTTP/1.1\r\nContent-Length: +1\r\n\r\nx") == 400, "CL sign");
+    CHECKF(status_of("POST / HTTP/1.1\r\nContent-Length: 0x1\r\n\r\nx") == 400, "CL hex");
+    CHECKF(status_of("POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n") == 400, "TE list");
+    CHECKF(status_of("POST / HTTP/1.1\r\nTransfer-Encoding: identity\r\n\r\n") == 400, "TE identity");
+    CHECKF(status_of("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n") == 400, "TE twice");
+    CHECKF(status_of("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n") == 400, "TE in 1.0");
+    CHECKF(status_of("POST / HTTP/1.1\r\nContent-Length : 1\r\n\r\nx") == 400, "space before colon (CL)");
+    CHECKF(status_of("POST / HTTP/1.1\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n") == 400, "space before colon (TE)");
+    CHECKF(status_of("POST / HTTP/1.1\r\nContent-Length:\r\n 1\r\n\r\nx") == 400, "obs-fold");
+    CHECKF(status_of("POST / HTTP/1.1\r\n Host: x\r\n\r\n") == 400, "leading whitespace line");
+    CHECKF(status_of("GET / HTTP/1.1\nHost: x\n\n") == 400, "bare LF");
+    CHECKF(status_of("GET / HTTP/1.1\r\nX: a\rb\r\n\r\n") == 400, "bare CR in value");
+    CHECKF(status_of("GET / HTTP/1.1\r\nX: a\x01" "b\r\n\r\n") == 400, "control byte");
+    CHECKF(status_of("GET / HTTP/1.1\r\nX\x7f: a\r\n\r\n") == 400, "DEL in name");
+    CHECKF(status_of("GET /\r\n\r\n") == 400, "HTTP/0.9");
+    CHECKF(status_of("GET / HTTP/2.0\r\n\r\n") == 505, "HTTP/2.0");
+    CHECKF(status_of("GET  / HTTP/1.1\r\n\r\n") == 400, "double space");
+    CHECKF(status_of("get / HTTP/1.1\r\n\r\n") == 400, "lowercase method");
+    CHECKF(status_of("FOO / HTTP/1.1\r\n\r\n") == 400, "unknown method");
+    CHECKF(status_of("GET /\x80 HTTP/1.1\r\n\r\n") == 400, "non-ASCII target");
     const char *chunk_bad[] = {"1 \r\nx\r\n0\r\n\r\n", " 1\r\nx\r\n0\r\n\r\n", "0x1\r\nx\r\n0\r\n\r\n",
                                "-1\r\nx\r\n0\r\n\r\n", "zz\r\nx\r\n0\r\n\r\n", "1\nx\n0\n\n",
                                "1\r\nxy\r\n0\r\n\r\n", "1\r\nx0\r\n\r\n", "\r\n", "123456789\r\n",
@@ -149,11 +139,11 @@ static void test_smuggling(void)
     for (size_t i = 0; i < sizeof chunk_bad / sizeof chunk_bad[0]; i++) {
         char req[256];
         snprintf(req, sizeof req, "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n%s", chunk_bad[i]);
-        CHECK(status_of(req) == 400, "bad chunk shape #%zu", i);
+        CHECKF(status_of(req) == 400, "bad chunk shape #%zu", i);
     }
     result r;
     whole("POST / HTTP/1.1\r\nTransfer-Encoding: Chunked\r\n\r\n00000001\r\nx\r\n0\r\n\r\n", &r);
-    CHECK(r.n == 1 && !strcmp(r.body[0], "x"), "chunked is case-insensitive, 8 hex digits ok");
+    CHECKF(r.n == 1 && !strcmp(r.body[0], "x"), "chunked is case-insensitive, 8 hex digits ok");
 }
 
 static void test_limits(void)
@@ -162,33 +152,33 @@ static void test_limits(void)
     size_t n = (size_t)snprintf(big, sizeof big, "GET / HTTP/1.1\r\n");
     for (int i = 0; i < D11_HTTP_HEADERS_MAX; i++) n += (size_t)snprintf(big + n, sizeof big - n, "X-%d: y\r\n", i);
     snprintf(big + n, sizeof big - n, "\r\n");
-    CHECK(status_of(big) == 0, "exactly %d headers ok", D11_HTTP_HEADERS_MAX);
+    CHECKF(status_of(big) == 0, "exactly %d headers ok", D11_HTTP_HEADERS_MAX);
     n = (size_t)snprintf(big, sizeof big, "GET / HTTP/1.1\r\n");
     for (int i = 0; i <= D11_HTTP_HEADERS_MAX; i++) n += (size_t)snprintf(big + n, sizeof big - n, "X-%d: y\r\n", i);
     snprintf(big + n, sizeof big - n, "\r\n");
-    CHECK(status_of(big) == 431, "too many headers -> 431");
+    CHECKF(status_of(big) == 431, "too many headers -> 431");
     n = (size_t)snprintf(big, sizeof big, "GET / HTTP/1.1\r\nX: ");
     memset(big + n, 'a', D11_HTTP_HEADER_BYTES_MAX);
     snprintf(big + n + D11_HTTP_HEADER_BYTES_MAX, 8, "\r\n\r\n");
-    CHECK(status_of(big) == 431, "header bytes -> 431");
+    CHECKF(status_of(big) == 431, "header bytes -> 431");
     /* without the end of the block: 431 as soon as the limit is passed */
     result r;
     run(big, strlen(big) - 4, 0, 1000, &r);
-    CHECK(r.err_status == 431, "incomplete oversize header block -> 431 early");
+    CHECKF(r.err_status == 431, "incomplete oversize header block -> 431 early");
     n = (size_t)snprintf(big, sizeof big, "GET /");
     memset(big + n, 'a', D11_HTTP_URL_BYTES_MAX);
     snprintf(big + n + D11_HTTP_URL_BYTES_MAX, 16, " HTTP/1.1\r\n\r\n");
-    CHECK(status_of(big) == 414, "long target -> 414");
+    CHECKF(status_of(big) == 414, "long target -> 414");
     big[n + D11_HTTP_URL_BYTES_MAX - 1] = ' ';
     memcpy(big + n + D11_HTTP_URL_BYTES_MAX - 1, " HTTP/1.1\r\n\r\n", 14);
-    CHECK(status_of(big) == 0, "target of %d bytes ok", D11_HTTP_URL_BYTES_MAX);
+    CHECKF(status_of(big) == 0, "target of %d bytes ok", D11_HTTP_URL_BYTES_MAX);
     snprintf(big, sizeof big, "POST / HTTP/1.1\r\nContent-Length: %d\r\n\r\n", D11_HTTP_BODY_BYTES_MAX + 1);
-    CHECK(status_of(big) == 413, "declared body too large -> 413 before the body");
+    CHECKF(status_of(big) == 413, "declared body too large -> 413 before the body");
     n = (size_t)snprintf(big, sizeof big, "POST / HTTP/1.1\r\nContent-Length: %d\r\n\r\n", D11_HTTP_BODY_BYTES_MAX);
     memset(big + n, 'b', D11_HTTP_BODY_BYTES_MAX);
     big[n + D11_HTTP_BODY_BYTES_MAX] = 0;
     whole(big, &r);
-    CHECK(r.n == 1 && r.err_status == 0, "body of exactly the limit ok");
+    CHECKF(r.n == 1 && r.err_status == 0, "body of exactly the limit ok");
     n = (size_t)snprintf(big, sizeof big, "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n");
     for (int i = 0; i < 5; i++) {
         n += (size_t)snprintf(big + n, sizeof big - n, "1000\r\n");
@@ -197,8 +187,8 @@ static void test_limits(void)
         n += (size_t)snprintf(big + n, sizeof big - n, "\r\n");
     }
     snprintf(big + n, sizeof big - n, "0\r\n\r\n");
-    CHECK(status_of(big) == 413, "chunked body over the limit -> 413");
-    CHECK(status_of("POST / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n") == 400, "CL overflow");
+    CHECKF(status_of(big) == 413, "chunked body over the limit -> 413");
+    CHECKF(status_of("POST / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n") == 400, "CL overflow");
 }
 
 static void test_headers(void)
@@ -208,54 +198,54 @@ static void test_headers(void)
           "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\nX-D11-Stress: 1\r\n"
           "Content-Length: 2\r\n\r\n{}",
           &r);
-    CHECK(r.n == 1 && !strcmp(r.url[0], "/v1/orders?x=1"), "url");
-    CHECK(LAST.authorization.present && !strcmp(LAST.authorization.v, "Bearer abc"), "authorization trimmed");
-    CHECK(LAST.idempotency_key.present && !strcmp(LAST.idempotency_key.v, "k-1"), "idempotency key");
-    CHECK(LAST.traceparent.present && LAST.traceparent.len == 55, "traceparent");
-    CHECK(LAST.stress.present && !strcmp(LAST.stress.v, "1"), "stress");
-    CHECK(status_of("GET / HTTP/1.1\r\nAuthorization: a\r\nAuthorization: b\r\n\r\n") == 400, "dup authorization");
-    CHECK(status_of("GET / HTTP/1.1\r\nIdempotency-Key: a\r\nIdempotency-Key: a\r\n\r\n") == 400, "dup idempotency key");
+    CHECKF(r.n == 1 && !strcmp(r.url[0], "/v1/orders?x=1"), "url");
+    CHECKF(LAST.authorization.present && !strcmp(LAST.authorization.v, "Bearer abc"), "authorization trimmed");
+    CHECKF(LAST.idempotency_key.present && !strcmp(LAST.idempotency_key.v, "k-1"), "idempotency key");
+    CHECKF(LAST.traceparent.present && LAST.traceparent.len == 55, "traceparent");
+    CHECKF(LAST.stress.present && !strcmp(LAST.stress.v, "1"), "stress");
+    CHECKF(status_of("GET / HTTP/1.1\r\nAuthorization: a\r\nAuthorization: b\r\n\r\n") == 400, "dup authorization");
+    CHECKF(status_of("GET / HTTP/1.1\r\nIdempotency-Key: a\r\nIdempotency-Key: a\r\n\r\n") == 400, "dup idempotency key");
     whole("GET / HTTP/1.1\r\ntraceparent: a\r\ntraceparent: b\r\n\r\n", &r);
-    CHECK(r.n == 1 && LAST.traceparent.over, "dup traceparent ignored (marked unusable)");
+    CHECKF(r.n == 1 && LAST.traceparent.over, "dup traceparent ignored (marked unusable)");
     char longkey[400];
     snprintf(longkey, sizeof longkey, "GET / HTTP/1.1\r\nIdempotency-Key: %0300d\r\n\r\n", 1);
     whole(longkey, &r);
-    CHECK(r.n == 1 && LAST.idempotency_key.over, "over-long value flagged, not truncated silently");
+    CHECKF(r.n == 1 && LAST.idempotency_key.over, "over-long value flagged, not truncated silently");
     whole("GET / HTTP/1.1\r\nConnection: close\r\n\r\n", &r);
-    CHECK(r.n == 1 && !r.keep_alive[0], "Connection: close");
+    CHECKF(r.n == 1 && !r.keep_alive[0], "Connection: close");
     whole("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", &r);
-    CHECK(r.n == 1 && r.keep_alive[0], "1.0 keep-alive");
+    CHECKF(r.n == 1 && r.keep_alive[0], "1.0 keep-alive");
     whole("POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n{}", &r);
-    CHECK(r.n == 1 && r.continues == 1 && !strcmp(r.body[0], "{}"), "100-continue reported once");
+    CHECKF(r.n == 1 && r.continues == 1 && !strcmp(r.body[0], "{}"), "100-continue reported once");
     whole("GET / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n", &r);
-    CHECK(r.n == 1 && r.continues == 0, "no continue without a body");
+    CHECKF(r.n == 1 && r.continues == 0, "no continue without a body");
     whole("\r\n\r\nGET / HTTP/1.1\r\n\r\n", &r);
-    CHECK(r.n == 1, "leading empty lines skipped");
+    CHECKF(r.n == 1, "leading empty lines skipped");
     whole("GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\nGET /2 HTTP/1.1\r\n\r\n", &r);
-    CHECK(r.n == 2 && !strcmp(r.url[1], "/2"), "upgrade ignored, stream continues as HTTP");
+    CHECKF(r.n == 2 && !strcmp(r.url[1], "/2"), "upgrade ignored, stream continues as HTTP");
 }
 
 static void test_busy(void)
 {
     d11_http_in_reset(&H);
     size_t used;
-    CHECK(!d11_http_in_busy(&H), "idle at start");
-    CHECK(d11_http_parse(&H, "GET / HT", 8, &used) == D11_HTTP_NEED && used == 0 && d11_http_in_busy(&H),
+    CHECKF(!d11_http_in_busy(&H), "idle at start");
+    CHECKF(d11_http_parse(&H, "GET / HT", 8, &used) == D11_HTTP_NEED && used == 0 && d11_http_in_busy(&H),
           "partial header block: busy, nothing consumed");
     const char *full = "GET / HTTP/1.1\r\n\r\n";
-    CHECK(d11_http_parse(&H, full, strlen(full), &used) == D11_HTTP_DONE && used == strlen(full), "done");
-    CHECK(d11_http_parse(&H, "", 0, &used) == D11_HTTP_NEED && !d11_http_in_busy(&H), "idle after");
+    CHECKF(d11_http_parse(&H, full, strlen(full), &used) == D11_HTTP_DONE && used == strlen(full), "done");
+    CHECKF(d11_http_parse(&H, "", 0, &used) == D11_HTTP_NEED && !d11_http_in_busy(&H), "idle after");
     const char *part = "POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\na";
-    CHECK(d11_http_parse(&H, part, strlen(part), &used) == D11_HTTP_NEED && used == strlen(part) &&
+    CHECKF(d11_http_parse(&H, part, strlen(part), &used) == D11_HTTP_NEED && used == strlen(part) &&
               d11_http_in_busy(&H),
           "partial body: consumed, busy");
-    CHECK(d11_http_parse(&H, "bc", 2, &used) == D11_HTTP_DONE && used == 2 && H.req.body.len == 3 &&
+    CHECKF(d11_http_parse(&H, "bc", 2, &used) == D11_HTTP_DONE && used == 2 && H.req.body.len == 3 &&
               !memcmp(H.req.body.data, "abc", 3),
           "rest of the body completes the request");
     d11_http_in_reset(&H);
-    CHECK(d11_http_parse(&H, "X", 1, &used) == D11_HTTP_NEED, "garbage waits for a line");
-    CHECK(d11_http_parse(&H, "XYZ\r\n", 5, &used) == D11_HTTP_ERROR && H.req.err_status == 400, "then 400");
-    CHECK(d11_http_parse(&H, "GET / HTTP/1.1\r\n\r\n", 18, &used) == D11_HTTP_ERROR, "error is sticky");
+    CHECKF(d11_http_parse(&H, "X", 1, &used) == D11_HTTP_NEED, "garbage waits for a line");
+    CHECKF(d11_http_parse(&H, "XYZ\r\n", 5, &used) == D11_HTTP_ERROR && H.req.err_status == 400, "then 400");
+    CHECKF(d11_http_parse(&H, "GET / HTTP/1.1\r\n\r\n", 18, &used) == D11_HTTP_ERROR, "error is sticky");
 }
 
 int main(void)
@@ -267,6 +257,6 @@ int main(void)
     test_headers();
     test_busy();
     d11_http_in_release(&H);
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
+    printf("%d passed, %d failed\n", n_pass, n_fail);
+    return n_fail ? 1 : 0;
 }
