@@ -42,7 +42,7 @@
 #include "../core/map.h"
 #include "../rpc/conn.h"
 #include "../rpc/wire.h"
-#include "../store/store.h"
+#include "../store/sqlite_util.h"
 #include "cell_int.h"
 
 #define CELL_CONNS_MAX 1024
@@ -1002,7 +1002,7 @@ static void send_reports(void)
 static int recover(void)
 {
     sqlite3 *db = S.store.db;
-    sqlite3_stmt *st = d11_store_prepare(db, "SELECT sku, shadow, price_cents, granted, returned, sold FROM stock");
+    sqlite3_stmt *st = d11_sqlite_prepare(db, "SELECT sku, shadow, price_cents, granted, returned, sold FROM stock");
     while (sqlite3_step(st) == SQLITE_ROW) {
         const char *sku = (const char *)sqlite3_column_text(st, 0);
         size_t n = (size_t)sqlite3_column_bytes(st, 0);
@@ -1026,7 +1026,7 @@ static int recover(void)
                  " o.created_at, o.expires_at, o.updated_at, i.sku, i.quantity, i.price_cents"
                  " FROM %sorders o JOIN %sorder_items i ON i.order_id = o.order_id ORDER BY o.order_id, i.idx",
                  pre[sh], pre[sh]);
-        st = d11_store_prepare(db, sql);
+        st = d11_sqlite_prepare(db, sql);
         uint64_t cur = 0;
         bool have = false;
         while (sqlite3_step(st) == SQLITE_ROW) {
@@ -1087,7 +1087,7 @@ static int recover(void)
         }
     }
     free(sold_check);
-    st = d11_store_prepare(db, "SELECT max(event_id) FROM (SELECT max(event_id) AS event_id FROM outbox"
+    st = d11_sqlite_prepare(db, "SELECT max(event_id) FROM (SELECT max(event_id) AS event_id FROM outbox"
                                " UNION ALL SELECT max(event_id) FROM shadow_outbox)");
     S.next_event_id = 1;
     if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL)

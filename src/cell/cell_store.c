@@ -17,7 +17,7 @@
 #include "cell_int.h"
 #include "../core/fault.h"
 #include "../rpc/wire.h"
-#include "../store/store.h"
+#include "../store/sqlite_util.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -53,21 +53,21 @@ int cell_store_open(cell_store *s, const char *path, int durability, int64_t asy
     memset(s, 0, sizeof *s);
     s->durability = durability;
     s->async_flush_ms = async_flush_ms;
-    if (d11_store_open(path, durability, &s->db) < 0) return D11_ESTORE;
-    if (d11_store_exec(s->db, SCHEMA) < 0) return D11_ESTORE;
+    if (d11_sqlite_open(path, durability, &s->db) < 0) return D11_ESTORE;
+    if (d11_sqlite_exec(s->db, SCHEMA) < 0) return D11_ESTORE;
     static const char *pre[2] = {"", "shadow_"};
     char sql[512];
     for (int i = 0; i < 2; i++) {
         snprintf(sql, sizeof sql, "INSERT INTO %sorders VALUES(?,?,?,?,?,?,NULL,?,?,?)", pre[i]);
-        s->ins_order[i] = d11_store_prepare(s->db, sql);
+        s->ins_order[i] = d11_sqlite_prepare(s->db, sql);
         snprintf(sql, sizeof sql, "INSERT INTO %sorder_items VALUES(NULL,?,?,?,?,?)", pre[i]);
-        s->ins_item[i] = d11_store_prepare(s->db, sql);
+        s->ins_item[i] = d11_sqlite_prepare(s->db, sql);
         snprintf(sql, sizeof sql, "UPDATE %sorders SET status=?, payment_id=?, updated_at=? WHERE order_id=?", pre[i]);
-        s->upd_order[i] = d11_store_prepare(s->db, sql);
+        s->upd_order[i] = d11_sqlite_prepare(s->db, sql);
         snprintf(sql, sizeof sql, "INSERT INTO %soutbox VALUES(?,?,?,?,?)", pre[i]);
-        s->ins_outbox[i] = d11_store_prepare(s->db, sql);
+        s->ins_outbox[i] = d11_sqlite_prepare(s->db, sql);
     }
-    s->up_stock = d11_store_prepare(s->db, "INSERT OR REPLACE INTO stock VALUES(?,?,?,?,?,?)");
+    s->up_stock = d11_sqlite_prepare(s->db, "INSERT OR REPLACE INTO stock VALUES(?,?,?,?,?,?)");
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
     s->done_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -104,7 +104,7 @@ static int apply_ops(cell_store *s, cell_batch *b)
             sqlite3_bind_int64(st, 8, (int64_t)d11_wdec_u64(&d));
             sqlite3_bind_int64(st, 9, created);
             if (d.err) return D11_EPROTO;
-            if (d11_store_step_done(db, st) < 0) return D11_ESTORE;
+            if (d11_sqlite_step_done(db, st) < 0) return D11_ESTORE;
             uint8_t n = d11_wdec_u8(&d);
             for (uint8_t i = 0; i < n; i++) {
                 sqlite3_stmt *it = s->ins_item[sh];
@@ -117,7 +117,7 @@ static int apply_ops(cell_store *s, cell_batch *b)
                 BIND_STR(it, 3, p1, n1);
                 sqlite3_bind_int64(it, 4, qty);
                 sqlite3_bind_int64(it, 5, (int64_t)price);
-                if (d11_store_step_done(db, it) < 0) return D11_ESTORE;
+                if (d11_sqlite_step_done(db, it) < 0) return D11_ESTORE;
             }
             break;
         }
@@ -134,7 +134,7 @@ static int apply_ops(cell_store *s, cell_batch *b)
             else sqlite3_bind_null(st, 2);
             sqlite3_bind_int64(st, 3, upd);
             sqlite3_bind_int64(st, 4, (int64_t)id);
-            if (d11_store_step_done(db, st) < 0) return D11_ESTORE;
+            if (d11_sqlite_step_done(db, st) < 0) return D11_ESTORE;
             if (sqlite3_changes(db) != 1) {
                 d11_error("update of order %llu touched %d rows", (unsigned long long)id, sqlite3_changes(db));
                 return D11_ESTORE;
@@ -154,7 +154,7 @@ static int apply_ops(cell_store *s, cell_batch *b)
             sqlite3_bind_int64(st, 4, (int64_t)g);
             sqlite3_bind_int64(st, 5, (int64_t)r);
             sqlite3_bind_int64(st, 6, (int64_t)so);
-            if (d11_store_step_done(db, st) < 0) return D11_ESTORE;
+            if (d11_sqlite_step_done(db, st) < 0) return D11_ESTORE;
             break;
         }
         case CELL_OP_OUTBOX: {
@@ -170,7 +170,7 @@ static int apply_ops(cell_store *s, cell_batch *b)
             BIND_STR(st, 3, p1, n1);
             BIND_STR(st, 4, p2, n2);
             sqlite3_bind_int64(st, 5, created);
-            if (d11_store_step_done(db, st) < 0) return D11_ESTORE;
+            if (d11_sqlite_step_done(db, st) < 0) return D11_ESTORE;
             break;
         }
         default: return D11_EPROTO;
@@ -188,9 +188,9 @@ static int commit_batch(cell_store *s, cell_batch *b)
         d11_error("fault injection: failing commit #%llu", (unsigned long long)s->commits);
         return D11_ESTORE;
     }
-    if (d11_store_exec(s->db, "BEGIN") < 0) return D11_ESTORE;
+    if (d11_sqlite_exec(s->db, "BEGIN") < 0) return D11_ESTORE;
     int rc = apply_ops(s, b);
-    if (rc == 0 && d11_store_exec(s->db, "COMMIT") < 0) rc = D11_ESTORE;
+    if (rc == 0 && d11_sqlite_exec(s->db, "COMMIT") < 0) rc = D11_ESTORE;
     if (rc != 0) {
         (void)sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
         return rc;
@@ -198,7 +198,7 @@ static int commit_batch(cell_store *s, cell_batch *b)
     if (s->durability == D11_DUR_ASYNC) {
         int64_t now = d11_mono_ms();
         if (now - s->last_sync_ms >= s->async_flush_ms) {
-            (void)d11_store_sync(s->db);
+            (void)d11_sqlite_sync(s->db);
             s->last_sync_ms = now;
         }
     }
@@ -265,7 +265,7 @@ void cell_store_stop(cell_store *s)
     pthread_cond_signal(&s->cv);
     pthread_mutex_unlock(&s->mu);
     pthread_join(s->thread, NULL);
-    if (s->durability == D11_DUR_ASYNC) (void)d11_store_sync(s->db);
-    d11_store_close(s->db);
+    if (s->durability == D11_DUR_ASYNC) (void)d11_sqlite_sync(s->db);
+    d11_sqlite_close(s->db);
     close(s->done_fd);
 }

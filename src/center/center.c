@@ -44,7 +44,7 @@
 #include "../core/util.h"
 #include "../rpc/conn.h"
 #include "../rpc/wire.h"
-#include "../store/store.h"
+#include "../store/sqlite_util.h"
 
 #define CENTER_CONNS_MAX 1024
 #define CENTER_RECLAIM_MS 300 /* how long a parked grant waits for reclaimed units */
@@ -201,7 +201,7 @@ static int64_t col_i64(sqlite3_stmt *st, int i) { return sqlite3_column_int64(st
 
 static int load_state(void)
 {
-    sqlite3_stmt *st = d11_store_prepare(C.db, "SELECT version, ncells, cell_of_slot FROM routing WHERE id = 1");
+    sqlite3_stmt *st = d11_sqlite_prepare(C.db, "SELECT version, ncells, cell_of_slot FROM routing WHERE id = 1");
     if (sqlite3_step(st) == SQLITE_ROW) {
         int n = (int)col_i64(st, 1);
         if (n != C.cfg.cells) {
@@ -218,11 +218,11 @@ static int load_state(void)
             memcpy(C.routing.cell_of_slot, blob, sizeof C.routing.cell_of_slot);
     } else {
         d11_routing_default(&C.routing, (unsigned)C.cfg.cells);
-        sqlite3_stmt *ins = d11_store_prepare(C.db, "INSERT INTO routing VALUES(1, ?, ?, ?)");
+        sqlite3_stmt *ins = d11_sqlite_prepare(C.db, "INSERT INTO routing VALUES(1, ?, ?, ?)");
         sqlite3_bind_int64(ins, 1, C.routing.version);
         sqlite3_bind_int64(ins, 2, C.routing.ncells);
         sqlite3_bind_blob(ins, 3, C.routing.cell_of_slot, sizeof C.routing.cell_of_slot, SQLITE_STATIC);
-        int rc = d11_store_step_done(C.db, ins);
+        int rc = d11_sqlite_step_done(C.db, ins);
         sqlite3_finalize(ins);
         if (rc) {
             sqlite3_finalize(st);
@@ -231,7 +231,7 @@ static int load_state(void)
     }
     sqlite3_finalize(st);
 
-    st = d11_store_prepare(C.db, "SELECT sku, title, price_cents, category, created_at FROM products");
+    st = d11_sqlite_prepare(C.db, "SELECT sku, title, price_cents, category, created_at FROM products");
     while (sqlite3_step(st) == SQLITE_ROW) {
         const char *sku = (const char *)sqlite3_column_text(st, 0);
         size_t idx = product_add(sku, strlen(sku));
@@ -242,7 +242,7 @@ static int load_state(void)
         p->created_at = col_i64(st, 4);
     }
     sqlite3_finalize(st);
-    st = d11_store_prepare(C.db, "SELECT sku, shadow, total, free FROM center_stock");
+    st = d11_sqlite_prepare(C.db, "SELECT sku, shadow, total, free FROM center_stock");
     while (sqlite3_step(st) == SQLITE_ROW) {
         const char *sku = (const char *)sqlite3_column_text(st, 0);
         product *p = product_find(sku, strlen(sku), NULL);
@@ -252,7 +252,7 @@ static int load_state(void)
         p->l[sh].free = (uint64_t)col_i64(st, 3);
     }
     sqlite3_finalize(st);
-    st = d11_store_prepare(C.db, "SELECT sku, shadow, cell, granted, returned, sold_reported FROM ledger");
+    st = d11_sqlite_prepare(C.db, "SELECT sku, shadow, cell, granted, returned, sold_reported FROM ledger");
     while (sqlite3_step(st) == SQLITE_ROW) {
         const char *sku = (const char *)sqlite3_column_text(st, 0);
         product *p = product_find(sku, strlen(sku), NULL);
@@ -277,7 +277,7 @@ static int load_state(void)
 static void commit_dirty(void)
 {
     if (!C.ndirty) return;
-    if (d11_store_exec(C.db, "BEGIN IMMEDIATE") < 0) d11_fatal("center: cannot begin a transaction");
+    if (d11_sqlite_exec(C.db, "BEGIN IMMEDIATE") < 0) d11_fatal("center: cannot begin a transaction");
     for (size_t i = 0; i < C.ndirty; i++) {
         product *p = C.products[C.dirty[i]];
         if (p->is_new) {
@@ -287,12 +287,12 @@ static void commit_dirty(void)
             sqlite3_bind_text(C.st_product, 4, p->category, -1, SQLITE_STATIC);
             sqlite3_bind_int64(C.st_product, 5, (int64_t)p->l[0].total);
             sqlite3_bind_int64(C.st_product, 6, p->created_at);
-            if (d11_store_step_done(C.db, C.st_product) < 0) d11_fatal("center: commit failed");
+            if (d11_sqlite_step_done(C.db, C.st_product) < 0) d11_fatal("center: commit failed");
         } else {
-            sqlite3_stmt *up = d11_store_prepare(C.db, "UPDATE products SET stock_total = ? WHERE sku = ?");
+            sqlite3_stmt *up = d11_sqlite_prepare(C.db, "UPDATE products SET stock_total = ? WHERE sku = ?");
             sqlite3_bind_int64(up, 1, (int64_t)p->l[0].total);
             sqlite3_bind_text(up, 2, p->sku, -1, SQLITE_STATIC);
-            if (d11_store_step_done(C.db, up) < 0) d11_fatal("center: commit failed");
+            if (d11_sqlite_step_done(C.db, up) < 0) d11_fatal("center: commit failed");
             sqlite3_finalize(up);
         }
         for (int s = 0; s < 2; s++) {
@@ -302,7 +302,7 @@ static void commit_dirty(void)
             sqlite3_bind_int64(C.st_stock, 2, s);
             sqlite3_bind_int64(C.st_stock, 3, (int64_t)l->total);
             sqlite3_bind_int64(C.st_stock, 4, (int64_t)l->free);
-            if (d11_store_step_done(C.db, C.st_stock) < 0) d11_fatal("center: commit failed");
+            if (d11_sqlite_step_done(C.db, C.st_stock) < 0) d11_fatal("center: commit failed");
             for (int c = 0; c < C.ncells; c++) {
                 cell_ledger *cl = &l->cells[c];
                 if (!cl->granted && !cl->returned && !cl->sold) continue;
@@ -312,13 +312,13 @@ static void commit_dirty(void)
                 sqlite3_bind_int64(C.st_ledger, 4, (int64_t)cl->granted);
                 sqlite3_bind_int64(C.st_ledger, 5, (int64_t)cl->returned);
                 sqlite3_bind_int64(C.st_ledger, 6, (int64_t)cl->sold);
-                if (d11_store_step_done(C.db, C.st_ledger) < 0) d11_fatal("center: commit failed");
+                if (d11_sqlite_step_done(C.db, C.st_ledger) < 0) d11_fatal("center: commit failed");
             }
         }
         p->dirty = p->is_new = false;
     }
-    if (d11_store_exec(C.db, "COMMIT") < 0) d11_fatal("center: commit failed");
-    if (C.cfg.durability == D11_DUR_ASYNC) (void)d11_store_sync(C.db);
+    if (d11_sqlite_exec(C.db, "COMMIT") < 0) d11_fatal("center: commit failed");
+    if (C.cfg.durability == D11_DUR_ASYNC) (void)d11_sqlite_sync(C.db);
     C.ndirty = 0;
     C.n_commits++;
 }
@@ -850,14 +850,14 @@ int d11_center_main(int argc, char **argv)
     }
     char path[1200];
     d11_config_path(&C.cfg, "center.db", path, sizeof path);
-    if (d11_store_open(path, C.cfg.durability, &C.db) < 0 || d11_store_exec(C.db, SCHEMA) < 0) {
+    if (d11_sqlite_open(path, C.cfg.durability, &C.db) < 0 || d11_sqlite_exec(C.db, SCHEMA) < 0) {
         fprintf(stderr, "d11 center: cannot open %s\n", path);
         return 1;
     }
     if (load_state() < 0) return 1;
-    C.st_product = d11_store_prepare(C.db, "INSERT INTO products VALUES(?,?,?,?,?,?)");
-    C.st_stock = d11_store_prepare(C.db, "INSERT OR REPLACE INTO center_stock VALUES(?,?,?,?)");
-    C.st_ledger = d11_store_prepare(C.db, "INSERT OR REPLACE INTO ledger VALUES(?,?,?,?,?,?)");
+    C.st_product = d11_sqlite_prepare(C.db, "INSERT INTO products VALUES(?,?,?,?,?,?)");
+    C.st_stock = d11_sqlite_prepare(C.db, "INSERT OR REPLACE INTO center_stock VALUES(?,?,?,?)");
+    C.st_ledger = d11_sqlite_prepare(C.db, "INSERT OR REPLACE INTO ledger VALUES(?,?,?,?,?,?)");
 
     d11_config_path(&C.cfg, "center.sock", path, sizeof path);
     C.lfd = d11_listen_unix(path);
@@ -902,6 +902,6 @@ int d11_center_main(int argc, char **argv)
     commit_dirty();
     flush_all();
     d11_info("center stopped");
-    d11_store_close(C.db);
+    d11_sqlite_close(C.db);
     return 0;
 }

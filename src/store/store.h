@@ -1,35 +1,60 @@
 /*
- * store.h — the storage interface shared by the center and the cells: opening a SQLite
- * database in WAL mode with the configured durability, and small helpers around
- * prepared statements and transactions.
+ * store.h — the storage seam: what the cell and the center ask of durable storage.
  *
- * Durability modes (config.h):
- *   sync  — synchronous=FULL: every COMMIT fsyncs the WAL before returning. A batch is
- *           acknowledged only after its COMMIT returned. The default.
- *   async — synchronous=NORMAL: COMMIT does not fsync; the owner calls d11_store_sync()
- *           every async_flush_ms, which fsyncs the WAL. A power loss or kernel crash can
- *           lose the last async_flush_ms of acknowledged orders (a process crash loses
- *           nothing: the WAL is in the page cache). Never the default.
- *   none  — synchronous=OFF and no periodic sync: for tests and benchmarks only.
- * A sqlite3 handle belongs to one thread at a time.
+ * A state machine (cell, center) never sees SQL. It writes its changes as an OP LOG: a
+ * byte stream of records, each `u8 op` followed by fields encoded with the wire encoders
+ * (d11_wenc_*). The record layouts are declared once per owner (cell: src/store/cell_ops.h,
+ * center: src/store/center_ops.h). A backend does four things with them:
+ *
+ *   load    replay the durable state as records, in an order the owner can apply
+ *           (each record an upsert of one row; see the owner's ops header), through a
+ *           callback. Used at start, by recovery, and by `d11 audit`.
+ *   commit  apply one op log in ONE transaction: all of it or none of it. Returns 0 only
+ *           when the batch is durable as the durability mode promises.
+ *   sync    make earlier commits durable (durability=async: called on a timer).
+ *   close   release everything.
+ *
+ * Backends: SQLite (cell_sqlite.c, center_sqlite.c), memory (mem.c: the simulator and
+ * unit tests; it can fail a commit on demand and "crash" by dropping what was not
+ * committed). A PostgreSQL backend is one more file implementing d11_store_ops.
+ *
+ * Threads: a d11_store belongs to one thread at a time (the cell's storage thread, the
+ * center's loop). load runs before that thread starts.
  */
 #ifndef D11_STORE_H
 #define D11_STORE_H
 
-#include <sqlite3.h>
+#include <stddef.h>
 #include <stdint.h>
 
-/* Open (creating if needed) path with WAL and the durability mode. Returns 0 or D11_ESTORE
- * with the SQLite message logged. */
-int d11_store_open(const char *path, int durability, sqlite3 **out);
-void d11_store_close(sqlite3 *db);
-/* Run one or more SQL statements without results. 0 or D11_ESTORE (logged). */
-int d11_store_exec(sqlite3 *db, const char *sql);
-/* Prepare a persistent statement or die (statements are fixed at build time). */
-sqlite3_stmt *d11_store_prepare(sqlite3 *db, const char *sql);
-/* fsync the WAL (async mode). 0 or -errno. */
-int d11_store_sync(sqlite3 *db);
-/* Step a statement expecting SQLITE_DONE, then reset it. 0 or D11_ESTORE. */
-int d11_store_step_done(sqlite3 *db, sqlite3_stmt *st);
+typedef struct d11_store d11_store;
+
+/* Called once per record by load. Return 0 to continue, < 0 to stop (load returns it). */
+typedef int d11_store_apply_fn(void *ctx, const uint8_t *rec, size_t len);
+
+typedef struct d11_store_ops {
+    const char *name; /* "sqlite", "memory", ... */
+    int  (*load)(d11_store *s, d11_store_apply_fn *apply, void *ctx);
+    /* ops: nops records back to back, len bytes. 0 or a negative error (D11_ESTORE...). */
+    int  (*commit)(d11_store *s, const uint8_t *ops, size_t len, uint32_t nops);
+    int  (*sync)(d11_store *s);
+    void (*close)(d11_store *s);
+} d11_store_ops;
+
+/* Every backend embeds this first; `ops` is set by the backend's open function. */
+struct d11_store {
+    const d11_store_ops *ops;
+};
+
+static inline int d11_store_load(d11_store *s, d11_store_apply_fn *fn, void *ctx) { return s->ops->load(s, fn, ctx); }
+static inline int d11_store_commit(d11_store *s, const uint8_t *ops, size_t len, uint32_t nops)
+{
+    return s->ops->commit(s, ops, len, nops);
+}
+static inline int d11_store_sync(d11_store *s) { return s->ops->sync(s); }
+static inline void d11_store_close(d11_store *s)
+{
+    if (s) s->ops->close(s);
+}
 
 #endif

@@ -1145,7 +1145,7 @@ static void test_commit_atomic(void)
     CHECK_RC(commit_batch(&s, &b), D11_ESTORE);
     s.fail_commit_at = 0;
     /* nothing of the failed batches is in the database */
-    sqlite3_stmt *q = d11_store_prepare(s.db, "SELECT count(*) FROM orders");
+    sqlite3_stmt *q = d11_sqlite_prepare(s.db, "SELECT count(*) FROM orders");
     CHECK(sqlite3_step(q) == SQLITE_ROW && sqlite3_column_int64(q, 0) == 0);
     sqlite3_reset(q);
     /* and the valid batch alone commits, once */
@@ -1164,7 +1164,7 @@ static void test_commit_atomic(void)
     sqlite3_stmt *sts[] = {s.ins_order[0], s.ins_order[1], s.ins_item[0], s.ins_item[1], s.upd_order[0],
                            s.upd_order[1], s.ins_outbox[0], s.ins_outbox[1], s.up_stock};
     for (size_t i = 0; i < sizeof sts / sizeof sts[0]; i++) sqlite3_finalize(sts[i]);
-    d11_store_close(s.db);
+    d11_sqlite_close(s.db);
     close(s.done_fd);
 }
 

@@ -1,8 +1,8 @@
 /*
- * store.c — SQLite helpers (see store.h). Errors are logged here with the SQLite message
+ * sqlite_util.c — SQLite helpers (see sqlite_util.h). Errors are logged here with the SQLite message
  * so callers can just propagate D11_ESTORE.
  */
-#include "store.h"
+#include "sqlite_util.h"
 #include "../core/util.h"
 #include "../core/config.h"
 
@@ -11,7 +11,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-int d11_store_open(const char *path, int durability, sqlite3 **out)
+int d11_sqlite_open(const char *path, int durability, sqlite3 **out)
 {
     sqlite3 *db = NULL;
     int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
@@ -27,7 +27,7 @@ int d11_store_open(const char *path, int durability, sqlite3 **out)
              "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s; PRAGMA wal_autocheckpoint=10000;"
              "PRAGMA cache_size=-65536; PRAGMA temp_store=MEMORY;",
              sync);
-    if (d11_store_exec(db, sql) < 0) {
+    if (d11_sqlite_exec(db, sql) < 0) {
         sqlite3_close(db);
         return D11_ESTORE;
     }
@@ -35,12 +35,12 @@ int d11_store_open(const char *path, int durability, sqlite3 **out)
     return 0;
 }
 
-void d11_store_close(sqlite3 *db)
+void d11_sqlite_close(sqlite3 *db)
 {
     if (db) sqlite3_close_v2(db);
 }
 
-int d11_store_exec(sqlite3 *db, const char *sql)
+int d11_sqlite_exec(sqlite3 *db, const char *sql)
 {
     char *err = NULL;
     if (sqlite3_exec(db, sql, NULL, NULL, &err) != SQLITE_OK) {
@@ -51,7 +51,7 @@ int d11_store_exec(sqlite3 *db, const char *sql)
     return 0;
 }
 
-sqlite3_stmt *d11_store_prepare(sqlite3 *db, const char *sql)
+sqlite3_stmt *d11_sqlite_prepare(sqlite3 *db, const char *sql)
 {
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL) != SQLITE_OK)
@@ -59,7 +59,7 @@ sqlite3_stmt *d11_store_prepare(sqlite3 *db, const char *sql)
     return st;
 }
 
-int d11_store_step_done(sqlite3 *db, sqlite3_stmt *st)
+int d11_sqlite_step_done(sqlite3 *db, sqlite3_stmt *st)
 {
     int rc = sqlite3_step(st);
     sqlite3_reset(st);
@@ -70,7 +70,7 @@ int d11_store_step_done(sqlite3 *db, sqlite3_stmt *st)
     return 0;
 }
 
-int d11_store_sync(sqlite3 *db)
+int d11_sqlite_sync(sqlite3 *db)
 {
     const char *file = sqlite3_db_filename(db, "main");
     if (!file || !*file) return 0;

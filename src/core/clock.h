@@ -1,0 +1,29 @@
+/*
+ * clock.h — the clock a state machine reads, passed in by its host.
+ *
+ * The cell and the center never call d11_mono_ms()/d11_wall_ms() directly: they read the
+ * clock their host gave them. A process passes d11_clock_system() (CLOCK_MONOTONIC and
+ * the wall clock); the deterministic simulator (src/sim) passes a simulated clock it
+ * advances itself, so one seed replays exactly.
+ *
+ * mono_ms: for timeouts and intervals (never goes back). wall_ms: for what is stored or
+ * shown (order times, expiry). Both are called on the owner's thread only.
+ */
+#ifndef D11_CLOCK_H
+#define D11_CLOCK_H
+
+#include <stdint.h>
+
+typedef struct d11_clock {
+    int64_t (*mono_ms)(void *data);
+    int64_t (*wall_ms)(void *data);
+    void *data;
+} d11_clock;
+
+/* The real clocks (static storage, valid forever). */
+const d11_clock *d11_clock_system(void);
+
+static inline int64_t d11_clock_mono(const d11_clock *c) { return c->mono_ms(c->data); }
+static inline int64_t d11_clock_wall(const d11_clock *c) { return c->wall_ms(c->data); }
+
+#endif
