@@ -657,7 +657,10 @@ static int load_apply(void *ctx, const uint8_t *rec, size_t len)
         const center_op_product *m = &op.u.product;
         size_t idx;
         center_product *p = center_catalog_find(&c->cat, m->sku.p, m->sku.n, &idx);
-        if (!p) p = c->cat.v[center_catalog_add(&c->cat, m->sku.p, m->sku.n)];
+        if (!p) {
+            idx = center_catalog_add(&c->cat, m->sku.p, m->sku.n); /* may move cat.v: index it after */
+            p = c->cat.v[idx];
+        }
         center_product_set_text(p, m->title.p, m->title.n, m->category.p, m->category.n);
         p->price_cents = m->price_cents;
         p->created_at = m->created_at;
