@@ -1,5 +1,8 @@
 /*
- * center.c — the center's state machine (API and the round contract in center.h).
+ * center.c — the center's state machine (API and the round contract in center.h): open
+ * and load, the round (dirty marks, held output, one commit, then send), peers, dispatch,
+ * and the gateway-facing requests (products, ledger view, routing, ping, stats). The
+ * cell-facing requests — allotments, parked grants, reclaim — are in center_allot.c.
  *
  * State: the catalog (catalog.h: products, their two ledgers, parked grants), the routing
  * table, which peer is which cell, and this round's held output and dirty marks.
@@ -7,12 +10,6 @@
  *   frames in ──> handlers ──> ledger math (inventory.h), dirty marks, held output
  *   center_flush ──> dirty rows as op records (store/center_ops.h) ──> ONE d11_store_commit
  *                ──> held frames to host->send, in order
- *
- * Grants near sell-out: when free < want (or grants are parked already, FIFO), the request
- * is parked and every other connected cell holding unsold units (by its reports) gets a
- * RECLAIM push; the parked requests are answered when the returns are in, or when
- * reclaim_ms has passed (center_tick) — with sold_out=1 if free still cannot cover them.
- * This is how the last units of a hot SKU stay sellable from any cell.
  *
  * Sold counts: every GRANT, RETURN and REPORT carries the cell's latest COMMITTED sold
  * count for a ledger; it replaces the stored value (no max(): cancels and expiries lower
@@ -32,36 +29,8 @@
 #include "../core/limits.h"
 #include "../core/util.h"
 #include "../store/center_ops.h"
-#include "catalog.h"
-#include "inventory.h"
+#include "center_int.h"
 #include "routing.h"
-
-typedef struct held_frame {
-    uint32_t peer;
-    bool     dropped; /* the peer went down before the flush */
-    size_t   off, len; /* in center.held */
-} held_frame;
-
-struct center {
-    center_opts    o;
-    center_host    h;
-    d11_store     *st;
-    center_catalog cat;
-    d11_routing    routing;
-    bool           routing_loaded, routing_dirty;
-    uint32_t       cell_peer[D11_CELLS_MAX]; /* valid where bit c of cell_up is set */
-    uint64_t       cell_up;
-    size_t        *dirty, ndirty, capdirty;       /* product indices with uncommitted changes */
-    size_t        *waiting, nwaiting, capwaiting; /* product indices with parked grants */
-    d11_buf        held;                          /* this round's output frames */
-    held_frame    *msgs;
-    size_t         nmsgs, capmsgs;
-    d11_buf        ops;     /* the op log of a commit */
-    d11_buf        scratch; /* JSON bodies, HELLO entries */
-    int            failed;  /* the commit error that stopped the machine, or 0 */
-    bool           flushing;
-    uint64_t       n_grants, n_returns, n_reclaims, n_commits;
-};
 
 static void *xrealloc(void *p, size_t n)
 {
@@ -70,7 +39,7 @@ static void *xrealloc(void *p, size_t n)
     return p;
 }
 
-static void push_index(size_t **v, size_t *n, size_t *cap, size_t idx)
+void center__push_index(size_t **v, size_t *n, size_t *cap, size_t idx)
 {
     if (*n == *cap) {
         *cap = *cap ? *cap * 2 : 64;
@@ -83,7 +52,7 @@ static void push_index(size_t **v, size_t *n, size_t *cap, size_t idx)
 
 /* Record that product idx changed: its row (row), the center_stock row of shadow (stock),
  * the ledger row of cell (cell >= 0). */
-static void touch(center *c, size_t idx, int shadow, int cell, bool stock, bool row)
+void center__touch(center *c, size_t idx, int shadow, int cell, bool stock, bool row)
 {
     center_product *p = c->cat.v[idx];
     D11_ASSERT(shadow == 0 || shadow == 1);
@@ -93,21 +62,13 @@ static void touch(center *c, size_t idx, int shadow, int cell, bool stock, bool 
     if (row) p->dirty_row = true;
     if (!p->listed_dirty) {
         p->listed_dirty = true;
-        push_index(&c->dirty, &c->ndirty, &c->capdirty, idx);
+        center__push_index(&c->dirty, &c->ndirty, &c->capdirty, idx);
     }
-}
-
-static void waiting_add(center *c, size_t idx)
-{
-    center_product *p = c->cat.v[idx];
-    if (p->listed_waiting) return;
-    p->listed_waiting = true;
-    push_index(&c->waiting, &c->nwaiting, &c->capwaiting, idx);
 }
 
 /* ---- held output ---- */
 
-static d11_buf *out_open(center *c, uint32_t peer)
+d11_buf *center__out_open(center *c, uint32_t peer)
 {
     D11_ASSERT(!c->flushing);
     if (c->nmsgs == c->capmsgs) {
@@ -118,104 +79,24 @@ static d11_buf *out_open(center *c, uint32_t peer)
     return &c->held;
 }
 
-static void out_close(center *c)
+void center__out_close(center *c)
 {
     held_frame *m = &c->msgs[c->nmsgs - 1];
     m->len = c->held.len - m->off;
     D11_ASSERT(m->len >= D11_FRAME_HDR_BYTES && m->len <= D11_FRAME_BYTES_MAX);
 }
 
-static void reply(center *c, uint32_t peer, const d11_frame_hdr *h, uint32_t status, const char *code,
+void center__reply(center *c, uint32_t peer, const d11_frame_hdr *h, uint32_t status, const char *code,
                   const char *body, size_t n)
 {
-    d11_reply_enc(out_open(c, peer), h, status, code, body, n);
-    out_close(c);
+    d11_reply_enc(center__out_open(c, peer), h, status, code, body, n);
+    center__out_close(c);
 }
 
-static void reply_err(center *c, uint32_t peer, const d11_frame_hdr *h, uint32_t status, const char *code,
+void center__reply_err(center *c, uint32_t peer, const d11_frame_hdr *h, uint32_t status, const char *code,
                       const char *msg)
 {
-    reply(c, peer, h, status, code, msg, strlen(msg));
-}
-
-static void send_grant_reply(center *c, uint32_t peer, const d11_frame_hdr *h, const center_product *p, int shadow,
-                             uint16_t cell, bool sold_out)
-{
-    d11_msg_grant_reply r = {.exists = p ? 1 : 0,
-                             .price_cents = p ? p->price_cents : 0,
-                             .granted_cum = p ? p->st[shadow].inv.cells[cell].granted : 0,
-                             .sold_out = sold_out};
-    d11_frame_hdr rh = *h;
-    rh.flags = (uint16_t)((h->flags & D11_WF_STRESS) | D11_WF_REPLY);
-    rh.status = 200;
-    rh.deadline_ms = 0;
-    d11_buf *o = out_open(c, peer);
-    size_t start = d11_frame_begin(o, &rh);
-    d11_msg_grant_reply_enc(o, &r);
-    d11_frame_end(o, start);
-    out_close(c);
-}
-
-/* RECLAIM push: str sku, u8 shadow. The cell answers with a RETURN. */
-static void send_reclaim(center *c, uint32_t peer, const center_product *p, int shadow)
-{
-    d11_frame_hdr h = {.type = D11_MSG_RECLAIM, .flags = (uint16_t)(D11_WF_PUSH | (shadow ? D11_WF_STRESS : 0))};
-    d11_buf *o = out_open(c, peer);
-    size_t start = d11_frame_begin(o, &h);
-    d11_wenc_str(o, p->sku, p->skun);
-    d11_wenc_u8(o, (uint8_t)shadow);
-    d11_frame_end(o, start);
-    out_close(c);
-}
-
-/* ---- grants ---- */
-
-static void grant(center *c, size_t idx, int shadow, uint16_t cell, uint64_t want)
-{
-    center_inv *l = &c->cat.v[idx]->st[shadow].inv;
-    uint64_t n = center_inv_grant_size(l->free, want, l->ncells, (uint64_t)c->o.grant_chunk_max);
-    D11_ASSERT(n >= want);
-    center_inv_grant(l, cell, n);
-    touch(c, idx, shadow, cell, true, false);
-    c->n_grants++;
-}
-
-/* Answer the parked grants of (idx, shadow) that can be served now, in arrival order;
- * when `final`, answer the rest with sold_out. */
-static void pending_try(center *c, size_t idx, int shadow, bool final)
-{
-    center_product *p = c->cat.v[idx];
-    center_stock *s = &p->st[shadow];
-    uint32_t keep = 0;
-    for (uint32_t i = 0; i < s->npend; i++) {
-        center_pending g = s->pend[i];
-        switch (center_inv_pend_verdict(s->inv.free, g.want, final)) {
-        case CENTER_PEND_GRANT:
-            grant(c, idx, shadow, g.cell, g.want);
-            send_grant_reply(c, g.peer, &g.hdr, p, shadow, g.cell, false);
-            break;
-        case CENTER_PEND_SOLD_OUT: send_grant_reply(c, g.peer, &g.hdr, p, shadow, g.cell, true); break;
-        case CENTER_PEND_WAIT: s->pend[keep++] = g; break;
-        }
-    }
-    s->npend = keep;
-    D11_ASSERT(!final || s->npend == 0);
-}
-
-/* Push RECLAIM to the cells that may hold unsold units of (idx, shadow); a new round
- * starts its deadline. */
-static void start_reclaim(center *c, size_t idx, int shadow, uint16_t except)
-{
-    center_product *p = c->cat.v[idx];
-    center_stock *s = &p->st[shadow];
-    if (!s->reclaim_asked) s->reclaim_deadline_ms = d11_clock_mono(c->h.clock) + c->o.reclaim_ms;
-    uint64_t ask = center_inv_reclaim_targets(&s->inv, except, s->reclaim_asked, c->cell_up);
-    for (unsigned cell = 0; cell < c->cat.ncells; cell++) {
-        if (!(ask & (1ULL << cell))) continue;
-        send_reclaim(c, c->cell_peer[cell], p, shadow);
-        c->n_reclaims++;
-    }
-    s->reclaim_asked |= ask;
+    center__reply(c, peer, h, status, code, msg, strlen(msg));
 }
 
 /* ---- handlers ---- */
@@ -224,13 +105,13 @@ static void handle_product_create(center *c, uint32_t peer, const d11_frame *f)
 {
     d11_msg_product m;
     if (d11_msg_product_dec(f->payload, f->payload_len, &m) < 0) {
-        reply_err(c, peer, &f->hdr, 422, "invalid", "malformed product");
+        center__reply_err(c, peer, &f->hdr, 422, "invalid", "malformed product");
         return;
     }
     char msg[128];
     if (center_catalog_find(&c->cat, m.sku.p, m.sku.n, NULL)) {
         snprintf(msg, sizeof msg, "%.*s already exists", (int)m.sku.n, m.sku.p);
-        reply_err(c, peer, &f->hdr, 409, "exists", msg);
+        center__reply_err(c, peer, &f->hdr, 409, "exists", msg);
         return;
     }
     size_t idx = center_catalog_add(&c->cat, m.sku.p, m.sku.n);
@@ -241,11 +122,11 @@ static void handle_product_create(center *c, uint32_t peer, const d11_frame *f)
     for (int s = 0; s < 2; s++) {
         int rc = center_inv_restock(&p->st[s].inv, m.stock); /* m.stock <= D11_STOCK_MAX: decoded */
         D11_ASSERT(rc == 0);
-        touch(c, idx, s, -1, true, true);
+        center__touch(c, idx, s, -1, true, true);
     }
     d11_buf_reset(&c->scratch);
     center_product_render(&c->scratch, p, 0);
-    reply(c, peer, &f->hdr, 201, NULL, c->scratch.data, c->scratch.len);
+    center__reply(c, peer, &f->hdr, 201, NULL, c->scratch.data, c->scratch.len);
 }
 
 /* PRODUCT_GET, or PRODUCT_RESTOCK when restock. */
@@ -253,7 +134,7 @@ static void handle_product_get(center *c, uint32_t peer, const d11_frame *f, boo
 {
     d11_msg_sku_qty m;
     if (d11_msg_sku_qty_dec(f->payload, f->payload_len, &m, restock) < 0) {
-        reply_err(c, peer, &f->hdr, 422, "invalid", "malformed request");
+        center__reply_err(c, peer, &f->hdr, 422, "invalid", "malformed request");
         return;
     }
     size_t idx;
@@ -261,199 +142,47 @@ static void handle_product_get(center *c, uint32_t peer, const d11_frame *f, boo
     if (!p) {
         char msg[128];
         snprintf(msg, sizeof msg, "no product %.*s", (int)m.sku.n, m.sku.p);
-        reply_err(c, peer, &f->hdr, 404, "not_found", msg);
+        center__reply_err(c, peer, &f->hdr, 404, "not_found", msg);
         return;
     }
     int shadow = (f->hdr.flags & D11_WF_STRESS) ? 1 : 0;
     if (restock) {
         for (int s = 0; s < 2; s++)
             if (p->st[s].inv.total + m.qty > (uint64_t)D11_STOCK_MAX) {
-                reply_err(c, peer, &f->hdr, 422, "invalid", "quantity: stock_total would exceed 10^12");
+                center__reply_err(c, peer, &f->hdr, 422, "invalid", "quantity: stock_total would exceed 10^12");
                 return;
             }
         for (int s = 0; s < 2; s++) {
             int rc = center_inv_restock(&p->st[s].inv, m.qty); /* checked just above */
             D11_ASSERT(rc == 0);
-            touch(c, idx, s, -1, true, true);
-            if (p->st[s].npend) pending_try(c, idx, s, false);
+            center__touch(c, idx, s, -1, true, true);
+            if (p->st[s].npend) center__pending_try(c, idx, s, false);
         }
         shadow = 0;
     }
     d11_buf_reset(&c->scratch);
     center_product_render(&c->scratch, p, shadow);
-    reply(c, peer, &f->hdr, 200, NULL, c->scratch.data, c->scratch.len);
+    center__reply(c, peer, &f->hdr, 200, NULL, c->scratch.data, c->scratch.len);
 }
 
 static void handle_ledger_get(center *c, uint32_t peer, const d11_frame *f)
 {
     d11_msg_sku_qty m;
     if (d11_msg_sku_qty_dec(f->payload, f->payload_len, &m, false) < 0) {
-        reply_err(c, peer, &f->hdr, 422, "invalid", "malformed request");
+        center__reply_err(c, peer, &f->hdr, 422, "invalid", "malformed request");
         return;
     }
     center_product *p = center_catalog_find(&c->cat, m.sku.p, m.sku.n, NULL);
     if (!p) {
-        reply_err(c, peer, &f->hdr, 404, "not_found", "no such product");
+        center__reply_err(c, peer, &f->hdr, 404, "not_found", "no such product");
         return;
     }
     d11_buf_reset(&c->scratch);
     center_ledger_render(&c->scratch, p);
-    reply(c, peer, &f->hdr, 200, NULL, c->scratch.data, c->scratch.len);
+    center__reply(c, peer, &f->hdr, 200, NULL, c->scratch.data, c->scratch.len);
 }
 
 /* Record a cell's reported committed sold count of (idx, shadow). */
-static void set_sold(center *c, size_t idx, int shadow, uint16_t cell, uint64_t sold)
-{
-    if (center_inv_set_sold(&c->cat.v[idx]->st[shadow].inv, cell, sold)) touch(c, idx, shadow, cell, false, false);
-}
-
-static void handle_grant(center *c, uint32_t peer, const d11_frame *f)
-{
-    d11_msg_inv m;
-    if (d11_msg_inv_dec(f->payload, f->payload_len, &m) < 0 || m.cell >= c->cat.ncells) {
-        reply_err(c, peer, &f->hdr, 400, "bad_request", "malformed grant");
-        return;
-    }
-    size_t idx;
-    center_product *p = center_catalog_find(&c->cat, m.sku.p, m.sku.n, &idx);
-    int shadow = m.shadow;
-    if (!p) {
-        send_grant_reply(c, peer, &f->hdr, NULL, 0, 0, false);
-        return;
-    }
-    center_stock *s = &p->st[shadow];
-    set_sold(c, idx, shadow, m.cell, m.sold);
-    if (m.qty == 0) { /* a catalog lookup only */
-        send_grant_reply(c, peer, &f->hdr, p, shadow, m.cell, false);
-        return;
-    }
-    if (center_inv_grant_now(&s->inv, m.qty, s->npend)) {
-        grant(c, idx, shadow, m.cell, m.qty);
-        send_grant_reply(c, peer, &f->hdr, p, shadow, m.cell, false);
-        return;
-    }
-    /* Park it and reclaim unsold units from the other cells. */
-    center_pending pg = {.peer = peer, .cell = m.cell, .want = m.qty, .hdr = f->hdr};
-    if (center_stock_park(s, &pg) < 0) {
-        d11_warn("center: %u grant requests parked on %s already; refusing one from cell %u", s->npend, p->sku,
-                 m.cell);
-        reply_err(c, peer, &f->hdr, 503, "busy", "too many grant requests parked on this SKU");
-        return;
-    }
-    start_reclaim(c, idx, shadow, m.cell);
-    if (!s->reclaim_asked) pending_try(c, idx, shadow, true); /* nobody to ask: answer now */
-    else waiting_add(c, idx);
-}
-
-static void handle_return(center *c, uint32_t peer, const d11_frame *f)
-{
-    d11_msg_inv m;
-    if (d11_msg_inv_dec(f->payload, f->payload_len, &m) < 0 || m.cell >= c->cat.ncells) {
-        reply_err(c, peer, &f->hdr, 400, "bad_request", "malformed return");
-        return;
-    }
-    size_t idx;
-    center_product *p = center_catalog_find(&c->cat, m.sku.p, m.sku.n, &idx);
-    if (!p) {
-        reply_err(c, peer, &f->hdr, 404, "not_found", "no such product");
-        return;
-    }
-    center_stock *s = &p->st[m.shadow];
-    int64_t back = center_inv_return(&s->inv, m.cell, m.qty);
-    if (back < 0) {
-        /* A cell can never have returned more than it was granted: its state is corrupt. */
-        d11_error("cell %u returned %llu of %s but was granted %llu", m.cell, (unsigned long long)m.qty, p->sku,
-                  (unsigned long long)s->inv.cells[m.cell].granted);
-        reply_err(c, peer, &f->hdr, 409, "ledger_mismatch", "returned more than granted");
-        return;
-    }
-    if (back > 0) {
-        touch(c, idx, m.shadow, m.cell, true, false);
-        c->n_returns++;
-    }
-    set_sold(c, idx, m.shadow, m.cell, m.sold);
-    s->reclaim_asked &= ~(1ULL << m.cell);
-    reply(c, peer, &f->hdr, 200, NULL, "", 0);
-    if (s->npend) pending_try(c, idx, m.shadow, s->reclaim_asked == 0);
-}
-
-/* REPORT: u16 cell, u32 n, n x (str sku, u8 shadow, u64 sold). Unknown SKUs are skipped
- * (a product the cell knows is never deleted here; it can only be a stale request). */
-static void handle_report(center *c, uint32_t peer, const d11_frame *f)
-{
-    d11_wdec d;
-    d11_wdec_init(&d, f->payload, f->payload_len);
-    uint16_t cell = d11_wdec_u16(&d);
-    uint32_t n = d11_wdec_u32(&d);
-    if (d.err || cell >= c->cat.ncells) goto bad;
-    for (uint32_t i = 0; i < n; i++) {
-        size_t skun;
-        const char *sku = d11_wdec_str(&d, &skun);
-        uint8_t shadow = d11_wdec_u8(&d);
-        uint64_t sold = d11_wdec_u64(&d);
-        if (d.err || shadow > 1) goto bad;
-        size_t idx;
-        if (center_catalog_find(&c->cat, sku, skun, &idx)) set_sold(c, idx, shadow, cell, sold);
-    }
-    if (!d11_wdec_done(&d)) goto bad;
-    reply(c, peer, &f->hdr, 200, NULL, "", 0);
-    return;
-bad:
-    /* The entries before the bad one were applied: each is a whole, idempotent value. */
-    reply_err(c, peer, &f->hdr, 400, "bad_request", "malformed report");
-}
-
-/* HELLO: u16 cell. Reply: u32 n, n x (str sku, u8 shadow, u64 price, u64 granted_cum,
- * u64 returned_cum) for every ledger where the cell was ever granted something. */
-static void handle_hello(center *c, uint32_t peer, const d11_frame *f)
-{
-    d11_wdec d;
-    d11_wdec_init(&d, f->payload, f->payload_len);
-    uint16_t cell = d11_wdec_u16(&d);
-    if (!d11_wdec_done(&d) || cell >= c->cat.ncells) {
-        reply_err(c, peer, &f->hdr, 400, "bad_request", "malformed hello");
-        return;
-    }
-    d11_buf *e = &c->scratch;
-    d11_buf_reset(e);
-    uint32_t n = 0;
-    for (size_t i = 0; i < c->cat.n; i++) {
-        const center_product *p = c->cat.v[i];
-        for (int s = 0; s < 2; s++) {
-            const center_inv_cell *cl = &p->st[s].inv.cells[cell];
-            if (!cl->granted) continue;
-            d11_wenc_str(e, p->sku, p->skun);
-            d11_wenc_u8(e, (uint8_t)s);
-            d11_wenc_u64(e, p->price_cents);
-            d11_wenc_u64(e, cl->granted);
-            d11_wenc_u64(e, cl->returned);
-            n++;
-        }
-    }
-    if (D11_FRAME_HDR_BYTES + 4 + e->len > D11_FRAME_BYTES_MAX) {
-        /* A named limit of the protocol: the cell cannot sync until HELLO is paged. */
-        d11_error("center: HELLO reply for cell %u would be %zu bytes (%u ledgers), over the frame limit %d", cell,
-                  e->len, n, D11_FRAME_BYTES_MAX);
-        reply_err(c, peer, &f->hdr, 500, "too_big", "HELLO reply over the frame limit");
-        return;
-    }
-    for (unsigned other = 0; other < c->cat.ncells; other++) /* one cell per peer */
-        if ((c->cell_up & (1ULL << other)) && c->cell_peer[other] == peer) c->cell_up &= ~(1ULL << other);
-    c->cell_peer[cell] = peer;
-    c->cell_up |= 1ULL << cell;
-    d11_frame_hdr rh = f->hdr;
-    rh.flags = D11_WF_REPLY;
-    rh.status = 200;
-    rh.deadline_ms = 0;
-    d11_buf *o = out_open(c, peer);
-    size_t start = d11_frame_begin(o, &rh);
-    d11_wenc_u32(o, n);
-    d11_buf_append(o, e->data, e->len);
-    d11_frame_end(o, start);
-    out_close(c);
-    d11_info("cell %u connected (%u ledger entries)", cell, n);
-}
-
 static void handle_stats(center *c, uint32_t peer, const d11_frame *f)
 {
     d11_buf_reset(&c->scratch);
@@ -463,7 +192,7 @@ static void handle_stats(center *c, uint32_t peer, const d11_frame *f)
                    c->o.pid, c->cat.n, c->cat.ncells, c->routing.version, (unsigned long long)c->n_grants,
                    (unsigned long long)c->n_returns, (unsigned long long)c->n_reclaims,
                    (unsigned long long)c->n_commits);
-    reply(c, peer, &f->hdr, 200, NULL, c->scratch.data, c->scratch.len);
+    center__reply(c, peer, &f->hdr, 200, NULL, c->scratch.data, c->scratch.len);
 }
 
 void center_on_frame(center *c, uint32_t peer, const d11_frame *f)
@@ -477,16 +206,16 @@ void center_on_frame(center *c, uint32_t peer, const d11_frame *f)
     case D11_MSG_PRODUCT_RESTOCK: handle_product_get(c, peer, f, true); break;
     case D11_MSG_LEDGER_GET: handle_ledger_get(c, peer, f); break;
     case D11_MSG_ROUTING_GET:
-        center_routing_reply(out_open(c, peer), &f->hdr, &c->routing);
-        out_close(c);
+        center_routing_reply(center__out_open(c, peer), &f->hdr, &c->routing);
+        center__out_close(c);
         break;
-    case D11_MSG_CELL_HELLO: handle_hello(c, peer, f); break;
-    case D11_MSG_GRANT: handle_grant(c, peer, f); break;
-    case D11_MSG_RETURN: handle_return(c, peer, f); break;
-    case D11_MSG_REPORT: handle_report(c, peer, f); break;
-    case D11_MSG_PING: reply(c, peer, &f->hdr, 200, NULL, "center", 6); break;
+    case D11_MSG_CELL_HELLO: center__handle_hello(c, peer, f); break;
+    case D11_MSG_GRANT: center__handle_grant(c, peer, f); break;
+    case D11_MSG_RETURN: center__handle_return(c, peer, f); break;
+    case D11_MSG_REPORT: center__handle_report(c, peer, f); break;
+    case D11_MSG_PING: center__reply(c, peer, &f->hdr, 200, NULL, "center", 6); break;
     case D11_MSG_STATS: handle_stats(c, peer, f); break;
-    default: reply_err(c, peer, &f->hdr, 400, "bad_request", "unknown message type");
+    default: center__reply_err(c, peer, &f->hdr, 400, "bad_request", "unknown message type");
     }
 }
 
@@ -517,31 +246,6 @@ void center_peer_down(center *c, uint32_t peer)
     }
     for (size_t i = 0; i < c->nmsgs; i++)
         if (c->msgs[i].peer == peer) c->msgs[i].dropped = true;
-}
-
-void center_tick(center *c)
-{
-    D11_ASSERT(!c->flushing);
-    if (c->failed) return;
-    int64_t now = d11_clock_mono(c->h.clock);
-    size_t keep = 0;
-    for (size_t i = 0; i < c->nwaiting; i++) {
-        size_t idx = c->waiting[i];
-        center_product *p = c->cat.v[idx];
-        bool still = false;
-        for (int s = 0; s < 2; s++) {
-            center_stock *st = &p->st[s];
-            if (!st->npend) continue;
-            if (now >= st->reclaim_deadline_ms) {
-                st->reclaim_asked = 0; /* the round is over: whoever did not answer is not waited for */
-                pending_try(c, idx, s, true);
-            }
-            if (st->npend) still = true;
-        }
-        if (still) c->waiting[keep++] = idx;
-        else p->listed_waiting = false;
-    }
-    c->nwaiting = keep;
 }
 
 /* ---- commit and send ---- */
