@@ -26,7 +26,7 @@
 #include "../core/util.h"
 #include "../rpc/wire.h"
 
-enum cell_op {
+enum cell_op_kind {
     CELL_OP_ORDER_INSERT = 1,
     CELL_OP_ORDER_UPDATE = 2,
     CELL_OP_STOCK        = 3,
@@ -75,7 +75,7 @@ typedef struct cell_op_outbox {
 
 /* A decoded record of any kind. */
 typedef struct cell_op {
-    uint8_t kind; /* enum cell_op */
+    uint8_t kind; /* enum cell_op_kind */
     union {
         cell_op_order  order;
         cell_op_update update;
