@@ -29,6 +29,7 @@
 #include "../core/util.h"
 #include "../rpc/conn.h"
 #include "../rpc/wire.h"
+#include "../core/clock.h"
 
 static pid_t start_child(const char *self, char **argv, int cpu)
 {
@@ -176,7 +177,7 @@ int d11_bench_engine_main(int argc, char **argv)
             int kn = snprintf(key, sizeof key, "e%llu", (unsigned long long)sent);
             char sku[32];
             int sn = snprintf(sku, sizeof sku, "ENG-%llu", (unsigned long long)(sent % skus));
-            d11_frame_hdr h = {.type = D11_MSG_ORDER_CREATE, .req_id = sent, .deadline_ms = 60000};
+            d11_frame_hdr h = {.type = D11_MSG_ORDER_CREATE, .req_id = sent, .deadline_ms = d11_deadline_from_budget(d11_wall_ms(), 60000)};
             size_t st = d11_frame_begin(&lc.out, &h);
             d11_msg_order_create m = {.user_id = 1 + (sent % 1000000) * 1024, .idem_key = {key, (size_t)kn}, .nitems = 1};
             m.items[0].sku.p = sku;

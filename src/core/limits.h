@@ -52,6 +52,8 @@
 #define D11_BATCH_ORDERS_MAX      4096      /* state changes per storage batch */
 #define D11_CELL_PARKED_MAX       65536     /* orders waiting for an allotment */
 #define D11_CELL_SKUS_MAX         1000000   /* distinct (sku, shadow) ledgers per cell */
+#define D11_CELL_ORDERS_MAX       16000000  /* orders held in one cell's memory -> 503 */
+#define D11_CELL_ITEMS_MAX        (2 * D11_CELL_ORDERS_MAX) /* order items in memory -> 503 */
 
 /* ---- tokens ---- */
 #define D11_TOKENS_MAX            4096

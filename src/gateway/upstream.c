@@ -16,6 +16,7 @@
  * (d11_routing_default over --cells) is used.
  */
 #include "gw_int.h"
+#include "../core/clock.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -164,7 +165,8 @@ void gw_up_send(gw_thread *t, int target, gw_pend *p, uint16_t type, uint16_t fl
     D11_ASSERT(u->connected);
     p->target = (uint8_t)target;
     d11_frame_hdr h = {.type = type, .flags = flags, .req_id = p->req_id,
-                       .deadline_ms = deadline_ms, .trace_flags = trace_flags};
+                       .deadline_ms = deadline_ms ? d11_deadline_from_budget(d11_wall_ms(), deadline_ms) : 0,
+                       .trace_flags = trace_flags};
     if (trace_id) memcpy(h.trace_id, trace_id, 16);
     if (span_id) memcpy(h.span_id, span_id, 8);
     size_t start = d11_frame_begin(&u->c.out, &h);

@@ -29,8 +29,10 @@
 
 typedef struct d11_store d11_store;
 
-/* Called once per record by load. Return 0 to continue, < 0 to stop (load returns it). */
-typedef int d11_store_apply_fn(void *ctx, const uint8_t *rec, size_t len);
+/* Called by load with one or more whole records back to back (`nrecs` records, `len`
+ * bytes; a backend may hand over one row at a time or a whole committed batch). Return 0
+ * to continue, < 0 to stop (load then returns that value). */
+typedef int d11_store_apply_fn(void *ctx, const uint8_t *recs, size_t len, uint32_t nrecs);
 
 typedef struct d11_store_ops {
     const char *name; /* "sqlite", "memory", ... */
