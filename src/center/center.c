@@ -339,11 +339,10 @@ int center_flush(center *c)
 
 /* ---- open, load, free ---- */
 
-/* Apply one stored record (d11_store_apply_fn): each is an upsert of one row, so a
- * record seen again later in commit order simply replaces the earlier value. */
-static int load_apply(void *ctx, const uint8_t *rec, size_t len)
+/* Apply one stored record: each is an upsert of one row, so a record seen again later
+ * in commit order simply replaces the earlier value. */
+static int load_one(center *c, const uint8_t *rec, size_t len)
 {
-    center *c = ctx;
     center_op op;
     if (center_op_dec(rec, len, &op) < 0) {
         d11_error("center: a stored record (op %u, %zu bytes) does not decode", len ? rec[0] : 0, len);
@@ -401,6 +400,30 @@ static int load_apply(void *ctx, const uint8_t *rec, size_t len)
     }
     default: return D11_EPROTO;
     }
+}
+
+/* d11_store_apply_fn: nrecs whole records back to back (one row, or a committed batch). */
+static int load_apply(void *ctx, const uint8_t *recs, size_t len, uint32_t nrecs)
+{
+    center *c = ctx;
+    size_t off = 0;
+    uint32_t n = 0;
+    while (off < len) {
+        size_t rl;
+        if (center_op_next(recs + off, len - off, &rl) < 0) {
+            d11_error("center: stored records cut short at byte %zu of %zu", off, len);
+            return D11_EPROTO;
+        }
+        int rc = load_one(c, recs + off, rl);
+        if (rc < 0) return rc;
+        off += rl;
+        n++;
+    }
+    if (n != nrecs) {
+        d11_error("center: the store announced %u records and gave %u", nrecs, n);
+        return D11_EPROTO;
+    }
+    return 0;
 }
 
 int center_open(center **out, const center_opts *o, const center_host *h, d11_store *st)

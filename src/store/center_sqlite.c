@@ -66,7 +66,7 @@ static int give(center_sqlite *s, d11_store_apply_fn *apply, void *ctx, const ch
         d11_error("center.db: the %s row is out of range", what);
         return D11_ESTORE;
     }
-    return apply(ctx, (const uint8_t *)s->rec.data, s->rec.len);
+    return apply(ctx, (const uint8_t *)s->rec.data, s->rec.len, 1);
 }
 
 static int cs_load(d11_store *st, d11_store_apply_fn *apply, void *ctx)

@@ -119,9 +119,10 @@ typedef struct seen {
     bool     product_seen;
 } seen;
 
-static int collect(void *ctx, const uint8_t *rec, size_t len)
+static int collect(void *ctx, const uint8_t *rec, size_t len, uint32_t nrecs)
 {
     seen *s = ctx;
+    CHECK_EQ(nrecs, 1); /* the SQLite backend hands over one row at a time */
     center_op op;
     CHECK_RC(center_op_dec(rec, len, &op), 0);
     if (s->n < 64) s->types[s->n] = op.type;
