@@ -297,7 +297,7 @@ static bool check_items_unique(const d11_msg_order_create *m)
         W_ZERO_##KIND(name)                                                                \
     }
 #define W_ZERO_INT(name) m->name = 0;
-#define W_ZERO_STR(name) m->name = (d11_str){"", 0};
+#define W_ZERO_STR(name) m->name.p = ""; m->name.n = 0; /* no comma: FIELDS may be forwarded */
 #define D11_WIRE_ENTRY(name, ctype, FIELDS)                                                \
     static inline bool dec_##name(d11_wdec *d, ctype *m, bool opt)                         \
     {                                                                                      \
