@@ -11,7 +11,9 @@
  *   - d11_conn over a socketpair: a stream of frames written split at every byte boundary
  *     (and one byte at a time) comes out as the same frames, a maximum-size frame passes,
  *     a bad stream is refused as soon as its length field is in, EOF is reported.
- * Decoders are always given an exact-size heap copy of the payload so that a sanitizer
+ *   - the ORDER_CREATE hot path: encode and decode ns/op are printed (never asserted).
+ * Generated round trips of every catalogue message (wire_msgs.def) are in
+ * test_wire_msgs.c. Decoders are always given an exact-size heap copy of the payload so that a sanitizer
  * build (make test-full) catches any read past the end. Finally every file of
  * fuzz/corpus/wire/ is replayed through the libFuzzer driver fuzz/fuzz_wire.c (included
  * here), whose property checks trap on a violation; run from the repository root.
