@@ -48,14 +48,13 @@ static void send_grant_reply(center *c, uint32_t peer, const d11_frame_hdr *h, c
     center__out_close(c);
 }
 
-/* RECLAIM push: str sku, u8 shadow. The cell answers with a RETURN. */
+/* RECLAIM push (d11_msg_reclaim: sku, shadow). The cell answers with a RETURN. */
 static void send_reclaim(center *c, uint32_t peer, const center_product *p, int shadow)
 {
     d11_frame_hdr h = {.type = D11_MSG_RECLAIM, .flags = (uint16_t)(D11_WF_PUSH | (shadow ? D11_WF_STRESS : 0))};
     d11_buf *o = center__out_open(c, peer);
     size_t start = d11_frame_begin(o, &h);
-    d11_wenc_str(o, p->sku, p->skun);
-    d11_wenc_u8(o, (uint8_t)shadow);
+    d11_msg_reclaim_enc(o, &(d11_msg_reclaim){.sku = {p->sku, p->skun}, .shadow = (uint8_t)shadow});
     d11_frame_end(o, start);
     center__out_close(c);
 }
@@ -188,64 +187,48 @@ void center__handle_return(center *c, uint32_t peer, const d11_frame *f)
     if (s->npend) center__pending_try(c, idx, m.shadow, s->reclaim_asked == 0);
 }
 
-/* REPORT: u16 cell, u32 n, n x (str sku, u8 shadow, u64 sold). Unknown SKUs are skipped
- * (a product the cell knows is never deleted here; it can only be a stale request). */
+/* REPORT (d11_msg_report: cell, list of (sku, shadow, sold)). Validated whole before
+ * anything is applied, so a malformed report changes nothing. Unknown SKUs are skipped
+ * (a product is never deleted here; it can only be a stale request). */
 void center__handle_report(center *c, uint32_t peer, const d11_frame *f)
 {
-    d11_wdec d;
-    d11_wdec_init(&d, f->payload, f->payload_len);
-    uint16_t cell = d11_wdec_u16(&d);
-    uint32_t n = d11_wdec_u32(&d);
-    if (d.err || cell >= c->cat.ncells) goto bad;
-    for (uint32_t i = 0; i < n; i++) {
-        size_t skun;
-        const char *sku = d11_wdec_str(&d, &skun);
-        uint8_t shadow = d11_wdec_u8(&d);
-        uint64_t sold = d11_wdec_u64(&d);
-        if (d.err || shadow > 1) goto bad;
+    d11_wire_iter it;
+    d11_msg_report m;
+    d11_msg_report_entry x;
+    int rc;
+    if (d11_msg_report_dec_begin(&it, f->payload, f->payload_len, &m) < 0 || m.cell >= c->cat.ncells) goto bad;
+    while ((rc = d11_msg_report_dec_next(&it, &x)) == 1) continue; /* validate */
+    if (rc < 0) goto bad;
+    d11_msg_report_dec_begin(&it, f->payload, f->payload_len, &m);
+    while (d11_msg_report_dec_next(&it, &x) == 1) {
         size_t idx;
-        if (center_catalog_find(&c->cat, sku, skun, &idx)) set_sold(c, idx, shadow, cell, sold);
+        if (center_catalog_find(&c->cat, x.sku.p, x.sku.n, &idx)) set_sold(c, idx, x.shadow, m.cell, x.sold);
     }
-    if (!d11_wdec_done(&d)) goto bad;
     center__reply(c, peer, &f->hdr, 200, NULL, "", 0);
     return;
 bad:
-    /* The entries before the bad one were applied: each is a whole, idempotent value. */
     center__reply_err(c, peer, &f->hdr, 400, "bad_request", "malformed report");
 }
 
-/* HELLO: u16 cell. Reply: u32 n, n x (str sku, u8 shadow, u64 price, u64 granted_cum,
- * u64 returned_cum) for every ledger where the cell was ever granted something. */
+/* HELLO (d11_msg_hello: cell). Reply (d11_msg_hello_reply): one entry (sku, shadow,
+ * price, granted_cum, returned_cum) for every ledger where the cell was ever granted
+ * something. The reply is one list of at most D11_WIRE_LIST_MAX entries: a cell holding
+ * more ledgers cannot sync (500 too_big, logged) until HELLO replies are paged. */
 void center__handle_hello(center *c, uint32_t peer, const d11_frame *f)
 {
-    d11_wdec d;
-    d11_wdec_init(&d, f->payload, f->payload_len);
-    uint16_t cell = d11_wdec_u16(&d);
-    if (!d11_wdec_done(&d) || cell >= c->cat.ncells) {
+    d11_msg_hello m;
+    if (d11_msg_hello_dec(f->payload, f->payload_len, &m) < 0 || m.cell >= c->cat.ncells) {
         center__reply_err(c, peer, &f->hdr, 400, "bad_request", "malformed hello");
         return;
     }
-    d11_buf *e = &c->scratch;
-    d11_buf_reset(e);
-    uint32_t n = 0;
-    for (size_t i = 0; i < c->cat.n; i++) {
-        const center_product *p = c->cat.v[i];
-        for (int s = 0; s < 2; s++) {
-            const center_inv_cell *cl = &p->st[s].inv.cells[cell];
-            if (!cl->granted) continue;
-            d11_wenc_str(e, p->sku, p->skun);
-            d11_wenc_u8(e, (uint8_t)s);
-            d11_wenc_u64(e, p->price_cents);
-            d11_wenc_u64(e, cl->granted);
-            d11_wenc_u64(e, cl->returned);
-            n++;
-        }
-    }
-    if (D11_FRAME_HDR_BYTES + 4 + e->len > D11_FRAME_BYTES_MAX) {
-        /* A named limit of the protocol: the cell cannot sync until HELLO is paged. */
-        d11_error("center: HELLO reply for cell %u would be %zu bytes (%u ledgers), over the frame limit %d", cell,
-                  e->len, n, D11_FRAME_BYTES_MAX);
-        center__reply_err(c, peer, &f->hdr, 500, "too_big", "HELLO reply over the frame limit");
+    uint16_t cell = m.cell;
+    size_t n = 0;
+    for (size_t i = 0; i < c->cat.n; i++)
+        for (int s = 0; s < 2; s++) n += c->cat.v[i]->st[s].inv.cells[cell].granted != 0;
+    if (n > D11_WIRE_LIST_MAX) {
+        d11_error("center: cell %u holds %zu ledgers, over the HELLO reply limit D11_WIRE_LIST_MAX (%d)", cell, n,
+                  D11_WIRE_LIST_MAX);
+        center__reply_err(c, peer, &f->hdr, 500, "too_big", "HELLO reply over its list limit");
         return;
     }
     for (unsigned other = 0; other < c->cat.ncells; other++) /* one cell per peer */
@@ -258,11 +241,27 @@ void center__handle_hello(center *c, uint32_t peer, const d11_frame *f)
     rh.deadline_ms = 0;
     d11_buf *o = center__out_open(c, peer);
     size_t start = d11_frame_begin(o, &rh);
-    d11_wenc_u32(o, n);
-    d11_buf_append(o, e->data, e->len);
+    d11_wire_list_enc e;
+    d11_msg_hello_reply_enc_begin(&e, o, &(d11_msg_hello_reply){0});
+    for (size_t i = 0; i < c->cat.n; i++) {
+        const center_product *p = c->cat.v[i];
+        for (int s = 0; s < 2; s++) {
+            const center_inv_cell *cl = &p->st[s].inv.cells[cell];
+            if (!cl->granted) continue;
+            d11_msg_hello_reply_entry x = {.sku = {p->sku, p->skun},
+                                           .shadow = (uint8_t)s,
+                                           .price_cents = p->price_cents,
+                                           .granted_cum = cl->granted,
+                                           .returned_cum = cl->returned};
+            int rc = d11_msg_hello_reply_enc_add(&e, &x);
+            D11_ASSERT(rc == 0); /* counted above */
+        }
+    }
+    uint32_t sent_n = d11_msg_hello_reply_enc_end(&e);
+    D11_ASSERT(sent_n == n);
     d11_frame_end(o, start);
     center__out_close(c);
-    d11_info("cell %u connected (%u ledger entries)", cell, n);
+    d11_info("cell %u connected (%u ledger entries)", cell, sent_n);
 }
 
 /* ---- time ---- */

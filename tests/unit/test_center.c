@@ -149,7 +149,7 @@ static void enc_product(d11_buf *b, const void *m) { d11_msg_product_enc(b, m); 
 static void enc_sku(d11_buf *b, const void *m) { d11_msg_sku_qty_enc(b, m, false); }
 static void enc_sku_qty(d11_buf *b, const void *m) { d11_msg_sku_qty_enc(b, m, true); }
 static void enc_inv(d11_buf *b, const void *m) { d11_msg_inv_enc(b, m); }
-static void enc_u16(d11_buf *b, const void *m) { d11_wenc_u16(b, *(const uint16_t *)m); }
+static void enc_hello(d11_buf *b, const void *m) { d11_msg_hello_enc(b, &(d11_msg_hello){.cell = *(const uint16_t *)m}); }
 
 typedef struct report1 {
     uint16_t    cell;
@@ -160,11 +160,8 @@ typedef struct report1 {
 static void enc_report1(d11_buf *b, const void *m)
 {
     const report1 *r = m;
-    d11_wenc_u16(b, r->cell);
-    d11_wenc_u32(b, 1);
-    d11_wenc_str(b, r->sku, strlen(r->sku));
-    d11_wenc_u8(b, r->shadow);
-    d11_wenc_u64(b, r->sold);
+    d11_msg_report_entry x = {.sku = {r->sku, strlen(r->sku)}, .shadow = r->shadow, .sold = r->sold};
+    d11_msg_report_enc(b, &(d11_msg_report){.cell = r->cell, .n = 1}, &x);
 }
 
 static d11_str S(const char *s) { return (d11_str){s, strlen(s)}; }
@@ -187,7 +184,7 @@ static uint64_t give_back(center *c, uint32_t peer, uint16_t cell, const char *s
     return deliver(c, peer, D11_MSG_RETURN, 0, enc_inv, &m);
 }
 
-static void hello(center *c, uint32_t peer, uint16_t cell) { deliver(c, peer, D11_MSG_CELL_HELLO, 0, enc_u16, &cell); }
+static void hello(center *c, uint32_t peer, uint16_t cell) { deliver(c, peer, D11_MSG_CELL_HELLO, 0, enc_hello, &cell); }
 
 /* The sent frame answering req_id (or NULL). */
 static const sent_frame *reply_to(uint64_t req_id)
@@ -370,12 +367,9 @@ static void test_reclaim_near_sellout(void)
     CHECK_EQ(count_type(D11_MSG_RECLAIM, P0), 0); /* never the asking cell */
     for (int i = 0; i < nsent; i++)
         if (sent[i].hdr.type == D11_MSG_RECLAIM) {
-            d11_wdec d;
-            d11_wdec_init(&d, sent[i].payload, sent[i].n);
-            size_t n;
-            const char *sku = d11_wdec_str(&d, &n);
-            uint8_t sh = d11_wdec_u8(&d);
-            CHECK(d11_wdec_done(&d) && n == 3 && memcmp(sku, "HOT", 3) == 0 && sh == 0);
+            d11_msg_reclaim rc;
+            CHECK_RC(d11_msg_reclaim_dec(sent[i].payload, sent[i].n, &rc), 0);
+            CHECK(rc.sku.n == 3 && memcmp(rc.sku.p, "HOT", 3) == 0 && rc.shadow == 0);
             CHECK(sent[i].hdr.flags & D11_WF_PUSH);
         }
     sent_clear();
@@ -489,32 +483,29 @@ static void test_hello_reply(void)
     /* Cell 0 reconnects on a new peer. */
     center_peer_up(c, 40);
     uint16_t cell0 = 0;
-    uint64_t h = deliver(c, 40, D11_MSG_CELL_HELLO, 0, enc_u16, &cell0);
+    uint64_t h = deliver(c, 40, D11_MSG_CELL_HELLO, 0, enc_hello, &cell0);
     CHECK_RC(center_flush(c), 0);
     const sent_frame *s = reply_to(h);
     CHECK(s && s->peer == 40 && s->hdr.status == 200);
     if (s) {
-        d11_wdec d;
-        d11_wdec_init(&d, s->payload, s->n);
-        uint32_t n = d11_wdec_u32(&d);
-        CHECK_EQ(n, 2);
-        int seen = 0;
-        for (uint32_t i = 0; i < n; i++) {
-            size_t kn;
-            const char *k = d11_wdec_str(&d, &kn);
-            uint8_t shadow = d11_wdec_u8(&d);
-            uint64_t price = d11_wdec_u64(&d), g = d11_wdec_u64(&d), ret = d11_wdec_u64(&d);
-            CHECK(!d.err && price == 500);
-            if (kn == 2 && !memcmp(k, "H1", 2) && shadow == 0) {
+        d11_wire_iter it;
+        d11_msg_hello_reply hr;
+        d11_msg_hello_reply_entry x;
+        CHECK_RC(d11_msg_hello_reply_dec_begin(&it, s->payload, s->n, &hr), 0);
+        CHECK_EQ(hr.n, 2);
+        int seen = 0, rc;
+        while ((rc = d11_msg_hello_reply_dec_next(&it, &x)) == 1) {
+            CHECK_EQ(x.price_cents, 500);
+            if (x.sku.n == 2 && !memcmp(x.sku.p, "H1", 2) && x.shadow == 0) {
                 seen |= 1;
-                CHECK(g == 10 && ret == 2);
+                CHECK(x.granted_cum == 10 && x.returned_cum == 2);
             }
-            if (kn == 2 && !memcmp(k, "H2", 2) && shadow == 1) {
+            if (x.sku.n == 2 && !memcmp(x.sku.p, "H2", 2) && x.shadow == 1) {
                 seen |= 2;
-                CHECK(g == 10 && ret == 0);
+                CHECK(x.granted_cum == 10 && x.returned_cum == 0);
             }
         }
-        CHECK(d11_wdec_done(&d));
+        CHECK_RC(rc, 0);
         CHECK_EQ(seen, 3);
     }
     sent_clear();
@@ -530,7 +521,7 @@ static void test_hello_reply(void)
     sent_clear();
     /* Malformed HELLO: 400. */
     uint16_t bad = 7;
-    uint64_t hb = deliver(c, 41, D11_MSG_CELL_HELLO, 0, enc_u16, &bad);
+    uint64_t hb = deliver(c, 41, D11_MSG_CELL_HELLO, 0, enc_hello, &bad);
     CHECK_RC(center_flush(c), 0);
     CHECK(reply_to(hb) && reply_to(hb)->hdr.status == 400);
     sent_clear();
@@ -572,6 +563,26 @@ static void test_reported_sold_replaces_and_persists(void)
     CHECK_RC(center_flush(c), 0);
     CHECK(body_has(reply_to(get), "\"stock_sold\":9,\"stock_available\":41"));
     sent_clear();
+    /* A malformed report (its second entry has shadow 2) is refused whole: 400, the
+     * valid first entry is not applied either. */
+    {
+        d11_msg_report_entry bad[2] = {{.sku = {"V", 1}, .shadow = 0, .sold = 40}, {.sku = {"V", 1}, .shadow = 2, .sold = 1}};
+        d11_buf_reset(&fb);
+        d11_frame_hdr h = {.type = D11_MSG_REPORT, .req_id = next_req++};
+        size_t start = d11_frame_begin(&fb, &h);
+        d11_msg_report_enc(&fb, &(d11_msg_report){.cell = 0, .n = 2}, bad);
+        d11_frame_end(&fb, start);
+        d11_frame fr;
+        CHECK_RC(d11_frame_hdr_decode((const uint8_t *)fb.data, fb.len, &fr.hdr), 0);
+        fr.payload = (const uint8_t *)fb.data + D11_FRAME_HDR_BYTES;
+        fr.payload_len = fb.len - D11_FRAME_HDR_BYTES;
+        center_on_frame(c, P0, &fr);
+        CHECK_RC(center_flush(c), 0);
+        CHECK(reply_to(h.req_id) && reply_to(h.req_id)->hdr.status == 400);
+        uint64_t t0, f0, s0;
+        CHECK(center_ledger(c, "V", 1, 0, &t0, &f0, &s0) && s0 == 9);
+        sent_clear();
+    }
     /* Also through GRANT and RETURN. */
     ask(c, P1, 1, "V", 0, 3);
     give_back(c, P0, 0, "V", 1, 2);
