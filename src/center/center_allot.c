@@ -91,6 +91,9 @@ void center__pending_try(center *c, size_t idx, int shadow, bool final)
     }
     s->npend = keep;
     D11_ASSERT(!final || s->npend == 0);
+    /* Nothing parked: the round is over, whoever has not answered yet. The next park
+     * starts a new round with its own deadline (and may ask the same cells again). */
+    if (s->npend == 0) s->reclaim_asked = 0;
 }
 
 /* Push RECLAIM to the cells that may hold unsold units of (idx, shadow); a new round

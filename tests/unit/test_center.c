@@ -382,13 +382,13 @@ static void test_reclaim_near_sellout(void)
     CHECK(center_ledger(c, "HOT", 3, 0, &t, &f, &sold) && f == 1);
     sent_clear();
 
-    /* Cell 1 wants 5 while the round is still open (cell 2 has not answered): cell 0 (6
-     * out, 4 sold) is asked now, cell 2 is not asked twice. Neither answers: sold_out at
-     * the round's deadline, not before. */
+    /* Cell 1 wants 5: a new round (the last one ended with its grant, though cell 2 never
+     * answered) asks cell 0 (6 out, 4 sold) and cell 2 (4 out, 2 sold) again. Neither
+     * answers: sold_out at this round's deadline, not before. */
     uint64_t w5 = ask(c, P1, 1, "HOT", 5, 1);
     CHECK_RC(center_flush(c), 0);
     CHECK_EQ(count_type(D11_MSG_RECLAIM, P0), 1);
-    CHECK_EQ(count_type(D11_MSG_RECLAIM, P2), 0);
+    CHECK_EQ(count_type(D11_MSG_RECLAIM, P2), 1);
     CHECK(reply_to(w5) == NULL);
     sent_clear();
     now_mono += 299;
@@ -424,6 +424,43 @@ static void test_reclaim_near_sellout(void)
     deliver(c, GW, D11_MSG_PRODUCT_RESTOCK, 0, enc_sku_qty, &rs);
     CHECK_RC(center_flush(c), 0);
     CHECK(grant_reply(w7, &r) && !r.sold_out && r.granted_cum == 4 + 7);
+    sent_clear();
+    center_free(c);
+    d11_buf_free(&m.log);
+}
+
+/* A reclaim round ends when its parked grants are answered, even if an asked cell never
+ * answered: a later round gets its own deadline and is not answered early. */
+static void test_new_round_new_deadline(void)
+{
+    mem_store m;
+    store_init(&m);
+    center *c = open_connected(&m);
+    create(c, GW, "D", 6);
+    for (int i = 0; i < 3; i++) ask(c, P0 + (uint32_t)i, (uint16_t)i, "D", 2, 0);
+    CHECK_RC(center_flush(c), 0);
+    sent_clear();
+    uint64_t w = ask(c, P0, 0, "D", 1, 2); /* cells 1 and 2 asked */
+    give_back(c, P1, 1, "D", 2, 0);        /* cell 1 covers it; cell 2 stays silent */
+    CHECK_RC(center_flush(c), 0);
+    d11_msg_grant_reply r;
+    CHECK(grant_reply(w, &r) && !r.sold_out);
+    sent_clear();
+    now_mono += 10000; /* long after the first round's deadline */
+    center_tick(c);
+    give_back(c, P0, 0, "D", 0, 3); /* cell 0 sold everything it holds */
+    uint64_t w2 = ask(c, P1, 1, "D", 2, 0); /* free 1 < 2: a new round asks cell 2 again */
+    CHECK_RC(center_flush(c), 0);
+    CHECK(reply_to(w2) == NULL);
+    CHECK_EQ(count_type(D11_MSG_RECLAIM, P2), 1);
+    now_mono += CENTER_RECLAIM_MS_DEFAULT - 1;
+    center_tick(c);
+    CHECK_RC(center_flush(c), 0);
+    CHECK(reply_to(w2) == NULL); /* still within the new round */
+    sent_clear();
+    give_back(c, P2, 2, "D", 2, 0);
+    CHECK_RC(center_flush(c), 0);
+    CHECK(grant_reply(w2, &r) && !r.sold_out && r.granted_cum == 2 + 2);
     sent_clear();
     center_free(c);
     d11_buf_free(&m.log);
@@ -729,6 +766,7 @@ int main(void)
     test_first_start_and_routing();
     test_grant_return_and_hold();
     test_reclaim_near_sellout();
+    test_new_round_new_deadline();
     test_pending_limit_and_peer_down();
     test_hello_reply();
     test_reported_sold_replaces_and_persists();
