@@ -87,14 +87,14 @@ void center__out_close(center *c)
 }
 
 void center__reply(center *c, uint32_t peer, const d11_frame_hdr *h, uint32_t status, const char *code,
-                  const char *body, size_t n)
+                   const char *body, size_t n)
 {
     d11_reply_enc(center__out_open(c, peer), h, status, code, body, n);
     center__out_close(c);
 }
 
 void center__reply_err(center *c, uint32_t peer, const d11_frame_hdr *h, uint32_t status, const char *code,
-                      const char *msg)
+                       const char *msg)
 {
     center__reply(c, peer, h, status, code, msg, strlen(msg));
 }
