@@ -20,7 +20,12 @@
  * time before SIGKILL; once a child is reaped its pid file and its socket are removed (we
  * hold the directory lock, so they are ours). Every line on stderr is one JSON log object,
  * except usage errors (exit 2), which come before logging starts.
- * Single-threaded; signals are taken synchronously with sigtimedwait.
+ *
+ * While serving, up runs on one d11_loop (core/loop.h): SIGINT, SIGTERM and SIGCHLD are
+ * blocked and read from a signalfd d11_io; each child has a one-shot restart d11_timer
+ * (its backoff) and one periodic timer retries pid files that could not be written.
+ * Startup (waiting for each socket) and the ordered stop are bounded synchronous waits
+ * outside the loop. Single-threaded.
  */
 #include <errno.h>
 #include <signal.h>
@@ -28,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -37,6 +43,7 @@
 #include "../core/datadir.h"
 #include "../core/fault.h"
 #include "../core/limits.h"
+#include "../core/loop.h"
 #include "../core/util.h"
 #include "../gateway/auth.h"
 #include "../rpc/conn.h"
@@ -47,6 +54,7 @@
 #define UP_HEALTHY_MS 10000
 #define UP_STOP_CELLS_MS 15000
 #define UP_STOP_CENTER_MS 5000
+#define UP_PID_RETRY_MS 500 /* how often a pid file that could not be written is retried */
 
 #define UP_ARGS_MAX 24
 #define UP_ARG_BYTES_MAX 1100 /* --data=DIR with the longest DIR config.c accepts */
@@ -57,9 +65,10 @@ typedef struct child {
     char   *argv[UP_ARGS_MAX + 1];
     int     argc;
     pid_t   pid;
-    int64_t started_ms, restart_at_ms, backoff_ms;
+    int64_t started_ms, backoff_ms;
     int     restarts;
-    bool    pid_stale; /* its pid file could not be written: retried from the loop */
+    bool    pid_stale;   /* its pid file could not be written: retried from the loop */
+    d11_timer restart;   /* armed while the child is down, for its backoff */
 } child;
 
 static struct {
@@ -68,6 +77,9 @@ static struct {
     int        nkids;
     char       self[4096];
     char       argstore[UP_CHILDREN_MAX][UP_ARGS_MAX][UP_ARG_BYTES_MAX];
+    d11_loop   loop;      /* the supervising loop (serving phase only) */
+    d11_io     sig_io;    /* signalfd: SIGINT, SIGTERM, SIGCHLD */
+    d11_timer  pid_retry; /* periodic: rewrite stale pid files */
 } U;
 
 static void add_arg(child *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -271,44 +283,103 @@ static int start_all(void)
     return 0;
 }
 
-/* Reap and restart children until SIGINT/SIGTERM. */
-static void supervise(const sigset_t *set)
+/* A down child's backoff has passed: start it again (unless we are stopping). */
+static void on_restart(d11_loop *l, d11_timer *t)
 {
-    for (;;) {
-        struct timespec ts = {0, 100 * 1000000L};
-        int sig = sigtimedwait(set, NULL, &ts);
-        if (sig == SIGINT || sig == SIGTERM) {
-            d11_info("stopping (signal %d)", sig);
-            return;
-        }
-        int st;
-        pid_t pid;
-        while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
-            child *c = find_child(pid);
-            if (!c) continue;
-            int64_t now = d11_mono_ms();
-            if (now - c->started_ms >= UP_HEALTHY_MS) c->backoff_ms = UP_BACKOFF_MIN_MS;
-            if (WIFEXITED(st))
-                d11_warn("%s (pid %d) exited with status %d; restarting in %lld ms", c->name, (int)pid,
-                         WEXITSTATUS(st), (long long)c->backoff_ms);
-            else
-                d11_warn("%s (pid %d) killed by signal %d; restarting in %lld ms", c->name, (int)pid,
-                         WTERMSIG(st), (long long)c->backoff_ms);
-            c->pid = 0;
-            c->restart_at_ms = now + c->backoff_ms;
-            c->backoff_ms = c->backoff_ms * 2 > UP_BACKOFF_MAX_MS ? UP_BACKOFF_MAX_MS : c->backoff_ms * 2;
-        }
+    child *c = t->data;
+    D11_ASSERT(c->pid == 0);
+    if (d11_loop_stopping(l)) return;
+    c->restarts++;
+    if (spawn(c) < 0) {
+        d11_warn("cannot restart %s: %s; retrying in %lld ms", c->name, strerror(errno), (long long)c->backoff_ms);
+        d11_timer_start(l, t, c->backoff_ms, 0, on_restart, c);
+    }
+}
+
+/* Reap every exited child and arm its restart after its backoff (doubling to
+ * UP_BACKOFF_MAX_MS; back to UP_BACKOFF_MIN_MS after UP_HEALTHY_MS of good health). */
+static void reap(d11_loop *l)
+{
+    int st;
+    pid_t pid;
+    while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
+        child *c = find_child(pid);
+        if (!c) continue;
         int64_t now = d11_mono_ms();
-        for (int i = 0; i < U.nkids; i++) {
-            child *c = &U.kids[i];
-            if (c->pid > 0 && c->pid_stale) c->pid_stale = write_pid(c->name, c->pid) < 0;
-            if (c->pid == 0 && c->restart_at_ms && now >= c->restart_at_ms) {
-                c->restart_at_ms = 0;
-                c->restarts++;
-                if (spawn(c) < 0) c->restart_at_ms = now + c->backoff_ms;
+        if (now - c->started_ms >= UP_HEALTHY_MS) c->backoff_ms = UP_BACKOFF_MIN_MS;
+        if (WIFEXITED(st))
+            d11_warn("%s (pid %d) exited with status %d; restarting in %lld ms", c->name, (int)pid,
+                     WEXITSTATUS(st), (long long)c->backoff_ms);
+        else
+            d11_warn("%s (pid %d) killed by signal %d; restarting in %lld ms", c->name, (int)pid, WTERMSIG(st),
+                     (long long)c->backoff_ms);
+        c->pid = 0;
+        d11_timer_start(l, &c->restart, c->backoff_ms, 0, on_restart, c);
+        c->backoff_ms = c->backoff_ms * 2 > UP_BACKOFF_MAX_MS ? UP_BACKOFF_MAX_MS : c->backoff_ms * 2;
+    }
+}
+
+/* The signalfd is readable: SIGINT/SIGTERM stop the loop, SIGCHLD reaps. Signals of one
+ * kind coalesce, so reaping always drains every exited child. */
+static void on_signal(d11_loop *l, d11_io *io, uint32_t events)
+{
+    (void)events;
+    struct signalfd_siginfo si[8];
+    for (;;) {
+        ssize_t n = read(io->fd, si, sizeof si);
+        if (n == -1 && errno == EINTR) continue;
+        if (n == -1 && errno == EAGAIN) break;
+        if (n <= 0) d11_fatal("read(signalfd): %s", n == 0 ? "end of file" : strerror(errno));
+        D11_ASSERT((size_t)n % sizeof si[0] == 0);
+        for (size_t i = 0; i < (size_t)n / sizeof si[0]; i++) {
+            int sig = (int)si[i].ssi_signo;
+            if ((sig == SIGINT || sig == SIGTERM) && !d11_loop_stopping(l)) {
+                d11_info("stopping (signal %d)", sig);
+                d11_loop_stop(l);
             }
         }
     }
+    reap(l);
+}
+
+static void on_pid_retry(d11_loop *l, d11_timer *t)
+{
+    (void)l;
+    (void)t;
+    for (int i = 0; i < U.nkids; i++) {
+        child *c = &U.kids[i];
+        if (c->pid > 0 && c->pid_stale) c->pid_stale = write_pid(c->name, c->pid) < 0;
+    }
+}
+
+/* Reap and restart children until SIGINT/SIGTERM. set: the blocked signals to take from a
+ * signalfd. Returns 0, or -errno when the loop could not be set up (then the caller stops
+ * the children). */
+static int supervise(const sigset_t *set)
+{
+    int rc = d11_loop_init(&U.loop);
+    if (rc < 0) return rc;
+    int sfd = signalfd(-1, set, SFD_NONBLOCK | SFD_CLOEXEC);
+    if (sfd == -1) {
+        rc = -errno;
+        d11_loop_release(&U.loop);
+        return rc;
+    }
+    rc = d11_io_start(&U.loop, &U.sig_io, sfd, D11_IO_READ, on_signal, NULL);
+    if (rc < 0) {
+        close(sfd);
+        d11_loop_release(&U.loop);
+        return rc;
+    }
+    d11_timer_start(&U.loop, &U.pid_retry, UP_PID_RETRY_MS, UP_PID_RETRY_MS, on_pid_retry, NULL);
+    reap(&U.loop); /* a child that exited before the loop existed */
+    d11_loop_run(&U.loop);
+    for (int i = 0; i < U.nkids; i++) d11_timer_stop(&U.loop, &U.kids[i].restart);
+    d11_timer_stop(&U.loop, &U.pid_retry);
+    d11_io_stop(&U.loop, &U.sig_io);
+    close(sfd);
+    d11_loop_release(&U.loop);
+    return 0;
 }
 
 int d11_up_main(int argc, char **argv)
@@ -380,11 +451,12 @@ int d11_up_main(int argc, char **argv)
     if (start_all() == 0) {
         d11_info("serving on http://%s with %d cells (data %s, durability %s)", U.cfg.listen, U.cfg.cells,
                  U.cfg.data_dir, d11_durability_name(U.cfg.durability));
-        supervise(&set);
+        rc = supervise(&set);
+        if (rc < 0) d11_error("cannot supervise: %s", d11_strerror(rc));
         stop_range(U.nkids - 1, U.nkids, U.cfg.request_timeout_ms + 3000); /* gateway */
         stop_range(1, U.nkids - 1, UP_STOP_CELLS_MS);                      /* cells */
         stop_range(0, 1, UP_STOP_CENTER_MS);                               /* center */
-        exit_code = 0;
+        exit_code = rc < 0 ? 1 : 0;
     }
     snprintf(path, sizeof path, "%s/pids/up.pid", U.cfg.data_dir);
     unlink(path);
