@@ -13,7 +13,10 @@
  * flags per subcommand (argv[0]): each subcommand accepts exactly the flags it reads and
  * refuses the others with a one-line reason, an unknown flag is "unknown flag" even
  * without a value, d11.conf keys stay shared by all; d11_config_value round-trips every
- * key; d11_config_usage lists exactly the accepted flags; d11_config_path.
+ * key; d11_config_usage lists exactly the accepted flags; d11_config_path. Also
+ * core/datadir (the data-directory lock every config caller takes at start): a second
+ * lock is refused naming the holder's pid, unlock releases and empties the file, the
+ * directory is created, bad names are refused, the fd is close-on-exec.
  *
  * Every file of fuzz/corpus/config/ is first replayed through the libFuzzer driver
  * fuzz/fuzz_config.c (included here; its checks trap on a violation), from the repository
@@ -24,6 +27,7 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +36,7 @@
 #include <unistd.h>
 
 #include "core/config.h"
+#include "core/datadir.h"
 #include "core/limits.h"
 #include "core/util.h"
 
@@ -673,6 +678,57 @@ static void test_value_roundtrip(void)
     CHECK_STREQ(val, "5000");
 }
 
+static void test_datadir_lock(const char *tmp)
+{
+    char dir[600], lockp[700], err[512], want[64];
+    snprintf(dir, sizeof dir, "%s/locked/sub", tmp);
+    snprintf(lockp, sizeof lockp, "%s/d11.lock", dir);
+    /* a missing parent is not created: only dir itself */
+    err[0] = 0;
+    CHECK_EQ(d11_datadir_lock(dir, "d11", err, sizeof err), -ENOENT);
+    CHECK(one_line(err));
+    snprintf(dir, sizeof dir, "%s/locked", tmp);
+    snprintf(lockp, sizeof lockp, "%s/d11.lock", dir);
+    int fd = d11_datadir_lock(dir, "d11", err, sizeof err);
+    CHECKF(fd >= 0, "first lock: %d %s", fd, err);
+    if (fd < 0) return;
+    CHECK((fcntl(fd, F_GETFD) & FD_CLOEXEC) != 0);
+    char *text = NULL;
+    size_t len = 0;
+    snprintf(want, sizeof want, "%ld\n", (long)getpid());
+    CHECK(d11_read_file(lockp, &text, &len) == 0 && text && !strcmp(text, want));
+    free(text);
+    /* flock conflicts between two open files even in one process: a second holder */
+    err[0] = 0;
+    int fd2 = d11_datadir_lock(dir, "d11", err, sizeof err);
+    CHECK_EQ(fd2, -EWOULDBLOCK);
+    snprintf(want, sizeof want, "held by pid %ld", (long)getpid());
+    CHECKF(one_line(err) && strstr(err, want) && strstr(err, "d11.lock"), "refusal: '%s'", err);
+    /* another name is another lock */
+    int fd3 = d11_datadir_lock(dir, "cell-3", err, sizeof err);
+    CHECKF(fd3 >= 0, "cell-3 lock beside d11.lock: %d %s", fd3, err);
+    d11_datadir_unlock(fd3);
+    /* unlock: released and emptied */
+    d11_datadir_unlock(fd);
+    text = NULL;
+    CHECK(d11_read_file(lockp, &text, &len) == 0 && len == 0);
+    free(text);
+    fd = d11_datadir_lock(dir, "d11", err, sizeof err);
+    CHECKF(fd >= 0, "lock after unlock: %d %s", fd, err);
+    d11_datadir_unlock(fd);
+    d11_datadir_unlock(-1); /* no-op */
+    static const char *const bad[] = {"", "../x", "a/b", "d11.lock", "a b",
+                                      "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx" /* 33 */};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        err[0] = 0;
+        CHECKF(d11_datadir_lock(dir, bad[i], err, sizeof err) == -EINVAL, "lock name '%s' accepted", bad[i]);
+        CHECK(one_line(err));
+    }
+    char p2[700];
+    snprintf(p2, sizeof p2, "%s/cell-3.lock", dir);
+    CHECK(unlink(lockp) == 0 && unlink(p2) == 0 && rmdir(dir) == 0);
+}
+
 static void test_path(void)
 {
     d11_config c;
@@ -705,6 +761,7 @@ int main(void)
     test_from_args(tmp);
     test_flags_per_command(tmp);
     test_value_roundtrip();
+    test_datadir_lock(tmp);
     test_path();
     char dir[600];
     snprintf(dir, sizeof dir, "%s/datadir", tmp);
