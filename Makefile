@@ -91,8 +91,10 @@ fuzz-objs: $(LIBOBJS)
 deps:
 	@bash scripts/deps.sh
 
+# ARGS: flags for d11 up, e.g. make run ARGS="--listen 127.0.0.1:9000 --cells 4"
+ARGS ?=
 run: deps bin/d11
-	bin/d11 up
+	bin/d11 up $(ARGS)
 
 clean:
 	rm -rf $(BUILD) build-san build-fuzz bin
