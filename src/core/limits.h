@@ -100,4 +100,10 @@ _Static_assert(D11_RISK_DENY_USERS_MAX + 64 <= D11_JSON_TOKENS_MAX,
                "a full rules document must parse within the JSON token limit");
 _Static_assert(D11_GW_PROBE_TIMEOUT_MS < D11_RPC_DEADLINE_MS_DEFAULT, "probes are short");
 
+/* ---- wire message lists (src/rpc/wire_msgs.def; appended by the wire helper) ---- */
+#define D11_WIRE_LIST_MAX         8192      /* entries in one HELLO reply / REPORT -> D11_ETOOBIG */
+#define D11_WIRE_LIST_ENTRY_BYTES_MAX (2 + D11_SKU_BYTES_MAX + 1 + 3 * 8) /* largest entry */
+_Static_assert(D11_WIRE_LIST_MAX * D11_WIRE_LIST_ENTRY_BYTES_MAX + 64 < D11_FRAME_BYTES_MAX,
+               "a full HELLO reply or REPORT must fit one frame");
+
 #endif

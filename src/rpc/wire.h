@@ -24,9 +24,34 @@
  * any short or malformed payload sets dec->err and every later read returns zero values,
  * so a message is validated by checking dec->err once at the end.
  *
- * The message catalogue (payload layouts) is in docs/wire-protocol.md and in the
- * encode/decode pairs in wire.c; both must change together, and the unit test
- * tests/unit/test_wire.c round-trips every message.
+ * The message catalogue — every frame type and every payload layout — is declared ONCE,
+ * in wire_msgs.def; this header generates from it the d11_msg_type enum, the message
+ * structs and the encode/decode prototypes, wire.c the codecs, tests/unit/test_wire.c the
+ * round trips and fuzz/fuzz_wire.c the fuzz entries. docs/wire-protocol.md documents it.
+ *
+ * Generated API, per message of the catalogue (see wire_msgs.def for each layout):
+ *   void PREFIX_enc(d11_buf *b, const T *m [, bool opt]);
+ *       appends the payload. Never fails; asserts only what would overflow the struct
+ *       (an array count above its limit). Out-of-range values ARE encoded (so a test can
+ *       check the peer's decoder refuses them).
+ *   int  PREFIX_dec(const void *p, size_t n, T *m [, bool opt]);
+ *       0, or D11_EPROTO when p[0..n) is short, has trailing bytes or breaks a limit of
+ *       wire_msgs.def. Strings in *m point into p (valid while p is). On error *m is
+ *       partly filled and must not be used.
+ * and per LIST message (a header, a u32 count <= D11_WIRE_LIST_MAX, then entries):
+ *   void PREFIX_enc(d11_buf *b, const T *m, const E *v);       m->n entries from v[]
+ *   void PREFIX_enc_begin(d11_wire_list_enc *e, d11_buf *b, const T *m);  (m->n ignored)
+ *   int  PREFIX_enc_add(d11_wire_list_enc *e, const E *x);     0, or D11_ETOOBIG when the
+ *        list already holds its limit (x is not added: end this message, start another)
+ *   uint32_t PREFIX_enc_end(d11_wire_list_enc *e);             patches the count, returns it
+ *   int  PREFIX_dec_begin(d11_wire_iter *it, const void *p, size_t n, T *m);
+ *        0 (header in *m, m->n = entry count) or D11_EPROTO (short, count over the limit)
+ *   int  PREFIX_dec_next(d11_wire_iter *it, E *x);
+ *        1 = *x filled; 0 = all m->n entries read AND the payload ended exactly there;
+ *        D11_EPROTO = malformed entry, short payload or trailing bytes (sticky).
+ *        Entries already returned were valid: a receiver that must not act on a partly
+ *        bad list iterates twice (validate, then apply).
+ * Between encoder begin and end nothing else may be appended to b.
  */
 #ifndef D11_WIRE_H
 #define D11_WIRE_H
@@ -40,30 +65,15 @@
 #define D11_WIRE_VERSION 1
 #define D11_FRAME_HDR_BYTES 52
 
+/* Frame types (wire_msgs.def): D11_MSG_ORDER_CREATE = 1, ... D11_MSG_STATS = 91. */
 enum d11_msg_type {
-    /* gateway -> cell */
-    D11_MSG_ORDER_CREATE = 1,
-    D11_MSG_ORDER_GET    = 2,
-    D11_MSG_ORDER_LIST   = 3,
-    D11_MSG_ORDER_PAY    = 4,
-    D11_MSG_ORDER_CANCEL = 5,
-    /* gateway -> center */
-    D11_MSG_PRODUCT_CREATE  = 20,
-    D11_MSG_PRODUCT_GET     = 21,
-    D11_MSG_PRODUCT_RESTOCK = 22,
-    D11_MSG_ROUTING_GET     = 23,
-    D11_MSG_LEDGER_GET      = 24, /* admin: the center's ledger for one SKU (JSON) */
-    /* cell -> center */
-    D11_MSG_CELL_HELLO   = 40,
-    D11_MSG_GRANT        = 41,
-    D11_MSG_RETURN       = 42,
-    D11_MSG_REPORT       = 43,
-    /* center -> cell (pushed, flag D11_WF_PUSH) */
-    D11_MSG_RECLAIM      = 60,
-    /* any -> any */
-    D11_MSG_PING         = 90, /* readiness; reply payload: str process description */
-    D11_MSG_STATS        = 91, /* reply payload: str JSON stats of the process */
+#define D11_WIRE_TYPE(NAME, value, log_name) D11_MSG_##NAME = value,
+#include "wire_msgs.def"
 };
+
+/* The catalogue's name of a frame type, for logs and metrics ("order_create"); "unknown"
+ * for a type not in it. Static storage. */
+const char *d11_msg_type_name(unsigned type);
 
 enum {
     D11_WF_REPLY  = 1 << 0,
@@ -128,111 +138,97 @@ const char *d11_wdec_blob(d11_wdec *d, size_t *len);
 /* True when the payload was read exactly to its end without error. */
 static inline bool d11_wdec_done(const d11_wdec *d) { return !d->err && d->n == 0; }
 
-/* ---- typed messages ---- */
+/* ---- typed messages (generated from wire_msgs.def) ---- */
 
 typedef struct d11_str { const char *p; size_t n; } d11_str;
 
-typedef struct d11_item {
-    d11_str  sku;
-    uint32_t qty;
-} d11_item;
+/* Decoder iterator of a LIST message. */
+typedef struct d11_wire_iter {
+    d11_wdec d;
+    uint32_t left; /* entries still to read */
+} d11_wire_iter;
 
-/* ORDER_CREATE: gateway has validated every field against API.md limits. */
-typedef struct d11_msg_order_create {
-    uint64_t user_id;
-    d11_str  idem_key;
-    uint32_t nitems;
-    d11_item items[D11_ORDER_ITEMS_MAX];
-} d11_msg_order_create;
+/* Incremental encoder of a LIST message (begin / add / end). */
+typedef struct d11_wire_list_enc {
+    d11_buf *b;        /* NULL once ended */
+    size_t   count_at; /* offset of the u32 count in b */
+    uint32_t n;        /* entries added */
+    uint32_t max;      /* the list's limit */
+} d11_wire_list_enc;
 
-void d11_msg_order_create_enc(d11_buf *b, const d11_msg_order_create *m);
-/* Returns 0 or D11_EPROTO (also when a limit of API.md is broken: the cell re-checks). */
-int  d11_msg_order_create_dec(const void *p, size_t n, d11_msg_order_create *m);
-
-/* ORDER_GET / ORDER_CANCEL: u64 order_id. ORDER_PAY: u64 order_id, str payment_id. */
-typedef struct d11_msg_order_ref {
-    uint64_t order_id;
-    d11_str  payment_id; /* ORDER_PAY only */
-} d11_msg_order_ref;
-void d11_msg_order_ref_enc(d11_buf *b, const d11_msg_order_ref *m, bool with_payment);
-int  d11_msg_order_ref_dec(const void *p, size_t n, d11_msg_order_ref *m, bool with_payment);
-
-/* ORDER_LIST: user_id, before (0 = from newest), limit 1..D11_LIST_LIMIT_MAX. */
-typedef struct d11_msg_order_list {
-    uint64_t user_id;
-    uint64_t before;
-    uint32_t limit;
-} d11_msg_order_list;
-void d11_msg_order_list_enc(d11_buf *b, const d11_msg_order_list *m);
-int  d11_msg_order_list_dec(const void *p, size_t n, d11_msg_order_list *m);
-
-/* PRODUCT_CREATE */
-typedef struct d11_msg_product {
-    d11_str  sku;
-    d11_str  title;
-    uint64_t price_cents;
-    uint64_t stock;
-    d11_str  category;
-} d11_msg_product;
-void d11_msg_product_enc(d11_buf *b, const d11_msg_product *m);
-int  d11_msg_product_dec(const void *p, size_t n, d11_msg_product *m);
-
-/* PRODUCT_GET: str sku. PRODUCT_RESTOCK: str sku, u64 quantity. LEDGER_GET: str sku. */
-typedef struct d11_msg_sku_qty {
-    d11_str  sku;
-    uint64_t qty;
-} d11_msg_sku_qty;
-void d11_msg_sku_qty_enc(d11_buf *b, const d11_msg_sku_qty *m, bool with_qty);
-int  d11_msg_sku_qty_dec(const void *p, size_t n, d11_msg_sku_qty *m, bool with_qty);
+#define W_INT(name, bits, lo, hi)                         uint##bits##_t name;
+#define W_STR(name, cls, lo, hi)                          d11_str name;
+#define W_BLOB(name, lo, hi)                              d11_str name;
+#define W_ARR(name, count, cbits, lo, hi, ename, ectype)  uint32_t count; ectype name[hi];
+#define W_FIXARR(name, bits, len, lo, hi)                 uint##bits##_t name[len];
+#define W_COUNT(name, max)                                uint32_t name;
+#define W_IF_OPT(KIND, name, ...)                         W_##KIND(name, __VA_ARGS__)
+#define D11__WIRE_API_PLAIN(ctype, prefix)                                                 \
+    void prefix##_enc(d11_buf *b, const ctype *m);                                         \
+    int prefix##_dec(const void *p, size_t n, ctype *m);
+#define D11__WIRE_API_OPT(ctype, prefix)                                                   \
+    void prefix##_enc(d11_buf *b, const ctype *m, bool opt);                               \
+    int prefix##_dec(const void *p, size_t n, ctype *m, bool opt);
+#define D11_WIRE_ENTRY(name, ctype, FIELDS) typedef struct ctype { FIELDS } ctype;
+#define D11_WIRE_MSG(name, ctype, prefix, api, check, FIELDS)                              \
+    typedef struct ctype { FIELDS } ctype;                                                 \
+    D11__WIRE_API_##api(ctype, prefix)
+#define D11_WIRE_LIST(name, ctype, prefix, ename, ectype, FIELDS)                          \
+    typedef struct ctype { FIELDS } ctype;                                                 \
+    void prefix##_enc(d11_buf *b, const ctype *m, const ectype *v);                        \
+    void prefix##_enc_begin(d11_wire_list_enc *e, d11_buf *b, const ctype *m);             \
+    int prefix##_enc_add(d11_wire_list_enc *e, const ectype *x);                           \
+    uint32_t prefix##_enc_end(d11_wire_list_enc *e);                                       \
+    int prefix##_dec_begin(d11_wire_iter *it, const void *p, size_t n, ctype *m);          \
+    int prefix##_dec_next(d11_wire_iter *it, ectype *x);
+#include "wire_msgs.def"
+#undef D11__WIRE_API_PLAIN
+#undef D11__WIRE_API_OPT
 
 /*
- * Generic reply payload (all gateway-facing replies): str code, str body.
+ * What the catalogue generates above, by message (layouts in wire_msgs.def and
+ * docs/wire-protocol.md):
+ *   d11_item                   { d11_str sku; uint32_t qty; }                  (order line)
+ *   d11_msg_order_create       ORDER_CREATE            d11_msg_order_create_enc/_dec
+ *   d11_msg_order_ref          ORDER_GET/PAY/CANCEL    d11_msg_order_ref_enc/_dec(.., with_payment)
+ *   d11_msg_order_list         ORDER_LIST              d11_msg_order_list_enc/_dec
+ *   d11_msg_product            PRODUCT_CREATE          d11_msg_product_enc/_dec
+ *   d11_msg_sku_qty            PRODUCT_GET/RESTOCK, LEDGER_GET  d11_msg_sku_qty_enc/_dec(.., with_qty)
+ *   d11_routing                ROUTING_GET reply       d11_routing_enc/_dec
+ *   d11_msg_reply              every gateway-facing reply: d11_msg_reply_enc/_dec below
+ *   d11_msg_hello              CELL_HELLO request      d11_msg_hello_enc/_dec        { uint16_t cell; }
+ *   d11_msg_hello_reply        CELL_HELLO reply (LIST) d11_msg_hello_reply_*         { uint32_t n; }
+ *     d11_msg_hello_reply_entry  { d11_str sku; uint8_t shadow; uint64_t price_cents,
+ *                                  granted_cum, returned_cum; }
+ *   d11_msg_inv                GRANT / RETURN request  d11_msg_inv_enc/_dec
+ *   d11_msg_grant_reply        GRANT reply             d11_msg_grant_reply_enc/_dec
+ *   d11_msg_report             REPORT request (LIST)   d11_msg_report_*              { uint16_t cell; uint32_t n; }
+ *     d11_msg_report_entry       { d11_str sku; uint8_t shadow; uint64_t sold; }
+ *   d11_msg_reclaim            RECLAIM push            d11_msg_reclaim_enc/_dec      { d11_str sku; uint8_t shadow; }
+ *
+ * Example, the center answering a HELLO while walking its products:
+ *   d11_wire_list_enc e;
+ *   d11_msg_hello_reply_enc_begin(&e, out, &(d11_msg_hello_reply){0});
+ *   for (...) if (d11_msg_hello_reply_enc_add(&e, &entry) < 0) break; // limit: log + metric
+ *   d11_msg_hello_reply_enc_end(&e);
+ * and the cell reading it:
+ *   d11_wire_iter it; d11_msg_hello_reply h; d11_msg_hello_reply_entry x; int rc;
+ *   if (d11_msg_hello_reply_dec_begin(&it, p, n, &h) < 0) -> malformed
+ *   while ((rc = d11_msg_hello_reply_dec_next(&it, &x)) == 1) apply(&x);
+ *   if (rc < 0) -> malformed
+ */
+
+/*
+ * Generic reply payload (all gateway-facing replies): str code, blob body.
  * Success (status 2xx): code empty, body = the JSON document to send to the client.
  * Failure: code = stable error code ("out_of_stock"), body = human message.
+ * code may be NULL (empty); body may be NULL (empty). Thin wrappers over the generated
+ * d11__msg_reply_enc/_dec; on error *code and *body are set to empty strings.
  */
 void d11_msg_reply_enc(d11_buf *b, const char *code, const char *body, size_t body_len);
 int  d11_msg_reply_dec(const void *p, size_t n, d11_str *code, d11_str *body);
 
-/* ROUTING_GET reply (status 200): u32 version, u16 ncells, u16 cell_of_slot[D11_SLOTS]. */
-typedef struct d11_routing {
-    uint32_t version;
-    uint16_t ncells;
-    uint16_t cell_of_slot[D11_SLOTS];
-} d11_routing;
-void d11_routing_enc(d11_buf *b, const d11_routing *r);
-int  d11_routing_dec(const void *p, size_t n, d11_routing *r);
-/* The default table: slots split into ncells contiguous ranges. */
+/* The default routing table: slots split into ncells contiguous ranges. */
 void d11_routing_default(d11_routing *r, unsigned ncells);
-
-/*
- * Inventory messages between cell and center. Every quantity is CUMULATIVE per
- * (cell, sku, shadow) so each message is idempotent: the receiver keeps the maximum.
- *   GRANT request:  u16 cell, str sku, u8 shadow, u64 want, u64 sold
- *   GRANT reply:    u8 exists, u64 price_cents, u64 granted_cum, u8 sold_out
- *   RETURN request: u16 cell, str sku, u8 shadow, u64 returned_cum, u64 sold
- *   RETURN reply:   empty (status 200)
- *   RECLAIM push:   str sku, u8 shadow (the cell answers by sending RETURN)
- *   HELLO request:  u16 cell
- *   HELLO reply:    u32 n, n x (str sku, u8 shadow, u64 price, u64 granted_cum, u64 returned_cum)
- *   REPORT request: u16 cell, u32 n, n x (str sku, u8 shadow, u64 sold); reply empty
- */
-typedef struct d11_msg_inv {
-    uint16_t cell;
-    d11_str  sku;
-    uint8_t  shadow;
-    uint64_t qty;  /* GRANT: want; RETURN: returned_cum */
-    uint64_t sold; /* the cell's current sold count (pending + paid) */
-} d11_msg_inv;
-void d11_msg_inv_enc(d11_buf *b, const d11_msg_inv *m);
-int  d11_msg_inv_dec(const void *p, size_t n, d11_msg_inv *m);
-
-typedef struct d11_msg_grant_reply {
-    uint8_t  exists;
-    uint64_t price_cents;
-    uint64_t granted_cum;
-    uint8_t  sold_out;
-} d11_msg_grant_reply;
-void d11_msg_grant_reply_enc(d11_buf *b, const d11_msg_grant_reply *m);
-int  d11_msg_grant_reply_dec(const void *p, size_t n, d11_msg_grant_reply *m);
 
 #endif
