@@ -1214,7 +1214,7 @@ static void test_recovery_check(void)
     CHECK_RC(t_open(&t, st, &o), 0);
     center_up(&t, (hello_ent[]){{"A", 0, 100, 10, 0}}, 1);
     for (int i = 0; i < 3; i++) {
-        char key[8];
+        char key[16];
         snprintf(key, sizeof key, "k%d", i);
         create(&t, 0, false, 1, key, ITEMS({"A", 1}));
     }

@@ -72,7 +72,7 @@ static void test_round_trip(void)
     fill(sku64, D11_SKU_BYTES_MAX, 'S');
     fill(idem128, D11_IDEM_KEY_BYTES_MAX, 'k');
     fill(pay128, D11_PAYMENT_ID_BYTES_MAX, 'p');
-    static char skus[D11_ORDER_ITEMS_MAX][8];
+    static char skus[D11_ORDER_ITEMS_MAX][16];
 
     cell_op_order o = {.shadow = 1, .status = ST_EXPIRED, .nitems = D11_ORDER_ITEMS_MAX, .id = 0x123456789abcdef0ull,
                        .user_id = UINT64_MAX, .body_hash = 0xfeedfacecafebeefull, .total = 1ull << 40,
