@@ -27,6 +27,10 @@
  *   - issue 7 defect 1 (use-after-free, moving tables), defect 2 (committed-only reports,
  *     full report after HELLO, also after a restart), defect 5 (deadlines), and the
  *     table limits (orders_max, items_max, ledgers_max, parked_max).
+ * Two checks FAIL on the cell as written (findings, see their comments): 409s computed from
+ * uncommitted changes leave before the commit (test_conflicts_wait_for_commit), and the
+ * full REPORT after a HELLO is one frame that overflows D11_FRAME_BYTES_MAX past ~20,000
+ * ledgers, aborting the cell (test_full_report_fits_frames, in a child process).
  * What it cannot reach through cell.h: an illegal status move (asserted inside orders.c).
  *
  * Length: over the ~700-line guide because one file keeps the fake host and every
@@ -34,6 +38,7 @@
  * Single-threaded. Output: failed checks, then "N passed, N failed"; exit 1 on failure.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <sqlite3.h>
 #include <stdbool.h>
@@ -41,6 +46,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "cell/cell.h"
 #include "core/config.h"
@@ -181,7 +188,7 @@ static void on_center(void *data, const uint8_t *frame, size_t n)
                 m->rep[i].sold = sold;
             }
         }
-        ok = d11_wdec_done(&d) && m->nrep <= 16;
+        ok = d11_wdec_done(&d); /* entries past the 16th are counted, not kept */
         break;
     default: ok = false;
     }
@@ -1742,6 +1749,99 @@ static void test_peer_down(void)
     d11_store_close(st);
 }
 
+/*
+ * FINDING (cell.h contract): "replies that announce a change — and reads of state that is
+ * not durable yet — are released only then". A 409 computed from a change that is still
+ * in the open batch is such a read: PAY after an uncommitted CANCEL says "order is
+ * cancelled" at once; if that batch then fails, the order is pending after recovery while
+ * a client was told it is cancelled. Same for CANCEL after an uncommitted PAY and an
+ * idempotency mismatch against an uncommitted order. These checks fail on the cell as
+ * written (orders.c reply_status_conflict and the mismatch reply in try_create send at
+ * once); they pass when those replies are deferred like reply_order's.
+ */
+static void test_conflicts_wait_for_commit(void)
+{
+    T t = {0};
+    d11_store *st = d11_mem_store_open();
+    cell_opts o = opts_default();
+    CHECK_RC(t_open(&t, st, &o), 0);
+    center_up(&t, (hello_ent[]){{"A", 0, 100, 10, 0}}, 1);
+    uint32_t s;
+    uint64_t x = place(&t, false, 1, "x", ITEMS({"A", 1}), &s);
+    uint64_t y = place(&t, false, 2, "y", ITEMS({"A", 1}), &s);
+    CHECK(x && y);
+    t_clear(&t);
+    d11_mem_store_fail_next(st, 1);
+    uint64_t c1 = ref(&t, 0, D11_MSG_ORDER_CANCEL, false, x, NULL); /* uncommitted */
+    uint64_t p1 = ref(&t, 0, D11_MSG_ORDER_PAY, false, x, "pay");    /* 409 from it */
+    uint64_t p2 = ref(&t, 0, D11_MSG_ORDER_PAY, false, y, "pay-y");  /* uncommitted */
+    uint64_t c2 = ref(&t, 0, D11_MSG_ORDER_CANCEL, false, y, NULL);  /* 409 from it */
+    uint64_t n1 = create(&t, 0, false, 3, "z", ITEMS({"A", 1}));     /* uncommitted */
+    uint64_t m1 = create(&t, 0, false, 3, "z", ITEMS({"A", 2}));     /* mismatch with it */
+    CHECKF(R(&t, p1) == NULL, "PAY after an uncommitted CANCEL answered at once: %u %s", R(&t, p1)->status,
+           R(&t, p1)->body);
+    CHECKF(R(&t, c2) == NULL, "CANCEL after an uncommitted PAY answered at once: %u %s", R(&t, c2)->status,
+           R(&t, c2)->body);
+    CHECKF(R(&t, m1) == NULL, "mismatch with an uncommitted order answered at once: %u %s", R(&t, m1)->status,
+           R(&t, m1)->code);
+    pump(&t); /* the batch fails */
+    CHECK(cell_failed(t.c));
+    CHECK(rep_is(R(&t, c1), 503, NULL) && rep_is(R(&t, p2), 503, NULL) && rep_is(R(&t, n1), 503, NULL));
+    t_drop(&t);
+    CHECK_RC(t_open(&t, st, &o), 0);
+    CHECK(json_is(get_body(&t, false, x), "status", "pending_payment")); /* not cancelled after all */
+    CHECK(json_is(get_body(&t, false, y), "status", "pending_payment")); /* not paid after all */
+    t_done(&t);
+    d11_store_close(st);
+}
+
+/*
+ * FINDING (limits): after every HELLO reply the cell reports EVERY known ledger in ONE
+ * REPORT frame (ledger.c d11__send_reports). A frame holds at most D11_FRAME_BYTES_MAX
+ * (1 MiB) but a cell may hold D11_CELL_SKUS_MAX (1,000,000) ledgers: with 25,000 ledgers
+ * of 40-byte SKUs the report is over 1 MiB and d11_frame_end's assertion aborts the cell —
+ * on every (re)connection, so it crash-loops. Run in a child process; the check is that
+ * the child survives and the REPORT frames it sends cover every ledger. Fails on the cell
+ * as written; passes once reports are split into frames under the limit (or the ledger
+ * limit is tied to the frame size by a _Static_assert and enforced).
+ */
+static void test_full_report_fits_frames(void)
+{
+    enum { NLEDGERS = 25000 };
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int devnull = open("/dev/null", O_WRONLY);
+        if (devnull >= 0) dup2(devnull, 2);
+        d11_store *st = d11_mem_store_open();
+        d11_buf b;
+        d11_buf_init(&b, 1 << 20);
+        char sku[41];
+        for (int i = 0; i < NLEDGERS; i++) {
+            snprintf(sku, sizeof sku, "SKU-%036d", i);
+            cell_op_stock r = {{sku, 40}, 0, 100, 10, 0, 0};
+            cell_op_stock_enc(&b, &r);
+        }
+        if (d11_store_commit(st, (const uint8_t *)b.data, b.len, NLEDGERS) != 0) _exit(3);
+        d11_buf_free(&b);
+        T t = {0};
+        cell_opts o = opts_default();
+        o.ledgers_max = 2 * NLEDGERS;
+        if (t_open(&t, st, &o) != 0) _exit(4);
+        cell_center_up(t.c);
+        hello_reply(&t, NULL, 0); /* the center knows nothing: the cell reports everything */
+        uint64_t total = 0;
+        for (int i = 0; i < t.ncm; i++)
+            if (t.cm[i].type == D11_MSG_REPORT) total += t.cm[i].nrep;
+        _exit(total == NLEDGERS && t.bad_frames == 0 ? 0 : 5);
+    }
+    int ws = 0;
+    CHECK(pid > 0 && waitpid(pid, &ws, 0) == pid);
+    CHECKF(WIFEXITED(ws) && WEXITSTATUS(ws) == 0,
+           "a full REPORT of %d ledgers: child %s %d (abort = the one-frame report is over D11_FRAME_BYTES_MAX)",
+           NLEDGERS, WIFSIGNALED(ws) ? "killed by signal" : "exit", WIFSIGNALED(ws) ? WTERMSIG(ws) : WEXITSTATUS(ws));
+}
+
 int main(void)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -1766,6 +1866,8 @@ int main(void)
     test_defect5_deadlines();
     test_limits();
     test_peer_down();
+    test_conflicts_wait_for_commit();
+    test_full_report_fits_frames();
     if (!getenv("D11_KEEP_TMP")) {
         char cmd[700];
         snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
