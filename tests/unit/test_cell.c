@@ -384,6 +384,8 @@ static uint64_t json_u64(const char *body, const char *key)
     return v;
 }
 
+static uint64_t rep_u64(const rep *r, const char *key) { return r ? json_u64(r->body, key) : 0; }
+
 /* body has "key":"want" */
 static bool json_is(const char *body, const char *key, const char *want)
 {
@@ -1076,7 +1078,7 @@ static void test_deferred_replies(void)
     cell_batch_done(t.c, 0);
     CHECK(!cell_committing(t.c));
     CHECK(rep_is(R(&t, q1), 201, NULL) && R(&t, q2) == NULL);
-    uint64_t id2 = 0, id1 = R(&t, q1) ? json_u64(R(&t, q1)->body, "order_id") : 0;
+    uint64_t id2 = 0, id1 = rep_u64(R(&t, q1), "order_id");
     uint64_t g1 = ref(&t, 0, D11_MSG_ORDER_GET, false, id1, NULL);
     CHECK(rep_is(R(&t, g1), 200, NULL)); /* durable: answered at once */
     CHECK_EQ(L(&t, "A", 0).sold_c, 1);
@@ -1088,7 +1090,7 @@ static void test_deferred_replies(void)
     CHECK_EQ(pump(&t), 1);
     CHECK(rep_is(R(&t, q2), 201, NULL) && R(&t, q2)->peer == 1);
     CHECK(rep_is(R(&t, l2), 200, NULL) && json_u64(R(&t, l2)->body, "user_id") == 2);
-    id2 = json_u64(R(&t, q2)->body, "order_id");
+    id2 = rep_u64(R(&t, q2), "order_id");
     CHECK(cell_quiet(t.c));
     /* a PAY and a GET of it in the same batch: both answered after the commit */
     t_clear(&t);
@@ -1628,7 +1630,7 @@ static void test_defect5_deadlines(void)
     CHECK(rep_is(answer(&t, create_dl(&t, 0, false, 1, "late", ITEMS({"A", 1}), budget(&t, 1))), 201, NULL));
     CHECK(rep_is(answer(&t, create_dl(&t, 0, false, 2, "none", ITEMS({"A", 1}), 0)), 201, NULL));
     CHECK_EQ(K(&t).orders, 2);
-    uint64_t id = json_u64(R(&t, t.next_req)->body, "order_id");
+    uint64_t id = rep_u64(R(&t, t.next_req), "order_id");
     /* a late PAY changes nothing */
     rq = ref_dl(&t, 0, D11_MSG_ORDER_PAY, false, id, "p", budget(&t, -1));
     CHECK(rep_is(R(&t, rq), 504, "timeout"));
