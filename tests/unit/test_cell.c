@@ -23,7 +23,8 @@
  *     reopening a new cell on the same store gives back orders, ledgers, idempotency and
  *     the expiry heap, an uncommitted batch is not there (SQLite); a failed commit answers
  *     503 to every request of its batch and cell_failed(); recovery refuses a ledger whose
- *     sold disagrees with its orders (records written by hand into a memory store);
+ *     sold disagrees with its orders (records written by hand into a memory store); the
+ *     SQLite backend rolls a whole batch back when one record fails;
  *   - issue 7 defect 1 (use-after-free, moving tables), defect 2 (committed-only reports,
  *     full report after HELLO, also after a restart), defect 5 (deadlines), and the
  *     table limits (orders_max, items_max, ledgers_max, parked_max).
@@ -1392,6 +1393,50 @@ static void test_durability_sqlite(const char *dir)
     d11_store_close(st);
 }
 
+/* The SQLite backend commits a batch in one transaction: a failing or malformed record
+ * rolls the whole batch back (the old test's storage atomicity checks). */
+static void test_sqlite_commit_atomic(const char *dir)
+{
+    char db[600];
+    snprintf(db, sizeof db, "%s/cell-atomic.db", dir);
+    d11_store *st = d11_cell_sqlite_open(db, D11_DUR_NONE);
+    CHECK(st != NULL);
+    if (!st) return;
+    d11_buf b;
+    d11_buf_init(&b, 1024);
+    cell_op_order r = {.shadow = 0, .status = ST_PENDING, .nitems = 1, .id = 555, .user_id = 9, .body_hash = 1,
+                       .total = 100, .idem = {"key", 3}, .created_at = 1000, .expires_at = 2000};
+    r.items[0] = (cell_op_item){{"A", 1}, 1, 100};
+    cell_op_order_enc(&b, &r);
+    size_t good = b.len;
+    /* a valid insert, then an update of an order that does not exist */
+    cell_op_update u = {.shadow = 0, .status = ST_PAID, .id = 556, .payment = {"p", 1}, .updated_at = 3000};
+    cell_op_update_enc(&b, &u);
+    CHECK_RC(d11_store_commit(st, (const uint8_t *)b.data, b.len, 2), D11_ESTORE);
+    /* the insert, then a truncated record */
+    b.len = good;
+    d11_wenc_u8(&b, CELL_OP_STOCK);
+    d11_wenc_str(&b, "A", 1);
+    CHECK_RC(d11_store_commit(st, (const uint8_t *)b.data, b.len, 2), D11_EPROTO);
+    /* an unknown op code; bytes after the announced records */
+    b.len = good;
+    d11_wenc_u8(&b, 99);
+    CHECK_RC(d11_store_commit(st, (const uint8_t *)b.data, b.len, 2), D11_EPROTO);
+    CHECK_RC(d11_store_commit(st, (const uint8_t *)b.data, b.len, 1), D11_EPROTO);
+    /* nothing of the failed batches is in the database */
+    CHECK_EQ(db_count(db, "SELECT count(*) FROM orders"), 0);
+    CHECK_EQ(db_count(db, "SELECT count(*) FROM order_items"), 0);
+    /* the valid record alone commits, once */
+    CHECK_RC(d11_store_commit(st, (const uint8_t *)b.data, good, 1), 0);
+    CHECK_EQ(db_count(db, "SELECT count(*) FROM orders"), 1);
+    CHECK_RC(d11_store_commit(st, (const uint8_t *)b.data, good, 1), D11_ESTORE); /* same primary key */
+    CHECK_EQ(db_count(db, "SELECT count(*) FROM orders"), 1);
+    CHECK_EQ(db_count(db, "SELECT count(*) FROM order_items"), 1);
+    CHECK_RC(d11_store_commit(st, (const uint8_t *)b.data, 0, 0), 0); /* an empty batch is a no-op */
+    d11_buf_free(&b);
+    d11_store_close(st);
+}
+
 /* ---- issue 7 ---- */
 
 enum { V_GET, V_PAY, V_CANCEL, V_LIST, V_TICK, V_COUNT };
@@ -1745,7 +1790,7 @@ static void test_peer_down(void)
     cell_tick(t.c); /* forgets the lost one; the next retry asks again */
     cell_tick(t.c);
     CHECK_EQ(cm_count(&t, D11_MSG_GRANT, &g), 2);
-    grant_reply(&t, &t.cm[t.ncm - 1], 200, 1, 100, 20, 0);
+    grant_reply(&t, t.ncm ? &t.cm[t.ncm - 1] : NULL, 200, 1, 100, 20, 0);
     CHECK(rep_is(answer(&t, q3), 201, NULL));
     t_done(&t);
     d11_store_close(st);
@@ -1863,6 +1908,7 @@ int main(void)
     test_commit_failure();
     test_recovery_check();
     test_durability_sqlite(dir);
+    test_sqlite_commit_atomic(dir);
     test_defect1_moving_tables();
     test_defect2_reports();
     test_defect5_deadlines();
