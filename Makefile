@@ -17,13 +17,15 @@ LDLIBS   += -lsqlite3 -lhttp_parser -lcrypto -lpthread -lm
 
 BUILD    ?= build
 BIN      ?= bin/d11
-SRCS     := $(shell find src -name '*.c' | sort)
+SRCS     := $(shell find src -name '*.c' -not -path 'src/sim/*' | sort)
 OBJS     := $(SRCS:%.c=$(BUILD)/%.o)
 LIBOBJS  := $(filter-out $(BUILD)/src/main.o,$(OBJS))
+SIM_SRCS := $(sort $(wildcard src/sim/*.c))
+SIM_OBJS := $(SIM_SRCS:%.c=$(BUILD)/%.o)
 TEST_SRCS := $(wildcard tests/unit/test_*.c)
 TEST_BINS := $(TEST_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all test test-bins test-full fuzz fuzz-objs deps run clean
+.PHONY: all test test-bins test-full fuzz fuzz-objs deps run clean sim sim-san
 all: $(BIN)
 
 $(BIN): $(OBJS)
@@ -38,9 +40,15 @@ $(BUILD)/tests/%: tests/unit/%.c $(LIBOBJS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Isrc -o $@ $< $(LIBOBJS) $(LDFLAGS) $(LDLIBS)
 
-test-bins: $(TEST_BINS)
+# The deterministic simulator (src/sim): build/sim for people, and the same program as
+# build/tests/test_sim so that `make test` / `make test-full` run its default budget.
+$(BUILD)/sim $(BUILD)/tests/test_sim: $(SIM_OBJS) $(LIBOBJS)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-test: $(BIN) $(TEST_BINS)
+test-bins: $(TEST_BINS) $(BUILD)/tests/test_sim
+
+test: $(BIN) $(TEST_BINS) $(BUILD)/tests/test_sim
 	@bash tests/run.sh
 
 # The sanitizer build lives entirely in build-san/ (its own objects, tests and binary) so it
@@ -49,6 +57,19 @@ test-full:
 	$(MAKE) BUILD=build-san BIN=build-san/d11 OPT="-O1 -g -fno-omit-frame-pointer" \
 	    SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" build-san/d11 test-bins
 	@D11_BIN=$(CURDIR)/build-san/d11 D11_TEST_BUILD=build-san bash tests/run.sh
+
+# `make sim SEEDS=N [STEPS=K] [FIRST=S]`: N seeds of the simulator (release build);
+# `make sim-san` the same under ASan + UBSan (build-san/). A failing seed prints itself.
+SEEDS ?= 1000
+STEPS ?= 2000
+FIRST ?= 1
+sim: $(BUILD)/sim
+	$(BUILD)/sim --regressions tests/sim/regressions.txt --seeds $(SEEDS) --first $(FIRST) --steps $(STEPS)
+
+sim-san:
+	$(MAKE) BUILD=build-san BIN=build-san/d11 OPT="-O1 -g -fno-omit-frame-pointer" \
+	    SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" build-san/sim
+	build-san/sim --regressions tests/sim/regressions.txt --seeds $(SEEDS) --first $(FIRST) --steps $(STEPS)
 
 # libFuzzer drivers: objects built by clang with coverage into build-fuzz/, one binary per
 # fuzz/fuzz_*.c, each run for FUZZ_SECONDS on a scratch corpus seeded from fuzz/corpus/NAME
@@ -70,11 +91,14 @@ fuzz-objs: $(LIBOBJS)
 deps:
 	@bash scripts/deps.sh
 
+# ARGS: flags for d11 up, e.g. make run ARGS="--listen 127.0.0.1:9000 --cells 4"
+ARGS ?=
 run: deps bin/d11
-	bin/d11 up
+	bin/d11 up $(ARGS)
 
 clean:
 	rm -rf $(BUILD) build-san build-fuzz bin
 
 -include $(OBJS:.o=.d)
+-include $(SIM_OBJS:.o=.d)
 -include $(TEST_BINS:=.d)

@@ -8,7 +8,10 @@
  *   - the result is 0 or -1; on -1 the reason is a NUL-terminated "line N: ..." string;
  *   - on 0 every setting is inside its documented range (a bad value is never accepted);
  *   - parsing is deterministic and does not depend on bytes past `len` (the input is
- *     parsed again from a copy followed by garbage, with the same outcome).
+ *     parsed again from a copy followed by garbage, with the same outcome);
+ *   - every accepted setting round-trips: d11_config_value writes text that
+ *     d11_config_set accepts and that reads back the same (`d11 up` forwards settings to
+ *     its children this way).
  *
  * Build and run (seed corpus in fuzz/corpus/config/):
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -Isrc fuzz/fuzz_config.c \
@@ -45,6 +48,21 @@ static void check_ranges(const d11_config *c)
     REQUIRE(!c->help);
 }
 
+static void check_roundtrip(const d11_config *c)
+{
+    d11_config back;
+    d11_config_defaults(&back);
+    char v1[1100], v2[1100], err[300];
+    for (size_t i = 0; d11_config_key(i); i++) {
+        const char *key = d11_config_key(i);
+        if (!strcmp(key, "id") && c->cell_id < 0) continue; /* unset: nothing to forward */
+        REQUIRE(d11_config_value(c, key, v1, sizeof v1) == 0);
+        REQUIRE(d11_config_set(&back, key, v1, err, sizeof err) == 0);
+        REQUIRE(d11_config_value(&back, key, v2, sizeof v2) == 0);
+        REQUIRE(strcmp(v1, v2) == 0);
+    }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static d11_config base;
@@ -60,6 +78,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     REQUIRE(rc == 0 || rc == -1);
     if (rc == 0) {
         check_ranges(&c);
+        check_roundtrip(&c);
     } else {
         REQUIRE(memchr(err, 0, sizeof err) != NULL);
         REQUIRE(strncmp(err, "line ", 5) == 0);

@@ -113,4 +113,9 @@ void cell_set_last_commit_us(cell *c, int64_t us);
 bool cell_ledger_view(const cell *c, const char *sku, size_t n, int shadow, uint64_t *granted, uint64_t *returned,
                       uint64_t *sold, uint64_t *sold_committed);
 
+/* An order's status (enum cell_order_status) and whether its last change is committed. */
+bool cell_order_view(const cell *c, uint64_t id, int shadow, uint8_t *status, bool *committed);
+/* Pending orders parked for the center (simulator quiescence). */
+uint32_t cell_parked(const cell *c);
+
 #endif

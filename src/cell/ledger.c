@@ -87,7 +87,8 @@ void cell_center_up(cell *c)
     d11_frame_hdr h = {.type = D11_MSG_CELL_HELLO, .req_id = 1};
     d11_buf_reset(&c->frame);
     size_t start = d11_frame_begin(&c->frame, &h);
-    d11_wenc_u16(&c->frame, (uint16_t)c->o.id);
+    d11_msg_hello m = {.cell = (uint16_t)c->o.id};
+    d11_msg_hello_enc(&c->frame, &m);
     d11_frame_end(&c->frame, start);
     c->h.send_center(c->h.data, (const uint8_t *)c->frame.data, c->frame.len);
 }
@@ -105,25 +106,26 @@ void cell_center_down(cell *c)
 void d11__send_reports(cell *c, bool all)
 {
     if (!c->center_up || !c->hello_done) return;
-    uint32_t n = 0;
-    for (uint32_t i = 0; i < c->ledgers.n; i++) {
-        ledger *l = LG(c, i);
-        if (l->known == 1 && (all || l->report_dirty)) n++;
+    bool any = false;
+    for (uint32_t i = 0; i < c->ledgers.n && !any; i++) {
+        const ledger *l = LG(c, i);
+        any = l->known == 1 && (all || l->report_dirty);
     }
-    if (!n) return;
+    if (!any) return;
     d11_frame_hdr h = {.type = D11_MSG_REPORT, .req_id = 2};
     d11_buf_reset(&c->frame);
     size_t start = d11_frame_begin(&c->frame, &h);
-    d11_wenc_u16(&c->frame, (uint16_t)c->o.id);
-    d11_wenc_u32(&c->frame, n);
+    d11_wire_list_enc e;
+    d11_msg_report m = {.cell = (uint16_t)c->o.id};
+    d11_msg_report_enc_begin(&e, &c->frame, &m);
     for (uint32_t i = 0; i < c->ledgers.n; i++) {
         ledger *l = LG(c, i);
         if (l->known != 1 || !(all || l->report_dirty)) continue;
-        d11_wenc_str(&c->frame, l->sku, l->skun);
-        d11_wenc_u8(&c->frame, l->shadow);
-        d11_wenc_u64(&c->frame, l->sold_committed);
+        d11_msg_report_entry x = {{l->sku, l->skun}, l->shadow, l->sold_committed};
+        if (d11_msg_report_enc_add(&e, &x) < 0) break; /* D11_WIRE_LIST_MAX: the rest stay dirty, next report */
         l->report_dirty = false;
     }
+    d11_msg_report_enc_end(&e);
     d11_frame_end(&c->frame, start);
     c->h.send_center(c->h.data, (const uint8_t *)c->frame.data, c->frame.len);
     c->last_report_ms = cell_mono(c);
@@ -148,13 +150,9 @@ void d11__ledger_tick(cell *c)
 
 static void on_reclaim(cell *c, const d11_frame *f)
 {
-    d11_wdec d;
-    d11_wdec_init(&d, f->payload, f->payload_len);
-    size_t n;
-    const char *sku = d11_wdec_str(&d, &n);
-    uint8_t shadow = d11_wdec_u8(&d);
-    if (!d11_wdec_done(&d) || n < 1 || n > D11_SKU_BYTES_MAX || shadow > 1) return;
-    uint32_t li = d11__ledger_get(c, sku, n, shadow, true);
+    d11_msg_reclaim m;
+    if (d11_msg_reclaim_dec(f->payload, f->payload_len, &m) < 0) return;
+    uint32_t li = d11__ledger_get(c, m.sku.p, m.sku.n, m.shadow, true);
     if (li == NONE32) return; /* ledger table full: the center's reclaim round times out */
     ledger *l = LG(c, li);
     uint64_t avail = d11__ledger_avail(l);
@@ -196,34 +194,34 @@ static void on_grant_reply(cell *c, const d11_frame *f)
 
 static void on_hello_reply(cell *c, const d11_frame *f)
 {
-    d11_wdec d;
-    d11_wdec_init(&d, f->payload, f->payload_len);
-    uint32_t n = d11_wdec_u32(&d);
-    for (uint32_t i = 0; i < n && !d.err; i++) {
-        size_t skun;
-        const char *sku = d11_wdec_str(&d, &skun);
-        uint8_t shadow = d11_wdec_u8(&d);
-        uint64_t price = d11_wdec_u64(&d), g = d11_wdec_u64(&d), r = d11_wdec_u64(&d);
-        if (d.err || skun < 1 || skun > D11_SKU_BYTES_MAX || shadow > 1) break;
-        uint32_t li = d11__ledger_get(c, sku, skun, shadow, true);
+    d11_wire_iter it;
+    d11_msg_hello_reply m;
+    d11_msg_hello_reply_entry x;
+    uint32_t n = 0;
+    int rc = d11_msg_hello_reply_dec_begin(&it, f->payload, f->payload_len, &m);
+    while (rc == 0 && (rc = d11_msg_hello_reply_dec_next(&it, &x)) == 1) {
+        rc = 0;
+        uint32_t li = d11__ledger_get(c, x.sku.p, x.sku.n, x.shadow, true);
         if (li == NONE32) break;
+        n++;
         ledger *l = LG(c, li);
         l->known = 1;
-        l->price = price;
-        if (g > l->granted) {
-            l->granted = g;
+        l->price = x.price_cents;
+        if (x.granted_cum > l->granted) {
+            l->granted = x.granted_cum;
             d11__ledger_touch(c, li);
-        } else if (g < l->granted) {
-            d11_error("center knows %llu granted of %.*s but cell has %llu: center lost data?", (unsigned long long)g,
-                      (int)l->skun, l->sku, (unsigned long long)l->granted);
+        } else if (x.granted_cum < l->granted) {
+            d11_error("center knows %llu granted of %.*s but cell has %llu: center lost data?",
+                      (unsigned long long)x.granted_cum, (int)l->skun, l->sku, (unsigned long long)l->granted);
         }
-        if (l->returned > r) {
+        if (l->returned > x.returned_cum) {
             d11__queue_return(c, li); /* a return the center never heard of */
-        } else if (l->returned < r) {
-            d11_error("center has %llu returned of %.*s, cell %llu: cell lost data?", (unsigned long long)r,
+        } else if (l->returned < x.returned_cum) {
+            d11_error("center has %llu returned of %.*s, cell %llu: cell lost data?", (unsigned long long)x.returned_cum,
                       (int)l->skun, l->sku, (unsigned long long)l->returned);
         }
     }
+    if (rc < 0) d11_error("cell %d: malformed HELLO reply from the center", c->o.id);
     c->hello_done = true;
     d11_info("cell %d synced with center (%u ledger entries)", c->o.id, n);
     /* The center's `sold` of this cell may be stale (it or we crashed): tell it all. */

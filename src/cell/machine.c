@@ -249,3 +249,16 @@ void cell_get_counts(const cell *c, cell_counts *out)
                          .rejected_full = c->n_rejected_full, .expired_deadline = c->n_expired_deadline,
                          .last_commit_us = (uint64_t)c->last_commit_us, .center_up = c->center_up};
 }
+
+bool cell_order_view(const cell *c, uint64_t id, int shadow, uint8_t *status, bool *committed)
+{
+    uint64_t v;
+    if (!d11_imap_get(&c->order_by_id, id, &v)) return false;
+    const order *o = &D11_TAB(&c->orders, const order)[v];
+    if (o->shadow != shadow) return false;
+    *status = o->status;
+    *committed = o->batch_seq <= c->committed_seq;
+    return true;
+}
+
+uint32_t cell_parked(const cell *c) { return c->parked.n; }

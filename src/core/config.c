@@ -172,8 +172,128 @@ int d11_config_parse_text(d11_config *c, const char *text, size_t len, char *err
     return 0;
 }
 
+/* ---- which subcommand uses which setting ---- */
+
+enum {
+    CMD_UP = 1u << 0,
+    CMD_GATEWAY = 1u << 1,
+    CMD_CELL = 1u << 2,
+    CMD_CENTER = 1u << 3,
+    CMD_AUDIT = 1u << 4,
+};
+
+static const struct {
+    const char *name;
+    unsigned    bit;
+} commands[] = {
+    {"up", CMD_UP}, {"gateway", CMD_GATEWAY}, {"cell", CMD_CELL}, {"center", CMD_CENTER}, {"audit", CMD_AUDIT},
+};
+
+/* Every setting, in the order --help lists them. used_by: the subcommands that read it
+ * (`up` reads what it forwards to its children, never `id`, which it sets per cell). */
+static const struct {
+    const char *key, *arg, *help;
+    unsigned    used_by;
+} keys[] = {
+    {"data", "DIR", "data directory (default ./data)", CMD_UP | CMD_GATEWAY | CMD_CELL | CMD_CENTER | CMD_AUDIT},
+    {"listen", "HOST:PORT", "HTTP address of the gateway (default 127.0.0.1:8080)", CMD_UP | CMD_GATEWAY},
+    {"cells", "N", "number of cells (default: cores, at least 2; fixed at first start)",
+     CMD_UP | CMD_GATEWAY | CMD_CENTER},
+    {"threads", "N", "gateway threads, each with its own listener (default: cores)", CMD_UP | CMD_GATEWAY},
+    {"id", "N", "this cell's number, 0-based (required)", CMD_CELL},
+    {"durability", "MODE", "sync (default), async or none; see docs/storage.md", CMD_UP | CMD_CELL | CMD_CENTER},
+    {"async-flush-ms", "MS", "fsync interval in async mode (default 10)", CMD_UP | CMD_CELL},
+    {"order-ttl-ms", "MS", "unpaid orders expire after this (default 900000 = 15 min)", CMD_UP | CMD_CELL},
+    {"request-timeout-ms", "MS", "gateway -> cell deadline, 504 after it (default 3000)", CMD_UP | CMD_GATEWAY},
+    {"grant-chunk-max", "N", "largest allotment the center hands a cell at once (default 1000)",
+     CMD_UP | CMD_CENTER},
+    {"soldout-cache-ms", "MS", "how long a cell trusts a sold-out answer (default 100)", CMD_UP | CMD_CELL},
+    {"log-level", "LEVEL", "debug, info (default), warn, error", CMD_UP | CMD_GATEWAY | CMD_CELL | CMD_CENTER},
+};
+#define NKEYS (sizeof keys / sizeof keys[0])
+
+static unsigned command_bit(const char *cmd)
+{
+    for (size_t i = 0; cmd && i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(cmd, commands[i].name)) return commands[i].bit;
+    return 0;
+}
+
+/* Index of a setting ('-' and '_' alike), or -1. */
+static int find_key(const char *key_in)
+{
+    char key[64];
+    size_t kn = strlen(key_in);
+    if (kn >= sizeof key) return -1;
+    for (size_t i = 0; i <= kn; i++) key[i] = key_in[i] == '_' ? '-' : key_in[i];
+    for (size_t i = 0; i < NKEYS; i++)
+        if (!strcmp(key, keys[i].key)) return (int)i;
+    return -1;
+}
+
+const char *d11_config_key(size_t i) { return i < NKEYS ? keys[i].key : NULL; }
+
+bool d11_config_key_used(const char *cmd, const char *key)
+{
+    int k = find_key(key);
+    return k >= 0 && (keys[k].used_by & command_bit(cmd)) != 0;
+}
+
+int d11_config_value(const d11_config *c, const char *key, char *out, size_t outlen)
+{
+    static const char *const levels[] = {"debug", "info", "warn", "error"};
+    int k = find_key(key);
+    if (k < 0) return -EINVAL;
+    const char *name = keys[k].key;
+    int n;
+    if (!strcmp(name, "data")) n = snprintf(out, outlen, "%s", c->data_dir);
+    else if (!strcmp(name, "listen")) n = snprintf(out, outlen, "%s", c->listen);
+    else if (!strcmp(name, "cells")) n = snprintf(out, outlen, "%d", c->cells);
+    else if (!strcmp(name, "threads")) n = snprintf(out, outlen, "%d", c->threads);
+    else if (!strcmp(name, "id")) n = snprintf(out, outlen, "%d", c->cell_id);
+    else if (!strcmp(name, "durability")) n = snprintf(out, outlen, "%s", d11_durability_name(c->durability));
+    else if (!strcmp(name, "async-flush-ms")) n = snprintf(out, outlen, "%lld", (long long)c->async_flush_ms);
+    else if (!strcmp(name, "order-ttl-ms")) n = snprintf(out, outlen, "%lld", (long long)c->order_ttl_ms);
+    else if (!strcmp(name, "request-timeout-ms")) n = snprintf(out, outlen, "%lld", (long long)c->request_timeout_ms);
+    else if (!strcmp(name, "grant-chunk-max")) n = snprintf(out, outlen, "%lld", (long long)c->grant_chunk_max);
+    else if (!strcmp(name, "soldout-cache-ms")) n = snprintf(out, outlen, "%lld", (long long)c->soldout_cache_ms);
+    else {
+        D11_ASSERT(!strcmp(name, "log-level"));
+        D11_ASSERT(c->log_level >= D11_LOG_DEBUG && c->log_level <= D11_LOG_ERROR);
+        n = snprintf(out, outlen, "%s", levels[c->log_level]);
+    }
+    return n < 0 || (size_t)n >= outlen ? -ENAMETOOLONG : 0;
+}
+
+void d11_config_usage(FILE *f, const char *cmd)
+{
+    unsigned bit = command_bit(cmd);
+    for (size_t i = 0; i < NKEYS; i++) {
+        if (!(keys[i].used_by & bit)) continue;
+        char flag[64];
+        snprintf(flag, sizeof flag, "--%s %s", keys[i].key, keys[i].arg);
+        fprintf(f, "  %-24s %s\n", flag, keys[i].help);
+    }
+    fprintf(f, "  %-24s %s\n", "--help", "this text");
+}
+
+/* "up, center": the subcommands that use setting k, for an error message. */
+static void users_of(int k, char *out, size_t outlen)
+{
+    size_t len = 0;
+    out[0] = 0;
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
+        if (!(keys[k].used_by & commands[i].bit)) continue;
+        int n = snprintf(out + len, outlen - len, "%sd11 %s", len ? ", " : "", commands[i].name);
+        if (n < 0 || (size_t)n >= outlen - len) return;
+        len += (size_t)n;
+    }
+}
+
 int d11_config_from_args(d11_config *c, int argc, char **argv, char *err, size_t errlen)
 {
+    const char *cmd = argc >= 1 && argv[0] ? argv[0] : "?";
+    unsigned bit = command_bit(cmd);
     /* First pass: find --data so DATA/d11.conf can be loaded before flags override it. */
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--data") && i + 1 < argc) {
@@ -192,6 +312,8 @@ int d11_config_from_args(d11_config *c, int argc, char **argv, char *err, size_t
         return -1;
     }
     if (rrc == 0) {
+        /* Keys in d11.conf are shared by every process: one used only by another part is
+         * fine here; only unknown keys and bad values are errors. */
         char e2[300];
         int rc = d11_config_parse_text(c, text, len, e2, sizeof e2);
         free(text);
@@ -211,16 +333,31 @@ int d11_config_from_args(d11_config *c, int argc, char **argv, char *err, size_t
             return -1;
         }
         char key[64];
-        const char *val;
         const char *eq = strchr(a, '=');
+        size_t kn = eq ? (size_t)(eq - a - 2) : strlen(a + 2);
+        if (kn >= sizeof key) {
+            snprintf(err, errlen, "unknown flag --%.40s... (see d11 %s --help)", a + 2, cmd);
+            return -1;
+        }
+        memcpy(key, a + 2, kn);
+        key[kn] = 0;
+        /* The name first: a flag this process does not have is refused as such, whether or
+         * not a value follows it. */
+        int k = find_key(key);
+        if (k < 0) {
+            snprintf(err, errlen, "unknown flag --%s (see d11 %s --help)", key, cmd);
+            return -1;
+        }
+        if (!(keys[k].used_by & bit)) {
+            char users[128];
+            users_of(k, users, sizeof users);
+            snprintf(err, errlen, "--%s is not a flag of d11 %s (it is read by %s)", key, cmd, users);
+            return -1;
+        }
+        const char *val;
         if (eq) {
-            size_t kn = (size_t)(eq - a - 2);
-            if (kn >= sizeof key) kn = sizeof key - 1;
-            memcpy(key, a + 2, kn);
-            key[kn] = 0;
             val = eq + 1;
         } else {
-            snprintf(key, sizeof key, "%s", a + 2);
             if (i + 1 >= argc) {
                 snprintf(err, errlen, "--%s needs a value", key);
                 return -1;

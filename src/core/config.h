@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stddef.h>
+#include <stdio.h>
 
 enum d11_durability { D11_DUR_SYNC = 0, D11_DUR_ASYNC = 1, D11_DUR_NONE = 2 };
 
@@ -42,12 +43,26 @@ int d11_config_set(d11_config *c, const char *key, const char *val, char *err, s
 /* Parse a whole config text (d11.conf). Returns 0 or -1 with "line N: reason" in err. */
 int d11_config_parse_text(d11_config *c, const char *text, size_t len, char *err, size_t errlen);
 /*
- * Parse argv[1..argc) flags (--key value or --key=value; --help). Loads
- * DATA/d11.conf first when --data (or the default) points at a directory holding one.
- * Returns 0, or -1 with a reason in err (caller exits 2).
+ * Parse argv[1..argc) flags (--key value or --key=value; --help). argv[0] is the
+ * subcommand ("up", "gateway", "cell", "center", "audit"): a flag that subcommand does
+ * not read is refused ("--grant-chunk-max is not a flag of d11 gateway ..."), an unknown
+ * one too ("unknown flag --bogus ..."); any other argv[0] accepts no flag. Loads
+ * DATA/d11.conf first when --data (or the default) points at a directory holding one; its
+ * keys are shared by every subcommand, so there only unknown keys and bad values are
+ * errors. Returns 0, or -1 with a one-line reason in err (caller exits 2).
  */
 int d11_config_from_args(d11_config *c, int argc, char **argv, char *err, size_t errlen);
 const char *d11_durability_name(int d);
+/* The i-th setting's name ("data", "listen", ...), or NULL past the last: to iterate. */
+const char *d11_config_key(size_t i);
+/* Does `d11 cmd` read setting key? ('-' and '_' alike; false for unknown keys/commands) */
+bool d11_config_key_used(const char *cmd, const char *key);
+/* key's current value in c as flag text (what --key=VALUE would set back). 0, -EINVAL
+ * for an unknown key, -ENAMETOOLONG when out is too small. */
+int d11_config_value(const d11_config *c, const char *key, char *out, size_t outlen);
+/* Print the flags `d11 cmd` accepts, one "  --key ARG  what (default)" line each, then
+ * --help: the flag list of its --help text, so the text never drifts from the parser. */
+void d11_config_usage(FILE *f, const char *cmd);
 /* Path helper: DATA_DIR/name into out. Returns 0 or -ENAMETOOLONG. */
 int d11_config_path(const d11_config *c, const char *name, char *out, size_t outlen);
 

@@ -137,21 +137,46 @@ int d11_fault_parse(const char *spec, uint64_t seed, char *err, size_t errlen)
     return 0;
 }
 
-void d11_fault_init_from_env(const char *proc)
+/* The environment's spec and seed: 0 (nothing armed when D11_FAULTS is unset or empty),
+ * or -1 with a reason naming the variable. */
+static int env_spec(const char **spec_out, uint64_t *seed_out, char *err, size_t errlen)
 {
     const char *spec = getenv("D11_FAULTS");
-    if (!spec || !*spec) return;
+    *spec_out = spec && *spec ? spec : NULL;
+    *seed_out = 0;
+    if (!*spec_out) return 0;
     const char *seed_s = getenv("D11_FAULT_SEED");
-    uint64_t seed = 0;
-    if (seed_s && d11_parse_u64(seed_s, strlen(seed_s), UINT64_MAX, &seed) < 0) {
-        fprintf(stderr, "d11 %s: D11_FAULT_SEED must be an integer\n", proc);
+    if (seed_s && d11_parse_u64(seed_s, strlen(seed_s), UINT64_MAX, seed_out) < 0) {
+        snprintf(err, errlen, "D11_FAULT_SEED must be an integer");
+        return -1;
+    }
+    char e2[256];
+    if (d11_fault_parse(spec, *seed_out, e2, sizeof e2) < 0) {
+        snprintf(err, errlen, "D11_FAULTS: %s", e2);
+        return -1;
+    }
+    return 0;
+}
+
+int d11_fault_check_env(char *err, size_t errlen)
+{
+    const char *spec;
+    uint64_t seed;
+    int rc = env_spec(&spec, &seed, err, errlen);
+    d11_fault_reset(); /* checked, not armed */
+    return rc;
+}
+
+void d11_fault_init_from_env(const char *proc)
+{
+    const char *spec;
+    uint64_t seed;
+    char err[300];
+    if (env_spec(&spec, &seed, err, sizeof err) < 0) {
+        fprintf(stderr, "d11 %s: %s\n", proc, err);
         exit(2);
     }
-    char err[256];
-    if (d11_fault_parse(spec, seed, err, sizeof err) < 0) {
-        fprintf(stderr, "d11 %s: D11_FAULTS: %s\n", proc, err);
-        exit(2);
-    }
+    if (!spec) return;
     /* Each process (and each restart of it) draws its own sequence: the seed, the process
      * name and the pid together. Otherwise a restarted cell would replay exactly the draws
      * that crashed it, forever. */

@@ -49,6 +49,9 @@ void d11_fault_seed(uint64_t seed, const char *salt);
 /* Arm from D11_FAULTS / D11_FAULT_SEED; exits 2 with a message when malformed. Draws
  * differ per process: the generator is seeded from the seed, the process name and pid. */
 void d11_fault_init_from_env(const char *proc);
+/* Check D11_FAULTS / D11_FAULT_SEED without arming anything (a supervisor validates what
+ * its children will arm, before it creates anything). 0, or -1 with a reason in err. */
+int d11_fault_check_env(char *err, size_t errlen);
 /* Clear every point. */
 void d11_fault_reset(void);
 

@@ -80,7 +80,8 @@ int d11_audit_main(int argc, char **argv)
         printf("usage: d11 audit [--data DIR]\n\n"
                "Checks the invariants (never oversell, stock conservation, never duplicate) against\n"
                "the SQLite files in DIR. Run it on a stopped platform. Prints a JSON report; exits 0\n"
-               "when every invariant holds, 1 on any violation.\n");
+               "when every invariant holds, 1 on any violation.\n\n");
+        d11_config_usage(stdout, "audit");
         return 0;
     }
     char path[1200];

@@ -10,7 +10,13 @@
  * without a terminator, "line N:" in errors); d11_config_from_args (`--key=value`,
  * `--key value`, --help / -h, missing value, stray arguments, DATA/d11.conf loaded before
  * the flags and overridden by them, an error inside d11.conf names the file);
- * d11_config_path.
+ * flags per subcommand (argv[0]): each subcommand accepts exactly the flags it reads and
+ * refuses the others with a one-line reason, an unknown flag is "unknown flag" even
+ * without a value, d11.conf keys stay shared by all; d11_config_value round-trips every
+ * key; d11_config_usage lists exactly the accepted flags; d11_config_path. Also
+ * core/datadir (the data-directory lock every config caller takes at start): a second
+ * lock is refused naming the holder's pid, unlock releases and empties the file, the
+ * directory is created, bad names are refused, the fd is close-on-exec.
  *
  * Every file of fuzz/corpus/config/ is first replayed through the libFuzzer driver
  * fuzz/fuzz_config.c (included here; its checks trap on a violation), from the repository
@@ -21,6 +27,7 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +36,7 @@
 #include <unistd.h>
 
 #include "core/config.h"
+#include "core/datadir.h"
 #include "core/limits.h"
 #include "core/util.h"
 
@@ -404,12 +412,13 @@ static int write_file(const char *path, const char *text)
     return fclose(f);
 }
 
+/* d11_config_from_args as `d11 up` (which reads every setting but id) would see argv. */
 static int args(d11_config *c, char *err, size_t errlen, int argc, ...)
 {
     char *argv[32];
     va_list ap;
     va_start(ap, argc);
-    argv[0] = (char *)"cell";
+    argv[0] = (char *)"up";
     for (int i = 1; i < argc && i < 32; i++) argv[i] = va_arg(ap, char *);
     va_end(ap);
     err[0] = 0;
@@ -510,6 +519,216 @@ static void test_from_args(const char *tmp)
     CHECK(rmdir("data") == 0);
 }
 
+/* The subcommands and the flags each one reads: the contract (docs/operations.md). */
+static const struct {
+    const char *cmd;
+    const char *flags[13];
+} per_cmd[] = {
+    {"up", {"data", "listen", "cells", "threads", "durability", "async-flush-ms", "order-ttl-ms",
+            "request-timeout-ms", "grant-chunk-max", "soldout-cache-ms", "log-level"}},
+    {"gateway", {"data", "listen", "cells", "threads", "request-timeout-ms", "log-level"}},
+    {"cell", {"id", "data", "durability", "async-flush-ms", "order-ttl-ms", "soldout-cache-ms", "log-level"}},
+    {"center", {"data", "cells", "durability", "grant-chunk-max", "log-level"}},
+    {"audit", {"data"}},
+};
+
+/* A valid value of every setting. */
+static const char *valid_value(const char *key)
+{
+    static const struct {
+        const char *k, *v;
+    } vals[] = {
+        {"data", "/tmp/d11-no-such-dir"}, {"listen", "127.0.0.1:9"}, {"cells", "3"}, {"threads", "2"},
+        {"id", "1"}, {"durability", "async"}, {"async-flush-ms", "20"}, {"order-ttl-ms", "5000"},
+        {"request-timeout-ms", "700"}, {"grant-chunk-max", "5"}, {"soldout-cache-ms", "7"},
+        {"log-level", "warn"},
+    };
+    for (size_t i = 0; i < sizeof vals / sizeof vals[0]; i++)
+        if (!strcmp(vals[i].k, key)) return vals[i].v;
+    return NULL;
+}
+
+static bool listed(const char *const *flags, const char *key)
+{
+    for (int i = 0; i < 13 && flags[i]; i++)
+        if (!strcmp(flags[i], key)) return true;
+    return false;
+}
+
+static int cmd_args(const char *cmd, d11_config *c, char *err, size_t errlen, int argc, const char *a1,
+                    const char *a2)
+{
+    char *argv[4] = {(char *)cmd, (char *)a1, (char *)a2, NULL};
+    err[0] = 0;
+    d11_config_defaults(c);
+    return d11_config_from_args(c, argc, argv, err, errlen);
+}
+
+static void test_flags_per_command(const char *tmp)
+{
+    d11_config c;
+    char err[512], flag[128];
+    size_t nkeys = 0;
+    while (d11_config_key(nkeys)) nkeys++;
+    CHECK_EQ(nkeys, 12);
+    for (size_t ci = 0; ci < sizeof per_cmd / sizeof per_cmd[0]; ci++) {
+        const char *cmd = per_cmd[ci].cmd;
+        for (size_t k = 0; k < nkeys; k++) {
+            const char *key = d11_config_key(k);
+            const char *val = valid_value(key);
+            CHECKF(val != NULL, "no test value for %s", key);
+            if (!val) continue;
+            bool want = listed(per_cmd[ci].flags, key);
+            CHECKF(d11_config_key_used(cmd, key) == want, "d11_config_key_used(%s, %s) != %d", cmd, key, want);
+            /* both flag forms */
+            snprintf(flag, sizeof flag, "--%s=%s", key, val);
+            int rc = cmd_args(cmd, &c, err, sizeof err, 2, flag, NULL);
+            CHECKF(rc == (want ? 0 : -1), "d11 %s %s -> %d (%s)", cmd, flag, rc, err);
+            snprintf(flag, sizeof flag, "--%s", key);
+            rc = cmd_args(cmd, &c, err, sizeof err, 3, flag, val);
+            CHECKF(rc == (want ? 0 : -1), "d11 %s %s %s -> %d (%s)", cmd, flag, val, rc, err);
+            if (!want) {
+                char w[128];
+                snprintf(w, sizeof w, "--%s is not a flag of d11 %s", key, cmd);
+                CHECKF(one_line(err) && strstr(err, w), "d11 %s --%s: error '%s'", cmd, key, err);
+                /* ... even without a value: the name is judged first */
+                rc = cmd_args(cmd, &c, err, sizeof err, 2, flag, NULL);
+                CHECKF(rc == -1 && strstr(err, w), "d11 %s --%s (no value): error '%s'", cmd, key, err);
+            }
+        }
+        /* an unknown flag is "unknown", with or without a value (not "needs a value") */
+        CHECK_EQ(cmd_args(cmd, &c, err, sizeof err, 2, "--bogus", NULL), -1);
+        CHECKF(one_line(err) && strstr(err, "unknown flag --bogus"), "d11 %s --bogus: '%s'", cmd, err);
+        CHECK_EQ(cmd_args(cmd, &c, err, sizeof err, 3, "--bogus", "1"), -1);
+        CHECKF(strstr(err, "unknown flag --bogus") != NULL, "d11 %s --bogus 1: '%s'", cmd, err);
+        CHECK_EQ(cmd_args(cmd, &c, err, sizeof err, 2, "--bogus=1", NULL), -1);
+        CHECKF(strstr(err, "unknown flag --bogus") != NULL, "d11 %s --bogus=1: '%s'", cmd, err);
+        /* '_' in a flag name is '-' */
+        if (listed(per_cmd[ci].flags, "log-level"))
+            CHECK_EQ(cmd_args(cmd, &c, err, sizeof err, 2, "--log_level=debug", NULL), 0);
+        /* --help lists exactly the accepted flags (then --help itself) */
+        char *text = NULL;
+        size_t tlen = 0;
+        FILE *f = open_memstream(&text, &tlen);
+        CHECK(f != NULL);
+        if (!f) continue;
+        d11_config_usage(f, cmd);
+        fclose(f);
+        int nlisted = 0;
+        char *save = NULL;
+        for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+            char name[64];
+            if (sscanf(line, " --%63[a-z-]", name) != 1) continue;
+            nlisted++;
+            CHECKF(!strcmp(name, "help") || listed(per_cmd[ci].flags, name), "d11 %s --help lists --%s", cmd, name);
+        }
+        int nwant = 0;
+        while (nwant < 13 && per_cmd[ci].flags[nwant]) nwant++;
+        CHECKF(nlisted == nwant + 1, "d11 %s --help lists %d flags, want %d", cmd, nlisted, nwant + 1);
+        free(text);
+    }
+    /* the example */
+    CHECK_EQ(cmd_args("gateway", &c, err, sizeof err, 3, "--grant-chunk-max", "5"), -1);
+    /* a process that is no subcommand takes no flags */
+    CHECK_EQ(cmd_args("nosuch", &c, err, sizeof err, 2, "--data=/x", NULL), -1);
+    CHECK_EQ(cmd_args("nosuch", &c, err, sizeof err, 2, "--help", NULL), 0);
+    CHECK(!d11_config_key_used("nosuch", "data"));
+    CHECK(!d11_config_key_used("up", "nosuch"));
+
+    /* d11.conf is shared: a key only the center reads is fine for the gateway */
+    char dir[600], conf[700], dataeq[700];
+    snprintf(dir, sizeof dir, "%s/shared", tmp);
+    snprintf(conf, sizeof conf, "%s/d11.conf", dir);
+    snprintf(dataeq, sizeof dataeq, "--data=%s", dir);
+    CHECK(mkdir(dir, 0700) == 0);
+    CHECK(write_file(conf, "grant-chunk-max = 5\nid = 2\norder_ttl_ms = 1000\n") == 0);
+    CHECK_EQ(cmd_args("gateway", &c, err, sizeof err, 2, dataeq, NULL), 0);
+    CHECK_EQ(c.grant_chunk_max, 5);
+    CHECK_EQ(cmd_args("audit", &c, err, sizeof err, 2, dataeq, NULL), 0);
+    CHECK(write_file(conf, "grant-chunk-max = 5\nbogus = 1\n") == 0); /* ... unknown keys are not */
+    CHECK_EQ(cmd_args("gateway", &c, err, sizeof err, 2, dataeq, NULL), -1);
+    CHECKF(strstr(err, "line 2:") && one_line(err), "unknown key in d11.conf: '%s'", err);
+    CHECK(unlink(conf) == 0);
+    CHECK(rmdir(dir) == 0);
+}
+
+/* d11_config_value writes what d11_config_set reads back: `d11 up` forwards settings to
+ * its children this way. */
+static void test_value_roundtrip(void)
+{
+    d11_config a, b;
+    char err[256], val[1100];
+    d11_config_defaults(&a);
+    for (size_t k = 0; d11_config_key(k); k++) {
+        const char *key = d11_config_key(k);
+        CHECK_EQ(d11_config_set(&a, key, valid_value(key), err, sizeof err), 0);
+    }
+    b = a;
+    d11_config_defaults(&b);
+    for (size_t k = 0; d11_config_key(k); k++) {
+        const char *key = d11_config_key(k);
+        CHECK_EQ(d11_config_value(&a, key, val, sizeof val), 0);
+        CHECKF(!strcmp(val, valid_value(key)), "%s read back as '%s'", key, val);
+        CHECK_EQ(d11_config_set(&b, key, val, err, sizeof err), 0);
+    }
+    CHECK(cfg_same(&a, &b));
+    CHECK_EQ(d11_config_value(&a, "nosuch", val, sizeof val), -EINVAL);
+    CHECK_EQ(d11_config_value(&a, "data", val, 4), -ENAMETOOLONG);
+    CHECK_EQ(d11_config_value(&a, "order_ttl_ms", val, sizeof val), 0);
+    CHECK_STREQ(val, "5000");
+}
+
+static void test_datadir_lock(const char *tmp)
+{
+    char dir[600], lockp[700], err[512], want[64];
+    snprintf(dir, sizeof dir, "%s/locked/sub", tmp);
+    snprintf(lockp, sizeof lockp, "%s/d11.lock", dir);
+    /* a missing parent is not created: only dir itself */
+    err[0] = 0;
+    CHECK_EQ(d11_datadir_lock(dir, "d11", err, sizeof err), -ENOENT);
+    CHECK(one_line(err));
+    snprintf(dir, sizeof dir, "%s/locked", tmp);
+    snprintf(lockp, sizeof lockp, "%s/d11.lock", dir);
+    int fd = d11_datadir_lock(dir, "d11", err, sizeof err);
+    CHECKF(fd >= 0, "first lock: %d %s", fd, err);
+    if (fd < 0) return;
+    CHECK((fcntl(fd, F_GETFD) & FD_CLOEXEC) != 0);
+    char *text = NULL;
+    size_t len = 0;
+    snprintf(want, sizeof want, "%ld\n", (long)getpid());
+    CHECK(d11_read_file(lockp, &text, &len) == 0 && text && !strcmp(text, want));
+    free(text);
+    /* flock conflicts between two open files even in one process: a second holder */
+    err[0] = 0;
+    int fd2 = d11_datadir_lock(dir, "d11", err, sizeof err);
+    CHECK_EQ(fd2, -EWOULDBLOCK);
+    snprintf(want, sizeof want, "held by pid %ld", (long)getpid());
+    CHECKF(one_line(err) && strstr(err, want) && strstr(err, "d11.lock"), "refusal: '%s'", err);
+    /* another name is another lock */
+    int fd3 = d11_datadir_lock(dir, "cell-3", err, sizeof err);
+    CHECKF(fd3 >= 0, "cell-3 lock beside d11.lock: %d %s", fd3, err);
+    d11_datadir_unlock(fd3);
+    /* unlock: released and emptied */
+    d11_datadir_unlock(fd);
+    text = NULL;
+    CHECK(d11_read_file(lockp, &text, &len) == 0 && len == 0);
+    free(text);
+    fd = d11_datadir_lock(dir, "d11", err, sizeof err);
+    CHECKF(fd >= 0, "lock after unlock: %d %s", fd, err);
+    d11_datadir_unlock(fd);
+    d11_datadir_unlock(-1); /* no-op */
+    static const char *const bad[] = {"", "../x", "a/b", "d11.lock", "a b",
+                                      "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx" /* 33 */};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        err[0] = 0;
+        CHECKF(d11_datadir_lock(dir, bad[i], err, sizeof err) == -EINVAL, "lock name '%s' accepted", bad[i]);
+        CHECK(one_line(err));
+    }
+    char p2[700];
+    snprintf(p2, sizeof p2, "%s/cell-3.lock", dir);
+    CHECK(unlink(lockp) == 0 && unlink(p2) == 0 && rmdir(dir) == 0);
+}
+
 static void test_path(void)
 {
     d11_config c;
@@ -540,6 +759,9 @@ int main(void)
     test_set_keys();
     test_parse_text();
     test_from_args(tmp);
+    test_flags_per_command(tmp);
+    test_value_roundtrip();
+    test_datadir_lock(tmp);
     test_path();
     char dir[600];
     snprintf(dir, sizeof dir, "%s/datadir", tmp);
