@@ -106,28 +106,30 @@ void cell_center_down(cell *c)
 void d11__send_reports(cell *c, bool all)
 {
     if (!c->center_up || !c->hello_done) return;
-    bool any = false;
-    for (uint32_t i = 0; i < c->ledgers.n && !any; i++) {
-        const ledger *l = LG(c, i);
-        any = l->known == 1 && (all || l->report_dirty);
+    if (all)
+        for (uint32_t i = 0; i < c->ledgers.n; i++) LG(c, i)->report_dirty = LG(c, i)->known == 1;
+    /* As many frames as it takes: a frame holds at most D11_WIRE_LIST_MAX entries. */
+    uint32_t i = 0;
+    for (;;) {
+        while (i < c->ledgers.n && !(LG(c, i)->known == 1 && LG(c, i)->report_dirty)) i++;
+        if (i == c->ledgers.n) break;
+        d11_frame_hdr h = {.type = D11_MSG_REPORT, .req_id = 2};
+        d11_buf_reset(&c->frame);
+        size_t start = d11_frame_begin(&c->frame, &h);
+        d11_wire_list_enc e;
+        d11_msg_report m = {.cell = (uint16_t)c->o.id};
+        d11_msg_report_enc_begin(&e, &c->frame, &m);
+        for (; i < c->ledgers.n; i++) {
+            ledger *l = LG(c, i);
+            if (l->known != 1 || !l->report_dirty) continue;
+            d11_msg_report_entry x = {{l->sku, l->skun}, l->shadow, l->sold_committed};
+            if (d11_msg_report_enc_add(&e, &x) < 0) break; /* frame full: the next frame goes on from i */
+            l->report_dirty = false;
+        }
+        d11_msg_report_enc_end(&e);
+        d11_frame_end(&c->frame, start);
+        c->h.send_center(c->h.data, (const uint8_t *)c->frame.data, c->frame.len);
     }
-    if (!any) return;
-    d11_frame_hdr h = {.type = D11_MSG_REPORT, .req_id = 2};
-    d11_buf_reset(&c->frame);
-    size_t start = d11_frame_begin(&c->frame, &h);
-    d11_wire_list_enc e;
-    d11_msg_report m = {.cell = (uint16_t)c->o.id};
-    d11_msg_report_enc_begin(&e, &c->frame, &m);
-    for (uint32_t i = 0; i < c->ledgers.n; i++) {
-        ledger *l = LG(c, i);
-        if (l->known != 1 || !(all || l->report_dirty)) continue;
-        d11_msg_report_entry x = {{l->sku, l->skun}, l->shadow, l->sold_committed};
-        if (d11_msg_report_enc_add(&e, &x) < 0) break; /* D11_WIRE_LIST_MAX: the rest stay dirty, next report */
-        l->report_dirty = false;
-    }
-    d11_msg_report_enc_end(&e);
-    d11_frame_end(&c->frame, start);
-    c->h.send_center(c->h.data, (const uint8_t *)c->frame.data, c->frame.len);
     c->last_report_ms = cell_mono(c);
 }
 

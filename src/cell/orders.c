@@ -233,8 +233,9 @@ static int try_create(cell *c, uint32_t peer, const d11_frame_hdr *h, const d11_
     uint32_t prev = idem_find(c, shadow, m->user_id, m->idem_key.p, m->idem_key.n);
     if (prev != NONE32) {
         if (OR(c, prev)->body_hash != bh) {
-            d11__reply_err(c, peer, h, 409, "idempotency_mismatch",
-                           "this Idempotency-Key was used with a different request body");
+            static const char msg[] = "this Idempotency-Key was used with a different request body";
+            /* a conflict with a change that is not durable yet waits for it (cell.h) */
+            d11__reply(c, peer, h, 409, "idempotency_mismatch", msg, sizeof msg - 1, order_uncommitted(c, prev));
             return TRY_DONE;
         }
         reply_order(c, peer, h, 200, prev);
@@ -431,8 +432,9 @@ static uint32_t find_order(cell *c, uint64_t id, int shadow)
 static void reply_status_conflict(cell *c, uint32_t peer, const d11_frame_hdr *h, const char *code, uint32_t oi)
 {
     char msg[96];
-    snprintf(msg, sizeof msg, "order is %s", cell_status_name[OR(c, oi)->status & 3]);
-    d11__reply_err(c, peer, h, 409, code, msg);
+    int n = snprintf(msg, sizeof msg, "order is %s", cell_status_name[OR(c, oi)->status & 3]);
+    /* a status that is not durable yet is not told before it is (cell.h) */
+    d11__reply(c, peer, h, 409, code, msg, (size_t)n, order_uncommitted(c, oi));
 }
 
 void d11__order_ref(cell *c, uint32_t peer, const d11_frame *f)
@@ -581,6 +583,11 @@ int d11__order_load_update(cell *c, const cell_op_update *u)
         return D11_EPROTO;
     }
     order *o = OR(c, (uint32_t)v);
+    if (o->status != ST_PENDING && o->status != u->status) {
+        d11_error("cell %d: stored order %llu moves from %s to %s", c->o.id, (unsigned long long)u->id,
+                  cell_status_name[o->status], cell_status_name[u->status]);
+        return D11_EPROTO; /* status moves only forward, once */
+    }
     o->status = u->status;
     o->updated_at = u->updated_at;
     if (u->payment.n) {

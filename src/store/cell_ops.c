@@ -116,8 +116,9 @@ int cell_op_next(d11_wdec *d, cell_op *out)
         u->status = d11_wdec_u8(d);
         u->payment = dec_str(d);
         u->updated_at = (int64_t)d11_wdec_u64(d);
-        if (d->err || u->shadow > 1 || u->status > ST_EXPIRED || u->payment.n > D11_PAYMENT_ID_BYTES_MAX)
-            return D11_EPROTO;
+        if (d->err || u->shadow > 1 || u->status > ST_EXPIRED || u->status == ST_PENDING ||
+            u->payment.n > D11_PAYMENT_ID_BYTES_MAX)
+            return D11_EPROTO; /* an update only ever moves an order OUT of pending */
         return 0;
     }
     case CELL_OP_STOCK: {
