@@ -19,9 +19,41 @@
  */
 #include "sim.h"
 
+#include "../store/cell_ops.h"
+
 #include <string.h>
 
 static const char *SKUS[SIM_SKUS] = {"HOT-0", "SKU-1", "SKU-2", "SKU-3"};
+
+static int sku_index(const char *p, size_t n)
+{
+    for (int k = 0; k < SIM_SKUS; k++)
+        if (strlen(SKUS[k]) == n && memcmp(SKUS[k], p, n) == 0) return k;
+    return -1;
+}
+
+void sim_note_commit(sim *s, int ci, const uint8_t *ops, size_t len, uint32_t nops)
+{
+    d11_wdec d;
+    d11_wdec_init(&d, ops, len);
+    cell_op op;
+    for (uint32_t i = 0; i < nops; i++) {
+        if (cell_op_next(&d, &op) < 0) {
+            sim_fail(s, "cell %d committed a malformed record", ci);
+            return;
+        }
+        if (op.kind != CELL_OP_STOCK) continue;
+        int k = sku_index(op.u.stock.sku.p, op.u.stock.sku.n);
+        if (k >= 0 && op.u.stock.sold < SIM_SOLD_VALUES)
+            s->committed_sold[ci][k][op.u.stock.shadow][op.u.stock.sold / 8] |= (uint8_t)(1u << (op.u.stock.sold % 8));
+    }
+}
+
+static bool was_committed(const sim *s, int ci, int k, int sh, uint64_t v)
+{
+    if (v == 0 || v >= SIM_SOLD_VALUES) return true; /* 0: never sold; beyond the bitmap: not tracked */
+    return s->committed_sold[ci][k][sh][v / 8] & (1u << (v % 8));
+}
 
 void sim_check_step(sim *s)
 {
@@ -40,6 +72,13 @@ void sim_check_step(sim *s)
             if (sold > total)
                 sim_fail(s, "OVERSOLD %s/%d: cells hold %llu committed, total %llu", SKUS[k], sh,
                          (unsigned long long)sold, (unsigned long long)total);
+            for (int i = 0; i < s->ncells; i++) {
+                uint64_t g, r, rep;
+                if (center_ledger_cell(s->center.c, SKUS[k], strlen(SKUS[k]), sh, i, &g, &r, &rep) &&
+                    !was_committed(s, i, k, sh, rep))
+                    sim_fail(s, "the center heard sold %llu of %s/%d from cell %d, a value it never committed",
+                             (unsigned long long)rep, SKUS[k], sh, i);
+            }
         }
 }
 

@@ -16,6 +16,7 @@
  *     every recovery (sim_client_after_recovery) against the recovered cell.
  */
 #include "sim.h"
+#include "../store/cell_ops.h"
 
 #include <stdlib.h>
 #include <string.h>

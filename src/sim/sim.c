@@ -226,8 +226,8 @@ static void cell_crash(sim *s, int ci, bool apply_pending)
 {
     sim_cellp *p = &s->cells[ci];
     if (!p->up) return;
-    if (p->committing && apply_pending) /* durable, but the cell never learned it */
-        (void)d11_store_commit(p->st, p->ops, p->len, p->nops);
+    if (p->committing && apply_pending && d11_store_commit(p->st, p->ops, p->len, p->nops) == 0)
+        sim_note_commit(s, ci, p->ops, p->len, p->nops); /* durable, but the cell never learned it */
     center_link_reset(s, ci);
     cell_free(p->c);
     p->c = NULL;
@@ -312,6 +312,7 @@ static void finish_commit(sim *s, int ci)
     sim_cellp *p = &s->cells[ci];
     if (s->faults && sim_chance(&s->rng, 4)) d11_mem_store_fail_next(p->st, 1);
     int rc = d11_store_commit(p->st, p->ops, p->len, p->nops);
+    if (rc == 0) sim_note_commit(s, ci, p->ops, p->len, p->nops);
     p->committing = false;
     cell_batch_done(p->c, rc);
     if (cell_failed(p->c)) {
@@ -427,7 +428,7 @@ static void step(sim *s)
                 did = true;
             }
         }
-    } else if (r < 87 && s->faults) {
+    } else if (r < 86 && s->faults) {
         fault(s);
         did = true;
     }

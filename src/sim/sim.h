@@ -38,6 +38,7 @@
 #define SIM_USERS 48
 #define SIM_ORDERS_MAX 4096 /* orders the client tracks per seed */
 #define SIM_REQS_MAX 512    /* requests in flight */
+#define SIM_SOLD_VALUES 4096 /* committed sold values remembered per (cell, sku, shadow) */
 #define SIM_REPORT_MS 100   /* the cells' report interval (CELL_REPORT_MS) */
 
 typedef struct sim_rng {
@@ -153,6 +154,9 @@ struct sim {
     sim_stats   stats;
     char        failure[512];
     d11_buf     tmp;
+    /* every value `sold` ever had in a committed STOCK row, per (cell, sku, shadow): what
+     * the center hears must be one of them (reports carry only committed values) */
+    uint8_t     committed_sold[SIM_CELLS_MAX][SIM_SKUS][2][SIM_SOLD_VALUES / 8];
 };
 
 /* sim.c */
@@ -171,6 +175,7 @@ bool sim_client_idle(const sim *s);
 void sim_client_after_recovery(sim *s, int ci);    /* acknowledged orders of cell ci survived? */
 
 /* check.c */
+void sim_note_commit(sim *s, int ci, const uint8_t *ops, size_t len, uint32_t nops);
 void sim_check_step(sim *s);
 void sim_check_quiet(sim *s);
 
