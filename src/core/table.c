@@ -9,7 +9,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
-#define TABLE_MOVE_STEP 8 /* moving tables grow by this many elements: many moves */
+#define TABLE_MOVE_STEP 1 /* moving tables move on EVERY push: a stale pointer is always caught */
 
 int d11_table_init(d11_table *t, size_t esz, uint32_t max, bool moving)
 {

@@ -21,6 +21,8 @@
 
 #include "../store/cell_ops.h"
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static const char *SKUS[SIM_SKUS] = {"HOT-0", "SKU-1", "SKU-2", "SKU-3"};
@@ -44,6 +46,9 @@ void sim_note_commit(sim *s, int ci, const uint8_t *ops, size_t len, uint32_t no
         }
         if (op.kind != CELL_OP_STOCK) continue;
         int k = sku_index(op.u.stock.sku.p, op.u.stock.sku.n);
+        if (s->trace)
+            fprintf(stderr, "t=%lld cell %d committed %.*s/%u sold %llu\n", (long long)s->now, ci,
+                    (int)op.u.stock.sku.n, op.u.stock.sku.p, op.u.stock.shadow, (unsigned long long)op.u.stock.sold);
         if (k >= 0 && op.u.stock.sold < SIM_SOLD_VALUES)
             s->committed_sold[ci][k][op.u.stock.shadow][op.u.stock.sold / 8] |= (uint8_t)(1u << (op.u.stock.sold % 8));
     }
@@ -131,6 +136,15 @@ void sim_check_quiet(sim *s)
             if (truth > total)
                 sim_fail(s, "OVERSOLD %s/%d: stored sold %llu > total %llu", sku, sh, (unsigned long long)truth,
                          (unsigned long long)total);
+            if (reported != truth && s->trace)
+                for (int i = 0; i < s->ncells; i++) {
+                    uint64_t g, r, rep, lg, lr, lso, lsc;
+                    center_ledger_cell(s->center.c, sku, n, sh, i, &g, &r, &rep);
+                    bool live = cell_ledger_view(s->cells[i].c, sku, n, sh, &lg, &lr, &lso, &lsc);
+                    fprintf(stderr, "  cell %d: center granted %llu returned %llu reported %llu | cell %s g %llu r %llu sold %llu committed %llu\n",
+                            i, (unsigned long long)g, (unsigned long long)r, (unsigned long long)rep, live ? "live" : "unknown",
+                            (unsigned long long)lg, (unsigned long long)lr, (unsigned long long)lso, (unsigned long long)lsc);
+                }
             if (reported != truth)
                 sim_fail(s, "product view of %s/%d says sold %llu, the stored truth is %llu", sku, sh,
                          (unsigned long long)reported, (unsigned long long)truth);

@@ -17,11 +17,38 @@
  */
 #include "sim.h"
 
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+#ifdef __SANITIZE_ADDRESS__
+void __sanitizer_set_death_callback(void (*callback)(void));
+#endif
 
 #define CENTER_GW_PEER 0xffu
+
+/* ---- a crash (assertion, sanitizer report) still names its seed ---- */
+
+static volatile uint64_t running_seed;   /* the only globals: read by the crash handlers */
+static volatile uint32_t running_steps;
+
+static void say_seed(void)
+{
+    char line[160];
+    int n = snprintf(line, sizeof line, "FAIL seed %llu crashed (assertion or sanitizer report above)\n"
+                     "  replay: build/sim --seed %llu --steps %u\n",
+                     (unsigned long long)running_seed, (unsigned long long)running_seed, (unsigned)running_steps);
+    if (n > 0) (void)!write(2, line, (size_t)n);
+}
+
+static void on_crash(int sig)
+{
+    say_seed();
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
 
 /* ---- clock ---- */
 
@@ -226,6 +253,7 @@ static void cell_crash(sim *s, int ci, bool apply_pending)
 {
     sim_cellp *p = &s->cells[ci];
     if (!p->up) return;
+    if (s->trace) fprintf(stderr, "t=%lld cell %d crash (committing %d apply %d)\n", (long long)s->now, ci, p->committing, apply_pending);
     if (p->committing && apply_pending && d11_store_commit(p->st, p->ops, p->len, p->nops) == 0)
         sim_note_commit(s, ci, p->ops, p->len, p->nops); /* durable, but the cell never learned it */
     center_link_reset(s, ci);
@@ -262,6 +290,7 @@ static void center_crash(sim *s)
 {
     sim_centerp *cp = &s->center;
     if (!cp->up) return;
+    if (s->trace) fprintf(stderr, "t=%lld center crash\n", (long long)s->now);
     for (int i = 0; i < s->ncells; i++) center_link_reset(s, i);
     center_free(cp->c);
     cp->c = NULL;
@@ -354,6 +383,19 @@ static bool deliver_one(sim *s)
         break;
     case 1: sim_client_on_reply(s, ci, &f); break;
     case 2: /* cell -> center; fault point center.grant: drop a grant request */
+        if (s->trace) {
+            fprintf(stderr, "t=%lld cell %d -> center %s (%zu bytes)\n", (long long)s->now, ci,
+                    d11_msg_type_name(f.hdr.type), f.payload_len);
+            if (f.hdr.type == D11_MSG_REPORT) {
+                d11_wire_iter it;
+                d11_msg_report rm;
+                d11_msg_report_entry x;
+                d11_msg_report_dec_begin(&it, f.payload, f.payload_len, &rm);
+                while (d11_msg_report_dec_next(&it, &x) == 1)
+                    fprintf(stderr, "   report %.*s/%u sold %llu\n", (int)x.sku.n, x.sku.p, x.shadow,
+                            (unsigned long long)x.sold);
+            }
+        }
         if (s->faults && f.hdr.type == D11_MSG_GRANT && sim_chance(&s->rng, 30)) s->stats.drops++;
         else center_on_frame(s->center.c, cell_peer_of_center(&s->cells[ci]), &f);
         break;
@@ -368,8 +410,14 @@ static bool deliver_one(sim *s)
 static void advance(sim *s, int64_t ms)
 {
     s->now += ms;
-    for (int i = 0; i < s->ncells; i++)
-        if (s->cells[i].up) cell_tick(s->cells[i].c);
+    /* Each cell ticks on its own schedule, sometimes late (a busy or stalled loop), so
+     * requests can arrive between an order's due time and the tick that expires it. */
+    for (int i = 0; i < s->ncells; i++) {
+        sim_cellp *p = &s->cells[i];
+        if (!p->up || s->now < p->tick_at) continue;
+        cell_tick(p->c);
+        p->tick_at = s->now + 10 + (sim_chance(&s->rng, 100) ? sim_below(&s->rng, 200) : 0);
+    }
     if (s->center.up) center_tick(s->center.c);
     sim_client_timeouts(s);
 }
@@ -455,15 +503,23 @@ static void settle(sim *s)
     s->faults = false;
     int64_t start = s->now, quiet_since = -1;
     while (s->now - start < 20000 && !s->failure[0]) {
+        bool activity = false;
         restarts(s);
-        while (deliver_one(s)) before_sleep(s);
+        while (deliver_one(s)) {
+            activity = true;
+            before_sleep(s);
+        }
         for (int i = 0; i < s->ncells; i++)
-            if (s->cells[i].up && s->cells[i].committing) finish_commit(s, i);
+            if (s->cells[i].up && s->cells[i].committing) {
+                finish_commit(s, i);
+                activity = true;
+            }
         before_sleep(s);
         sim_check_step(s);
-        if (quiet(s)) {
+        /* Quiet = nothing moved for longer than a late tick plus a report interval. */
+        if (quiet(s) && !activity) {
             if (quiet_since < 0) quiet_since = s->now;
-            if (s->now - quiet_since >= 3 * SIM_REPORT_MS) break;
+            if (s->now - quiet_since >= SIM_QUIET_MS) break;
         } else {
             quiet_since = -1;
         }
@@ -495,6 +551,8 @@ static bool run_seed(uint64_t seed, uint32_t steps, int ncells_force, int verbos
 {
     sim *s = calloc(1, sizeof *s);
     if (!s) d11_fatal("out of memory");
+    running_seed = seed;
+    running_steps = steps;
     s->seed = seed;
     s->rng.s = seed * 0x2545f4914f6cdd1dULL + 1;
     s->now = 1767225600000LL + (int64_t)sim_below(&s->rng, 1000000); /* 2026-01-01, plus noise */
@@ -502,6 +560,7 @@ static bool run_seed(uint64_t seed, uint32_t steps, int ncells_force, int verbos
     s->ncells = ncells_force ? ncells_force : 2 + (int)sim_below(&s->rng, SIM_CELLS_MAX - 1);
     d11_routing_default(&s->routing, (unsigned)s->ncells);
     s->verbose = verbose;
+    s->trace = getenv("D11_SIM_TRACE") != NULL; /* events on stderr: crashes, frames to the center, commits */
     s->faults = true;
     d11_buf_init(&s->tmp, 4096);
     for (int i = 0; i < s->ncells; i++) {
@@ -594,6 +653,11 @@ int main(int argc, char **argv)
         return 2;
     }
     d11_log_init("sim", D11_LOG_ERROR + 1); /* the processes' own logs would drown the output */
+    signal(SIGABRT, on_crash);
+    signal(SIGSEGV, on_crash);
+#ifdef __SANITIZE_ADDRESS__
+    __sanitizer_set_death_callback(say_seed);
+#endif
     sim_stats total = {0};
     uint64_t ran = 0, failed = 0;
     if (regress) {

@@ -40,6 +40,7 @@
 #define SIM_REQS_MAX 512    /* requests in flight */
 #define SIM_SOLD_VALUES 4096 /* committed sold values remembered per (cell, sku, shadow) */
 #define SIM_REPORT_MS 100   /* the cells' report interval (CELL_REPORT_MS) */
+#define SIM_QUIET_MS 600    /* > the latest tick (210 ms) + a report interval, with margin */
 
 typedef struct sim_rng {
     uint64_t s;
@@ -87,6 +88,7 @@ typedef struct sim_cellp {
     int64_t    commit_at;
     sim_link   to_gw, from_gw, to_center, from_center;
     int64_t    reconnect_at;
+    int64_t    tick_at;     /* the cell's next 10 ms tick (late when the cell stalls) */
 } sim_cellp;
 
 typedef struct sim_centerp {
@@ -151,6 +153,7 @@ struct sim {
     uint64_t    stock[SIM_SKUS][2]; /* total put on sale per (sku, shadow) */
     bool        product_made[SIM_SKUS];
     int         verbose;
+    bool        trace;    /* D11_SIM_TRACE set */
     sim_stats   stats;
     char        failure[512];
     d11_buf     tmp;
