@@ -104,14 +104,18 @@ static int apply_center(void *ctx, const uint8_t *recs, size_t len, uint32_t nre
         if (center_op_next(recs + off, len - off, &rl) < 0 || center_op_dec(recs + off, rl, &op) < 0)
             return D11_EPROTO;
         off += rl;
-        if (op.type == CENTER_OP_STOCK) {
-            akey *k = &x->keys[key_get(x, op.u.stock.sku.p, op.u.stock.sku.n, op.u.stock.shadow)];
+        if (op.type == CENTER_OP_ROUTING) {
+            x->a->ncells = op.u.routing.ncells;
+        } else if (op.type == CENTER_OP_STOCK) {
+            uint32_t ki = key_get(x, op.u.stock.sku.p, op.u.stock.sku.n, op.u.stock.shadow); /* may move keys */
+            akey *k = &x->keys[ki];
             k->center_stock = true;
             k->total = op.u.stock.total;
             k->free = op.u.stock.free;
         } else if (op.type == CENTER_OP_LEDGER) {
             if (op.u.ledger.cell >= D11_CELLS_MAX) return D11_EPROTO;
-            akey *k = &x->keys[key_get(x, op.u.ledger.sku.p, op.u.ledger.sku.n, op.u.ledger.shadow)];
+            uint32_t ki = key_get(x, op.u.ledger.sku.p, op.u.ledger.sku.n, op.u.ledger.shadow); /* may move keys */
+            akey *k = &x->keys[ki];
             acell_ledger *l = &k->cells[op.u.ledger.cell];
             l->center_row = true;
             l->cgranted = op.u.ledger.granted;
@@ -132,7 +136,8 @@ static int apply_cell(void *ctx, const uint8_t *recs, size_t len, uint32_t nrecs
         switch (op.kind) {
         case CELL_OP_STOCK: {
             const cell_op_stock *s = &op.u.stock;
-            acell_ledger *l = &x->keys[key_get(x, s->sku.p, s->sku.n, s->shadow)].cells[x->cell];
+            uint32_t ki = key_get(x, s->sku.p, s->sku.n, s->shadow); /* may move keys */
+            acell_ledger *l = &x->keys[ki].cells[x->cell];
             l->cell_row = true;
             l->granted = s->granted;
             l->returned = s->returned;
@@ -160,9 +165,9 @@ static int apply_cell(void *ctx, const uint8_t *recs, size_t len, uint32_t nrecs
             *r = (aorder){o->id, o->total, (uint32_t)x->nitems, o->nitems, o->status, o->shadow};
             uint64_t sum = 0;
             for (uint32_t k2 = 0; k2 < o->nitems; k2++) {
+                uint32_t ki = key_get(x, o->items[k2].sku.p, o->items[k2].sku.n, o->shadow);
                 x->items = grow(x->items, &x->capitems, x->nitems, sizeof *x->items);
-                x->items[x->nitems++] = (aitem){key_get(x, o->items[k2].sku.p, o->items[k2].sku.n, o->shadow),
-                                                o->items[k2].qty, o->items[k2].price};
+                x->items[x->nitems++] = (aitem){ki, o->items[k2].qty, o->items[k2].price};
                 sum += o->items[k2].price * o->items[k2].qty;
             }
             if (sum != o->total)

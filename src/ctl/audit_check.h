@@ -33,6 +33,7 @@ typedef struct d11_audit_row {
 
 typedef struct d11_audit {
     int            violations;
+    int            ncells;          /* from the center's routing table (0: none stored) */
     uint64_t       orders;          /* real orders seen */
     d11_buf        violations_json; /* JSON strings, comma separated */
     d11_audit_row *rows;            /* one per (sku, shadow) of the center */

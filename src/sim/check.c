@@ -14,11 +14,15 @@
  *   - conservation: free + sum over cells (granted - returned) == total: no units lost
  *     or made up in transit;
  *   - live memory equals storage: each live cell's sold == its committed sold == the
- *     recovered sold.
+ *     recovered sold;
+ *   - `d11 audit`'s checker (ctl/audit_check.c) over the memory stores: center invariant,
+ *     per-cell bounds against the center's ledger, units in transit, sold == the units
+ *     the stored orders hold, no duplicate idempotency key, totals == sum of items.
  * The client checks the rest on every reply and every recovery (client.c).
  */
 #include "sim.h"
 
+#include "../ctl/audit_check.h"
 #include "../store/cell_ops.h"
 
 #include <stdio.h>
@@ -152,6 +156,16 @@ void sim_check_quiet(sim *s)
                 sim_fail(s, "conservation of %s/%d: free %llu + held by cells %llu != total %llu", sku, sh,
                          (unsigned long long)free_, (unsigned long long)held, (unsigned long long)total);
         }
+    /* The stored data alone, through the loaders `d11 audit` uses: every invariant. */
+    d11_store *stores[SIM_CELLS_MAX];
+    for (int i = 0; i < s->ncells; i++) stores[i] = s->cells[i].st;
+    d11_audit a;
+    int rc = d11_audit_stores(s->center.st, stores, s->ncells, &a);
+    if (rc < 0) sim_fail(s, "audit cannot read the stores: %s", d11_strerror(rc));
+    else if (a.violations)
+        sim_fail(s, "audit of the stored data: %d violations: %.*s", a.violations, (int)a.violations_json.len,
+                 a.violations_json.data);
+    d11_audit_release(&a);
 out:
     for (int i = 0; i < s->ncells; i++) cell_free(fresh[i]);
 }

@@ -25,4 +25,7 @@
  * The caller owns the store: d11_store_close releases it. */
 d11_store *d11_center_sqlite_open(const char *path, int durability);
 
+/* Read-only, for `d11 audit`: load only (commit fails). NULL if the file cannot be opened. */
+d11_store *d11_center_sqlite_open_ro(const char *path);
+
 #endif
