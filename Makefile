@@ -2,7 +2,9 @@
 #
 #   make             build bin/d11
 #   make test        build and run every test (unit + integration); the CI gate
-#   make test-full   the same under ASan + UBSan (+ LeakSanitizer)
+#   make test-full   the same under ASan + UBSan (+ LeakSanitizer), then the threaded parts
+#                    under ThreadSanitizer (make test-tsan)
+#   make sim         the deterministic simulator, SEEDS=N seeds (make sim-san: under ASan)
 #   make fuzz        build the libFuzzer drivers (clang) and run each for FUZZ_SECONDS (60)
 #   make deps        install missing Debian packages (scripts/deps.sh)
 #   make run         deps + build + `bin/d11 up` on embedded defaults
@@ -22,10 +24,15 @@ OBJS     := $(SRCS:%.c=$(BUILD)/%.o)
 LIBOBJS  := $(filter-out $(BUILD)/src/main.o,$(OBJS))
 SIM_SRCS := $(sort $(wildcard src/sim/*.c))
 SIM_OBJS := $(SIM_SRCS:%.c=$(BUILD)/%.o)
-TEST_SRCS := $(wildcard tests/unit/test_*.c)
-TEST_BINS := $(TEST_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
+# Unit tests mirror src/ (tests/unit/<part>/test_*.c); each links libd11.a (every object
+# but main.o), so a test may #include a .c to reach its statics without symbol clashes
+# only for what it includes.
+TEST_SRCS := $(shell find tests/unit -name 'test_*.c' | sort)
+TEST_BINS := $(addprefix $(BUILD)/tests/,$(basename $(notdir $(TEST_SRCS))))
+LIB      := $(BUILD)/libd11.a
+vpath test_%.c $(sort $(dir $(TEST_SRCS)))
 
-.PHONY: all test test-bins test-full fuzz fuzz-objs deps run clean sim sim-san
+.PHONY: all test test-bins test-full test-tsan fuzz fuzz-objs deps run clean sim sim-san
 all: $(BIN)
 
 $(BIN): $(OBJS)
@@ -36,15 +43,20 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
-$(BUILD)/tests/%: tests/unit/%.c $(LIBOBJS)
+$(LIB): $(LIBOBJS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Isrc -o $@ $< $(LIBOBJS) $(LDFLAGS) $(LDLIBS)
+	rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/tests/test_%: test_%.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Isrc -Itests/unit -o $@ $< $(LIB) $(LDFLAGS) $(LDLIBS)
 
 # The deterministic simulator (src/sim): build/sim for people, and the same program as
 # build/tests/test_sim so that `make test` / `make test-full` run its default budget.
-$(BUILD)/sim $(BUILD)/tests/test_sim: $(SIM_OBJS) $(LIBOBJS)
+$(BUILD)/sim $(BUILD)/tests/test_sim: $(SIM_OBJS) $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(LDFLAGS) -o $@ $(SIM_OBJS) $(LIB) $(LDLIBS)
 
 test-bins: $(TEST_BINS) $(BUILD)/tests/test_sim
 
@@ -56,7 +68,18 @@ test: $(BIN) $(TEST_BINS) $(BUILD)/tests/test_sim
 test-full:
 	$(MAKE) BUILD=build-san BIN=build-san/d11 OPT="-O1 -g -fno-omit-frame-pointer" \
 	    SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" build-san/d11 test-bins
-	@D11_BIN=$(CURDIR)/build-san/d11 D11_TEST_BUILD=build-san bash tests/run.sh
+	@D11_BIN=$(CURDIR)/build-san/d11 D11_TEST_BUILD=build-san bash tests/run.sh; rc=$$?; \
+	  $(MAKE) --no-print-directory test-tsan || rc=1; exit $$rc
+
+# ThreadSanitizer over the threaded parts: the storage thread, the event loop's
+# cross-thread wake, and the real binary (gateway threads + cell storage threads) under
+# a few integration tests. Its own build dir; the summary line is tests/run.sh's.
+TSAN_UNIT := test_store_thread test_loop test_link
+test-tsan:
+	$(MAKE) BUILD=build-tsan BIN=build-tsan/d11 OPT="-O1 -g" SAN="-fsanitize=thread" \
+	    build-tsan/d11 $(addprefix build-tsan/tests/,$(TSAN_UNIT))
+	@TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" D11_BIN=$(CURDIR)/build-tsan/d11 \
+	    D11_TEST_BUILD=build-tsan D11_TEST_TIMEOUT_SCALE=3 bash tests/run.sh --tsan test_orders.py test_hot_sku.py
 
 # `make sim SEEDS=N [STEPS=K] [FIRST=S]`: N seeds of the simulator (release build);
 # `make sim-san` the same under ASan + UBSan (build-san/). A failing seed prints itself.
@@ -97,7 +120,7 @@ run: deps bin/d11
 	bin/d11 up $(ARGS)
 
 clean:
-	rm -rf $(BUILD) build-san build-fuzz bin
+	rm -rf $(BUILD) build-san build-tsan build-fuzz bin
 
 -include $(OBJS:.o=.d)
 -include $(SIM_OBJS:.o=.d)

@@ -11,6 +11,7 @@
 # The last line is `N passed, N failed` (plus `, N skipped` when some were); the exit
 # status is non-zero when anything failed.
 #
+#   --tsan: also run the unit tests of the build dir when integration tests are named.
 # Env: D11_BIN (default $repo/bin/d11), D11_TEST_BUILD (default build), D11_TEST_JOBS,
 # D11_TEST_TIMEOUT_SCALE (default 1; 3 for a sanitizer build dir), D11_KEEP_TMP=1.
 set -uo pipefail
@@ -25,12 +26,13 @@ fi
 unit_timeout=${D11_UNIT_TIMEOUT:-120}
 unit_timeout=$(awk -v t="$unit_timeout" -v s="$D11_TEST_TIMEOUT_SCALE" 'BEGIN { printf "%d", t * s }')
 
-do_unit=1 do_integ=1 pattern=""
+do_unit=1 do_integ=1 pattern="" keep_unit=0
 integ_args=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --unit) do_integ=0 ;;
     --integration) do_unit=0 ;;
+    --tsan) keep_unit=1 ;;  # unit tests of the build dir AND the named integration tests
     -k) pattern=$2; integ_args+=("$1" "$2"); shift ;;
     -j) integ_args+=("$1" "$2"); shift ;;
     -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
@@ -38,6 +40,7 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
+[ "$keep_unit" = 1 ] && do_unit=1
 
 root=$(mktemp -d /tmp/d11t.XXXXXX) || exit 1
 passed=0 failed=0 skipped=0
