@@ -439,8 +439,8 @@ static void begin_drain(gw_thread *t)
 
 static void refresh_rules(gw_thread *t)
 {
-    uint64_t g = d11_rules_store_gen();
-    if (g != t->rules_gen) d11_rules_store_get(&t->rules, &t->rules_gen);
+    uint64_t g = d11_rules_store_gen(&G.rules);
+    if (g != t->rules_gen) d11_rules_store_get(&G.rules, &t->rules, &t->rules_gen);
 }
 
 static void *thread_main(void *arg)
@@ -488,7 +488,7 @@ static void *thread_main(void *arg)
             sweep(t);
             service_dirty(t);
             d11_auth_maybe_reload(t->auth, t->now_ms);
-            if (t->id == 0) d11_rules_store_maybe_reload(t->now_ms);
+            if (t->id == 0) d11_rules_store_maybe_reload(&G.rules, t->now_ms);
             if (!t->lfd_armed && !t->stopping && t->lfd >= 0 && t->now_ms >= t->lfd_rearm_ms) {
                 struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TAG_LISTEN << 32};
                 if (epoll_ctl(t->ep, EPOLL_CTL_ADD, t->lfd, &ev) == 0) t->lfd_armed = true;
@@ -599,7 +599,10 @@ int d11_gateway_main(int argc, char **argv)
         return 1;
     }
     http_parser_set_max_header_size(D11_HTTP_HEADER_BYTES_MAX + 1024);
-    d11_rules_store_init(G.cfg.data_dir);
+    if (d11_rules_store_init(&G.rules, G.cfg.data_dir) < 0) {
+        fprintf(stderr, "d11 gateway: data directory path too long\n");
+        return 1;
+    }
 
     signal(SIGPIPE, SIG_IGN);
     sigset_t set;

@@ -244,6 +244,7 @@ typedef struct gw_global {
     gw_thread *threads;
     _Atomic int stop;
     int64_t    start_ms;
+    d11_rules_store rules;
 } gw_global;
 extern gw_global G;
 

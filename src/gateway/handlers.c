@@ -497,7 +497,7 @@ static void admin_rules_put(gw_thread *t, gw_conn *c, int si, d11_http_req *r)
     static __thread d11_rules doc, applied;
     bool has_version;
     char msg[256];
-    int rc = d11_rules_parse(r->body.data ? r->body.data : "", r->body.len, &doc, &has_version, msg,
+    int rc = d11_rules_parse(&t->json, r->body.data ? r->body.data : "", r->body.len, &doc, &has_version, msg,
                              sizeof msg);
     if (rc == D11_JSON_EBAD) {
         err(t, c, si, 400, "bad_json", "malformed JSON: %s", msg);
@@ -509,8 +509,8 @@ static void admin_rules_put(gw_thread *t, gw_conn *c, int si, d11_http_req *r)
     }
     d11_rules cur;
     uint64_t g;
-    d11_rules_store_get(&cur, &g);
-    rc = d11_rules_store_put(&doc, has_version, &applied);
+    d11_rules_store_get(&G.rules, &cur, &g);
+    rc = d11_rules_store_put(&G.rules, &doc, has_version, &applied);
     if (rc == -ESTALE) {
         err(t, c, si, 409, "version_conflict", "version %llu is not the current version %llu",
             (unsigned long long)doc.version, (unsigned long long)cur.version);
@@ -527,7 +527,7 @@ static void admin_rules_put(gw_thread *t, gw_conn *c, int si, d11_http_req *r)
 static void admin_rules_rollback(gw_thread *t, gw_conn *c, int si)
 {
     static __thread d11_rules applied;
-    int rc = d11_rules_store_rollback(&applied);
+    int rc = d11_rules_store_rollback(&G.rules, &applied);
     if (rc == -ENOENT) {
         err(t, c, si, 409, "no_history", "no previous rules version to roll back to");
         return;
@@ -687,7 +687,7 @@ void gw_dispatch(gw_thread *t, gw_conn *c, int si, d11_http_req *r)
             return;
         }
         int64_t retry_ns;
-        if (!d11_flow_take(res, d11_mono_ns(), &retry_ns)) {
+        if (!d11_flow_take(&G.rules, res, d11_mono_ns(), &retry_ns)) {
             gw_ctr_add(&t->m.rejections[GW_RULE_FLOW][res], 1);
             int64_t secs = (retry_ns + 999999999) / 1000000000;
             if (secs < 1) secs = 1;
@@ -732,7 +732,7 @@ void gw_dispatch(gw_thread *t, gw_conn *c, int si, d11_http_req *r)
     case GR_ADMIN_RULES_GET: {
         static __thread d11_rules cur;
         uint64_t g;
-        d11_rules_store_get(&cur, &g);
+        d11_rules_store_get(&G.rules, &cur, &g);
         rules_reply(t, c, si, &cur);
         return;
     }
@@ -941,7 +941,7 @@ void gw_render_metrics(d11_buf *b)
                    (unsigned long long)SUM(m->pending_full));
     static __thread d11_rules cur;
     uint64_t g;
-    d11_rules_store_get(&cur, &g);
+    d11_rules_store_get(&G.rules, &cur, &g);
     d11_buf_printf(b, "# HELP d11_gateway_rules_version Version of the rules in force.\n"
                       "# TYPE d11_gateway_rules_version gauge\nd11_gateway_rules_version %llu\n",
                    (unsigned long long)cur.version);
