@@ -96,13 +96,10 @@ void gw_respond(gw_thread *t, gw_conn *c, int si, int status, const char *ctype,
     if (!reason || reason[0] == '<') reason = "Status";
     const char *conn_hdr = s->close_after ? "Connection: close\r\n"
                            : s->keepalive_hdr ? "Connection: keep-alive\r\n" : "";
-    char tp[96] = "";
-    if (s->route != GR_METRICS && s->route != GR_DASHBOARD) {
-        char tid[33], sid[17];
-        d11_hex(s->trace_id, 16, tid);
-        d11_hex(s->span_id, 8, sid);
-        snprintf(tp, sizeof tp, "traceparent: 00-%s-%s-%02x\r\n", tid, sid, s->trace_flags);
-    }
+    char tp[96], tid[33], sid[17]; /* every response carries the trace (docs/gateway.md) */
+    d11_hex(s->trace_id, 16, tid);
+    d11_hex(s->span_id, 8, sid);
+    snprintf(tp, sizeof tp, "traceparent: 00-%s-%s-%02x\r\n", tid, sid, s->trace_flags);
     d11_buf_printf(dst,
                    "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
                    "X-Request-Id: %s\r\n%s%s%s\r\n",
