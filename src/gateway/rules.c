@@ -492,6 +492,14 @@ int d11_rules_store_rollback(d11_rules_store *s, d11_rules *applied)
     return rc;
 }
 
+uint64_t d11_rules_store_version(d11_rules_store *s)
+{
+    pthread_mutex_lock(&s->mu);
+    uint64_t v = s->cur.version;
+    pthread_mutex_unlock(&s->mu);
+    return v;
+}
+
 int d11_rules_store_history(d11_rules_store *s)
 {
     pthread_mutex_lock(&s->mu);

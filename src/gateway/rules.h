@@ -140,6 +140,8 @@ int d11_rules_store_put(d11_rules_store *s, const d11_rules *doc, bool has_versi
 /* Restore the previous version. -ENOENT when there is none; -errno when rules.json
  * cannot be written (nothing changed). */
 int d11_rules_store_rollback(d11_rules_store *s, d11_rules *applied);
+/* Version of the document in force. */
+uint64_t d11_rules_store_version(d11_rules_store *s);
 /* Number of versions in the history. */
 int d11_rules_store_history(d11_rules_store *s);
 /* Pick up an external change of DATA/rules.json (rate-limited; any thread). */
