@@ -74,7 +74,10 @@ void d11_conn_compact(d11_conn *c)
 int d11_conn_flush(d11_conn *c)
 {
     while (c->out_off < c->out.len) {
-        ssize_t w = write(c->fd, c->out.data + c->out_off, c->out.len - c->out_off);
+        /* send(MSG_NOSIGNAL): a peer that went away is an EPIPE, never a SIGPIPE */
+        ssize_t w = send(c->fd, c->out.data + c->out_off, c->out.len - c->out_off, MSG_NOSIGNAL);
+        if (w == -1 && errno == ENOTSOCK)
+            w = write(c->fd, c->out.data + c->out_off, c->out.len - c->out_off);
         if (w == -1) {
             if (errno == EINTR) continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK) break;
