@@ -15,7 +15,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
 #include <unistd.h>
 
 #include "gw.h"
@@ -119,18 +118,12 @@ void gw_respond_error(gw_thread *t, gw_conn *c, int si, int status, const char *
 
 /* ---- connections ---- */
 
-static void conn_set_events(gw_thread *t, gw_conn *c, uint32_t ev)
-{
-    if (c->events == ev) return;
-    struct epoll_event e = {.events = ev, .data.u64 = (GW_TAG_CLIENT << 32) | c->idx};
-    if (epoll_ctl(t->ep, EPOLL_CTL_MOD, c->fd, &e) == 0) c->events = ev;
-}
-
 static void conn_close(gw_thread *t, gw_conn *c)
 {
     if (!c->open) return;
-    close(c->fd); /* also leaves the epoll set */
-    c->fd = -1;
+    d11_io_stop(&t->loop, &c->io); /* drops an event of c already fetched this iteration */
+    close(c->io.fd);
+    c->io.fd = -1;
     for (int k = 0; k < c->nslots; k++) {
         gw_slot *s = &c->slots[(c->head + k) % D11_HTTP_PIPELINE_MAX];
         if (s->counted) gw_gauge_add(&t->m.inflight, -1);
@@ -152,6 +145,8 @@ static void conn_close(gw_thread *t, gw_conn *c)
     gw_gauge_add(&t->m.conns_open, -1);
 }
 
+static void client_on_io(d11_loop *l, d11_io *io, uint32_t events);
+
 static void conn_open(gw_thread *t, int fd)
 {
     gw_conn *c;
@@ -168,20 +163,19 @@ static void conn_open(gw_thread *t, int fd)
         d11_http_in_init(&c->http);
         t->cl.conns[t->cl.nalloc++] = c;
     }
-    c->fd = fd;
     c->open = true;
     c->closing = c->rd_eof = c->dirty = c->stalled = false;
     c->head = c->nslots = 0;
     c->out_off = 0;
-    c->last_active_ms = t->now_ms;
+    c->last_active_ms = gw_now_ms(t);
     c->req_start_ms = 0;
-    c->events = EPOLLIN;
-    struct epoll_event e = {.events = EPOLLIN, .data.u64 = (GW_TAG_CLIENT << 32) | c->idx};
     t->cl.nopen++;
     gw_gauge_add(&t->m.conns_open, 1);
     gw_ctr_add(&t->m.conns_accepted, 1);
-    if (epoll_ctl(t->ep, EPOLL_CTL_ADD, fd, &e) == -1) {
-        d11_error("epoll_ctl(client): %s", strerror(errno));
+    int rc = d11_io_start(&t->loop, &c->io, fd, D11_IO_READ, client_on_io, c);
+    if (rc < 0) {
+        d11_error("cannot watch a client connection: %s", d11_strerror(rc));
+        c->io.fd = fd;
         conn_close(t, c);
     }
 }
@@ -250,7 +244,7 @@ static void conn_process(gw_thread *t, gw_conn *c)
     }
     if (off) d11_buf_consume(&c->in, off);
     if (rc == D11_HTTP_NEED && (d11_http_in_busy(&c->http) || c->in.len > 0)) {
-        if (!c->req_start_ms) c->req_start_ms = t->now_ms;
+        if (!c->req_start_ms) c->req_start_ms = gw_now_ms(t);
     } else if (!d11_http_in_busy(&c->http)) {
         c->req_start_ms = 0;
     }
@@ -263,10 +257,10 @@ static void conn_read(gw_thread *t, gw_conn *c)
         d11_buf_reserve(&c->in, 16384);
         size_t room = c->in.cap - c->in.len - 1;
         if (room > D11_HTTP_IN_BYTES_MAX - c->in.len) room = D11_HTTP_IN_BYTES_MAX - c->in.len;
-        ssize_t r = read(c->fd, c->in.data + c->in.len, room);
+        ssize_t r = read(c->io.fd, c->in.data + c->in.len, room);
         if (r > 0) {
             c->in.len += (size_t)r;
-            c->last_active_ms = t->now_ms;
+            c->last_active_ms = gw_now_ms(t);
             if ((size_t)r < room) break;
             continue;
         }
@@ -287,10 +281,10 @@ static void conn_service(gw_thread *t, gw_conn *c)
 {
     for (int round = 0; round < 2 && c->open; round++) {
         while (c->out_off < c->out.len) {
-            ssize_t w = write(c->fd, c->out.data + c->out_off, c->out.len - c->out_off);
+            ssize_t w = write(c->io.fd, c->out.data + c->out_off, c->out.len - c->out_off);
             if (w > 0) {
                 c->out_off += (size_t)w;
-                c->last_active_ms = t->now_ms;
+                c->last_active_ms = gw_now_ms(t);
                 continue;
             }
             if (w == -1 && errno == EINTR) continue;
@@ -317,12 +311,16 @@ static void conn_service(gw_thread *t, gw_conn *c)
         conn_close(t, c);
         return;
     }
-    uint32_t ev = 0;
+    uint32_t want = 0;
     if (!c->closing && !c->rd_eof && !t->stopping && c->in.len < D11_HTTP_IN_BYTES_MAX &&
         c->out.len - c->out_off < D11_HTTP_OUT_BYTES_MAX)
-        ev |= EPOLLIN;
-    if (c->out.len > c->out_off) ev |= EPOLLOUT;
-    conn_set_events(t, c, ev);
+        want |= D11_IO_READ;
+    if (c->out.len > c->out_off) want |= D11_IO_WRITE;
+    int rc = d11_io_want(&t->loop, &c->io, want); /* an epoll_ctl only when it changes */
+    if (rc < 0) {
+        d11_error("cannot re-arm a client connection: %s", d11_strerror(rc));
+        conn_close(t, c);
+    }
 }
 
 void gw_clients_flush(gw_thread *t)
@@ -338,7 +336,7 @@ void gw_clients_flush(gw_thread *t)
 
 void gw_clients_sweep(gw_thread *t)
 {
-    int64_t now = t->now_ms;
+    int64_t now = gw_now_ms(t);
     for (uint32_t i = 0; i < t->cl.nalloc; i++) {
         gw_conn *c = t->cl.conns[i];
         if (!c->open) continue;
@@ -359,18 +357,29 @@ void gw_clients_sweep(gw_thread *t)
     }
 }
 
-void gw_clients_accept(gw_thread *t)
+static void accept_resume(d11_loop *l, d11_timer *tm)
 {
+    gw_thread *t = tm->data;
+    if (!t->lio.active) return; /* closed meanwhile (drain) */
+    int rc = d11_io_want(l, &t->lio, D11_IO_READ);
+    if (rc < 0) d11_warn("cannot resume accepting: %s", d11_strerror(rc));
+}
+
+/* The listener is readable: accept a batch, refusing over D11_HTTP_CONNS_MAX. */
+static void on_accept(d11_loop *l, d11_io *io, uint32_t events)
+{
+    (void)events;
+    gw_thread *t = gw_thread_of(l);
+    if (t->stopping) return;
     for (int k = 0; k < 256; k++) {
-        int fd = d11_accept(t->lfd);
+        int fd = d11_accept(io->fd);
         if (fd == -EAGAIN || fd == -EWOULDBLOCK) return;
         if (fd < 0) {
             if (fd == -EMFILE || fd == -ENFILE || fd == -ENOBUFS || fd == -ENOMEM) {
                 /* out of descriptors: stop accepting for a moment instead of spinning */
                 d11_warn("accept: %s; pausing accepts for 100 ms", d11_strerror(fd));
-                epoll_ctl(t->ep, EPOLL_CTL_DEL, t->lfd, NULL);
-                t->lfd_armed = false;
-                t->lfd_rearm_ms = t->now_ms + 100;
+                if (d11_io_want(l, io, 0) == 0)
+                    d11_timer_start(l, &t->accept_pause, 100, 0, accept_resume, t);
             }
             return;
         }
@@ -383,21 +392,33 @@ void gw_clients_accept(gw_thread *t)
     }
 }
 
-
-void gw_clients_on_event(gw_thread *t, uint32_t idx, uint32_t e)
+int gw_clients_listen(gw_thread *t)
 {
-    D11_ASSERT(idx < t->cl.nalloc);
-    gw_conn *c = t->cl.conns[idx];
-    if (!c->open) return;
-    if (e & EPOLLOUT) mark_dirty(t, c);
-    if (e & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
-        if (c->events & EPOLLIN) conn_read(t, c);
-        else if (e & (EPOLLHUP | EPOLLERR)) conn_close(t, c);
+    D11_ASSERT(t->lfd >= 0 && !t->lio.active);
+    return d11_io_start(&t->loop, &t->lio, t->lfd, D11_IO_READ, on_accept, t);
+}
+
+/* Readiness of one client connection. */
+static void client_on_io(d11_loop *l, d11_io *io, uint32_t e)
+{
+    gw_thread *t = gw_thread_of(l);
+    gw_conn *c = io->data;
+    D11_ASSERT(c->open && &c->io == io);
+    if (e & D11_IO_WRITE) mark_dirty(t, c);
+    if (e & (D11_IO_READ | D11_IO_HUP)) {
+        if (c->io.want & D11_IO_READ) conn_read(t, c);
+        else if (e & D11_IO_HUP) conn_close(t, c);
     }
 }
 
 void gw_clients_drain(gw_thread *t)
 {
+    d11_timer_stop(&t->loop, &t->accept_pause);
+    if (t->lfd >= 0) {
+        d11_io_stop(&t->loop, &t->lio);
+        close(t->lfd);
+        t->lfd = -1;
+    }
     for (uint32_t i = 0; i < t->cl.nalloc; i++)
         if (t->cl.conns[i]->open) mark_dirty(t, t->cl.conns[i]);
 }
@@ -424,7 +445,7 @@ void gw_clients_release(gw_thread *t)
     gw_clients *cl = &t->cl;
     for (uint32_t i = 0; i < cl->nalloc; i++) {
         gw_conn *c = cl->conns[i];
-        if (c->open) close(c->fd);
+        if (c->open) conn_close(t, c);
         d11_buf_free(&c->in);
         d11_buf_free(&c->out);
         for (int k = 0; k < D11_HTTP_PIPELINE_MAX; k++) d11_buf_free(&c->slots[k].resp);

@@ -14,7 +14,7 @@
  * gw_slot_ref: connection index + generation + slot, so a connection that was closed and
  * reused meanwhile is never answered by mistake (gw_slot_deref returns NULL).
  *
- * Reading stops (EPOLLIN dropped) while the pipeline is full, while `out` holds more
+ * Each connection is a d11_io on the thread's d11_loop. Reading stops (D11_IO_READ dropped) while the pipeline is full, while `out` holds more
  * than D11_HTTP_OUT_BYTES_MAX unsent bytes, once the client has shut its side, or once
  * the connection is closing (an error answer, Connection: close, a 408, shutdown).
  * Writes happen once per loop iteration for every connection marked dirty
@@ -31,6 +31,7 @@
 #include <stdint.h>
 
 #include "../core/limits.h"
+#include "../core/loop.h"
 #include "../core/util.h"
 #include "http.h"
 
@@ -53,14 +54,13 @@ typedef struct gw_slot {
 } gw_slot;
 
 typedef struct gw_conn {
-    int      fd;
+    d11_io   io;         /* the socket; io.want = the readiness currently asked for */
     uint32_t idx, gen;
     bool     open;
     bool     closing;    /* no more requests will be read; close once answered */
     bool     rd_eof;     /* the client shut its sending side */
     bool     dirty;      /* on the thread's service list */
     bool     stalled;    /* parsing stopped at a full pipeline; resume when a slot frees */
-    uint32_t events;     /* epoll interest currently registered */
     int64_t  last_active_ms;
     int64_t  req_start_ms; /* first byte of a request still being received, 0 = none */
     d11_buf  in;
@@ -98,15 +98,15 @@ gw_conn *gw_slot_deref(gw_thread *t, gw_slot_ref ref, int *si);
 /* 0 or -ENOMEM. */
 int  gw_clients_init(gw_thread *t);
 void gw_clients_release(gw_thread *t);
-/* Accept what the listener has (up to a batch), refusing over D11_HTTP_CONNS_MAX. */
-void gw_clients_accept(gw_thread *t);
-/* An epoll event for connection idx. */
-void gw_clients_on_event(gw_thread *t, uint32_t idx, uint32_t events);
-/* Write what is queued, resume stalled pipelines, fix epoll interest; end of iteration. */
+/* Accept on t->lfd (a batch per readiness, refusing over D11_HTTP_CONNS_MAX; paused for
+ * 100 ms when out of descriptors). 0 or -errno. */
+int  gw_clients_listen(gw_thread *t);
+/* Write what is queued, resume stalled pipelines, fix the wanted readiness; called once
+ * per loop iteration (a before-sleep hook). */
 void gw_clients_flush(gw_thread *t);
 /* Timers: 408 for a request not received within D11_HTTP_HEADER_TIMEOUT_MS, idle close. */
 void gw_clients_sweep(gw_thread *t);
-/* Shutdown: stop reading everywhere; connections close once answered. */
+/* Shutdown: close the listener, stop reading everywhere; connections close once answered. */
 void gw_clients_drain(gw_thread *t);
 void gw_clients_close_all(gw_thread *t);
 

@@ -3,15 +3,17 @@
  * their epoll loop. See gw.h for the modules and the threading model, docs/gateway.md for
  * the design as a whole.
  *
- * One loop iteration: wait (at most until the next timer, at most SWEEP_MS), then hand
- * each event to its owner by tag (client connections, upstream connections, the
- * listener, the wake-up eventfd); then write what the iteration produced — upstream
- * frames, client responses, and upstream frames again for requests dispatched while
- * servicing stalled pipelines — so a burst costs one write(2) per connection. Every
- * SWEEP_MS: client timers (408, idle), token and rules reloads, listener re-arm.
+ * Each thread runs one d11_loop (core/loop.h). One iteration: wait (at most until the
+ * next timer, at most GW_SWEEP_MS); the loop hands each readiness event to its d11_io
+ * (client connections and the listener: client.c; upstream links: upstream.c via
+ * rpc/link.c; the wake eventfd); timers run (the GW_SWEEP_MS sweep: client timers, token
+ * and rules reloads); then the before-sleep hooks, in this order: upstream tick
+ * (deadlines, reconnects, routing refresh), upstream flush, client flush (responses,
+ * stalled pipelines), upstream flush again — so a burst costs one write(2) per
+ * connection.
  *
  * Shutdown: SIGINT/SIGTERM are taken by the main thread (sigtimedwait, so no signal
- * handler and no global); it sets gw.stop and wakes every loop through its eventfd. Each
+ * handler and no global); it sets gw.stop and wakes every loop (d11_wake_signal). Each
  * thread then closes its listener, stops reading, closes idle connections, answers what
  * is in flight (upstream deadlines bound that), and exits when its last connection is
  * closed or after request timeout + D11_GW_DRAIN_EXTRA_MS. A second signal exits at once
@@ -24,8 +26,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -33,78 +33,86 @@
 #include "../cmd.h"
 #include "router.h"
 
-#define SWEEP_MS 100
+/* ---- the loop's callbacks ---- */
 
 static void begin_drain(gw_thread *t)
 {
     t->stopping = true;
-    t->drain_deadline_ms = t->now_ms + t->gw->cfg.request_timeout_ms + D11_GW_DRAIN_EXTRA_MS;
-    if (t->lfd >= 0) {
-        epoll_ctl(t->ep, EPOLL_CTL_DEL, t->lfd, NULL);
-        close(t->lfd);
-        t->lfd = -1;
-    }
+    t->drain_deadline_ms = gw_now_ms(t) + t->gw->cfg.request_timeout_ms + D11_GW_DRAIN_EXTRA_MS;
     gw_clients_drain(t);
 }
 
-static void refresh_rules(gw_thread *t)
+/* The main thread signalled: a stop (the only message it sends). */
+static void on_wake(d11_loop *l, d11_wake *w)
 {
-    uint64_t g = d11_rules_store_gen(&t->gw->rules);
-    if (g != t->rules_gen) d11_rules_store_get(&t->gw->rules, &t->rules, &t->rules_gen);
+    (void)w;
+    gw_thread *t = gw_thread_of(l);
+    if (!t->stopping && atomic_load(&t->gw->stop)) begin_drain(t);
+}
+
+/* Every GW_SWEEP_MS: client timers (408, idle), token and rules file reloads. */
+static void on_sweep(d11_loop *l, d11_timer *tm)
+{
+    (void)tm;
+    gw_thread *t = gw_thread_of(l);
+    int64_t now = gw_now_ms(t);
+    gw_clients_sweep(t);
+    d11_auth_maybe_reload(t->auth, now);
+    if (t->id == 0) d11_rules_store_maybe_reload(&t->gw->rules, now);
+}
+
+static void on_up_timer(d11_loop *l, d11_timer *tm)
+{
+    (void)l;
+    (void)tm; /* only wakes the loop: the tick hook does the work */
+}
+
+/* Hook 1: upstream deadlines, reconnects, routing refresh; wake for the next one. */
+static void hook_up_tick(d11_loop *l, void *data)
+{
+    gw_thread *t = data;
+    int64_t wait = gw_up_tick(t);
+    if (wait < 1) wait = 1;
+    d11_timer_start(l, &t->up_timer, wait, 0, on_up_timer, t);
+}
+
+/* Hook 2: write upstream frames. */
+static void hook_up_flush(d11_loop *l, void *data)
+{
+    (void)l;
+    gw_up_flush(data);
+}
+
+/* Hook 3: write client responses, resume stalled pipelines, close finished connections. */
+static void hook_clients_flush(d11_loop *l, void *data)
+{
+    (void)l;
+    gw_clients_flush(data);
+}
+
+/* Hook 4: upstream frames again (hook 3 may dispatch requests while it resumes stalled
+ * pipelines). A link that fails here answers its pending requests: do not sleep on them. */
+static void hook_up_flush_last(d11_loop *l, void *data)
+{
+    gw_thread *t = data;
+    gw_up_flush(t);
+    if (t->cl.ndirty) d11_loop_nowait(l);
 }
 
 static void *thread_main(void *arg)
 {
     gw_thread *t = arg;
-    struct epoll_event evs[256];
-    t->now_ms = d11_mono_ms();
-    refresh_rules(t);
-    for (;;) {
-        int64_t wait = gw_up_tick(t);
-        if (wait > SWEEP_MS) wait = SWEEP_MS;
-        if (wait < 0) wait = 0;
-        if (t->cl.ndirty) wait = 0;
-        int n = epoll_wait(t->ep, evs, 256, (int)wait);
-        if (n == -1 && errno != EINTR) d11_fatal("epoll_wait: %s", strerror(errno));
-        t->now_ms = d11_mono_ms();
-        refresh_rules(t);
-        for (int i = 0; i < n; i++) {
-            uint64_t tag = evs[i].data.u64 >> 32;
-            uint32_t idx = (uint32_t)evs[i].data.u64;
-            uint32_t e = evs[i].events;
-            if (tag == GW_TAG_CLIENT) {
-                gw_clients_on_event(t, idx, e);
-            } else if (tag == GW_TAG_UP) {
-                gw_up_on_event(t, (int)idx, e);
-            } else if (tag == GW_TAG_LISTEN) {
-                if (!t->stopping) gw_clients_accept(t);
-            } else if (tag == GW_TAG_EVENT) {
-                uint64_t v;
-                (void)!read(t->efd, &v, sizeof v);
-            }
-        }
-        gw_up_flush(t);
-        gw_clients_flush(t);
-        gw_up_flush(t); /* requests dispatched while servicing stalled pipelines */
-
-        if (t->now_ms >= t->next_sweep_ms) {
-            t->next_sweep_ms = t->now_ms + SWEEP_MS;
-            gw_clients_sweep(t);
-            gw_clients_flush(t);
-            d11_auth_maybe_reload(t->auth, t->now_ms);
-            if (t->id == 0) d11_rules_store_maybe_reload(&t->gw->rules, t->now_ms);
-            if (!t->lfd_armed && !t->stopping && t->lfd >= 0 && t->now_ms >= t->lfd_rearm_ms) {
-                struct epoll_event ev = {.events = EPOLLIN, .data.u64 = GW_TAG_LISTEN << 32};
-                if (epoll_ctl(t->ep, EPOLL_CTL_ADD, t->lfd, &ev) == 0) t->lfd_armed = true;
-            }
-        }
-        if (!t->stopping && atomic_load(&t->gw->stop)) {
+    d11_timer_start(&t->loop, &t->sweep, GW_SWEEP_MS, GW_SWEEP_MS, on_sweep, t);
+    while (!(t->stopping && (t->cl.nopen == 0 || gw_now_ms(t) >= t->drain_deadline_ms))) {
+        int rc = d11_loop_run_once(&t->loop, GW_SWEEP_MS);
+        if (rc < 0) d11_fatal("thread %d: event loop: %s", t->id, d11_strerror(rc));
+        if (!t->stopping && atomic_load(&t->gw->stop)) { /* a wake that came before the flag */
             begin_drain(t);
             gw_clients_flush(t);
         }
-            if (t->stopping && (t->cl.nopen == 0 || t->now_ms >= t->drain_deadline_ms)) break;
     }
     gw_clients_close_all(t);
+    d11_timer_stop(&t->loop, &t->sweep);
     atomic_store(&t->exited, 1);
     return NULL;
 }
@@ -116,36 +124,41 @@ static int thread_init(struct gw *g, gw_thread *t, int id, int lfd)
     t->gw = g;
     t->id = id;
     t->lfd = lfd;
-    t->ep = epoll_create1(EPOLL_CLOEXEC);
-    t->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (t->ep == -1 || t->efd == -1) return -errno;
-    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = GW_TAG_LISTEN << 32};
-    if (epoll_ctl(t->ep, EPOLL_CTL_ADD, lfd, &ev) == -1) return -errno;
-    t->lfd_armed = true;
-    ev.data.u64 = GW_TAG_EVENT << 32;
-    if (epoll_ctl(t->ep, EPOLL_CTL_ADD, t->efd, &ev) == -1) return -errno;
+    int rc = d11_loop_init(&t->loop);
+    if (rc < 0) return rc;
     t->scratch = malloc(D11_HTTP_BODY_BYTES_MAX + 16);
     t->auth = malloc(sizeof *t->auth);
     if (!t->scratch || !t->auth) return -ENOMEM;
-    int rc = gw_clients_init(t);
-    if (rc < 0) return rc;
     d11_buf_init(&t->tmp, 4096);
     d11_random_bytes(&t->rng, sizeof t->rng);
     d11_auth_init(t->auth, g->cfg.data_dir);
-    t->now_ms = d11_mono_ms();
-    return gw_up_init(t);
+    uint64_t gen = d11_rules_store_gen(&g->rules);
+    d11_rules_store_get(&g->rules, &t->rules, &gen);
+    t->rules_gen = gen;
+    if ((rc = gw_clients_init(t)) < 0 || (rc = gw_up_init(t)) < 0 ||
+        (rc = gw_clients_listen(t)) < 0 || (rc = d11_wake_init(&t->loop, &t->wake, on_wake, t)) < 0)
+        return rc;
+    /* order matters: frames queued by the tick and by resumed pipelines leave this pass */
+    if ((rc = d11_loop_before_sleep(&t->loop, hook_up_tick, t)) < 0 ||
+        (rc = d11_loop_before_sleep(&t->loop, hook_up_flush, t)) < 0 ||
+        (rc = d11_loop_before_sleep(&t->loop, hook_clients_flush, t)) < 0 ||
+        (rc = d11_loop_before_sleep(&t->loop, hook_up_flush_last, t)) < 0)
+        return rc;
+    return 0;
 }
 
 static void thread_release(gw_thread *t)
 {
-    gw_up_release(t);
+    gw_up_release(t);    /* completions of what was pending find no client: dropped */
+    gw_clients_drain(t); /* the listener, if still open */
     gw_clients_release(t);
+    d11_wake_release(&t->loop, &t->wake);
+    d11_timer_stop(&t->loop, &t->up_timer);
+    d11_timer_stop(&t->loop, &t->sweep);
     free(t->scratch);
     free(t->auth);
     d11_buf_free(&t->tmp);
-    if (t->lfd >= 0) close(t->lfd);
-    close(t->ep);
-    close(t->efd);
+    d11_loop_release(&t->loop);
 }
 
 static void usage(FILE *f)
@@ -233,10 +246,7 @@ static int run(struct gw *g)
             stopping = true;
             d11_info("signal %d: draining in-flight requests", sig);
             atomic_store(&g->stop, 1);
-            for (int i = 0; i < g->nthreads; i++) {
-                uint64_t one = 1;
-                (void)!write(g->threads[i].efd, &one, sizeof one);
-            }
+            for (int i = 0; i < g->nthreads; i++) d11_wake_signal(&g->threads[i].wake);
         }
         int alive = 0;
         for (int i = 0; i < g->nthreads; i++) alive += !atomic_load(&g->threads[i].exited);

@@ -9,13 +9,14 @@
  *   request    one request being served: errors, path parameters, forwarding (request.h)
  *   orders, products, admin, probes   the handlers, one file per resource
  *   router     the route table and gw_dispatch             (router.h)
- *   gateway    entry point, threads, the epoll loop        (gateway.c)
+ *   gateway    entry point, threads, their d11_loop         (gateway.c)
  * Calls go only downwards: client learns of a parsed request through gw.on_request and
  * upstream reports completions through each pending request's callback, so neither
  * knows the modules above it.
  *
  * Threading model: nthreads identical threads, each with its own SO_REUSEPORT listener,
- * epoll loop, client connections, upstream connections, pending table, token table and
+ * d11_loop (core/loop.h), client connections (a d11_io each), upstream connections (a
+ * d11_links table, rpc/link.h), pending table, token table and
  * copy of the rules. Nothing on the request path is shared except the flow buckets
  * (lock-free, rules.c) and the metrics counters (per thread, single writer). struct gw is
  * written only before the threads start, except `stop` (atomic) and the rules store
@@ -25,6 +26,7 @@
 #define D11_GW_H
 
 #include <pthread.h>
+#include <stddef.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -32,6 +34,7 @@
 #include "../core/config.h"
 #include "../core/json.h"
 #include "../core/limits.h"
+#include "../core/loop.h"
 #include "../core/util.h"
 #include "../rpc/wire.h"
 #include "auth.h"
@@ -41,12 +44,6 @@
 #include "rules.h"
 #include "upstream.h"
 
-/* epoll data: tag << 32 | index */
-#define GW_TAG_LISTEN 1ULL
-#define GW_TAG_UP     2ULL
-#define GW_TAG_CLIENT 3ULL
-#define GW_TAG_EVENT  4ULL
-
 /* A parsed request, handed to the layer above client.c; answer slot si of c. */
 typedef void gw_request_fn(gw_thread *t, gw_conn *c, int si, d11_http_req *r);
 
@@ -54,9 +51,13 @@ struct gw_thread {
     struct gw *gw;         /* process-wide state */
     int        id;
     pthread_t  th;
-    int        ep, lfd, efd;
-    bool       lfd_armed;
-    int64_t    lfd_rearm_ms;
+    d11_loop   loop;
+    d11_wake   wake;       /* the main thread's "stop" reaches the loop at once */
+    d11_timer  sweep;      /* every GW_SWEEP_MS: client timers, token and rules reloads */
+    d11_timer  up_timer;   /* wakes the loop for the next upstream deadline or reconnect */
+    int        lfd;        /* this thread's SO_REUSEPORT listener, -1 once closed */
+    d11_io     lio;
+    d11_timer  accept_pause; /* out of descriptors: accepts resume after this */
     gw_clients cl;         /* client.c */
     gw_upstream ups;       /* upstream.c */
     d11_auth  *auth;
@@ -73,8 +74,6 @@ struct gw_thread {
     /* lifecycle */
     bool       stopping;
     int64_t    drain_deadline_ms;
-    int64_t    now_ms;
-    int64_t    next_sweep_ms;
     _Atomic int exited;
     gw_metrics m;
 };
@@ -90,6 +89,16 @@ struct gw {
     int             nroutes;     /* route ids 0..nroutes-1 (0 = other) */
     const char     *route_labels[GW_ROUTES_MAX];
 };
+
+#define GW_SWEEP_MS 100
+
+/* The thread that owns loop l (every gateway loop is embedded in its gw_thread). */
+static inline gw_thread *gw_thread_of(d11_loop *l)
+{
+    return (gw_thread *)(void *)((char *)l - offsetof(gw_thread, loop));
+}
+/* The loop's cached clock (CLOCK_MONOTONIC ms at the last wakeup). */
+static inline int64_t gw_now_ms(const gw_thread *t) { return d11_loop_now_ms(&t->loop); }
 
 /* splitmix64: request ids and span ids need uniqueness, not secrecy. */
 static inline uint64_t gw_rand64(gw_thread *t)

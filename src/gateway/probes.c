@@ -81,7 +81,7 @@ static void agg_start(gw_thread *t, gw_req *rq, int kind)
         pt->target = (uint8_t)(k == 0 ? GW_UP_CENTER : gw_up_cell(k - 1));
         pt->ping_ok = pt->stats_ok = -1;
         pt->sent_us = now;
-        if (!gw_up_ready(t, pt->target)) {
+        if (!gw_up_writable(t, pt->target)) {
             pt->ping_ok = pt->stats_ok = 0;
             continue;
         }

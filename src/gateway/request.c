@@ -116,7 +116,7 @@ void gw_forward(gw_thread *t, gw_req *rq, int target, uint16_t type)
         gw_fail(t, rq, 503, "unavailable", "%s is unavailable", gw_up_name(t, target));
         return;
     }
-    if (gw_up_backlog(t, target) > D11_RPC_OUT_BYTES_MAX) {
+    if (gw_up_backlog(t, target) > GW_UP_BACKLOG_MAX) {
         gw_ctr_add(&t->m.uperr[target][GW_UPERR_UNAVAILABLE], 1);
         gw_fail(t, rq, 503, "unavailable", "%s is overloaded", gw_up_name(t, target));
         return;

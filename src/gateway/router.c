@@ -226,6 +226,9 @@ void gw_dispatch(gw_thread *t, gw_conn *c, int si, d11_http_req *r)
     D11_ASSERT(s->state == SLOT_WAIT);
     if (r->traceparent.present && !r->traceparent.over)
         parse_traceparent(r->traceparent.v, r->traceparent.len, s->trace_id, &s->trace_flags);
+    /* the rules in force: one acquire load, a copy only when they changed (rare) */
+    uint64_t gen = d11_rules_store_gen(&t->gw->rules);
+    if (gen != t->rules_gen) d11_rules_store_get(&t->gw->rules, &t->rules, &t->rules_gen);
     gw_req rq = {.c = c, .si = si, .http = r};
     if (route(t, &rq) && admit(t, &rq) && within_rules(t, &rq)) rq.route->handler(t, &rq);
 }

@@ -7,29 +7,31 @@
  * Unix-socket connect (a full listen backlog fails at once instead of blocking the loop)
  * and re-tried with doubling backoff while down. When a connection drops or sends
  * garbage, every request pending on it completes with GW_UPERR_DROPPED and it is
- * reconnected. Frames are written once per loop iteration (gw_up_flush).
+ * reconnected (the d11_link's on_close, up_closed). Frames are written once per loop
+ * iteration (gw_up_flush).
  * Thread: the owning thread only.
  */
 #include "upstream.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include "gw.h"
 
-static void up_set_events(gw_thread *t, int target, bool want_write)
+/* The open link of target, or NULL while it is down. */
+static d11_link *up_link(gw_thread *t, int target)
 {
     gw_up *u = &t->ups.up[target];
-    if (u->want_write == want_write) return;
-    struct epoll_event ev = {.events = EPOLLIN | (want_write ? EPOLLOUT : 0),
-                             .data.u64 = (GW_TAG_UP << 32) | (uint64_t)target};
-    if (epoll_ctl(t->ep, EPOLL_CTL_MOD, u->c.fd, &ev) == 0) u->want_write = want_write;
+    if (!u->connected) return NULL;
+    d11_link *k = d11_links_get(&t->ups.links, u->link_idx, u->link_gen);
+    D11_ASSERT(k != NULL); /* a closed link has gone through up_closed */
+    return k;
 }
 
 static int connect_unix_nb(const char *path)
@@ -61,12 +63,16 @@ static void set_wanted(gw_thread *t, int ncells)
     }
 }
 
+static void up_on_frame(d11_links *lt, d11_link *k, const d11_frame *f);
+static void up_closed(d11_links *lt, d11_link *k, int why);
+
 int gw_up_init(gw_thread *t)
 {
+    int rc = d11_links_init(&t->ups.links, &t->loop, GW_UP_N, up_on_frame, up_closed, t);
+    if (rc < 0) return rc;
     for (int i = 0; i < GW_UP_N; i++) {
         gw_up *u = &t->ups.up[i];
         memset(u, 0, sizeof *u);
-        u->c.fd = -1;
         if (i == GW_UP_CENTER) snprintf(u->name, sizeof u->name, "center");
         else snprintf(u->name, sizeof u->name, "cell-%d", i - 1);
         char file[32];
@@ -92,8 +98,8 @@ int gw_up_init(gw_thread *t)
 
 void gw_up_release(gw_thread *t)
 {
-    for (int i = 0; i < GW_UP_N; i++)
-        if (t->ups.up[i].c.fd >= 0 || t->ups.up[i].c.in.data) d11_conn_release(&t->ups.up[i].c);
+    d11_timer_stop(&t->loop, &t->up_timer);
+    d11_links_release(&t->ups.links); /* closes: what is pending completes as dropped */
     free(t->ups.pend);
     free(t->ups.pend_free);
 }
@@ -107,7 +113,8 @@ const char *gw_up_name(gw_thread *t, int target)
 size_t gw_up_backlog(gw_thread *t, int target)
 {
     D11_ASSERT(target >= 0 && target < GW_UP_N);
-    return d11_conn_pending(&t->ups.up[target].c);
+    d11_link *k = up_link(t, target);
+    return k ? d11_conn_pending(&k->c) : 0;
 }
 
 const d11_routing *gw_routing(gw_thread *t, bool *live)
@@ -119,6 +126,11 @@ const d11_routing *gw_routing(gw_thread *t, bool *live)
 bool gw_up_ready(gw_thread *t, int target)
 {
     return target >= 0 && target < GW_UP_N && t->ups.up[target].connected;
+}
+
+bool gw_up_writable(gw_thread *t, int target)
+{
+    return gw_up_ready(t, target) && gw_up_backlog(t, target) <= GW_UP_BACKLOG_MAX;
 }
 
 int gw_target_of_slot(gw_thread *t, unsigned slot)
@@ -142,7 +154,7 @@ gw_pend *gw_pend_alloc(gw_thread *t, int cls, gw_up_cb *cb, void *ctx, uint64_t 
     p->cb = cb;
     p->ctx = ctx;
     p->arg = arg;
-    p->deadline_ms = t->now_ms + (cls == GW_PC_PROBE ? D11_GW_PROBE_TIMEOUT_MS : t->gw->cfg.request_timeout_ms);
+    p->deadline_ms = gw_now_ms(t) + (cls == GW_PC_PROBE ? D11_GW_PROBE_TIMEOUT_MS : t->gw->cfg.request_timeout_ms);
     /* append to its class list: deadlines within a class are non-decreasing */
     p->prev = t->ups.list_tail[cls];
     p->next = GW_NIL;
@@ -185,35 +197,39 @@ void gw_up_send(gw_thread *t, int target, gw_pend *p, uint16_t type, uint16_t fl
                 const uint8_t trace_id[16], const uint8_t span_id[8], uint8_t trace_flags,
                 uint32_t deadline_ms)
 {
-    gw_up *u = &t->ups.up[target];
-    D11_ASSERT(u->connected);
+    d11_link *k = up_link(t, target);
+    D11_ASSERT(k != NULL && p->req_id != 0);
     p->target = (uint8_t)target;
     d11_frame_hdr h = {.type = type, .flags = flags, .req_id = p->req_id,
                        .deadline_ms = deadline_ms, .trace_flags = trace_flags};
     if (trace_id) memcpy(h.trace_id, trace_id, 16);
     if (span_id) memcpy(h.span_id, span_id, 8);
-    size_t start = d11_frame_begin(&u->c.out, &h);
-    d11_buf_append(&u->c.out, t->tmp.data, t->tmp.len);
-    d11_frame_end(&u->c.out, start);
-    u->dirty = true;
+    d11_buf *out = d11_link_out(k); /* marks the link dirty: written by the flush hook */
+    size_t start = d11_frame_begin(out, &h);
+    d11_buf_append(out, t->tmp.data, t->tmp.len);
+    d11_frame_end(out, start);
 }
 
 /* ---- connection state ---- */
 
-static void up_down(gw_thread *t, int target, const char *why)
+/* A link closed (peer gone, I/O error, bad stream, release): the target is down until a
+ * reconnect; everything pending on it completes as dropped. */
+static void up_closed(d11_links *lt, d11_link *k, int why)
 {
+    gw_thread *t = lt->data;
+    int target = (int)(intptr_t)k->data;
+    D11_ASSERT(target >= 0 && target < GW_UP_N);
     gw_up *u = &t->ups.up[target];
-    if (u->c.fd >= 0) {
-        epoll_ctl(t->ep, EPOLL_CTL_DEL, u->c.fd, NULL);
-        d11_conn_release(&u->c);
-    }
-    u->c.fd = -1;
-    bool was = u->connected;
+    D11_ASSERT(u->connected && u->link_idx == k->idx && u->link_gen == k->gen);
     u->connected = false;
-    u->dirty = u->want_write = false;
-    u->retry_at_ms = t->now_ms + u->backoff_ms;
+    u->retry_at_ms = gw_now_ms(t) + u->backoff_ms;
     atomic_store_explicit(&t->m.up_connected[target], 0, memory_order_relaxed);
-    if (was) d11_warn("thread %d: connection to %s lost: %s", t->id, u->name, why);
+    if (why == D11_EPROTO) gw_ctr_add(&t->m.uperr[target][GW_UPERR_PROTOCOL], 1);
+    if (why != 0)
+        d11_warn("thread %d: connection to %s lost: %s", t->id, u->name,
+                 why == D11_ECLOSED ? "closed by peer"
+                 : why == D11_EPROTO ? "protocol error"
+                                     : d11_strerror(why));
     if (target == GW_UP_CENTER) t->ups.routing_inflight = false;
     /* fail everything pending on it: both classes */
     for (int cls = 0; cls < GW_PC_N; cls++) {
@@ -232,26 +248,25 @@ static void up_try_connect(gw_thread *t, int target)
     gw_up *u = &t->ups.up[target];
     int fd = connect_unix_nb(u->path);
     if (fd < 0) {
-        if (!u->warned_down && t->id == 0 && t->now_ms - t->gw->start_ms > 5000) {
+        if (!u->warned_down && t->id == 0 && gw_now_ms(t) - t->gw->start_ms > 5000) {
             d11_warn("%s not reachable at %s: %s (retrying)", u->name, u->path, d11_strerror(fd));
             u->warned_down = true;
         }
-        u->retry_at_ms = t->now_ms + u->backoff_ms;
+        u->retry_at_ms = gw_now_ms(t) + u->backoff_ms;
         u->backoff_ms = u->backoff_ms * 2 > D11_GW_RECONNECT_MS_MAX ? D11_GW_RECONNECT_MS_MAX
                                                                      : u->backoff_ms * 2;
         return;
     }
-    d11_conn_init(&u->c, fd);
-    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = (GW_TAG_UP << 32) | (uint64_t)target};
-    if (epoll_ctl(t->ep, EPOLL_CTL_ADD, fd, &ev) == -1) {
-        d11_error("epoll_ctl(%s): %s", u->name, strerror(errno));
-        d11_conn_release(&u->c);
-        u->c.fd = -1;
-        u->retry_at_ms = t->now_ms + u->backoff_ms;
+    d11_link *k = d11_links_add(&t->ups.links, fd); /* takes the fd */
+    if (!k) {
+        d11_error("cannot watch the connection to %s", u->name);
+        u->retry_at_ms = gw_now_ms(t) + u->backoff_ms;
         return;
     }
+    k->data = (void *)(intptr_t)target;
+    u->link_idx = k->idx;
+    u->link_gen = k->gen;
     u->connected = true;
-    u->want_write = false;
     u->backoff_ms = D11_GW_RECONNECT_MS_MIN;
     if (u->warned_down || t->id == 0) d11_log(u->warned_down ? D11_LOG_INFO : D11_LOG_DEBUG,
                                               "connected to %s", u->name);
@@ -260,20 +275,7 @@ static void up_try_connect(gw_thread *t, int target)
     if (target == GW_UP_CENTER) t->ups.routing_next_ms = 0; /* fetch the table now */
 }
 
-void gw_up_flush(gw_thread *t)
-{
-    for (int i = 0; i < GW_UP_N; i++) {
-        gw_up *u = &t->ups.up[i];
-        if (!u->dirty || !u->connected) continue;
-        u->dirty = false;
-        int rc = d11_conn_flush(&u->c);
-        if (rc < 0) {
-            up_down(t, i, d11_strerror(rc));
-            continue;
-        }
-        up_set_events(t, i, rc == 1);
-    }
-}
+void gw_up_flush(gw_thread *t) { d11_links_flush(&t->ups.links); }
 
 /* ---- replies ---- */
 
@@ -308,12 +310,13 @@ static void on_routing_reply(gw_thread *t, const gw_pend *p, const d11_frame *f,
     set_wanted(t, (int)r->ncells);
 }
 
-static void handle_frame(gw_thread *t, int target, const d11_frame *f)
+static void up_on_frame(d11_links *lt, d11_link *k, const d11_frame *f)
 {
+    gw_thread *t = lt->data;
+    int target = (int)(intptr_t)k->data;
     if (!(f->hdr.flags & D11_WF_REPLY)) {
         /* the gateway serves no requests over the wire: refuse politely */
-        d11_conn_reply(&t->ups.up[target].c, &f->hdr, 404, "not_found", "gateway serves no wire requests", 31);
-        t->ups.up[target].dirty = true;
+        d11_link_reply(k, &f->hdr, 404, "not_found", "gateway serves no wire requests", 31);
         return;
     }
     gw_pend *p = pend_lookup(t, f->hdr.req_id);
@@ -324,39 +327,11 @@ static void handle_frame(gw_thread *t, int target, const d11_frame *f)
     pend_complete(t, p, f, 0);
 }
 
-void gw_up_on_event(gw_thread *t, int target, uint32_t events)
-{
-    gw_up *u = &t->ups.up[target];
-    if (!u->connected) return;
-    if (events & EPOLLOUT) {
-        int rc = d11_conn_flush(&u->c);
-        if (rc < 0) {
-            up_down(t, target, d11_strerror(rc));
-            return;
-        }
-        up_set_events(t, target, rc == 1);
-    }
-    if (!(events & (EPOLLIN | EPOLLHUP | EPOLLERR))) return;
-    int rc = d11_conn_read(&u->c);
-    d11_frame f;
-    int fr;
-    while ((fr = d11_conn_frame(&u->c, &f)) == 1) {
-        handle_frame(t, target, &f);
-        if (!u->connected) return; /* a handler cannot drop it, but stay safe */
-    }
-    if (fr < 0) {
-        gw_ctr_add(&t->m.uperr[target][GW_UPERR_PROTOCOL], 1);
-        up_down(t, target, "protocol error");
-        return;
-    }
-    d11_conn_compact(&u->c);
-    if (rc < 0) up_down(t, target, rc == D11_ECLOSED ? "closed by peer" : d11_strerror(rc));
-}
-
 /* ---- timers ---- */
 
 static void send_routing_get(gw_thread *t)
 {
+    if (!gw_up_writable(t, GW_UP_CENTER)) return;
     gw_pend *p = gw_pend_alloc(t, GW_PC_PROBE, on_routing_reply, NULL, 0);
     if (!p) return;
     d11_buf_reset(&t->tmp);
@@ -369,7 +344,7 @@ static void send_routing_get(gw_thread *t)
 
 int64_t gw_up_tick(gw_thread *t)
 {
-    int64_t now = t->now_ms, next = now + 100;
+    int64_t now = gw_now_ms(t), next = now + 100;
     /* deadlines */
     for (int cls = 0; cls < GW_PC_N; cls++) {
         while (t->ups.list_head[cls] != GW_NIL) {

@@ -22,8 +22,9 @@
  * expired entry. Pool of D11_GW_PENDING_MAX entries per thread, allocated at start; a
  * full pool is backpressure (gw_pend_alloc returns NULL).
  *
- * Frames are appended to the target's output buffer and written once per loop iteration
- * (gw_up_flush), so a burst of requests to one cell costs one write(2).
+ * Connections are d11_links (rpc/link.h) in a table of GW_UP_N per thread: frames are
+ * appended to the link's output and written once per loop iteration (gw_up_flush, the
+ * table's one flush/re-arm path), so a burst of requests to one cell costs one write(2).
  *
  * Routing: the table is re-fetched from the center every D11_GW_ROUTING_REFRESH_MS; until
  * the center has answered once, d11_routing_default(--cells) is used.
@@ -36,6 +37,7 @@
 #include <stdint.h>
 
 #include "../rpc/conn.h"
+#include "../rpc/link.h"
 #include "../rpc/wire.h"
 #include "metrics.h"
 
@@ -63,10 +65,8 @@ struct gw_pend {
 };
 
 typedef struct gw_up {
-    d11_conn c;           /* c.fd < 0 while down */
+    uint32_t link_idx, link_gen; /* its d11_link while connected */
     bool     connected;
-    bool     dirty;       /* frames queued since the last flush */
-    bool     want_write;  /* EPOLLOUT armed */
     bool     wanted;      /* a target we keep connected */
     bool     warned_down; /* logged the outage once */
     int64_t  retry_at_ms;
@@ -77,6 +77,7 @@ typedef struct gw_up {
 
 /* The upstream side of one thread. */
 typedef struct gw_upstream {
+    d11_links links;       /* one link per connected target */
     gw_up     up[GW_UP_N];
     gw_pend  *pend;        /* [D11_GW_PENDING_MAX] */
     uint32_t *pend_free;
@@ -93,13 +94,17 @@ typedef struct gw_upstream {
 /* 0 or -ENOMEM / -ENAMETOOLONG. */
 int  gw_up_init(gw_thread *t);
 void gw_up_release(gw_thread *t);
-/* An epoll event for target. */
-void gw_up_on_event(gw_thread *t, int target, uint32_t events);
-/* Write the frames queued this iteration (one write per target). */
+/* Write the frames queued this iteration (one write per target; a before-sleep hook). */
 void gw_up_flush(gw_thread *t);
-/* Reconnects, deadlines, routing refresh. Returns ms until the next due timer. */
+/* Deadlines, reconnects, routing refresh (a before-sleep hook). Returns ms until the next
+ * due one. */
 int64_t gw_up_tick(gw_thread *t);
+/* Connected now. */
 bool gw_up_ready(gw_thread *t, int target);
+/* Connected, and its unsent bytes leave room for one more frame under the link's
+ * D11_RPC_OUT_BYTES_MAX (over it the link would be closed as a peer that stopped reading). */
+#define GW_UP_BACKLOG_MAX ((size_t)D11_RPC_OUT_BYTES_MAX - (size_t)D11_FRAME_BYTES_MAX)
+bool gw_up_writable(gw_thread *t, int target);
 /* Name of a target ("center", "cell-3"). */
 const char *gw_up_name(gw_thread *t, int target);
 /* Bytes queued and not yet written to target. */
@@ -109,7 +114,7 @@ size_t gw_up_backlog(gw_thread *t, int target);
 gw_pend *gw_pend_alloc(gw_thread *t, int cls, gw_up_cb *cb, void *ctx, uint64_t arg);
 /*
  * Queue one request frame (payload: t->tmp) to target for pending p. The target must be
- * ready (gw_up_ready). trace_id may be NULL (a fresh trace upstream).
+ * writable (gw_up_writable). trace_id may be NULL (a fresh trace upstream).
  */
 void gw_up_send(gw_thread *t, int target, gw_pend *p, uint16_t type, uint16_t flags,
                 const uint8_t trace_id[16], const uint8_t span_id[8], uint8_t trace_flags,
