@@ -73,7 +73,10 @@ static void hook_up_tick(d11_loop *l, void *data)
     gw_thread *t = data;
     int64_t wait = gw_up_tick(t);
     if (wait < 1) wait = 1;
-    d11_timer_start(l, &t->up_timer, wait, 0, on_up_timer, t);
+    /* re-arm only to wake earlier: an early wakeup costs one idle pass, a re-arm per pass
+     * costs a heap update every iteration */
+    if (!d11_timer_armed(&t->up_timer) || t->up_timer.at_ms > gw_now_ms(t) + wait)
+        d11_timer_start(l, &t->up_timer, wait, 0, on_up_timer, t);
 }
 
 /* Hook 2: write upstream frames. */
