@@ -72,10 +72,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     static d11_rules rules, again;
     bool hv;
     char err[200];
-    if (d11_rules_parse(s, size, &rules, &hv, err, sizeof err) == 0) {
+    if (d11_rules_parse(&J, s, size, &rules, &hv, err, sizeof err) == 0) {
         d11_buf_reset(&b);
         d11_rules_render(&rules, &b);
-        if (d11_rules_parse(b.data, b.len, &again, &hv, err, sizeof err) != 0) abort();
+        if (d11_rules_parse(&J, b.data, b.len, &again, &hv, err, sizeof err) != 0) abort();
         if (again.ndeny != rules.ndeny || again.max_order_qty != rules.max_order_qty) abort();
     }
     d11_buf_free(&b);

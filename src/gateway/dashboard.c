@@ -6,7 +6,7 @@
  * histogram bucket deltas between two polls, so it shows the last second, not averages
  * since start.
  */
-#include "gw_int.h"
+#include "probes.h"
 
 const char gw_dashboard_html[] =
     "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>d11 dashboard</title>\n"

@@ -1,7 +1,11 @@
 /*
- * rules.c — rules documents, the shared rules store, GCRA flow buckets (see rules.h).
- * Threads: the store functions take the store mutex (admin path, rare); d11_flow_take
- * and d11_rules_store_gen are lock-free (hot path).
+ * rules.c — rules documents, the shared rules store and its two files (rules.json, the
+ * document in force; rules.history, max-ever version + history), GCRA flow buckets (see
+ * rules.h for the contract and the crash reasoning).
+ * Invariants: cur.version <= max_version, every history version <= max_version, and
+ * max_version on disk is never behind any version a client has been shown.
+ * Threads: the store functions take the store mutex (admin path, rare; they do blocking
+ * file I/O); d11_flow_take and d11_rules_store_gen are lock-free (hot path).
  */
 #include "rules.h"
 
@@ -47,45 +51,44 @@ static int cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-int d11_rules_parse(const char *js, size_t n, d11_rules *out, bool *has_version, char *err,
-                    size_t errlen)
+int d11_rules_parse(d11_json *j, const char *js, size_t n, d11_rules *out, bool *has_version,
+                    char *err, size_t errlen)
 {
-    static __thread d11_json j; /* 5 KB: keep it off small thread stacks */
     memset(out, 0, sizeof *out);
     *has_version = false;
-    if (d11_json_parse(&j, js, n) != 0) {
-        snprintf(err, errlen, "%s", j.err);
+    if (d11_json_parse(j, js, n) != 0) {
+        snprintf(err, errlen, "%s", j->err);
         return D11_JSON_EBAD;
     }
     char name[48];
     int k = 1;
-    for (int i = 0; i < j.tok[0].size; i++, k = j.tok[k + 1].next) {
+    for (int i = 0; i < j->tok[0].size; i++, k = j->tok[k + 1].next) {
         int v = k + 1;
-        if (d11_json_str_eq(&j, k, "version", 7)) {
-            if (d11_json_u64(&j, v, 0, (uint64_t)INT64_MAX, &out->version))
+        if (d11_json_str_eq(j, k, "version", 7)) {
+            if (d11_json_u64(j, v, 0, (uint64_t)INT64_MAX, &out->version))
                 return bad(err, errlen, "%s: must be a non-negative integer", "version");
             *has_version = true;
-        } else if (d11_json_str_eq(&j, k, "updated_at", 10)) {
+        } else if (d11_json_str_eq(j, k, "updated_at", 10)) {
             /* informational; ignored */
-        } else if (d11_json_str_eq(&j, k, "flow", 4)) {
-            if (j.tok[v].type != D11_JT_OBJECT) return bad(err, errlen, "%s: must be an object", "flow");
+        } else if (d11_json_str_eq(j, k, "flow", 4)) {
+            if (j->tok[v].type != D11_JT_OBJECT) return bad(err, errlen, "%s: must be an object", "flow");
             int fk = v + 1;
-            for (int f = 0; f < j.tok[v].size; f++, fk = j.tok[fk + 1].next) {
-                int r = res_find(&j, fk), fv = fk + 1;
-                key_name(&j, fk, name, sizeof name);
+            for (int f = 0; f < j->tok[v].size; f++, fk = j->tok[fk + 1].next) {
+                int r = res_find(j, fk), fv = fk + 1;
+                key_name(j, fk, name, sizeof name);
                 if (r < 0) return bad(err, errlen, "flow.%s: unknown resource", name);
-                if (j.tok[fv].type == D11_JT_NULL) continue;
-                if (j.tok[fv].type != D11_JT_OBJECT)
+                if (j->tok[fv].type == D11_JT_NULL) continue;
+                if (j->tok[fv].type != D11_JT_OBJECT)
                     return bad(err, errlen, "flow.%s: must be an object {\"qps\",\"burst\"}", name);
                 int q = fv + 1;
                 bool seen_qps = false;
-                for (int m = 0; m < j.tok[fv].size; m++, q = j.tok[q + 1].next) {
-                    if (d11_json_str_eq(&j, q, "qps", 3)) {
-                        if (d11_json_u64(&j, q + 1, 1, D11_FLOW_QPS_MAX, &out->flow[r].qps))
+                for (int m = 0; m < j->tok[fv].size; m++, q = j->tok[q + 1].next) {
+                    if (d11_json_str_eq(j, q, "qps", 3)) {
+                        if (d11_json_u64(j, q + 1, 1, D11_FLOW_QPS_MAX, &out->flow[r].qps))
                             return bad(err, errlen, "flow.%s.qps: must be an integer in 1..10000000", name);
                         seen_qps = true;
-                    } else if (d11_json_str_eq(&j, q, "burst", 5)) {
-                        if (d11_json_u64(&j, q + 1, 1, D11_FLOW_QPS_MAX, &out->flow[r].burst))
+                    } else if (d11_json_str_eq(j, q, "burst", 5)) {
+                        if (d11_json_u64(j, q + 1, 1, D11_FLOW_QPS_MAX, &out->flow[r].burst))
                             return bad(err, errlen, "flow.%s.burst: must be an integer in 1..10000000", name);
                     } else {
                         return bad(err, errlen, "flow.%s: unknown field (expected qps, burst)", name);
@@ -94,48 +97,48 @@ int d11_rules_parse(const char *js, size_t n, d11_rules *out, bool *has_version,
                 if (!seen_qps) return bad(err, errlen, "flow.%s.qps: required", name);
                 if (!out->flow[r].burst) out->flow[r].burst = out->flow[r].qps;
             }
-        } else if (d11_json_str_eq(&j, k, "degrade", 7)) {
-            if (j.tok[v].type != D11_JT_OBJECT) return bad(err, errlen, "%s: must be an object", "degrade");
+        } else if (d11_json_str_eq(j, k, "degrade", 7)) {
+            if (j->tok[v].type != D11_JT_OBJECT) return bad(err, errlen, "%s: must be an object", "degrade");
             int dk = v + 1;
-            for (int f = 0; f < j.tok[v].size; f++, dk = j.tok[dk + 1].next) {
-                int r = res_find(&j, dk);
-                key_name(&j, dk, name, sizeof name);
+            for (int f = 0; f < j->tok[v].size; f++, dk = j->tok[dk + 1].next) {
+                int r = res_find(j, dk);
+                key_name(j, dk, name, sizeof name);
                 if (r < 0) return bad(err, errlen, "degrade.%s: unknown resource", name);
-                if (d11_json_bool(&j, dk + 1, &out->degrade[r]))
+                if (d11_json_bool(j, dk + 1, &out->degrade[r]))
                     return bad(err, errlen, "degrade.%s: must be true or false", name);
             }
-        } else if (d11_json_str_eq(&j, k, "risk", 4)) {
-            if (j.tok[v].type != D11_JT_OBJECT) return bad(err, errlen, "%s: must be an object", "risk");
+        } else if (d11_json_str_eq(j, k, "risk", 4)) {
+            if (j->tok[v].type != D11_JT_OBJECT) return bad(err, errlen, "%s: must be an object", "risk");
             int rk = v + 1;
-            for (int f = 0; f < j.tok[v].size; f++, rk = j.tok[rk + 1].next) {
+            for (int f = 0; f < j->tok[v].size; f++, rk = j->tok[rk + 1].next) {
                 int rv = rk + 1;
-                if (d11_json_str_eq(&j, rk, "deny_users", 10)) {
-                    if (j.tok[rv].type != D11_JT_ARRAY)
+                if (d11_json_str_eq(j, rk, "deny_users", 10)) {
+                    if (j->tok[rv].type != D11_JT_ARRAY)
                         return bad(err, errlen, "%s: must be an array of user ids", "risk.deny_users");
-                    if (j.tok[rv].size > D11_RISK_DENY_USERS_MAX)
+                    if (j->tok[rv].size > D11_RISK_DENY_USERS_MAX)
                         return bad(err, errlen, "%s: at most 128 user ids", "risk.deny_users");
-                    for (int e = 0; e < j.tok[rv].size; e++)
-                        if (d11_json_u64(&j, d11_json_elem(&j, rv, e), 1, (uint64_t)INT64_MAX,
+                    for (int e = 0; e < j->tok[rv].size; e++)
+                        if (d11_json_u64(j, d11_json_elem(j, rv, e), 1, (uint64_t)INT64_MAX,
                                          &out->deny[e]))
                             return bad(err, errlen, "%s: user ids are integers in 1..2^63-1", "risk.deny_users");
-                    uint32_t nd = (uint32_t)j.tok[rv].size;
+                    uint32_t nd = (uint32_t)j->tok[rv].size;
                     qsort(out->deny, nd, sizeof out->deny[0], cmp_u64);
                     uint32_t u = 0;
                     for (uint32_t e = 0; e < nd; e++)
                         if (u == 0 || out->deny[u - 1] != out->deny[e]) out->deny[u++] = out->deny[e];
                     out->ndeny = u;
-                } else if (d11_json_str_eq(&j, rk, "max_order_quantity", 18)) {
-                    if (j.tok[rv].type == D11_JT_NULL) continue;
-                    if (d11_json_u64(&j, rv, 0, (uint64_t)D11_ORDER_ITEMS_MAX * D11_ITEM_QTY_MAX,
+                } else if (d11_json_str_eq(j, rk, "max_order_quantity", 18)) {
+                    if (j->tok[rv].type == D11_JT_NULL) continue;
+                    if (d11_json_u64(j, rv, 0, (uint64_t)D11_ORDER_ITEMS_MAX * D11_ITEM_QTY_MAX,
                                      &out->max_order_qty))
                         return bad(err, errlen, "%s: must be an integer in 0..16000", "risk.max_order_quantity");
                 } else {
-                    key_name(&j, rk, name, sizeof name);
+                    key_name(j, rk, name, sizeof name);
                     return bad(err, errlen, "risk.%s: unknown field (expected deny_users, max_order_quantity)", name);
                 }
             }
         } else {
-            key_name(&j, k, name, sizeof name);
+            key_name(j, k, name, sizeof name);
             return bad(err, errlen, "%s: unknown field (expected version, flow, degrade, risk)", name);
         }
     }
@@ -180,215 +183,342 @@ bool d11_rules_denied(const d11_rules *r, uint64_t user_id)
 
 /* ---- flow buckets (GCRA) ---- */
 
-static struct {
-    _Atomic int64_t tat_ns;      /* theoretical arrival time of the next request */
-    _Atomic int64_t interval_ns; /* 1e9 / qps; 0 = unlimited */
-    _Atomic int64_t tau_ns;      /* burst * interval */
-} buckets[D11_RES_COUNT];
-
-bool d11_flow_take(int res, int64_t now_ns, int64_t *retry_ns)
+bool d11_flow_take(d11_rules_store *s, int res, int64_t now_ns, int64_t *retry_ns)
 {
     D11_ASSERT(res >= 0 && res < D11_RES_COUNT);
-    int64_t T = atomic_load_explicit(&buckets[res].interval_ns, memory_order_relaxed);
+    d11_flow_bucket *b = &s->buckets[res];
+    int64_t T = atomic_load_explicit(&b->interval_ns, memory_order_relaxed);
     if (T == 0) return true;
-    int64_t tau = atomic_load_explicit(&buckets[res].tau_ns, memory_order_relaxed);
-    int64_t tat = atomic_load_explicit(&buckets[res].tat_ns, memory_order_relaxed);
+    int64_t tau = atomic_load_explicit(&b->tau_ns, memory_order_relaxed);
+    int64_t tat = atomic_load_explicit(&b->tat_ns, memory_order_relaxed);
     for (;;) {
         int64_t next = (tat > now_ns ? tat : now_ns) + T;
         if (next - now_ns > tau) {
             *retry_ns = next - now_ns - tau;
             return false;
         }
-        if (atomic_compare_exchange_weak_explicit(&buckets[res].tat_ns, &tat, next,
-                                                  memory_order_relaxed, memory_order_relaxed))
+        if (atomic_compare_exchange_weak_explicit(&b->tat_ns, &tat, next, memory_order_relaxed,
+                                                  memory_order_relaxed))
             return true;
     }
 }
 
-static void buckets_apply(const d11_rules *r)
+static void buckets_apply(d11_rules_store *s, const d11_rules *r)
 {
     for (int i = 0; i < D11_RES_COUNT; i++) {
+        d11_flow_bucket *b = &s->buckets[i];
         int64_t T = r->flow[i].qps ? (int64_t)(1000000000ULL / r->flow[i].qps) : 0;
         if (T == 0 && r->flow[i].qps) T = 1;
         int64_t tau = T * (int64_t)r->flow[i].burst;
-        if (atomic_load(&buckets[i].interval_ns) != T || atomic_load(&buckets[i].tau_ns) != tau) {
-            atomic_store(&buckets[i].interval_ns, 0); /* unlimited while switching */
-            atomic_store(&buckets[i].tau_ns, tau);
-            atomic_store(&buckets[i].tat_ns, 0);
-            atomic_store(&buckets[i].interval_ns, T);
+        if (atomic_load(&b->interval_ns) != T || atomic_load(&b->tau_ns) != tau) {
+            atomic_store(&b->interval_ns, 0); /* unlimited while switching */
+            atomic_store(&b->tau_ns, tau);
+            atomic_store(&b->tat_ns, 0);
+            atomic_store(&b->interval_ns, T);
         }
     }
 }
 
-/* ---- the store ---- */
+/* ---- the store: files ---- */
 
-static struct {
-    pthread_mutex_t mu;
-    _Atomic uint64_t gen;
-    d11_rules cur;
-    d11_rules hist[D11_RULES_HISTORY_MAX]; /* hist[nhist-1] is the most recent previous */
-    int       nhist;
-    uint64_t  max_version;
-    char      path[1100];
-    bool      have_stat;
-    struct timespec mtime;
-    off_t     size;
-    ino_t     ino;
-    _Atomic int64_t next_check_ms;
-} S = {.mu = PTHREAD_MUTEX_INITIALIZER};
+#define STATE_MAGIC "d11 rules history 1"
 
-static void remember_stat(void)
+/* Same rules (everything but version and updated_at)? */
+static bool same_content(const d11_rules *a, const d11_rules *b)
+{
+    for (int i = 0; i < D11_RES_COUNT; i++)
+        if (a->flow[i].qps != b->flow[i].qps || a->flow[i].burst != b->flow[i].burst ||
+            a->degrade[i] != b->degrade[i])
+            return false;
+    return a->ndeny == b->ndeny && a->max_order_qty == b->max_order_qty &&
+           memcmp(a->deny, b->deny, sizeof a->deny[0] * a->ndeny) == 0;
+}
+
+static void remember_stat(d11_rules_store *s)
 {
     struct stat st;
-    if (stat(S.path, &st) == 0) {
-        S.have_stat = true;
-        S.mtime = st.st_mtim;
-        S.size = st.st_size;
-        S.ino = st.st_ino;
+    if (stat(s->path, &st) == 0) {
+        s->have_stat = true;
+        s->mtime = st.st_mtim;
+        s->size = st.st_size;
+        s->ino = st.st_ino;
     } else {
-        S.have_stat = false;
+        s->have_stat = false;
     }
 }
 
-static int persist(const d11_rules *r)
+static int persist_doc(d11_rules_store *s, const d11_rules *r)
 {
     d11_buf b;
     d11_buf_init(&b, 1024);
     d11_rules_render(r, &b);
     d11_buf_puts(&b, "\n");
-    int rc = d11_write_file_atomic(S.path, b.data, b.len, 0644);
+    int rc = d11_write_file_atomic(s->path, b.data, b.len, 0644);
     d11_buf_free(&b);
-    if (rc == 0) remember_stat();
+    if (rc == 0) remember_stat(s);
     return rc;
 }
 
-static void push_history(void)
+static void state_line(d11_buf *b, const char *what, const d11_rules *r)
 {
-    if (S.nhist == D11_RULES_HISTORY_MAX) {
-        memmove(&S.hist[0], &S.hist[1], sizeof S.hist[0] * (D11_RULES_HISTORY_MAX - 1));
-        S.nhist--;
-    }
-    S.hist[S.nhist++] = S.cur;
+    d11_buf_printf(b, "%s %lld ", what, (long long)r->updated_ms);
+    d11_rules_render(r, b);
+    d11_buf_puts(b, "\n");
 }
 
-static void make_current(const d11_rules *r)
+/*
+ * Write rules.history: max_version, cur, then the history oldest first — s->hist with
+ * `pushed` (when not NULL) added on top, as d11_rules_store_put is about to do.
+ */
+static int persist_state(d11_rules_store *s, uint64_t max_version, const d11_rules *cur,
+                         const d11_rules *pushed)
 {
-    S.cur = *r;
-    if (r->version > S.max_version) S.max_version = r->version;
-    buckets_apply(r);
-    atomic_fetch_add(&S.gen, 1);
+    D11_ASSERT(cur->version <= max_version);
+    d11_buf b;
+    d11_buf_init(&b, 4096);
+    d11_buf_printf(&b, "%s\nmax_version %llu\n", STATE_MAGIC, (unsigned long long)max_version);
+    state_line(&b, "current", cur);
+    int from = pushed && s->nhist == D11_RULES_HISTORY_MAX ? 1 : 0; /* the oldest falls off */
+    for (int i = from; i < s->nhist; i++) state_line(&b, "history", &s->hist[i]);
+    if (pushed) state_line(&b, "history", pushed);
+    int rc = d11_write_file_atomic(s->state_path, b.data, b.len, 0600);
+    d11_buf_free(&b);
+    if (rc) d11_error("cannot write %s: %s", s->state_path, d11_strerror(rc));
+    return rc;
 }
 
-static int load_file(bool initial)
+/* Parse one "<what> <updated_ms> <document>" line of rules.history into out. */
+static int state_doc(d11_rules_store *s, const char *line, size_t n, d11_rules *out)
+{
+    const char *sp = memchr(line, ' ', n);
+    if (!sp) return D11_ECONFIG;
+    uint64_t ms;
+    if (d11_parse_u64(line, (size_t)(sp - line), (uint64_t)INT64_MAX, &ms) < 0) return D11_ECONFIG;
+    bool hv;
+    char err[200];
+    size_t off = (size_t)(sp - line) + 1;
+    if (d11_rules_parse(&s->json, line + off, n - off, out, &hv, err, sizeof err) != 0 || !hv)
+        return D11_ECONFIG;
+    out->updated_ms = (int64_t)ms;
+    return 0;
+}
+
+/* Load rules.history into s (all or nothing). 0, -ENOENT, or D11_ECONFIG (logged). */
+static int load_state(d11_rules_store *s)
 {
     char *text;
     size_t len;
-    int rc = d11_read_file(S.path, &text, &len);
+    int rc = d11_read_file(s->state_path, &text, &len);
+    if (rc) return rc;
+    static const size_t magic_n = sizeof STATE_MAGIC - 1;
+    uint64_t maxv = 0;
+    bool have_max = false, have_cur = false;
+    d11_rules cur;
+    int nhist = 0;
+    rc = 0;
+    size_t i = 0, lineno = 0;
+    while (i < len && rc == 0) {
+        const char *line = text + i;
+        const char *nl = memchr(line, '\n', len - i);
+        size_t n = nl ? (size_t)(nl - line) : len - i;
+        i += n + (nl ? 1 : 0);
+        lineno++;
+        if (lineno == 1) {
+            if (n != magic_n || memcmp(line, STATE_MAGIC, magic_n) != 0) rc = D11_ECONFIG;
+        } else if (n > 12 && memcmp(line, "max_version ", 12) == 0) {
+            have_max = d11_parse_u64(line + 12, n - 12, (uint64_t)INT64_MAX, &maxv) == 0;
+            if (!have_max) rc = D11_ECONFIG;
+        } else if (n > 8 && memcmp(line, "current ", 8) == 0 && !have_cur) {
+            rc = state_doc(s, line + 8, n - 8, &cur);
+            have_cur = rc == 0;
+        } else if (n > 8 && memcmp(line, "history ", 8) == 0 && nhist < D11_RULES_HISTORY_MAX) {
+            rc = state_doc(s, line + 8, n - 8, &s->hist[nhist]);
+            if (rc == 0) nhist++;
+        } else {
+            rc = D11_ECONFIG;
+        }
+    }
+    free(text);
+    if (rc == 0 && (!have_max || !have_cur || cur.version > maxv)) rc = D11_ECONFIG;
+    for (int k = 0; rc == 0 && k < nhist; k++)
+        if (s->hist[k].version > maxv) rc = D11_ECONFIG;
+    if (rc) {
+        d11_error("rules history %s is invalid (line %zu); starting without it", s->state_path,
+                  lineno);
+        return rc;
+    }
+    s->cur = cur;
+    s->nhist = nhist;
+    s->max_version = maxv;
+    return 0;
+}
+
+static void push_history(d11_rules_store *s)
+{
+    if (s->nhist == D11_RULES_HISTORY_MAX) {
+        memmove(&s->hist[0], &s->hist[1], sizeof s->hist[0] * (D11_RULES_HISTORY_MAX - 1));
+        s->nhist--;
+    }
+    s->hist[s->nhist++] = s->cur;
+}
+
+static void make_current(d11_rules_store *s, const d11_rules *r)
+{
+    s->cur = *r;
+    if (r->version > s->max_version) s->max_version = r->version;
+    buckets_apply(s, r);
+    atomic_fetch_add(&s->gen, 1);
+}
+
+/*
+ * Read rules.json and reconcile it with the store (mu held):
+ *  - the document in force (same rules; same version or none given): nothing to do;
+ *  - the top of the history with its version: a rollback whose rules.history write did
+ *    not happen (crash) or a PUT whose rules.json write did not: pop it;
+ *  - anything else is a new document (an operator's edit): max-ever + 1.
+ * have_history: rules.history was loaded (else a version in the file is taken as is, so
+ * that a data directory from before rules.history keeps its numbers).
+ */
+static int load_file(d11_rules_store *s, bool initial, bool have_history)
+{
+    char *text;
+    size_t len;
+    int rc = d11_read_file(s->path, &text, &len);
     if (rc) return rc;
     d11_rules r;
     bool hv;
     char err[200];
-    rc = d11_rules_parse(text, len, &r, &hv, err, sizeof err);
+    rc = d11_rules_parse(&s->json, text, len, &r, &hv, err, sizeof err);
     free(text);
-    remember_stat();
+    remember_stat(s);
     if (rc) {
-        d11_error("rules file %s is invalid (%s); keeping the current rules", S.path, err);
+        d11_error("rules file %s is invalid (%s); keeping the current rules", s->path, err);
         return D11_ECONFIG;
     }
-    if (!hv || r.version == 0) r.version = S.max_version + 1;
-    r.updated_ms = d11_wall_ms();
-    if (!initial) push_history();
-    make_current(&r);
-    d11_info("rules version %llu loaded from %s", (unsigned long long)r.version, S.path);
+    if (same_content(&r, &s->cur) && (!hv || r.version == s->cur.version)) return 0;
+    if (hv && s->nhist > 0 && r.version == s->hist[s->nhist - 1].version &&
+        same_content(&r, &s->hist[s->nhist - 1])) {
+        r = s->hist[--s->nhist];
+    } else {
+        if (!(initial && !have_history && hv && r.version > s->max_version))
+            r.version = s->max_version + 1;
+        r.updated_ms = d11_wall_ms();
+        if (!initial || have_history) push_history(s);
+    }
+    make_current(s, &r);
+    (void)persist_state(s, s->max_version, &s->cur, NULL);
+    d11_info("rules version %llu loaded from %s", (unsigned long long)r.version, s->path);
     return 0;
 }
 
-void d11_rules_store_init(const char *data_dir)
+/* ---- the store: API ---- */
+
+int d11_rules_store_init(d11_rules_store *s, const char *data_dir)
 {
-    pthread_mutex_lock(&S.mu);
-    memset(&S.cur, 0, sizeof S.cur);
-    S.nhist = 0;
-    S.max_version = 0;
-    S.cur.updated_ms = d11_wall_ms();
-    if ((size_t)snprintf(S.path, sizeof S.path, "%s/rules.json", data_dir) >= sizeof S.path)
-        d11_fatal("data directory path too long");
-    buckets_apply(&S.cur);
-    int rc = load_file(true);
+    memset(s, 0, sizeof *s);
+    pthread_mutex_init(&s->mu, NULL);
+    if ((size_t)snprintf(s->path, sizeof s->path, "%s/rules.json", data_dir) >= sizeof s->path ||
+        (size_t)snprintf(s->state_path, sizeof s->state_path, "%s/rules.history", data_dir) >=
+            sizeof s->state_path)
+        return -ENAMETOOLONG;
+    s->cur.updated_ms = d11_wall_ms();
+    bool have_history = load_state(s) == 0;
+    int rc = load_file(s, true, have_history);
     if (rc && rc != -ENOENT && rc != D11_ECONFIG)
-        d11_error("cannot read %s: %s", S.path, d11_strerror(rc));
-    atomic_fetch_add(&S.gen, 1);
-    atomic_store(&S.next_check_ms, d11_mono_ms() + D11_RULES_RELOAD_MS);
-    pthread_mutex_unlock(&S.mu);
+        d11_error("cannot read %s: %s", s->path, d11_strerror(rc));
+    if (!have_history) (void)persist_state(s, s->max_version, &s->cur, NULL); /* start one */
+    buckets_apply(s, &s->cur);
+    atomic_fetch_add(&s->gen, 1);
+    atomic_store(&s->next_check_ms, d11_mono_ms() + D11_RULES_RELOAD_MS);
+    return 0;
 }
 
-uint64_t d11_rules_store_gen(void) { return atomic_load_explicit(&S.gen, memory_order_acquire); }
+void d11_rules_store_release(d11_rules_store *s) { pthread_mutex_destroy(&s->mu); }
 
-void d11_rules_store_get(d11_rules *out, uint64_t *gen)
+uint64_t d11_rules_store_gen(d11_rules_store *s)
 {
-    pthread_mutex_lock(&S.mu);
-    *out = S.cur;
-    *gen = atomic_load(&S.gen);
-    pthread_mutex_unlock(&S.mu);
+    return atomic_load_explicit(&s->gen, memory_order_acquire);
 }
 
-int d11_rules_store_put(const d11_rules *doc, bool has_version, d11_rules *applied)
+void d11_rules_store_get(d11_rules_store *s, d11_rules *out, uint64_t *gen)
 {
-    pthread_mutex_lock(&S.mu);
-    if (has_version && doc->version != S.cur.version) {
-        pthread_mutex_unlock(&S.mu);
+    pthread_mutex_lock(&s->mu);
+    *out = s->cur;
+    *gen = atomic_load(&s->gen);
+    pthread_mutex_unlock(&s->mu);
+}
+
+int d11_rules_store_put(d11_rules_store *s, const d11_rules *doc, bool has_version,
+                        d11_rules *applied)
+{
+    pthread_mutex_lock(&s->mu);
+    if (has_version && doc->version != s->cur.version) {
+        *applied = s->cur;
+        pthread_mutex_unlock(&s->mu);
         return -ESTALE;
     }
     d11_rules r = *doc;
-    r.version = S.max_version + 1;
+    r.version = ++s->max_version; /* spent even if persisting fails: never reused */
     r.updated_ms = d11_wall_ms();
-    int rc = persist(&r);
+    int rc = persist_state(s, s->max_version, &r, &s->cur);
+    if (rc == 0) rc = persist_doc(s, &r);
     if (rc == 0) {
-        push_history();
-        make_current(&r);
+        push_history(s);
+        make_current(s, &r);
         *applied = r;
     }
-    pthread_mutex_unlock(&S.mu);
+    D11_ASSERT(s->cur.version <= s->max_version);
+    pthread_mutex_unlock(&s->mu);
     return rc;
 }
 
-int d11_rules_store_rollback(d11_rules *applied)
+int d11_rules_store_rollback(d11_rules_store *s, d11_rules *applied)
 {
-    pthread_mutex_lock(&S.mu);
-    if (S.nhist == 0) {
-        pthread_mutex_unlock(&S.mu);
+    pthread_mutex_lock(&s->mu);
+    if (s->nhist == 0) {
+        pthread_mutex_unlock(&s->mu);
         return -ENOENT;
     }
-    d11_rules prev = S.hist[S.nhist - 1];
-    int rc = persist(&prev);
+    d11_rules prev = s->hist[s->nhist - 1];
+    int rc = persist_doc(s, &prev);
     if (rc == 0) {
-        S.nhist--;
-        make_current(&prev);
+        s->nhist--;
+        make_current(s, &prev);
         *applied = prev;
+        /* a failure here is repaired at the next start: rules.json = top of the history */
+        (void)persist_state(s, s->max_version, &s->cur, NULL);
     }
-    pthread_mutex_unlock(&S.mu);
+    pthread_mutex_unlock(&s->mu);
     return rc;
 }
 
-int d11_rules_store_history(void)
+uint64_t d11_rules_store_version(d11_rules_store *s)
 {
-    pthread_mutex_lock(&S.mu);
-    int n = S.nhist;
-    pthread_mutex_unlock(&S.mu);
+    pthread_mutex_lock(&s->mu);
+    uint64_t v = s->cur.version;
+    pthread_mutex_unlock(&s->mu);
+    return v;
+}
+
+int d11_rules_store_history(d11_rules_store *s)
+{
+    pthread_mutex_lock(&s->mu);
+    int n = s->nhist;
+    pthread_mutex_unlock(&s->mu);
     return n;
 }
 
-void d11_rules_store_maybe_reload(int64_t now_ms)
+void d11_rules_store_maybe_reload(d11_rules_store *s, int64_t now_ms)
 {
-    int64_t due = atomic_load_explicit(&S.next_check_ms, memory_order_relaxed);
+    int64_t due = atomic_load_explicit(&s->next_check_ms, memory_order_relaxed);
     if (now_ms < due ||
-        !atomic_compare_exchange_strong(&S.next_check_ms, &due, now_ms + D11_RULES_RELOAD_MS))
+        !atomic_compare_exchange_strong(&s->next_check_ms, &due, now_ms + D11_RULES_RELOAD_MS))
         return;
     struct stat st;
-    bool exists = stat(S.path, &st) == 0;
-    if (!exists) return; /* a deleted file keeps the rules in force */
-    pthread_mutex_lock(&S.mu);
-    if (!S.have_stat || st.st_mtim.tv_sec != S.mtime.tv_sec || st.st_mtim.tv_nsec != S.mtime.tv_nsec ||
-        st.st_size != S.size || st.st_ino != S.ino)
-        (void)load_file(false);
-    pthread_mutex_unlock(&S.mu);
+    if (stat(s->path, &st) == -1) return; /* a deleted file keeps the rules in force */
+    pthread_mutex_lock(&s->mu);
+    if (!s->have_stat || st.st_mtim.tv_sec != s->mtime.tv_sec ||
+        st.st_mtim.tv_nsec != s->mtime.tv_nsec || st.st_size != s->size || st.st_ino != s->ino)
+        (void)load_file(s, false, true);
+    pthread_mutex_unlock(&s->mu);
 }

@@ -18,12 +18,25 @@
  * document read with GET can be PUT back. "version", when present in a PUT, must equal
  * the current version (compare-and-set, 409 version_conflict otherwise).
  *
- * The store is process-wide: a mutex guards the current document, the history (the
- * previous D11_RULES_HISTORY_MAX versions, for rollback) and the file. Threads read a
- * private copy: they compare d11_rules_store_gen() (one relaxed atomic load) with the
- * generation of their copy and re-copy when it moved. Version numbers only grow: a new
- * document gets max-ever + 1; a rollback restores the previous document with its own
- * version number.
+ * The store (struct d11_rules_store, one per process, owned by whoever runs the gateway)
+ * is guarded by a mutex: the current document, the history (the previous
+ * D11_RULES_HISTORY_MAX versions, for rollback), the highest version ever issued, and the
+ * two files. Threads read a private copy: they compare d11_rules_store_gen() (one
+ * acquire load) with the generation of their copy and re-copy when it moved. Version
+ * numbers only grow, across restarts too: a new document gets max-ever + 1; a rollback
+ * restores the previous document with its own version number.
+ *
+ * Files (both written with d11_write_file_atomic):
+ *   DATA/rules.json     the document in force, as GET shows it; operators may edit it
+ *                       (picked up within D11_RULES_RELOAD_MS; an edit becomes a new
+ *                       version, max-ever + 1).
+ *   DATA/rules.history  the store's memory: max-ever version, the current document and
+ *                       the history, one rendered document per line. Without it a
+ *                       restart would reuse version numbers and lose the history.
+ * A PUT writes rules.history first, then rules.json; a rollback rules.json first, then
+ * rules.history. A crash between the two leaves rules.json equal to the top of the
+ * history, which loading recognises (the PUT did not happen / the rollback did), so after
+ * any crash the numbers still only grow and nothing acknowledged is lost.
  *
  * Flow buckets are shared by all threads and lock-free: GCRA (the generic cell rate
  * algorithm, a token bucket expressed as one "theoretical arrival time" per resource,
@@ -34,10 +47,15 @@
 #ifndef D11_GW_RULES_H
 #define D11_GW_RULES_H
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
+#include <time.h>
 
+#include "../core/json.h"
 #include "../core/limits.h"
 #include "../core/util.h"
 
@@ -63,12 +81,13 @@ typedef struct d11_rules {
 } d11_rules;
 
 /*
- * Parse and validate a rules document. Returns 0; D11_JSON_EBAD (malformed JSON, 400)
- * or D11_JSON_ERANGE (invalid document, 422) with a reason in err. *has_version tells
- * whether the document carried "version" (then in out->version).
+ * Parse and validate a rules document (j: the caller's parse scratch). Returns 0;
+ * D11_JSON_EBAD (malformed JSON, 400) or D11_JSON_ERANGE (invalid document, 422) with a
+ * reason in err. *has_version tells whether the document carried "version" (then in
+ * out->version).
  */
-int d11_rules_parse(const char *js, size_t n, d11_rules *out, bool *has_version, char *err,
-                    size_t errlen);
+int d11_rules_parse(d11_json *j, const char *js, size_t n, d11_rules *out, bool *has_version,
+                    char *err, size_t errlen);
 /* Render as the JSON document above (appends to out). */
 void d11_rules_render(const d11_rules *r, d11_buf *out);
 /* Risk: is user_id on the deny list? (binary search) */
@@ -76,28 +95,62 @@ bool d11_rules_denied(const d11_rules *r, uint64_t user_id);
 
 /* ---- the process-wide store ---- */
 
-/* Load DATA/rules.json if present (an invalid file is logged and ignored). */
-void     d11_rules_store_init(const char *data_dir);
-uint64_t d11_rules_store_gen(void);
-void     d11_rules_store_get(d11_rules *out, uint64_t *gen);
+typedef struct d11_flow_bucket {
+    _Atomic int64_t tat_ns;      /* theoretical arrival time of the next request */
+    _Atomic int64_t interval_ns; /* 1e9 / qps; 0 = unlimited */
+    _Atomic int64_t tau_ns;      /* burst * interval */
+} d11_flow_bucket;
+
+typedef struct d11_rules_store {
+    pthread_mutex_t  mu;
+    _Atomic uint64_t gen;          /* moves whenever cur changes */
+    d11_rules        cur;
+    d11_rules        hist[D11_RULES_HISTORY_MAX]; /* hist[nhist-1] is the most recent previous */
+    int              nhist;
+    uint64_t         max_version;  /* highest version ever issued (persisted) */
+    char             path[1100];   /* DATA/rules.json */
+    char             state_path[1100]; /* DATA/rules.history */
+    bool             have_stat;    /* rules.json as last read or written */
+    struct timespec  mtime;
+    off_t            size;
+    ino_t            ino;
+    _Atomic int64_t  next_check_ms;
+    d11_json         json;         /* parse scratch, under mu */
+    d11_flow_bucket  buckets[D11_RES_COUNT]; /* lock-free, outside mu */
+} d11_rules_store;
+
 /*
- * Validate-then-apply a new document: persist to DATA/rules.json atomically, then make it
- * current and push the old one onto the history. Returns 0 (applied in *applied),
- * -ESTALE when the document's version is not the current one, -errno when persisting
- * failed (nothing changed).
+ * Load DATA/rules.history and DATA/rules.json (either may be absent; an invalid file is
+ * logged and ignored) and apply the flow buckets. 0, or -ENAMETOOLONG for a data
+ * directory path that does not fit. Single-threaded (before the loops start).
  */
-int d11_rules_store_put(const d11_rules *doc, bool has_version, d11_rules *applied);
-/* Restore the previous version. -ENOENT when there is none. */
-int d11_rules_store_rollback(d11_rules *applied);
+int      d11_rules_store_init(d11_rules_store *s, const char *data_dir);
+void     d11_rules_store_release(d11_rules_store *s);
+uint64_t d11_rules_store_gen(d11_rules_store *s);
+void     d11_rules_store_get(d11_rules_store *s, d11_rules *out, uint64_t *gen);
+/*
+ * Validate-then-apply a new document: persist (rules.history, then rules.json), then make
+ * it current and push the old one onto the history. Returns 0 (applied in *applied),
+ * -ESTALE when the document's version is not the current one (*applied = the current
+ * document), -errno when persisting failed (nothing in force changed; the version number
+ * is spent).
+ */
+int d11_rules_store_put(d11_rules_store *s, const d11_rules *doc, bool has_version,
+                        d11_rules *applied);
+/* Restore the previous version. -ENOENT when there is none; -errno when rules.json
+ * cannot be written (nothing changed). */
+int d11_rules_store_rollback(d11_rules_store *s, d11_rules *applied);
+/* Version of the document in force. */
+uint64_t d11_rules_store_version(d11_rules_store *s);
 /* Number of versions in the history. */
-int d11_rules_store_history(void);
+int d11_rules_store_history(d11_rules_store *s);
 /* Pick up an external change of DATA/rules.json (rate-limited; any thread). */
-void d11_rules_store_maybe_reload(int64_t now_ms);
+void d11_rules_store_maybe_reload(d11_rules_store *s, int64_t now_ms);
 
 /*
  * Flow check for resource res at now_ns: true to admit. When refused, *retry_ns is how
  * long until a request would be admitted. Lock-free; any thread.
  */
-bool d11_flow_take(int res, int64_t now_ns, int64_t *retry_ns);
+bool d11_flow_take(d11_rules_store *s, int res, int64_t now_ns, int64_t *retry_ns);
 
 #endif

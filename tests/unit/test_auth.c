@@ -22,6 +22,8 @@
 
 static char dir[256];
 static d11_auth A;
+static d11_json J;          /* rules parse scratch */
+static d11_rules_store RS; /* the rules store under test */
 
 static uint32_t check_tok(const char *tok)
 {
@@ -145,7 +147,7 @@ static void test_rules(void)
     const char *doc = "{\"version\":4,\"flow\":{\"orders.create\":{\"qps\":100,\"burst\":5},\"orders.read\":{\"qps\":7},"
                       "\"products.read\":null},\"degrade\":{\"orders.pay\":true},"
                       "\"risk\":{\"deny_users\":[9,3,9,1],\"max_order_quantity\":10},\"updated_at\":\"x\"}";
-    CHECKF(d11_rules_parse(doc, strlen(doc), &r, &hv, err, sizeof err) == 0, "valid document (%s)", err);
+    CHECKF(d11_rules_parse(&J, doc, strlen(doc), &r, &hv, err, sizeof err) == 0, "valid document (%s)", err);
     CHECKF(hv && r.version == 4 && r.flow[D11_RES_ORDERS_CREATE].burst == 5 && r.flow[D11_RES_ORDERS_READ].burst == 7 &&
               r.degrade[D11_RES_ORDERS_PAY] && r.ndeny == 3 && r.max_order_qty == 10,
           "fields");
@@ -156,15 +158,15 @@ static void test_rules(void)
                          "{\"risk\":{\"deny_users\":[1.5]}}", "{\"risk\":{\"max_order_quantity\":16001}}",
                          "{\"degarde\":{}}", "{\"flow\":[]}"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
-        CHECKF(d11_rules_parse(bad[i], strlen(bad[i]), &r, &hv, err, sizeof err) == D11_JSON_ERANGE,
+        CHECKF(d11_rules_parse(&J, bad[i], strlen(bad[i]), &r, &hv, err, sizeof err) == D11_JSON_ERANGE,
               "invalid document #%zu -> 422", i);
-    CHECKF(d11_rules_parse("{\"flow\":", 8, &r, &hv, err, sizeof err) == D11_JSON_EBAD, "malformed -> 400");
+    CHECKF(d11_rules_parse(&J, "{\"flow\":", 8, &r, &hv, err, sizeof err) == D11_JSON_EBAD, "malformed -> 400");
     d11_buf b;
     d11_buf_init(&b, 256);
-    CHECKF(d11_rules_parse(doc, strlen(doc), &r, &hv, err, sizeof err) == 0, "reparse");
+    CHECKF(d11_rules_parse(&J, doc, strlen(doc), &r, &hv, err, sizeof err) == 0, "reparse");
     d11_rules_render(&r, &b);
     d11_rules r2;
-    CHECKF(d11_rules_parse(b.data, b.len, &r2, &hv, err, sizeof err) == 0 && r2.ndeny == 3 &&
+    CHECKF(d11_rules_parse(&J, b.data, b.len, &r2, &hv, err, sizeof err) == 0 && r2.ndeny == 3 &&
               r2.flow[D11_RES_ORDERS_CREATE].qps == 100 && r2.degrade[D11_RES_ORDERS_PAY],
           "render round-trips (%s)", err);
 
@@ -172,19 +174,19 @@ static void test_rules(void)
     char sub[300];
     snprintf(sub, sizeof sub, "%s/rules", dir);
     mkdir(sub, 0700);
-    d11_rules_store_init(sub);
+    d11_rules_store_init(&RS, sub);
     d11_rules cur, applied;
     uint64_t g0, g1;
-    d11_rules_store_get(&cur, &g0);
+    d11_rules_store_get(&RS, &cur, &g0);
     r.version = 0;
-    CHECKF(d11_rules_store_put(&r, false, &applied) == 0 && applied.version == 1, "put -> version 1");
-    d11_rules_store_get(&cur, &g1);
+    CHECKF(d11_rules_store_put(&RS, &r, false, &applied) == 0 && applied.version == 1, "put -> version 1");
+    d11_rules_store_get(&RS, &cur, &g1);
     CHECKF(g1 != g0 && cur.version == 1, "generation moves");
     r2.version = 7;
-    CHECKF(d11_rules_store_put(&r2, true, &applied) == -ESTALE, "stale version refused");
+    CHECKF(d11_rules_store_put(&RS, &r2, true, &applied) == -ESTALE, "stale version refused");
     r2.version = 1;
     r2.max_order_qty = 3;
-    CHECKF(d11_rules_store_put(&r2, true, &applied) == 0 && applied.version == 2, "CAS put -> version 2");
+    CHECKF(d11_rules_store_put(&RS, &r2, true, &applied) == 0 && applied.version == 2, "CAS put -> version 2");
     char path[400];
     snprintf(path, sizeof path, "%s/rules.json", sub);
     char *text;
@@ -192,26 +194,125 @@ static void test_rules(void)
     CHECKF(d11_read_file(path, &text, &len) == 0 && strstr(text, "\"version\":2") && strstr(text, "\"max_order_quantity\":3"),
           "persisted");
     free(text);
-    CHECKF(d11_rules_store_rollback(&applied) == 0 && applied.version == 1 && applied.max_order_qty == 10, "rollback to 1");
-    CHECKF(d11_rules_store_rollback(&applied) == 0 && applied.version == 0, "rollback to the initial rules");
-    CHECKF(d11_rules_store_rollback(&applied) == -ENOENT, "no more history");
-    CHECKF(d11_rules_store_put(&r, false, &applied) == 0 && applied.version == 3, "versions are never reused");
-    d11_rules_store_init(sub); /* restart: loads the file */
-    d11_rules_store_get(&cur, &g1);
+    CHECKF(d11_rules_store_rollback(&RS, &applied) == 0 && applied.version == 1 && applied.max_order_qty == 10, "rollback to 1");
+    CHECKF(d11_rules_store_rollback(&RS, &applied) == 0 && applied.version == 0, "rollback to the initial rules");
+    CHECKF(d11_rules_store_rollback(&RS, &applied) == -ENOENT, "no more history");
+    CHECKF(d11_rules_store_put(&RS, &r, false, &applied) == 0 && applied.version == 3, "versions are never reused");
+    d11_rules_store_init(&RS, sub); /* restart: loads the file */
+    d11_rules_store_get(&RS, &cur, &g1);
     CHECKF(cur.version == 3 && cur.ndeny == 3, "reloaded from rules.json");
 
     /* flow: GCRA with qps 100 and burst 5 for orders.create (applied above) */
     int64_t t0 = d11_mono_ns() + 1000000000LL, retry = 0;
     int admitted = 0;
-    for (int i = 0; i < 20; i++) admitted += d11_flow_take(D11_RES_ORDERS_CREATE, t0, &retry);
+    for (int i = 0; i < 20; i++) admitted += d11_flow_take(&RS, D11_RES_ORDERS_CREATE, t0, &retry);
     CHECKF(admitted == 5, "burst of 5 admitted at once (%d)", admitted);
-    CHECKF(!d11_flow_take(D11_RES_ORDERS_CREATE, t0, &retry) && retry > 0 && retry <= 10000000, "retry within 10 ms");
-    CHECKF(d11_flow_take(D11_RES_ORDERS_CREATE, t0 + retry, &retry), "admitted after waiting");
+    CHECKF(!d11_flow_take(&RS, D11_RES_ORDERS_CREATE, t0, &retry) && retry > 0 && retry <= 10000000, "retry within 10 ms");
+    CHECKF(d11_flow_take(&RS, D11_RES_ORDERS_CREATE, t0 + retry, &retry), "admitted after waiting");
     admitted = 0;
-    for (int ms = 0; ms < 1000; ms++) admitted += d11_flow_take(D11_RES_ORDERS_CREATE, t0 + 20000000LL + ms * 1000000LL, &retry);
+    for (int ms = 0; ms < 1000; ms++) admitted += d11_flow_take(&RS, D11_RES_ORDERS_CREATE, t0 + 20000000LL + ms * 1000000LL, &retry);
     CHECKF(admitted >= 99 && admitted <= 106, "about 100 per second sustained (%d)", admitted);
-    CHECKF(d11_flow_take(D11_RES_PRODUCTS_WRITE, t0, &retry), "unlimited resource");
+    CHECKF(d11_flow_take(&RS, D11_RES_PRODUCTS_WRITE, t0, &retry), "unlimited resource");
     d11_buf_free(&b);
+}
+
+static d11_rules_store RS2; /* restarts: re-initialised on the same directory */
+
+static d11_rules doc_qty(uint64_t q)
+{
+    d11_rules r;
+    memset(&r, 0, sizeof r);
+    r.max_order_qty = q;
+    return r;
+}
+
+static void save(const char *path, char **text, size_t *len)
+{
+    CHECKF(d11_read_file(path, text, len) == 0, "read %s", path);
+}
+
+static void restore(const char *path, char *text, size_t len)
+{
+    CHECKF(d11_write_file_atomic(path, text, len, 0600) == 0, "write %s", path);
+    free(text);
+}
+
+/* Issue 7 defect 4: versions are never reused and the history survives restarts,
+ * including a crash between the two file writes of a PUT or a rollback. */
+static void test_rules_restart(void)
+{
+    char sub[300], js[400], hs[400];
+    snprintf(sub, sizeof sub, "%s/rules2", dir);
+    mkdir(sub, 0700);
+    snprintf(js, sizeof js, "%s/rules.json", sub);
+    snprintf(hs, sizeof hs, "%s/rules.history", sub);
+    d11_rules a, cur;
+    uint64_t g;
+    d11_rules r1 = doc_qty(11), r2 = doc_qty(22), r3 = doc_qty(33);
+    d11_rules_store_init(&RS2, sub);
+    CHECK(d11_rules_store_put(&RS2, &r1, false, &a) == 0 && a.version == 1);
+    CHECK(d11_rules_store_put(&RS2, &r2, false, &a) == 0 && a.version == 2);
+    CHECK(d11_rules_store_rollback(&RS2, &a) == 0 && a.version == 1);
+    CHECK(d11_rules_store_rollback(&RS2, &a) == 0 && a.version == 0);
+    d11_rules_store_release(&RS2);
+    d11_rules_store_init(&RS2, sub); /* restart */
+    d11_rules_store_get(&RS2, &cur, &g);
+    CHECKF(cur.version == 0 && cur.max_order_qty == 0, "restart keeps version 0 (got %llu)",
+           (unsigned long long)cur.version);
+    d11_rules stale = r1;
+    stale.version = 2; /* a compare-and-set client that saw version 2 before the restart */
+    CHECKF(d11_rules_store_put(&RS2, &stale, true, &a) == -ESTALE, "stale CAS refused after restart");
+    CHECKF(d11_rules_store_put(&RS2, &r3, false, &a) == 0 && a.version == 3,
+           "next PUT after restart is 3 (got %llu)", (unsigned long long)a.version);
+    d11_rules_store_init(&RS2, sub);
+    CHECKF(d11_rules_store_history(&RS2) == 1, "history survives a restart");
+    CHECK(d11_rules_store_rollback(&RS2, &a) == 0 && a.version == 0);
+    CHECK(d11_rules_store_put(&RS2, &r1, false, &a) == 0 && a.version == 4);
+
+    /* crash between writing rules.history and rules.json in a PUT: the PUT did not happen */
+    char *text;
+    size_t len;
+    save(js, &text, &len);
+    int nh = d11_rules_store_history(&RS2);
+    CHECK(d11_rules_store_put(&RS2, &r2, false, &a) == 0 && a.version == 5);
+    restore(js, text, len);
+    d11_rules_store_init(&RS2, sub);
+    d11_rules_store_get(&RS2, &cur, &g);
+    CHECKF(cur.version == 4 && cur.max_order_qty == 11, "interrupted PUT: version 4 in force (%llu)",
+           (unsigned long long)cur.version);
+    CHECKF(d11_rules_store_history(&RS2) == nh, "interrupted PUT: history as before");
+    CHECKF(d11_rules_store_put(&RS2, &r2, false, &a) == 0 && a.version == 6,
+           "interrupted PUT: its number stays spent (%llu)", (unsigned long long)a.version);
+
+    /* crash between writing rules.json and rules.history in a rollback: it happened */
+    save(hs, &text, &len);
+    nh = d11_rules_store_history(&RS2);
+    CHECK(d11_rules_store_rollback(&RS2, &a) == 0 && a.version == 4);
+    restore(hs, text, len);
+    d11_rules_store_init(&RS2, sub);
+    d11_rules_store_get(&RS2, &cur, &g);
+    CHECKF(cur.version == 4 && d11_rules_store_history(&RS2) == nh - 1, "interrupted rollback completed");
+    CHECK(d11_rules_store_put(&RS2, &r3, false, &a) == 0 && a.version == 7);
+
+    /* an operator's edit without a version: a new number, stable across a restart */
+    const char *ed = "{\"risk\":{\"max_order_quantity\":77}}\n";
+    CHECK(d11_write_file_atomic(js, ed, strlen(ed), 0644) == 0);
+    d11_rules_store_maybe_reload(&RS2, d11_mono_ms() + 3600000);
+    d11_rules_store_get(&RS2, &cur, &g);
+    CHECKF(cur.version == 8 && cur.max_order_qty == 77, "edited file becomes version 8 (%llu)",
+           (unsigned long long)cur.version);
+    d11_rules_store_init(&RS2, sub);
+    d11_rules_store_get(&RS2, &cur, &g);
+    CHECKF(cur.version == 8 && cur.max_order_qty == 77, "edited file keeps version 8 after restart");
+    CHECK(d11_rules_store_rollback(&RS2, &a) == 0 && a.version == 7);
+
+    /* a damaged history file is ignored (logged); a versioned rules.json keeps its number */
+    CHECK(d11_write_file_atomic(hs, "garbage\n", 8, 0600) == 0);
+    d11_rules_store_init(&RS2, sub);
+    d11_rules_store_get(&RS2, &cur, &g);
+    CHECKF(cur.version == 7 && cur.max_order_qty == 33, "damaged history: rules.json in force");
+    CHECK(d11_rules_store_put(&RS2, &r1, false, &a) == 0 && a.version == 8);
+    d11_rules_store_release(&RS2);
 }
 
 int main(void)
@@ -227,6 +328,7 @@ int main(void)
     test_file();
     test_bootstrap();
     test_rules();
+    test_rules_restart();
     char cmd[400];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     if (system(cmd) != 0) printf("warning: could not remove %s\n", dir);

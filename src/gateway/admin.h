@@ -1,0 +1,19 @@
+/*
+ * admin.h — the admin API answered by the gateway itself (scope admin):
+ * GET /admin/routing (the routing table in force and its source), GET/PUT /admin/rules
+ * and POST /admin/rules/rollback (the rules store, rules.h: 400 bad_json, 422 invalid,
+ * 409 version_conflict / no_history, 500 when the document cannot be persisted).
+ * /admin/ledger/{sku} is forwarded (products.h), /admin/cells is a probe (probes.h).
+ * Thread: the connection's thread; the rules calls do blocking file I/O (rare).
+ */
+#ifndef D11_GW_ADMIN_H
+#define D11_GW_ADMIN_H
+
+#include "request.h"
+
+gw_handler gw_h_admin_routing;
+gw_handler gw_h_rules_get;
+gw_handler gw_h_rules_put;
+gw_handler gw_h_rules_rollback;
+
+#endif

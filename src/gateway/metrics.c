@@ -1,0 +1,143 @@
+/*
+ * metrics.c — the gateway's counters (see metrics.h): the status and latency tables, the
+ * per-request update done by the owning thread, and the Prometheus text exposition,
+ * which sums every thread's counters with relaxed loads (any thread may serve /metrics).
+ */
+#include "metrics.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "gw.h"
+
+const int gw_status_codes[GW_STATUS_N] = {200, 201, 204, 400, 401, 403, 404, 405, 408, 409, 413,
+                                          414, 422, 429, 431, 500, 502, 503, 504, 505, 0};
+
+int gw_status_idx(int status)
+{
+    for (int i = 0; i < GW_STATUS_N - 1; i++)
+        if (gw_status_codes[i] == status) return i;
+    return GW_STATUS_N - 1;
+}
+
+const int64_t gw_lat_bounds_us[GW_LAT_N] = {500,    1000,   2000,    5000,    10000,  20000, 50000,
+                                            100000, 200000, 500000, 1000000, 2000000, 5000000};
+
+void gw_metrics_request(gw_metrics *m, int route, int status, int64_t us)
+{
+    D11_ASSERT(route >= 0 && route < GW_ROUTES_MAX);
+    gw_ctr_add(&m->req[route][gw_status_idx(status)], 1);
+    int b = 0;
+    while (b < GW_LAT_N && us > gw_lat_bounds_us[b]) b++;
+    gw_ctr_add(&m->lat[route][b], 1);
+    gw_ctr_add(&m->lat_sum_us[route], (uint64_t)(us > 0 ? us : 0));
+}
+
+void gw_metrics_render(struct gw *g, d11_buf *b)
+{
+    int T = g->nthreads;
+#define SUM(expr)                                                                          \
+    ({                                                                                     \
+        uint64_t _s = 0;                                                                   \
+        for (int _i = 0; _i < T; _i++) {                                                   \
+            gw_metrics *m = &g->threads[_i].m;                                              \
+            (void)m;                                                                       \
+            _s += (uint64_t)atomic_load_explicit(&(expr), memory_order_relaxed);            \
+        }                                                                                  \
+        _s;                                                                                \
+    })
+    d11_buf_puts(b, "# HELP d11_gateway_requests_total HTTP requests answered, by route and status.\n"
+                    "# TYPE d11_gateway_requests_total counter\n");
+    for (int r = 0; r < g->nroutes; r++)
+        for (int s = 0; s < GW_STATUS_N; s++) {
+            uint64_t v = SUM(m->req[r][s]);
+            if (!v) continue;
+            if (gw_status_codes[s])
+                d11_buf_printf(b, "d11_gateway_requests_total{route=\"%s\",status=\"%d\"} %llu\n",
+                               g->route_labels[r], gw_status_codes[s], (unsigned long long)v);
+            else
+                d11_buf_printf(b, "d11_gateway_requests_total{route=\"%s\",status=\"other\"} %llu\n",
+                               g->route_labels[r], (unsigned long long)v);
+        }
+    d11_buf_puts(b, "# HELP d11_gateway_request_duration_seconds Time from request parsed to response queued.\n"
+                    "# TYPE d11_gateway_request_duration_seconds histogram\n");
+    for (int r = 0; r < g->nroutes; r++) {
+        uint64_t cum = 0, total = 0;
+        for (int k = 0; k <= GW_LAT_N; k++) total += SUM(m->lat[r][k]);
+        if (!total) continue;
+        for (int k = 0; k <= GW_LAT_N; k++) {
+            cum += SUM(m->lat[r][k]);
+            if (k < GW_LAT_N)
+                d11_buf_printf(b, "d11_gateway_request_duration_seconds_bucket{route=\"%s\",le=\"%g\"} %llu\n",
+                               g->route_labels[r], (double)gw_lat_bounds_us[k] / 1e6, (unsigned long long)cum);
+            else
+                d11_buf_printf(b, "d11_gateway_request_duration_seconds_bucket{route=\"%s\",le=\"+Inf\"} %llu\n",
+                               g->route_labels[r], (unsigned long long)cum);
+        }
+        d11_buf_printf(b, "d11_gateway_request_duration_seconds_sum{route=\"%s\"} %.6f\n", g->route_labels[r],
+                       (double)SUM(m->lat_sum_us[r]) / 1e6);
+        d11_buf_printf(b, "d11_gateway_request_duration_seconds_count{route=\"%s\"} %llu\n", g->route_labels[r],
+                       (unsigned long long)total);
+    }
+    int64_t inflight = 0, open = 0;
+    for (int i = 0; i < T; i++) {
+        inflight += atomic_load_explicit(&g->threads[i].m.inflight, memory_order_relaxed);
+        open += atomic_load_explicit(&g->threads[i].m.conns_open, memory_order_relaxed);
+    }
+    d11_buf_printf(b, "# HELP d11_gateway_inflight_requests Requests parsed and not yet answered.\n"
+                      "# TYPE d11_gateway_inflight_requests gauge\nd11_gateway_inflight_requests %lld\n",
+                   (long long)inflight);
+    d11_buf_printf(b, "# HELP d11_gateway_connections Open client connections.\n"
+                      "# TYPE d11_gateway_connections gauge\nd11_gateway_connections %lld\n",
+                   (long long)open);
+    d11_buf_printf(b, "# HELP d11_gateway_connections_accepted_total Client connections accepted.\n"
+                      "# TYPE d11_gateway_connections_accepted_total counter\n"
+                      "d11_gateway_connections_accepted_total %llu\n",
+                   (unsigned long long)SUM(m->conns_accepted));
+    d11_buf_printf(b, "# HELP d11_gateway_connections_rejected_total Connections closed at accept (over the per-thread limit).\n"
+                      "# TYPE d11_gateway_connections_rejected_total counter\n"
+                      "d11_gateway_connections_rejected_total %llu\n",
+                   (unsigned long long)SUM(m->conns_rejected));
+    static const char *rule_names[GW_RULE_N] = {"flow", "degrade", "risk"};
+    d11_buf_puts(b, "# HELP d11_gateway_rejections_total Requests refused by a rule.\n"
+                    "# TYPE d11_gateway_rejections_total counter\n");
+    for (int k = 0; k < GW_RULE_N; k++)
+        for (int res = 0; res < D11_RES_COUNT; res++)
+            d11_buf_printf(b, "d11_gateway_rejections_total{rule=\"%s\",resource=\"%s\"} %llu\n", rule_names[k],
+                           d11_res_names[res], (unsigned long long)SUM(m->rejections[k][res]));
+    static const char *uperr_names[GW_UPERR_N] = {"unavailable", "timeout", "dropped", "protocol", "status_5xx"};
+    d11_buf_puts(b, "# HELP d11_gateway_upstream_errors_total Failed upstream requests by target and kind.\n"
+                    "# TYPE d11_gateway_upstream_errors_total counter\n");
+    d11_buf_puts(b, "# HELP d11_gateway_upstream_connected Gateway threads connected to the target.\n"
+                    "# TYPE d11_gateway_upstream_connected gauge\n");
+    for (int u = 0; u < GW_UP_N; u++) {
+        if (!SUM(m->up_wanted[u])) continue;
+        const char *nm = g->threads[0].ups.up[u].name;
+        d11_buf_printf(b, "d11_gateway_upstream_connected{target=\"%s\"} %llu\n", nm,
+                       (unsigned long long)SUM(m->up_connected[u]));
+        for (int k = 0; k < GW_UPERR_N; k++) {
+            uint64_t v = SUM(m->uperr[u][k]);
+            if (v)
+                d11_buf_printf(b, "d11_gateway_upstream_errors_total{target=\"%s\",kind=\"%s\"} %llu\n", nm,
+                               uperr_names[k], (unsigned long long)v);
+        }
+    }
+    d11_buf_printf(b, "# HELP d11_gateway_late_replies_total Upstream replies that arrived after their deadline.\n"
+                      "# TYPE d11_gateway_late_replies_total counter\nd11_gateway_late_replies_total %llu\n",
+                   (unsigned long long)SUM(m->late_replies));
+    d11_buf_printf(b, "# HELP d11_gateway_pending_full_total Requests refused because the pending table was full.\n"
+                      "# TYPE d11_gateway_pending_full_total counter\nd11_gateway_pending_full_total %llu\n",
+                   (unsigned long long)SUM(m->pending_full));
+    d11_buf_printf(b, "# HELP d11_gateway_rules_version Version of the rules in force.\n"
+                      "# TYPE d11_gateway_rules_version gauge\nd11_gateway_rules_version %llu\n",
+                   (unsigned long long)d11_rules_store_version(&g->rules));
+    d11_buf_printf(b, "# HELP d11_gateway_routing_version Routing table version (0 = default split).\n"
+                      "# TYPE d11_gateway_routing_version gauge\nd11_gateway_routing_version %u\n",
+                   (unsigned)atomic_load(&g->threads[0].m.routing_version));
+    d11_buf_printf(b, "# HELP d11_gateway_threads Event-loop threads.\n"
+                      "# TYPE d11_gateway_threads gauge\nd11_gateway_threads %d\n", T);
+    d11_buf_printf(b, "# HELP d11_gateway_uptime_seconds Seconds since start.\n"
+                      "# TYPE d11_gateway_uptime_seconds gauge\nd11_gateway_uptime_seconds %.3f\n",
+                   (double)(d11_mono_ms() - g->start_ms) / 1000.0);
+#undef SUM
+}

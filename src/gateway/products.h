@@ -1,0 +1,17 @@
+/*
+ * products.h — the product handlers: POST /v1/products, GET /v1/products/{sku},
+ * POST /v1/products/{sku}/restock. A malformed SKU in the path is 404 (no such product);
+ * bodies are validated here (400 / 422); the center owns the catalog, so each accepted
+ * request becomes one wire request to the center. Thread: the connection's thread.
+ */
+#ifndef D11_GW_PRODUCTS_H
+#define D11_GW_PRODUCTS_H
+
+#include "request.h"
+
+gw_handler gw_h_product_create;
+/* GET /v1/products/{sku} and GET /admin/ledger/{sku}: the wire message is the route's msg. */
+gw_handler gw_h_product_get;
+gw_handler gw_h_product_restock;
+
+#endif

@@ -1,0 +1,234 @@
+/*
+ * router.c — the route table and the checks every request passes before its handler
+ * (see router.h for the order and the contract). Thread: the connection's thread.
+ *
+ * Rules resources: orders.create (POST /v1/orders), orders.read (GET order, list),
+ * orders.pay (pay and cancel), products.read (GET product), products.write (create,
+ * restock). /healthz, /readyz, /metrics, / and /admin/... are never limited.
+ */
+#include "router.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "admin.h"
+#include "orders.h"
+#include "probes.h"
+#include "products.h"
+#include "request.h"
+
+#define S_READ     D11_SCOPE_READ
+#define S_ORDERS   D11_SCOPE_ORDERS
+#define S_PRODUCTS D11_SCOPE_PRODUCTS
+#define S_ADMIN    D11_SCOPE_ADMIN
+#define NONE       D11_RES_NONE
+
+static const gw_route routes[] = {
+    /* pattern                  method     scopes             resource                  handler               label                    wire message */
+    {"/",                       HTTP_GET,  0,                 NONE,                     gw_h_dashboard,       "dashboard",             0},
+    {"/healthz",                HTTP_GET,  0,                 NONE,                     gw_h_healthz,         "healthz",               0},
+    {"/readyz",                 HTTP_GET,  0,                 NONE,                     gw_h_readyz,          "readyz",                0},
+    {"/metrics",                HTTP_GET,  0,                 NONE,                     gw_h_metrics,         "metrics",               0},
+    {"/v1/products",            HTTP_POST, S_PRODUCTS,        D11_RES_PRODUCTS_WRITE,   gw_h_product_create,  "products.create",       D11_MSG_PRODUCT_CREATE},
+    {"/v1/products/*",          HTTP_GET,  S_READ,            D11_RES_PRODUCTS_READ,    gw_h_product_get,     "products.get",          D11_MSG_PRODUCT_GET},
+    {"/v1/products/*/restock",  HTTP_POST, S_PRODUCTS,        D11_RES_PRODUCTS_WRITE,   gw_h_product_restock, "products.restock",      D11_MSG_PRODUCT_RESTOCK},
+    {"/v1/orders",              HTTP_POST, S_ORDERS,          D11_RES_ORDERS_CREATE,    gw_h_order_create,    "orders.create",         D11_MSG_ORDER_CREATE},
+    {"/v1/orders/*",            HTTP_GET,  S_READ | S_ORDERS, D11_RES_ORDERS_READ,      gw_h_order_ref,       "orders.get",            D11_MSG_ORDER_GET},
+    {"/v1/orders/*/pay",        HTTP_POST, S_ORDERS,          D11_RES_ORDERS_PAY,       gw_h_order_ref,       "orders.pay",            D11_MSG_ORDER_PAY},
+    {"/v1/orders/*/cancel",     HTTP_POST, S_ORDERS,          D11_RES_ORDERS_PAY,       gw_h_order_ref,       "orders.cancel",         D11_MSG_ORDER_CANCEL},
+    {"/v1/users/*/orders",      HTTP_GET,  S_READ | S_ORDERS, D11_RES_ORDERS_READ,      gw_h_order_list,      "orders.list",           D11_MSG_ORDER_LIST},
+    {"/admin/cells",            HTTP_GET,  S_ADMIN,           NONE,                     gw_h_admin_cells,     "admin.cells",           0},
+    {"/admin/routing",          HTTP_GET,  S_ADMIN,           NONE,                     gw_h_admin_routing,   "admin.routing",         0},
+    {"/admin/ledger/*",         HTTP_GET,  S_ADMIN,           NONE,                     gw_h_product_get,     "admin.ledger",          D11_MSG_LEDGER_GET},
+    {"/admin/rules",            HTTP_GET,  S_ADMIN,           NONE,                     gw_h_rules_get,       "admin.rules.get",       0},
+    {"/admin/rules",            HTTP_PUT,  S_ADMIN,           NONE,                     gw_h_rules_put,       "admin.rules.put",       0},
+    {"/admin/rules/rollback",   HTTP_POST, S_ADMIN,           NONE,                     gw_h_rules_rollback,  "admin.rules.rollback",  0},
+};
+#define NROUTES ((int)(sizeof routes / sizeof routes[0]))
+_Static_assert(NROUTES + 1 <= GW_ROUTES_MAX, "raise GW_ROUTES_MAX (metrics.h)");
+
+void gw_router_init(struct gw *g)
+{
+    g->on_request = gw_dispatch;
+    g->nroutes = 1 + NROUTES;
+    g->route_labels[0] = "other";
+    for (int i = 0; i < NROUTES; i++) {
+        D11_ASSERT(routes[i].handler && routes[i].label);
+        g->route_labels[1 + i] = routes[i].label;
+    }
+}
+
+/* Match path (no query) against pat; on success the '*' segment is in *param. */
+static bool match(const char *pat, const char *path, size_t n, d11_str *param)
+{
+    size_t i = 0;
+    const char *p = pat;
+    while (*p) {
+        if (*p == '*') {
+            size_t s = i;
+            while (i < n && path[i] != '/') i++;
+            if (i == s) return false;
+            param->p = path + s;
+            param->n = i - s;
+            p++;
+            continue;
+        }
+        if (i >= n || path[i] != *p) return false;
+        i++;
+        p++;
+    }
+    return i == n;
+}
+
+/* n lowercase hex digits into out (when not NULL); false unless valid and not all zero. */
+static bool hexlower(const char *s, size_t n, uint8_t *out)
+{
+    bool nonzero = false;
+    for (size_t i = 0; i < n; i += 2) {
+        int v = 0;
+        for (int k = 0; k < 2; k++) {
+            char c = s[i + (size_t)k];
+            int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+            if (d < 0) return false;
+            v = v * 16 + d;
+        }
+        if (out) out[i / 2] = (uint8_t)v;
+        if (v) nonzero = true;
+    }
+    return nonzero;
+}
+
+/* W3C traceparent "00-<32 hex>-<16 hex>-<2 hex>"; false when invalid (start a new trace). */
+static bool parse_traceparent(const char *v, size_t n, uint8_t tid[16], uint8_t *flags)
+{
+    if (n != 55 || v[0] != '0' || v[1] != '0' || v[2] != '-' || v[35] != '-' || v[52] != '-')
+        return false;
+    uint8_t t[16], f;
+    if (!hexlower(v + 3, 32, t) || !hexlower(v + 36, 16, NULL)) return false;
+    if (!hexlower(v + 53, 2, &f) && !(v[53] == '0' && v[54] == '0')) return false;
+    if (v[53] == '0' && v[54] == '0') f = 0;
+    memcpy(tid, t, 16);
+    *flags = f;
+    return true;
+}
+
+static const char *scope_words(uint32_t need)
+{
+    return need == (D11_SCOPE_READ | D11_SCOPE_ORDERS) ? "'read' or 'orders'"
+           : need == D11_SCOPE_READ                     ? "'read'"
+           : need == D11_SCOPE_ORDERS                   ? "'orders'"
+           : need == D11_SCOPE_PRODUCTS                 ? "'products'"
+                                                        : "'admin'";
+}
+
+/* Find the route of rq's target; false after answering 404 or 405 (with Allow). */
+static bool route(gw_thread *t, gw_req *rq)
+{
+    d11_http_req *r = rq->http;
+    /* origin-form only; path up to '?', query up to '#' */
+    const char *url = r->url;
+    size_t n = r->url_len, pn = 0;
+    while (pn < n && url[pn] != '?' && url[pn] != '#') pn++;
+    rq->query = url + pn;
+    rq->query_len = 0;
+    if (pn < n && url[pn] == '?') {
+        rq->query++;
+        while (pn + 1 + rq->query_len < n && rq->query[rq->query_len] != '#') rq->query_len++;
+    }
+    char allow[64] = "";
+    size_t al = 0;
+    for (int k = 0; k < NROUTES; k++) {
+        d11_str pm = {"", 0};
+        if (!match(routes[k].pattern, url, pn, &pm)) continue;
+        if (routes[k].method == r->method) {
+            rq->route = &routes[k];
+            rq->param = pm;
+            rq->c->slots[rq->si].route = (uint8_t)(1 + k);
+            return true;
+        }
+        int w = snprintf(allow + al, sizeof allow - al, "%s%s", al ? ", " : "",
+                         http_method_str((enum http_method)routes[k].method));
+        if (w > 0 && (size_t)w < sizeof allow - al) al += (size_t)w;
+    }
+    if (al) {
+        char hdr[96], msg[96];
+        snprintf(hdr, sizeof hdr, "Allow: %s\r\n", allow);
+        snprintf(msg, sizeof msg, "method not allowed; allowed: %s", allow);
+        gw_respond_error(t, rq->c, rq->si, 405, "method_not_allowed", msg, hdr);
+    } else {
+        gw_fail(t, rq, 404, "not_found", "no such route");
+    }
+    return false;
+}
+
+/* Token, scope and stress tag; false after answering 401 / 403 / 422. */
+static bool admit(gw_thread *t, gw_req *rq)
+{
+    const d11_http_req *r = rq->http;
+    uint32_t need = rq->route->scopes;
+    if (!need) return true;
+    uint32_t sc = 0;
+    if (r->authorization.present && !r->authorization.over)
+        sc = d11_auth_check(t->auth, r->authorization.v, r->authorization.len);
+    if (!sc) {
+        gw_respond_error(t, rq->c, rq->si, 401, "unauthorized", "missing or invalid bearer token",
+                         "WWW-Authenticate: Bearer\r\n");
+        return false;
+    }
+    if (!d11_scope_ok(sc, need)) {
+        gw_fail(t, rq, 403, "forbidden", "token lacks scope %s", scope_words(need));
+        return false;
+    }
+    if (r->stress.present) {
+        if (r->stress.len == 1 && r->stress.v[0] == '1') {
+            if (!(sc & D11_SCOPE_STRESS)) {
+                gw_fail(t, rq, 403, "forbidden", "X-D11-Stress: 1 needs scope 'stress'");
+                return false;
+            }
+            rq->flags |= D11_WF_STRESS;
+        } else if (!(r->stress.len == 1 && r->stress.v[0] == '0')) {
+            gw_fail(t, rq, 422, "invalid", "X-D11-Stress: must be 0 or 1");
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Degrade switch and flow rule of the route's resource; false after answering 503 / 429. */
+static bool within_rules(gw_thread *t, gw_req *rq)
+{
+    int res = rq->route->res;
+    if (res == D11_RES_NONE) return true;
+    D11_ASSERT(res >= 0 && res < D11_RES_COUNT);
+    if (t->rules.degrade[res]) {
+        gw_ctr_add(&t->m.rejections[GW_RULE_DEGRADE][res], 1);
+        gw_fail(t, rq, 503, "degraded", "%s is degraded (switched off by the operator)",
+                d11_res_names[res]);
+        return false;
+    }
+    int64_t retry_ns;
+    if (!d11_flow_take(&t->gw->rules, res, d11_mono_ns(), &retry_ns)) {
+        gw_ctr_add(&t->m.rejections[GW_RULE_FLOW][res], 1);
+        int64_t secs = (retry_ns + 999999999) / 1000000000;
+        if (secs < 1) secs = 1;
+        char hdr[48], msg[96];
+        snprintf(hdr, sizeof hdr, "Retry-After: %lld\r\n", (long long)secs);
+        snprintf(msg, sizeof msg, "%s is over its flow limit", d11_res_names[res]);
+        gw_respond_error(t, rq->c, rq->si, 429, "rate_limited", msg, hdr);
+        return false;
+    }
+    return true;
+}
+
+void gw_dispatch(gw_thread *t, gw_conn *c, int si, d11_http_req *r)
+{
+    gw_slot *s = &c->slots[si];
+    D11_ASSERT(s->state == SLOT_WAIT);
+    if (r->traceparent.present && !r->traceparent.over)
+        parse_traceparent(r->traceparent.v, r->traceparent.len, s->trace_id, &s->trace_flags);
+    /* the rules in force: one acquire load, a copy only when they changed (rare) */
+    uint64_t gen = d11_rules_store_gen(&t->gw->rules);
+    if (gen != t->rules_gen) d11_rules_store_get(&t->gw->rules, &t->rules, &t->rules_gen);
+    gw_req rq = {.c = c, .si = si, .http = r};
+    if (route(t, &rq) && admit(t, &rq) && within_rules(t, &rq)) rq.route->handler(t, &rq);
+}
