@@ -9,6 +9,7 @@
 #   make deps        install missing Debian packages (scripts/deps.sh)
 #   make run         deps + build + `bin/d11 up` on embedded defaults
 
+SHELL    := /bin/bash
 CC       ?= cc
 SAN      ?=
 OPT      ?= -O2 -g
@@ -68,8 +69,10 @@ test: $(BIN) $(TEST_BINS) $(BUILD)/tests/test_sim
 test-full:
 	$(MAKE) BUILD=build-san BIN=build-san/d11 OPT="-O1 -g -fno-omit-frame-pointer" \
 	    SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" build-san/d11 test-bins
-	@D11_BIN=$(CURDIR)/build-san/d11 D11_TEST_BUILD=build-san bash tests/run.sh; rc=$$?; \
-	  $(MAKE) --no-print-directory test-tsan || rc=1; exit $$rc
+	@set -o pipefail; mkdir -p build-tsan; \
+	  D11_BIN=$(CURDIR)/build-san/d11 D11_TEST_BUILD=build-san bash tests/run.sh 2>&1 | tee build-san/run.log; rc=$$?; \
+	  $(MAKE) --no-print-directory test-tsan 2>&1 | tee build-tsan/run.log || rc=1; \
+	  bash tests/sum.sh build-san/run.log build-tsan/run.log; exit $$rc
 
 # ThreadSanitizer over the threaded parts: the storage thread, the event loop's
 # cross-thread wake, and the real binary (gateway threads + cell storage threads) under
@@ -78,8 +81,13 @@ TSAN_UNIT := test_store_thread test_loop test_link
 test-tsan:
 	$(MAKE) BUILD=build-tsan BIN=build-tsan/d11 OPT="-O1 -g" SAN="-fsanitize=thread" \
 	    build-tsan/d11 $(addprefix build-tsan/tests/,$(TSAN_UNIT))
-	@TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" D11_BIN=$(CURDIR)/build-tsan/d11 \
-	    D11_TEST_BUILD=build-tsan D11_TEST_TIMEOUT_SCALE=3 bash tests/run.sh --tsan test_orders.py test_hot_sku.py
+	@rm -f build-tsan/tsan-report.*
+	@TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 log_path=$(CURDIR)/build-tsan/tsan-report" \
+	    D11_BIN=$(CURDIR)/build-tsan/d11 D11_TEST_BUILD=build-tsan D11_TEST_TIMEOUT_SCALE=3 \
+	    bash tests/run.sh --tsan test_orders.py test_hot_sku.py; rc=$$?; \
+	  if ls build-tsan/tsan-report.* >/dev/null 2>&1; then \
+	    echo "ThreadSanitizer reports (a supervised child may have been restarted silently):"; \
+	    head -40 build-tsan/tsan-report.*; echo "0 passed, 1 failed"; exit 1; fi; exit $$rc
 
 # `make sim SEEDS=N [STEPS=K] [FIRST=S]`: N seeds of the simulator (release build);
 # `make sim-san` the same under ASan + UBSan (build-san/). A failing seed prints itself.

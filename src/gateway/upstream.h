@@ -71,7 +71,7 @@ typedef struct gw_up {
     bool     warned_down; /* logged the outage once */
     int64_t  retry_at_ms;
     int      backoff_ms;
-    char     name[16];
+    char     name[24];      /* "center" or "cell-N": fits any int N */
     char     path[1100];
 } gw_up;
 
