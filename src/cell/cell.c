@@ -1,40 +1,37 @@
 /*
  * cell.c — `d11 cell --id N`: the process around the cell state machine (cell.h).
  *
- * One logic thread runs a d11_loop (core/loop.h) over:
- *   - the listener DATA/cell-<id>.sock and the gateway connections it accepts: a d11_links
- *     table (rpc/link.h) of CELL_CONNS_MAX links;
- *   - the connection to the center: an outgoing link in a one-slot table of its own,
- *     reconnected by a one-shot timer CELL_CENTER_RETRY_MS after a failed connect or a loss;
- *   - the storage thread's done_fd (store/thread.h): a d11_io that hands the commit result
- *     to the machine (cell_batch_done), which releases that batch's replies;
- *   - the tick: a periodic CELL_TICK_MS timer (expiry, grant retries, parked deadlines).
- * Before sleeping, two hooks run in this order: group commit (close the open batch and
- * hand it to the storage thread when that is idle), then the flush of every link with
- * output, so every reply produced in an iteration leaves in one write per link.
+ * One logic thread runs a d11_loop (core/loop.h) over: the listener DATA/cell-<id>.sock
+ * and the gateway connections it accepts (a d11_links table, rpc/link.h); the center, an
+ * outgoing link in a one-slot table of its own, reconnected by a one-shot timer
+ * CELL_CENTER_RETRY_MS after a failed connect or a loss; the storage thread's done_fd
+ * (store/thread.h), whose result goes to cell_batch_done, which releases that batch's
+ * replies; and a periodic CELL_TICK_MS timer (expiry, grant retries, parked deadlines).
+ * Before sleeping, two hooks run in this order: group commit (hand the open batch to the
+ * storage thread when it is idle), then the flush of every link with output — so every
+ * reply produced in an iteration leaves in one write per link.
  *
- * Peer ids given to the machine name a gateway link: (gen << CELL_PEER_IDX_BITS | idx),
- * gen truncated to CELL_PEER_GEN_BITS. host_send_peer rebuilds the full gen (the newest
- * gen <= the link's current one with those low bits) and asks d11_links_get, so a reply
- * for a link that closed — even if its slot now serves a new connection — is dropped,
- * never misdelivered. The top bit stays 0: an id never equals the machine's NONE32.
+ * Peer ids given to the machine name a gateway link: gen (low CELL_PEER_GEN_BITS) << 10 |
+ * idx. host_send_peer rebuilds the full gen (the newest one <= the slot's current gen
+ * with those low bits) and asks d11_links_get, so a reply for a link that closed — even
+ * if its slot now serves a new connection — is dropped, never misdelivered. The top bit
+ * stays 0: an id never equals the machine's NONE32.
  *
- * STATS is answered here, not by the machine: the machine's counters (cell_get_counts)
- * plus what only the process knows — the storage thread's commits / syncs / unsynced
- * commits, durability, pid, the link table.
+ * STATS is answered here: the machine's counters (cell_get_counts) plus what only the
+ * process knows — the storage thread's commits, syncs and unsynced commits, durability,
+ * pid, the link table.
  *
- * Failure and stop: a failed commit makes the machine FAILED; its 503s are flushed and
- * the process exits 1, so `d11 up` restarts it and recovery rebuilds memory from what is
- * durable. SIGTERM/SIGINT set the only global (the signal flag); the loop then stops
- * accepting, unlinks the socket, calls cell_shutdown, and exits 0 once the machine is
- * quiet (nothing open, nothing committing) and nothing is left unsent (bounded by
- * CELL_DRAIN_UNSENT_MS for a gateway that stopped reading).
+ * Failure and stop: a failed commit makes the machine FAILED; its 503s are flushed and the
+ * process exits 1 (`d11 up` restarts it; recovery rebuilds memory from what is durable).
+ * SIGTERM/SIGINT set the only global, the signal flag; the loop then stops accepting,
+ * unlinks the socket, calls cell_shutdown, and exits 0 once the machine is quiet and
+ * nothing is left unsent (bounded by CELL_DRAIN_UNSENT_MS for a gateway not reading).
  *
  * Fault points (core/fault.h) live here, on the transport: cell.recv (drop / delay /
  * garble a request) and cell.reply (drop / delay a reply).
  *
- * Threads: everything here runs on the logic thread, except the storage thread behind
- * store/thread.h, which shares only the op bytes of the batch it commits.
+ * Threads: all of this runs on the logic thread; the storage thread shares only the op
+ * bytes of the batch it commits (store/thread.h).
  */
 #include <errno.h>
 #include <signal.h>
@@ -120,6 +117,8 @@ static void host_send_peer(void *data, uint32_t peer, const uint8_t *frame, size
     d11_link_send(k, frame, n);
 }
 
+/* STATS (admin probe, GET /admin/cells): the machine's counters and limits, plus the
+ * storage thread's commits / syncs / unsynced_commits, durability, pid and the links. */
 static void reply_stats(cell_proc *p, const d11_link *k, const d11_frame_hdr *h)
 {
     cell_counts cc;
@@ -198,8 +197,7 @@ static void on_center_frame(d11_links *t, d11_link *k, const d11_frame *f)
 static void on_center_close(d11_links *t, d11_link *k, int why)
 {
     cell_proc *p = t->data;
-    (void)k;
-    if (why) d11_warn("cell %d: lost the center (%s)", p->opts.id, d11_strerror(why));
+    (void)k, (void)why; /* the machine logs the loss */
     p->center_gen = 0;
     cell_center_down(p->cell);
     if (!p->draining) d11_timer_start(&p->loop, &p->center_retry, CELL_CENTER_RETRY_MS, 0, center_retry_fire, p);
@@ -388,7 +386,7 @@ static int setup(cell_proc *p)
 
 int d11_cell_main(int argc, char **argv)
 {
-    static cell_proc P; /* large: static storage, passed explicitly below */
+    cell_proc P = {0};
     cell_proc *p = &P;
     char err[256];
     d11_config_defaults(&p->cfg);
