@@ -197,9 +197,10 @@ static void on_center_frame(d11_links *t, d11_link *k, const d11_frame *f)
 static void on_center_close(d11_links *t, d11_link *k, int why)
 {
     cell_proc *p = t->data;
-    (void)k, (void)why; /* the machine logs the loss */
+    (void)k;
     p->center_gen = 0;
-    cell_center_down(p->cell);
+    if (why == 0) return; /* d11_links_release at exit */
+    cell_center_down(p->cell); /* logs the loss; orders needing the center get 503 */
     if (!p->draining) d11_timer_start(&p->loop, &p->center_retry, CELL_CENTER_RETRY_MS, 0, center_retry_fire, p);
 }
 

@@ -20,6 +20,8 @@ in-flight gauge (GET /metrics) instead of sleeping.
 import os
 import re
 import signal
+import socket
+import struct
 import threading
 import time
 
@@ -234,3 +236,49 @@ def test_sigterm_to_up_answers_orders_in_flight():
         ck.eq(rc, 0, "d11 up exit status after SIGTERM with orders in flight")
         acked = _check_answers(p, results, ck, "SIGTERM to d11 up")
         print("acknowledged %d of %d orders in flight at SIGTERM" % (acked, len(users)))
+
+
+def _ping_frame(req_id):
+    """A PING request: the 52-byte wire header alone (docs/wire-protocol.md)."""
+    return struct.pack("<IBBHHHQII16s8s", 52, 1, 0, 90, 0, 0, req_id, 0, 0, b"\0" * 16, b"\0" * 8)
+
+
+@timeout(60)
+def test_replies_larger_than_the_socket_buffer_are_all_delivered():
+    """A gateway connection whose replies back up (the reader pauses while the cell answers
+    more than the socket buffer holds) gets every reply once it reads again: the rest is
+    written when the socket becomes writable, not only when another reply is queued."""
+    n = 100000
+    with Platform(cells=1) as p, Checks() as ck:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(scaled(10))
+        s.connect(os.path.join(p.data, "cell-0.sock"))
+        # Send every request before reading anything: the cell answers them all, more
+        # than the socket buffer holds, and must keep the rest until it can write.
+        s.sendall(b"".join(_ping_frame(i + 1) for i in range(n)))
+        got, buf, seen = 0, b"", set()
+        deadline = time.monotonic() + scaled(20)
+        try:
+            while got < n and time.monotonic() < deadline:
+                chunk = s.recv(1 << 20)
+                if not chunk:
+                    break
+                buf += chunk
+                off = 0
+                while len(buf) - off >= 52:
+                    ln, = struct.unpack_from("<I", buf, off)
+                    if len(buf) - off < ln:
+                        break
+                    typ, flags, _, rid, _, status = struct.unpack_from("<HHHQII", buf, off + 6)
+                    if typ == 90 and flags & 1 and status == 200:
+                        seen.add(rid)
+                    got += 1
+                    off += ln
+                buf = buf[off:]
+        except socket.timeout:
+            pass
+        finally:
+            s.close()
+        ck.eq(got, n, "replies read back from cell-0 for %d pipelined PINGs" % n)
+        ck.eq(len(seen), n, "distinct PING replies (status 200) by req_id")
+        p.stop()
