@@ -129,6 +129,7 @@ static void reply_stats(cell_proc *p, const d11_link *k, const d11_frame_hdr *h)
     const cell_opts *o = &p->opts;
     d11_buf *b = &p->stats_body;
     d11_buf_reset(b);
+#define U(x) ((unsigned long long)(x))
     d11_buf_printf(b,
                    "{\"process\":\"cell\",\"cell\":%d,\"pid\":%d,\"durability\":\"%s\",\"orders\":%llu,"
                    "\"skus\":%llu,\"created\":%llu,\"rejected_out_of_stock\":%llu,\"rejected_table_full\":%llu,"
@@ -138,16 +139,13 @@ static void reply_stats(cell_proc *p, const d11_link *k, const d11_frame_hdr *h)
                    "\"links\":{\"open\":%u,\"refused_full\":%llu,\"closed_slow\":%llu},"
                    "\"limits\":{\"orders_max\":%u,\"items_max\":%u,\"skus_max\":%u,\"parked_max\":%u,"
                    "\"conns_max\":%u}}",
-                   o->id, (int)getpid(), d11_durability_name(p->cfg.durability), (unsigned long long)cc.orders,
-                   (unsigned long long)cc.ledgers, (unsigned long long)cc.created,
-                   (unsigned long long)cc.rejected_oos, (unsigned long long)cc.rejected_full,
-                   (unsigned long long)cc.expired_deadline, (unsigned long long)cc.parked,
-                   (unsigned long long)cc.parked_total, (unsigned long long)cc.batches,
-                   (unsigned long long)cc.batch_ops, (unsigned long long)cc.last_commit_us,
-                   cc.center_up ? "true" : "false", (unsigned long long)commits, (unsigned long long)syncs,
-                   (unsigned long long)unsynced, p->gw.nopen, (unsigned long long)p->gw.n_refused_full,
-                   (unsigned long long)p->gw.n_closed_slow, o->orders_max, o->items_max, o->ledgers_max,
+                   o->id, (int)getpid(), d11_durability_name(p->cfg.durability), U(cc.orders), U(cc.ledgers),
+                   U(cc.created), U(cc.rejected_oos), U(cc.rejected_full), U(cc.expired_deadline), U(cc.parked),
+                   U(cc.parked_total), U(cc.batches), U(cc.batch_ops), U(cc.last_commit_us),
+                   cc.center_up ? "true" : "false", U(commits), U(syncs), U(unsynced), p->gw.nopen,
+                   U(p->gw.n_refused_full), U(p->gw.n_closed_slow), o->orders_max, o->items_max, o->ledgers_max,
                    o->parked_max, p->gw.cap);
+#undef U
     d11_buf_reset(&p->stats_frame);
     d11_reply_enc(&p->stats_frame, h, 200, NULL, b->data, b->len);
     host_send_peer(p, peer_of(k), (const uint8_t *)p->stats_frame.data, p->stats_frame.len); /* cell.reply applies */
@@ -292,8 +290,7 @@ static void begin_drain(cell_proc *p)
     p->lfd = -1;
     unlink(p->sock_path);
     d11_timer_stop(&p->loop, &p->center_retry);
-    cell_shutdown(p->cell); /* parked orders answered 503; new orders refused */
-    d11_loop_nowait(&p->loop); /* those answers leave in the next iteration's flush */
+    cell_shutdown(p->cell); /* parked orders answered 503 (queued: the next flush sends them) */
     d11_info("cell %d draining", p->opts.id);
 }
 

@@ -220,20 +220,34 @@ def test_sigterm_to_a_cell_answers_orders_in_flight():
 
 @timeout(90)
 def test_sigterm_to_up_answers_orders_in_flight():
-    os.environ["D11_FAULTS"] = "cell.recv:delay=150ms"
+    """Both cells are stopped (SIGSTOP) while the orders arrive, so every one of them is in
+    flight — parsed by the gateway, waiting for its cell — when `d11 up` gets SIGTERM; the
+    cells continue right after."""
     with Platform(cells=2, durability="sync", request_timeout_ms=5000) as p, Checks() as ck:
         c = p.client()
         expect(c.create_product("A", stock=1000, price=100), 201)
         users = spread_users(12, base=9)
-        for u in users[:2]:
+        for u in (users_for_cell(0, 2, 1, base=4)[0], users_for_cell(1, 2, 1, base=4)[0]):
             expect(c.order(u, [("A", 1)]), 201, "warm-up order")
-        ths, results = _orders_in_flight(p, users, ck)
-        poll(lambda: _inflight(c) >= len(users) // 2, 10, "orders in flight at the gateway", 0.01)
-        c.close()
-        rc = p.stop(check=False)
+        pids = p.pids()
+        kids = {k: v for k, v in pids.items() if k != "up"}
+        stopped = [_signal_child(p, "cell-%d" % i, signal.SIGSTOP) for i in (0, 1)]
+        try:
+            ths, results = _orders_in_flight(p, users, ck)
+            # the /metrics request counts itself
+            poll(lambda: _inflight(c) >= len(users) + 1, 10, "every order in flight at the gateway", 0.01)
+            c.close()
+            os.kill(p.proc.pid, signal.SIGTERM)
+            log("SIGTERM d11 up pid %d with %d orders in flight" % (p.proc.pid, len(users)))
+        finally:
+            for pid in stopped:
+                os.kill(pid, signal.SIGCONT)
+        rc = p.proc.wait(timeout=scaled(30))
         for t in ths:
             t.join(scaled(30))
         ck.eq(rc, 0, "d11 up exit status after SIGTERM with orders in flight")
+        for name, pid in kids.items():
+            ck.true(not pid_alive(pid), "%s (pid %d) still running after d11 up exited" % (name, pid))
         acked = _check_answers(p, results, ck, "SIGTERM to d11 up")
         print("acknowledged %d of %d orders in flight at SIGTERM" % (acked, len(users)))
 
