@@ -316,7 +316,7 @@ static int run(cell_proc *p)
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: d11 cell --id N [--data DIR] [--cells N] [--durability sync|async|none]\n"
+    fprintf(f, "usage: d11 cell --id N [--data DIR] [--durability sync|async|none]\n"
                "                [--async-flush-ms MS] [--order-ttl-ms MS] [--soldout-cache-ms MS]\n"
                "                [--log-level LEVEL]\n\n"
                "Runs one cell: orders, allotments and expiry for the users whose slot it owns.\n"

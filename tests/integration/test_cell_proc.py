@@ -10,11 +10,14 @@ STATS, drain) as a client sees it through the gateway:
     (GET /admin/cells) shows no unsynced commit within 2 s of one order, and its commit
     and sync counters moved (defect 3 of issue 7);
   - SIGTERM to a cell, and to `d11 up`, while orders are in flight: every request gets an
-    HTTP answer, every 201 is stored, and the process exits 0.
+    HTTP answer, every 201 is stored, and the process exits 0;
+  - a gateway connection whose replies outgrow the socket buffer gets all of them once it
+    reads again (the epoll cell.c before the d11_links port left them queued forever: a
+    writable socket did not trigger a flush).
 
-Requests are kept in flight by a delay on the cell.recv fault point (D11_FAULTS), which
-stalls the cell's loop for each frame it takes; the test waits for the gateway's
-in-flight gauge (GET /metrics) instead of sleeping.
+Requests are kept in flight by SIGSTOP of the cells, or by a delay on the cell.recv fault
+point (D11_FAULTS) that stalls the cell's loop for each frame it takes; the tests wait for
+the gateway's in-flight gauge (GET /metrics) instead of sleeping.
 """
 
 import os
