@@ -1,62 +1,83 @@
 /*
  * cell.c — `d11 cell --id N`: the process around the cell state machine (cell.h).
  *
- * One logic thread runs an epoll loop over: the listener DATA/cell-<id>.sock and the
- * gateway connections it accepts, one connection to the center (reconnected every
- * 200 ms while down), and the storage thread's eventfd (store/thread.h). Each loop
- * iteration hands the machine what arrived, then closes the open batch if the storage
- * thread is idle (group commit), then flushes output. A failed commit makes the machine
- * FAILED: the process answers, exits 1, and `d11 up` restarts it so recovery rebuilds
- * memory from what is durable.
+ * One logic thread runs a d11_loop (core/loop.h) over: the listener DATA/cell-<id>.sock
+ * and the gateway connections it accepts (a d11_links table, rpc/link.h); the center, an
+ * outgoing link in a one-slot table of its own, reconnected by a one-shot timer
+ * CELL_CENTER_RETRY_MS after a failed connect or a loss; the storage thread's done_fd
+ * (store/thread.h), whose result goes to cell_batch_done, which releases that batch's
+ * replies; and a periodic CELL_TICK_MS timer (expiry, grant retries, parked deadlines).
+ * Before sleeping, two hooks run in this order: group commit (hand the open batch to the
+ * storage thread when it is idle), then the flush of every link with output — so every
+ * reply produced in an iteration leaves in one write per link.
+ *
+ * Peer ids given to the machine name a gateway link: gen (low CELL_PEER_GEN_BITS) << 10 |
+ * idx. host_send_peer rebuilds the full gen (the newest one <= the slot's current gen
+ * with those low bits) and asks d11_links_get, so a reply for a link that closed — even
+ * if its slot now serves a new connection — is dropped, never misdelivered. The top bit
+ * stays 0: an id never equals the machine's NONE32.
+ *
+ * STATS is answered here: the machine's counters (cell_get_counts) plus what only the
+ * process knows — the storage thread's commits, syncs and unsynced commits, durability,
+ * pid, the link table.
+ *
+ * Failure and stop: a failed commit makes the machine FAILED; its 503s are flushed and the
+ * process exits 1 (`d11 up` restarts it; recovery rebuilds memory from what is durable).
+ * SIGTERM/SIGINT set the only global, the signal flag; the loop then stops accepting,
+ * unlinks the socket, calls cell_shutdown, and exits 0 once the machine is quiet and
+ * nothing is left unsent (bounded by CELL_DRAIN_UNSENT_MS for a gateway not reading).
  *
  * Fault points (core/fault.h) live here, on the transport: cell.recv (drop / delay /
  * garble a request) and cell.reply (drop / delay a reply).
  *
- * Peer ids given to the machine are (generation << 16 | slot) of the connection table,
- * so a reply for a connection that closed and was reused is dropped, never misdelivered.
+ * Threads: all of this runs on the logic thread; the storage thread shares only the op
+ * bytes of the batch it commits (store/thread.h).
  */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "../cmd.h"
 #include "../core/config.h"
 #include "../core/fault.h"
-#include "../rpc/conn.h"
+#include "../core/loop.h"
+#include "../rpc/link.h"
 #include "../store/cell_sqlite.h"
 #include "../store/thread.h"
 #include "cell.h"
 
-#define CELL_CONNS_MAX 1024
-#define CELL_TICK_MS 10
-#define CELL_CENTER_RETRY_MS 200
-#define EV_CENTER CELL_CONNS_MAX
-#define EV_LISTEN (CELL_CONNS_MAX + 1)
-#define EV_STORE (CELL_CONNS_MAX + 2)
+#define CELL_CONNS_MAX        1024 /* gateway connections (one per gateway thread in practice) */
+#define CELL_TICK_MS          10
+#define CELL_CENTER_RETRY_MS  200
+#define CELL_DRAIN_UNSENT_MS  2000 /* after quiet: how long unsent replies may hold the exit */
+#define CELL_PEER_IDX_BITS    10
+#define CELL_PEER_GEN_BITS    21
+#define CELL_PEER_GEN_MASK    ((1u << CELL_PEER_GEN_BITS) - 1)
 
-typedef struct gconn {
-    d11_conn c;
-    uint32_t gen;
-    bool     open, dirty;
-} gconn;
+_Static_assert(CELL_CONNS_MAX <= (1u << CELL_PEER_IDX_BITS), "link index must fit in a peer id");
+_Static_assert(CELL_PEER_IDX_BITS + CELL_PEER_GEN_BITS < 32, "peer ids keep the top bit 0 (never NONE32)");
 
 typedef struct cell_proc {
     d11_config       cfg;
+    cell_opts        opts;
     cell            *cell;
     d11_store       *store;
     d11_store_thread st;
-    int              epfd, lfd;
-    gconn            conns[CELL_CONNS_MAX];
-    uint32_t         dirty[CELL_CONNS_MAX]; /* connections with output to flush */
-    uint32_t         ndirty;
-    d11_conn         center;
-    bool             center_connected;
-    int64_t          center_retry_ms;
+    d11_loop         loop;
+    d11_links        gw;      /* gateway connections */
+    d11_links        up;      /* one slot: the center */
+    uint32_t         center_gen; /* gen of up.v[0] while the center is connected; 0 = none */
+    d11_io           lio, store_io;
+    d11_timer        tick, center_retry;
+    int              lfd;
+    bool             draining;
+    int64_t          quiet_since_ms; /* draining: when the machine was first seen quiet */
+    d11_buf          stats_body, stats_frame; /* STATS replies */
+    char             sock_path[1200];
 } cell_proc;
 
 static volatile sig_atomic_t stop_flag;
@@ -67,184 +88,235 @@ static void on_signal(int sig)
     stop_flag = 1;
 }
 
-static uint32_t peer_id(const cell_proc *p, int ci) { return (p->conns[ci].gen << 16) | (uint32_t)ci; }
+/* ---- gateway links ---- */
 
-static void mark_dirty(cell_proc *p, int ci)
+static uint32_t peer_of(const d11_link *k)
 {
-    if (p->conns[ci].dirty) return;
-    p->conns[ci].dirty = true;
-    p->dirty[p->ndirty++] = (uint32_t)ci;
+    return ((k->gen & CELL_PEER_GEN_MASK) << CELL_PEER_IDX_BITS) | k->idx;
+}
+
+/* The open link a peer id names, or NULL (closed, or its slot reused since). */
+static d11_link *link_of(cell_proc *p, uint32_t peer)
+{
+    uint32_t idx = peer & ((1u << CELL_PEER_IDX_BITS) - 1), low = peer >> CELL_PEER_IDX_BITS;
+    if (idx >= p->gw.cap) return NULL;
+    uint32_t cur = p->gw.v[idx].gen;
+    uint32_t gen = (cur & ~CELL_PEER_GEN_MASK) | low;
+    if (gen > cur) gen -= CELL_PEER_GEN_MASK + 1; /* an older generation */
+    return d11_links_get(&p->gw, idx, gen);
 }
 
 static void host_send_peer(void *data, uint32_t peer, const uint8_t *frame, size_t n)
 {
     cell_proc *p = data;
-    uint32_t ci = peer & 0xffff, gen = peer >> 16;
-    if (ci >= CELL_CONNS_MAX || !p->conns[ci].open || (p->conns[ci].gen & 0xffff) != gen) return;
+    d11_link *k = link_of(p, peer);
+    if (!k) return; /* the gateway went away; it answered (or will answer) 503/504 itself */
     d11_fault_hit fh = d11_fault(D11_FP_CELL_REPLY);
     if (fh.action == D11_FA_DROP) return; /* chaos: the gateway times out (504) */
     if (fh.action == D11_FA_DELAY) usleep((useconds_t)fh.delay_ms * 1000); /* chaos: a stalled cell */
-    d11_buf_append(&p->conns[ci].c.out, frame, n);
-    mark_dirty(p, (int)ci);
+    d11_link_send(k, frame, n);
 }
+
+/* STATS (admin probe, GET /admin/cells): the machine's counters and limits, plus the
+ * storage thread's commits / syncs / unsynced_commits, durability, pid and the links. */
+static void reply_stats(cell_proc *p, const d11_link *k, const d11_frame_hdr *h)
+{
+    cell_counts cc;
+    uint64_t commits, syncs, unsynced;
+    cell_get_counts(p->cell, &cc);
+    d11_store_thread_counts(&p->st, &commits, &syncs, &unsynced);
+    if (p->cfg.durability == D11_DUR_SYNC) unsynced = 0; /* each commit is its own sync */
+    const cell_opts *o = &p->opts;
+    d11_buf *b = &p->stats_body;
+    d11_buf_reset(b);
+#define U(x) ((unsigned long long)(x))
+    d11_buf_printf(b,
+                   "{\"process\":\"cell\",\"cell\":%d,\"pid\":%d,\"durability\":\"%s\",\"orders\":%llu,"
+                   "\"skus\":%llu,\"created\":%llu,\"rejected_out_of_stock\":%llu,\"rejected_table_full\":%llu,"
+                   "\"expired_deadline\":%llu,\"parked\":%llu,\"parked_total\":%llu,\"batches\":%llu,"
+                   "\"batch_ops\":%llu,\"last_commit_us\":%llu,\"center_up\":%s,\"commits\":%llu,"
+                   "\"syncs\":%llu,\"unsynced_commits\":%llu,"
+                   "\"links\":{\"open\":%u,\"refused_full\":%llu,\"closed_slow\":%llu},"
+                   "\"limits\":{\"orders_max\":%u,\"items_max\":%u,\"skus_max\":%u,\"parked_max\":%u,"
+                   "\"conns_max\":%u}}",
+                   o->id, (int)getpid(), d11_durability_name(p->cfg.durability), U(cc.orders), U(cc.ledgers),
+                   U(cc.created), U(cc.rejected_oos), U(cc.rejected_full), U(cc.expired_deadline), U(cc.parked),
+                   U(cc.parked_total), U(cc.batches), U(cc.batch_ops), U(cc.last_commit_us),
+                   cc.center_up ? "true" : "false", U(commits), U(syncs), U(unsynced), p->gw.nopen,
+                   U(p->gw.n_refused_full), U(p->gw.n_closed_slow), o->orders_max, o->items_max, o->ledgers_max,
+                   o->parked_max, p->gw.cap);
+#undef U
+    d11_buf_reset(&p->stats_frame);
+    d11_reply_enc(&p->stats_frame, h, 200, NULL, b->data, b->len);
+    host_send_peer(p, peer_of(k), (const uint8_t *)p->stats_frame.data, p->stats_frame.len); /* cell.reply applies */
+}
+
+static void on_gw_frame(d11_links *t, d11_link *k, const d11_frame *f)
+{
+    cell_proc *p = t->data;
+    d11_fault_hit fh = d11_fault(D11_FP_CELL_RECV);
+    if (fh.action == D11_FA_DROP) return; /* chaos: a lost request; the gateway answers 504 */
+    if (fh.action == D11_FA_DELAY) usleep((useconds_t)fh.delay_ms * 1000); /* chaos: a stalled cell */
+    if (fh.action == D11_FA_GARBLE) {
+        /* chaos: a garbled frame is a broken stream; the receiver must drop the link */
+        d11_warn("cell %d: garbled frame from the gateway; closing the connection", p->opts.id);
+        d11_link_close(k, D11_EPROTO);
+        return;
+    }
+    if (f->hdr.type == D11_MSG_STATS && !(f->hdr.flags & D11_WF_REPLY)) reply_stats(p, k, &f->hdr);
+    else cell_on_request(p->cell, peer_of(k), f);
+}
+
+static void on_gw_close(d11_links *t, d11_link *k, int why)
+{
+    cell_proc *p = t->data;
+    (void)why;
+    cell_peer_down(p->cell, peer_of(k)); /* k->gen is still the closing link's */
+}
+
+/* ---- the center ---- */
+
+static void center_retry_fire(d11_loop *l, d11_timer *tm);
 
 static void host_send_center(void *data, const uint8_t *frame, size_t n)
 {
     cell_proc *p = data;
-    if (p->center_connected) d11_buf_append(&p->center.out, frame, n);
+    d11_link *k = d11_links_get(&p->up, 0, p->center_gen);
+    if (k) d11_link_send(k, frame, n);
 }
 
-static void set_out(cell_proc *p, d11_conn *c, uint32_t id, bool want)
+static void on_center_frame(d11_links *t, d11_link *k, const d11_frame *f)
 {
-    if (want == c->want_write) return;
-    struct epoll_event ev = {.events = EPOLLIN | (want ? EPOLLOUT : 0), .data.u32 = id};
-    if (epoll_ctl(p->epfd, EPOLL_CTL_MOD, c->fd, &ev) == -1) d11_fatal("epoll_ctl MOD: %s", strerror(errno));
-    c->want_write = want;
+    cell_proc *p = t->data;
+    (void)k;
+    cell_on_center(p->cell, f);
 }
 
-static void conn_close(cell_proc *p, int ci)
+static void on_center_close(d11_links *t, d11_link *k, int why)
 {
-    gconn *g = &p->conns[ci];
-    if (!g->open) return;
-    cell_peer_down(p->cell, peer_id(p, ci));
-    epoll_ctl(p->epfd, EPOLL_CTL_DEL, g->c.fd, NULL);
-    d11_conn_release(&g->c);
-    g->open = false;
-    g->gen = (g->gen + 1) & 0xffff;
+    cell_proc *p = t->data;
+    (void)k;
+    p->center_gen = 0;
+    if (why == 0) return; /* d11_links_release at exit */
+    cell_center_down(p->cell); /* logs the loss; orders needing the center get 503 */
+    if (!p->draining) d11_timer_start(&p->loop, &p->center_retry, CELL_CENTER_RETRY_MS, 0, center_retry_fire, p);
 }
 
-static void center_lost(cell_proc *p)
-{
-    if (!p->center_connected) return;
-    epoll_ctl(p->epfd, EPOLL_CTL_DEL, p->center.fd, NULL);
-    d11_conn_release(&p->center);
-    p->center_connected = false;
-    p->center_retry_ms = d11_mono_ms() + CELL_CENTER_RETRY_MS;
-    cell_center_down(p->cell);
-}
-
+/* Connect to DATA/center.sock (a blocking local connect); on failure retry in
+ * CELL_CENTER_RETRY_MS. Never while draining. */
 static void center_connect(cell_proc *p)
 {
+    if (p->draining) return;
     char path[1200];
     d11_config_path(&p->cfg, "center.sock", path, sizeof path);
     int fd = d11_connect_unix(path);
-    if (fd < 0) {
-        p->center_retry_ms = d11_mono_ms() + CELL_CENTER_RETRY_MS;
+    d11_link *k = fd < 0 ? NULL : d11_links_add(&p->up, fd); /* takes the fd */
+    if (!k) {
+        d11_timer_start(&p->loop, &p->center_retry, CELL_CENTER_RETRY_MS, 0, center_retry_fire, p);
         return;
     }
-    d11_conn_init(&p->center, fd);
-    struct epoll_event ev = {.events = EPOLLIN, .data.u32 = EV_CENTER};
-    if (epoll_ctl(p->epfd, EPOLL_CTL_ADD, fd, &ev) == -1) {
-        d11_conn_release(&p->center);
-        p->center_retry_ms = d11_mono_ms() + CELL_CENTER_RETRY_MS;
-        return;
-    }
-    p->center_connected = true;
+    D11_ASSERT(k->idx == 0 && k->gen != 0);
+    p->center_gen = k->gen;
     cell_center_up(p->cell); /* HELLO; missed returns are re-sent by its reply */
 }
 
-static void flush_all(cell_proc *p)
+static void center_retry_fire(d11_loop *l, d11_timer *tm)
 {
-    for (uint32_t i = 0; i < p->ndirty; i++) {
-        int ci = (int)p->dirty[i];
-        gconn *g = &p->conns[ci];
-        g->dirty = false;
-        if (!g->open) continue;
-        int rc = d11_conn_flush(&g->c);
-        if (rc < 0) conn_close(p, ci);
-        else set_out(p, &g->c, (uint32_t)ci, rc == 1);
-    }
-    p->ndirty = 0;
-    if (p->center_connected && (d11_conn_pending(&p->center) || p->center.want_write)) {
-        int rc = d11_conn_flush(&p->center);
-        if (rc < 0) center_lost(p);
-        else set_out(p, &p->center, EV_CENTER, rc == 1);
-    }
+    (void)l;
+    center_connect(tm->data);
 }
 
-static void accept_all(cell_proc *p)
-{
-    for (;;) {
-        int fd = d11_accept(p->lfd);
-        if (fd < 0) return;
-        int ci = -1;
-        for (int i = 0; i < CELL_CONNS_MAX; i++)
-            if (!p->conns[i].open) {
-                ci = i;
-                break;
-            }
-        if (ci < 0) {
-            d11_warn("cell %d: connection table full (%d)", p->cfg.cell_id, CELL_CONNS_MAX);
-            close(fd);
-            continue;
-        }
-        d11_conn_init(&p->conns[ci].c, fd);
-        p->conns[ci].open = true;
-        struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)ci};
-        if (epoll_ctl(p->epfd, EPOLL_CTL_ADD, fd, &ev) == -1) conn_close(p, ci);
-    }
-}
+/* ---- storage thread, tick, group commit ---- */
 
-static void on_gateway_readable(cell_proc *p, int ci, uint32_t events)
+static void on_store_done(d11_loop *l, d11_io *io, uint32_t events)
 {
-    gconn *g = &p->conns[ci];
-    int rc = (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) ? d11_conn_read(&g->c) : 0;
-    d11_frame f;
-    int fr;
-    while (g->open && (fr = d11_conn_frame(&g->c, &f)) == 1) {
-        d11_fault_hit fh = d11_fault(D11_FP_CELL_RECV);
-        if (fh.action == D11_FA_DROP) continue; /* chaos: a lost request; the gateway answers 504 */
-        if (fh.action == D11_FA_DELAY) usleep((useconds_t)fh.delay_ms * 1000); /* chaos: a stalled cell */
-        if (fh.action == D11_FA_GARBLE) {
-            /* chaos: a garbled frame is a broken stream; the receiver must drop the link */
-            d11_warn("cell %d: garbled frame from the gateway; closing the connection", p->cfg.cell_id);
-            conn_close(p, ci);
-            return;
-        }
-        cell_on_request(p->cell, peer_id(p, ci), &f);
-    }
-    if (!g->open) return;
-    d11_conn_compact(&g->c);
-    if (fr < 0 || rc < 0) conn_close(p, ci);
-}
-
-static void on_center_readable(cell_proc *p, uint32_t events)
-{
-    int rc = (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) ? d11_conn_read(&p->center) : 0;
-    d11_frame f;
-    int fr;
-    while ((fr = d11_conn_frame(&p->center, &f)) == 1) cell_on_center(p->cell, &f);
-    d11_conn_compact(&p->center);
-    if (fr < 0 || rc < 0) center_lost(p);
-}
-
-static void on_store_done(cell_proc *p)
-{
+    cell_proc *p = io->data;
+    (void)l, (void)events;
     int result;
     int64_t us;
     if (!d11_store_thread_collect(&p->st, &result, &us)) return;
     cell_set_last_commit_us(p->cell, us);
-    cell_batch_done(p->cell, result);
+    cell_batch_done(p->cell, result); /* releases the batch's replies (or its 503s) */
     if (cell_failed(p->cell)) {
-        /* Memory is now ahead of the database: answer (done above), then restart from
-         * what is durable. */
-        flush_all(p);
-        d11_error("cell %d: exiting for recovery", p->cfg.cell_id);
+        /* Memory is now ahead of the database: answer, then restart from what is durable. */
+        d11_links_flush(&p->gw);
+        d11_error("cell %d: exiting for recovery", p->opts.id);
         _exit(1);
     }
 }
 
-static void maybe_commit(cell_proc *p)
+static void on_tick(d11_loop *l, d11_timer *tm)
 {
+    cell_proc *p = tm->data;
+    (void)l;
+    cell_tick(p->cell);
+}
+
+/* Before-sleep hook 1: when the storage thread is idle, close the open batch and hand it
+ * over. Runs before the flush hook, so nothing it releases waits an iteration. */
+static void group_commit(d11_loop *l, void *data)
+{
+    cell_proc *p = data;
+    (void)l;
     const uint8_t *ops;
     size_t len;
     uint32_t nops;
     if (cell_batch_take(p->cell, &ops, &len, &nops)) d11_store_thread_submit(&p->st, ops, len, nops);
 }
 
+/* Before-sleep hook 2 (last): write every link with output. */
+static void flush_all(d11_loop *l, void *data)
+{
+    cell_proc *p = data;
+    (void)l;
+    d11_links_flush(&p->gw);
+    d11_links_flush(&p->up);
+}
+
+/* ---- drain and run ---- */
+
+static bool gw_unsent(const cell_proc *p)
+{
+    for (uint32_t i = 0; i < p->gw.cap; i++)
+        if (p->gw.v[i].open && d11_conn_pending(&p->gw.v[i].c)) return true;
+    return false;
+}
+
+static void begin_drain(cell_proc *p)
+{
+    p->draining = true;
+    d11_io_stop(&p->loop, &p->lio);
+    close(p->lfd);
+    p->lfd = -1;
+    unlink(p->sock_path);
+    d11_timer_stop(&p->loop, &p->center_retry);
+    cell_shutdown(p->cell); /* parked orders answered 503 (queued: the next flush sends them) */
+    d11_info("cell %d draining", p->opts.id);
+}
+
+/* Iterate until a drain finishes. After each d11_loop_run_once every hook has run, so
+ * what the machine released has been offered to the kernel. */
+static int run(cell_proc *p)
+{
+    for (;;) {
+        if (stop_flag && !p->draining) begin_drain(p);
+        if (p->draining && cell_quiet(p->cell)) {
+            int64_t now = d11_mono_ms();
+            if (!p->quiet_since_ms) p->quiet_since_ms = now;
+            if (!gw_unsent(p)) return 0;
+            if (now - p->quiet_since_ms >= CELL_DRAIN_UNSENT_MS) {
+                d11_warn("cell %d: a gateway did not read its last replies; exiting anyway", p->opts.id);
+                return 0;
+            }
+        }
+        int rc = d11_loop_run_once(&p->loop, -1); /* the tick bounds the sleep */
+        if (rc < 0) d11_fatal("cell %d: event loop: %s", p->opts.id, d11_strerror(rc));
+    }
+}
+
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: d11 cell --id N [--data DIR] [--cells N] [--durability sync|async|none]\n"
+    fprintf(f, "usage: d11 cell --id N [--data DIR] [--durability sync|async|none]\n"
                "                [--async-flush-ms MS] [--order-ttl-ms MS] [--soldout-cache-ms MS]\n"
                "                [--log-level LEVEL]\n\n"
                "Runs one cell: orders, allotments and expiry for the users whose slot it owns.\n"
@@ -258,52 +330,61 @@ static void usage(FILE *f)
                "  --log-level LEVEL    debug, info (default), warn, error\n");
 }
 
-static int run(cell_proc *p, const char *sock_path)
+/* Open the store, recover the machine, start the storage thread, listen, and register
+ * everything on the loop. 0, or 1 after printing why (the exit status). */
+static int setup(cell_proc *p)
 {
-    struct epoll_event evs[256];
-    int64_t last_tick = 0;
-    bool draining = false;
-    for (;;) {
-        if (stop_flag && !draining) {
-            draining = true;
-            epoll_ctl(p->epfd, EPOLL_CTL_DEL, p->lfd, NULL);
-            close(p->lfd);
-            unlink(sock_path);
-            cell_shutdown(p->cell);
-            d11_info("cell %d draining", p->cfg.cell_id);
-        }
-        if (draining && cell_quiet(p->cell)) {
-            flush_all(p);
-            return 0;
-        }
-        int n = epoll_wait(p->epfd, evs, 256, CELL_TICK_MS);
-        if (n == -1 && errno != EINTR) d11_fatal("epoll_wait: %s", strerror(errno));
-        for (int i = 0; i < n; i++) {
-            uint32_t id = evs[i].data.u32;
-            if (id == EV_LISTEN) {
-                if (!draining) accept_all(p);
-            } else if (id == EV_STORE) {
-                on_store_done(p);
-            } else if (id == EV_CENTER) {
-                if (p->center_connected) on_center_readable(p, evs[i].events);
-            } else if (id < CELL_CONNS_MAX && p->conns[id].open) {
-                on_gateway_readable(p, (int)id, evs[i].events);
-            }
-        }
-        int64_t now = d11_mono_ms();
-        if (now - last_tick >= CELL_TICK_MS) {
-            last_tick = now;
-            if (!p->center_connected && !draining && now >= p->center_retry_ms) center_connect(p);
-            cell_tick(p->cell);
-        }
-        maybe_commit(p);
-        flush_all(p);
+    int id = p->cfg.cell_id;
+    char path[1200], file[64];
+    snprintf(file, sizeof file, "cell-%d.db", id);
+    d11_config_path(&p->cfg, file, path, sizeof path);
+    p->store = d11_cell_sqlite_open(path, p->cfg.durability);
+    if (!p->store) {
+        fprintf(stderr, "d11 cell: cannot open %s\n", path);
+        return 1;
     }
+    cell_opts_default(&p->opts, id);
+    p->opts.order_ttl_ms = p->cfg.order_ttl_ms;
+    p->opts.soldout_cache_ms = p->cfg.soldout_cache_ms;
+    cell_host h = {.clock = d11_clock_system(), .data = p, .send_peer = host_send_peer,
+                   .send_center = host_send_center};
+    int rc = cell_open(&p->cell, &p->opts, &h, p->store);
+    if (rc < 0) {
+        fprintf(stderr, "d11 cell: recovery of %s failed: %s\n", path, d11_strerror(rc));
+        return 1;
+    }
+    if (d11_store_thread_init(&p->st, p->store, p->cfg.durability, p->cfg.async_flush_ms) < 0 ||
+        d11_store_thread_start(&p->st) < 0)
+        d11_fatal("cannot start the storage thread");
+    snprintf(file, sizeof file, "cell-%d.sock", id);
+    d11_config_path(&p->cfg, file, p->sock_path, sizeof p->sock_path);
+    p->lfd = d11_listen_unix(p->sock_path);
+    if (p->lfd < 0) {
+        fprintf(stderr, "d11 cell: cannot listen on %s: %s\n", p->sock_path, d11_strerror(p->lfd));
+        return 1;
+    }
+    d11_buf_init(&p->stats_body, 1024);
+    d11_buf_init(&p->stats_frame, 1024);
+    if ((rc = d11_loop_init(&p->loop)) < 0 ||
+        (rc = d11_links_init(&p->gw, &p->loop, CELL_CONNS_MAX, on_gw_frame, on_gw_close, p)) < 0 ||
+        (rc = d11_links_init(&p->up, &p->loop, 1, on_center_frame, on_center_close, p)) < 0 ||
+        (rc = d11_links_listen(&p->gw, &p->lio, p->lfd)) < 0 ||
+        (rc = d11_io_start(&p->loop, &p->store_io, p->st.done_fd, D11_IO_READ, on_store_done, p)) < 0 ||
+        (rc = d11_loop_before_sleep(&p->loop, group_commit, p)) < 0 ||
+        (rc = d11_loop_before_sleep(&p->loop, flush_all, p)) < 0)
+        d11_fatal("cell %d: cannot set up the event loop: %s", id, d11_strerror(rc));
+    d11_timer_start(&p->loop, &p->tick, CELL_TICK_MS, CELL_TICK_MS, on_tick, p);
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    center_connect(p);
+    return 0;
 }
 
 int d11_cell_main(int argc, char **argv)
 {
-    static cell_proc P; /* large (connection table): static storage, passed explicitly below */
+    cell_proc P = {0};
     cell_proc *p = &P;
     char err[256];
     d11_config_defaults(&p->cfg);
@@ -327,53 +408,22 @@ int d11_cell_main(int argc, char **argv)
         fprintf(stderr, "d11 cell: cannot create %s: %s\n", p->cfg.data_dir, strerror(errno));
         return 1;
     }
-    char path[1200], file[64];
-    snprintf(file, sizeof file, "cell-%d.db", id);
-    d11_config_path(&p->cfg, file, path, sizeof path);
-    p->store = d11_cell_sqlite_open(path, p->cfg.durability);
-    if (!p->store) {
-        fprintf(stderr, "d11 cell: cannot open %s\n", path);
-        return 1;
-    }
     d11_fault_init_from_env(name);
-    cell_opts o;
-    cell_opts_default(&o, id);
-    o.order_ttl_ms = p->cfg.order_ttl_ms;
-    o.soldout_cache_ms = p->cfg.soldout_cache_ms;
-    cell_host h = {.clock = d11_clock_system(), .data = p, .send_peer = host_send_peer,
-                   .send_center = host_send_center};
-    int rc = cell_open(&p->cell, &o, &h, p->store);
-    if (rc < 0) {
-        fprintf(stderr, "d11 cell: recovery of %s failed: %s\n", path, d11_strerror(rc));
-        return 1;
-    }
-    if (d11_store_thread_init(&p->st, p->store, p->cfg.durability, p->cfg.async_flush_ms) < 0 ||
-        d11_store_thread_start(&p->st) < 0)
-        d11_fatal("cannot start the storage thread");
-
-    snprintf(file, sizeof file, "cell-%d.sock", id);
-    d11_config_path(&p->cfg, file, path, sizeof path);
-    p->lfd = d11_listen_unix(path);
-    if (p->lfd < 0) {
-        fprintf(stderr, "d11 cell: cannot listen on %s: %s\n", path, d11_strerror(p->lfd));
-        return 1;
-    }
-    p->epfd = epoll_create1(EPOLL_CLOEXEC);
-    if (p->epfd == -1) d11_fatal("epoll_create1: %s", strerror(errno));
-    struct epoll_event ev = {.events = EPOLLIN, .data.u32 = EV_LISTEN};
-    if (epoll_ctl(p->epfd, EPOLL_CTL_ADD, p->lfd, &ev) == -1) d11_fatal("epoll_ctl: %s", strerror(errno));
-    ev.data.u32 = EV_STORE;
-    if (epoll_ctl(p->epfd, EPOLL_CTL_ADD, p->st.done_fd, &ev) == -1) d11_fatal("epoll_ctl: %s", strerror(errno));
-    struct sigaction sa = {.sa_handler = on_signal};
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
-    center_connect(p);
-    d11_info("cell %d listening on %s (durability %s)", id, path, d11_durability_name(p->cfg.durability));
-    run(p, path);
+    int rc = setup(p);
+    if (rc) return rc;
+    d11_info("cell %d listening on %s (durability %s)", id, p->sock_path, d11_durability_name(p->cfg.durability));
+    rc = run(p);
+    d11_timer_stop(&p->loop, &p->tick);
+    d11_timer_stop(&p->loop, &p->center_retry);
+    d11_io_stop(&p->loop, &p->store_io);
+    d11_links_release(&p->gw);
+    d11_links_release(&p->up);
     d11_store_thread_stop(&p->st);
     cell_free(p->cell);
     d11_store_close(p->store);
+    d11_loop_release(&p->loop);
+    d11_buf_free(&p->stats_body);
+    d11_buf_free(&p->stats_frame);
     d11_info("cell %d stopped", id);
-    return 0;
+    return rc;
 }
