@@ -126,7 +126,7 @@ int d11_bench_engine_main(int argc, char **argv)
     snprintf(dur, sizeof dur, "--durability=%s", durability);
     snprintf(chunk, sizeof chunk, "--grant-chunk-max=%llu", (unsigned long long)(orders + 1));
     char *cargv[] = {"d11", "center", data, "--cells=1", dur, chunk, "--log-level=warn", NULL};
-    char *largv[] = {"d11", "cell", data, "--cells=1", "--id=0", dur, "--log-level=warn", NULL};
+    char *largv[] = {"d11", "cell", data, "--id=0", dur, "--log-level=warn", NULL};
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     pid_t center = start_child(self, cargv, ncpu >= 2 ? 1 : -1);
     char path[256];

@@ -125,7 +125,6 @@ static void reply_stats(cell_proc *p, const d11_link *k, const d11_frame_hdr *h)
     uint64_t commits, syncs, unsynced;
     cell_get_counts(p->cell, &cc);
     d11_store_thread_counts(&p->st, &commits, &syncs, &unsynced);
-    if (p->cfg.durability == D11_DUR_SYNC) unsynced = 0; /* each commit is its own sync */
     const cell_opts *o = &p->opts;
     d11_buf *b = &p->stats_body;
     d11_buf_reset(b);

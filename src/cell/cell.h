@@ -2,7 +2,7 @@
  * cell.h — the cell as a state machine: orders, allotments and group commit for the users
  * whose slots it owns, with no sockets, threads or clocks of its own.
  *
- * A HOST drives it: the `d11 cell` process (cell_main.c: epoll loop, Unix sockets, a
+ * A HOST drives it: the `d11 cell` process (cell.c: event loop, Unix sockets, a
  * storage thread) or the deterministic simulator (src/sim: simulated links, clock and
  * memory store). Everything the cell does to the outside goes through the host's
  * callbacks, which must only queue (never call back into the cell):

@@ -85,7 +85,10 @@ static void *store_main(void *arg)
         t->done = true;
         t->result = rc;
         t->commit_us = us;
-        if (rc == 0 && nops) t->commits++, t->unsynced++;
+        if (rc == 0 && nops) {
+            t->commits++;
+            if (t->durability == D11_DUR_ASYNC) t->unsynced++; /* sync: COMMIT fsynced; none: never synced */
+        }
         uint64_t one = 1;
         (void)!write(t->done_fd, &one, sizeof one);
         if (t->durability == D11_DUR_ASYNC && t->unsynced && d11_mono_ms() - t->last_sync_ms >= t->async_flush_ms)
