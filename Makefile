@@ -51,7 +51,7 @@ $(LIB): $(LIBOBJS)
 
 $(BUILD)/tests/test_%: test_%.c $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Isrc -Itests/unit -o $@ $< $(LIB) $(LDFLAGS) $(LDLIBS)
+	$(CC) $(CFLAGS) -Isrc -Itests/unit -I. -o $@ $< $(LIB) $(LDFLAGS) $(LDLIBS)
 
 # The deterministic simulator (src/sim): build/sim for people, and the same program as
 # build/tests/test_sim so that `make test` / `make test-full` run its default budget.

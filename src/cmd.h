@@ -9,7 +9,7 @@
 int d11_up_main(int argc, char **argv);      /* src/up/up.c */
 int d11_gateway_main(int argc, char **argv); /* src/gateway/gateway.c */
 int d11_cell_main(int argc, char **argv);    /* src/cell/cell.c */
-int d11_center_main(int argc, char **argv);  /* src/center/center.c */
+int d11_center_main(int argc, char **argv);  /* src/center/center.c (the process) */
 int d11_token_main(int argc, char **argv);   /* src/ctl/token.c */
 int d11_ctl_main(int argc, char **argv);     /* src/ctl/ctl.c */
 int d11_bench_main(int argc, char **argv);   /* src/bench/bench.c */

@@ -1,513 +1,210 @@
 /*
- * center.c — the center's state machine (API and the round contract in center.h): open
- * and load, the round (dirty marks, held output, one commit, then send), peers, dispatch,
- * and the gateway-facing requests (products, ledger view, routing, ping, stats). The
- * cell-facing requests — allotments, parked grants, reclaim — are in center_allot.c.
+ * center.c — `d11 center`: the process around the center's state machine (center.h).
  *
- * State: the catalog (catalog.h: products, their two ledgers, parked grants), the routing
- * table, which peer is which cell, and this round's held output and dirty marks.
+ * One thread, one d11_loop (core/loop.h) with the connection table d11_links
+ * (rpc/link.h) listening on DATA/center.sock, and the SQLite store DATA/center.db
+ * (store/center_sqlite.c). A loop iteration: every frame read goes to center_on_frame;
+ * the 10 ms timer calls center_tick; then the before-sleep hooks run in order —
+ * center_flush (commit the iteration's changes in one transaction, then hand the held
+ * replies to send_to_peer, which queues them on the links), then d11_links_flush (write).
+ * A failed commit exits the process (status 1) without sending anything of that
+ * iteration: the supervisor restarts the center and the cells re-sync with HELLO.
  *
- *   frames in ──> handlers ──> ledger math (inventory.h), dirty marks, held output
- *   center_flush ──> dirty rows as op records (store/center_ops.h) ──> ONE d11_store_commit
- *                ──> held frames to host->send, in order
+ * Peer ids given to the machine: link index | (low 16 bits of the link generation) << 16.
+ * A link's id is unique while it is open; the machine forgets a peer (its cell mapping,
+ * parked grants, held output) in center_peer_down, called from on_close before the
+ * generation changes, so no stale id survives to meet a reused one.
  *
- * Sold counts: every GRANT, RETURN and REPORT carries the cell's latest COMMITTED sold
- * count for a ledger; it replaces the stored value (no max(): cancels and expiries lower
- * it), is committed like any change, and the product view (stock_sold) is their sum at
- * the time of the read. A cell sends a full REPORT after every HELLO exchange, so after
- * any crash the view converges to the stored truth.
+ * The fault point center.grant (fault.h) sits here, before the machine: a dropped or
+ * delayed GRANT request is a property of the transport, not of the center.
  *
- * Memory: held output, the op buffer and the JSON scratch keep their capacity between
- * rounds; the dirty and waiting lists hold each product at most once.
+ * Clean stop (SIGINT/SIGTERM -> d11_loop_stop): flush what is pending, remove
+ * DATA/center.sock, close the links and the store.
  */
-#include "center.h"
-
+#include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include "../cmd.h"
+#include "../core/clock.h"
+#include "../core/config.h"
+#include "../core/fault.h"
 #include "../core/limits.h"
+#include "../core/loop.h"
 #include "../core/util.h"
-#include "../store/center_ops.h"
-#include "center_int.h"
-#include "routing.h"
+#include "../rpc/link.h"
+#include "../store/center_sqlite.h"
+#include "center.h"
 
-static void *xrealloc(void *p, size_t n)
+#define CENTER_CONNS_MAX 1024 /* connections at once: gateway threads + cells + ctl */
+#define CENTER_TICK_MS   10   /* center_tick period: reclaim deadlines */
+_Static_assert(CENTER_CONNS_MAX <= 0x10000, "a peer id holds the link index in its low 16 bits");
+
+typedef struct center_proc {
+    d11_loop  loop;
+    d11_links links;
+    d11_io    lio;
+    d11_timer tick;
+    center   *C;
+} center_proc;
+
+static d11_loop *signal_loop; /* for the signal handler only */
+
+static void on_signal(int sig)
 {
-    p = realloc(p, n);
-    if (!p) d11_fatal("center: out of memory");
-    return p;
+    (void)sig;
+    if (signal_loop) d11_loop_stop(signal_loop);
 }
 
-void center__push_index(size_t **v, size_t *n, size_t *cap, size_t idx)
+static uint32_t peer_of(const d11_link *k) { return k->idx | (k->gen & 0xffffu) << 16; }
+
+/* host->send: queue a frame on the peer's link if it is still the same one. */
+static void send_to_peer(void *data, uint32_t peer, const uint8_t *frame, size_t n)
 {
-    if (*n == *cap) {
-        *cap = *cap ? *cap * 2 : 64;
-        *v = xrealloc(*v, *cap * sizeof **v);
-    }
-    (*v)[(*n)++] = idx;
+    center_proc *P = data;
+    uint32_t idx = peer & 0xffffu;
+    if (idx >= P->links.cap) return;
+    d11_link *k = &P->links.v[idx];
+    if (!k->open || peer_of(k) != peer) return;
+    d11_link_send(k, frame, n);
 }
 
-/* ---- dirty marks ---- */
-
-/* Record that product idx changed: its row (row), the center_stock row of shadow (stock),
- * the ledger row of cell (cell >= 0). */
-void center__touch(center *c, size_t idx, int shadow, int cell, bool stock, bool row)
+static void on_open(d11_links *t, d11_link *k)
 {
-    center_product *p = c->cat.v[idx];
-    D11_ASSERT(shadow == 0 || shadow == 1);
-    D11_ASSERT(cell < (int)c->cat.ncells);
-    if (cell >= 0) p->st[shadow].dirty_cells |= 1ULL << cell;
-    if (stock) p->st[shadow].dirty_stock = true;
-    if (row) p->dirty_row = true;
-    if (!p->listed_dirty) {
-        p->listed_dirty = true;
-        center__push_index(&c->dirty, &c->ndirty, &c->capdirty, idx);
-    }
+    center_proc *P = t->data;
+    center_peer_up(P->C, peer_of(k));
 }
 
-/* ---- held output ---- */
-
-d11_buf *center__out_open(center *c, uint32_t peer)
+static void on_close(d11_links *t, d11_link *k, int why)
 {
-    D11_ASSERT(!c->flushing);
-    if (c->nmsgs == c->capmsgs) {
-        c->capmsgs = c->capmsgs ? c->capmsgs * 2 : 64;
-        c->msgs = xrealloc(c->msgs, c->capmsgs * sizeof *c->msgs);
-    }
-    c->msgs[c->nmsgs++] = (held_frame){.peer = peer, .off = c->held.len};
-    return &c->held;
+    (void)why;
+    center_proc *P = t->data;
+    center_peer_down(P->C, peer_of(k));
 }
 
-void center__out_close(center *c)
+static void on_frame(d11_links *t, d11_link *k, const d11_frame *f)
 {
-    held_frame *m = &c->msgs[c->nmsgs - 1];
-    m->len = c->held.len - m->off;
-    D11_ASSERT(m->len >= D11_FRAME_HDR_BYTES && m->len <= D11_FRAME_BYTES_MAX);
+    center_proc *P = t->data;
+    if (f->hdr.type == D11_MSG_GRANT && !(f->hdr.flags & D11_WF_REPLY)) {
+        d11_fault_hit fh = d11_fault(D11_FP_CENTER_GRANT);
+        if (fh.action == D11_FA_DROP) return; /* chaos: a lost grant; the cell asks again */
+        if (fh.action == D11_FA_DELAY) usleep((useconds_t)fh.delay_ms * 1000);
+    }
+    center_on_frame(P->C, peer_of(k), f);
 }
 
-void center__reply(center *c, uint32_t peer, const d11_frame_hdr *h, uint32_t status, const char *code,
-                   const char *body, size_t n)
+static void on_tick(d11_loop *l, d11_timer *t)
 {
-    d11_reply_enc(center__out_open(c, peer), h, status, code, body, n);
-    center__out_close(c);
+    (void)l;
+    center_proc *P = t->data;
+    center_tick(P->C);
 }
 
-void center__reply_err(center *c, uint32_t peer, const d11_frame_hdr *h, uint32_t status, const char *code,
-                       const char *msg)
+/* Before-sleep hook 1: commit the iteration, hand its output to the links (hook 2 writes). */
+static void commit_hook(d11_loop *l, void *data)
 {
-    center__reply(c, peer, h, status, code, msg, strlen(msg));
+    (void)l;
+    center_proc *P = data;
+    int rc = center_flush(P->C);
+    if (rc < 0) d11_fatal("center: commit failed (%s); exiting without answering", d11_strerror(rc));
 }
 
-/* ---- handlers ---- */
-
-static void handle_product_create(center *c, uint32_t peer, const d11_frame *f)
+static void usage(FILE *f)
 {
-    d11_msg_product m;
-    if (d11_msg_product_dec(f->payload, f->payload_len, &m) < 0) {
-        center__reply_err(c, peer, &f->hdr, 422, "invalid", "malformed product");
-        return;
-    }
-    char msg[128];
-    if (center_catalog_find(&c->cat, m.sku.p, m.sku.n, NULL)) {
-        snprintf(msg, sizeof msg, "%.*s already exists", (int)m.sku.n, m.sku.p);
-        center__reply_err(c, peer, &f->hdr, 409, "exists", msg);
-        return;
-    }
-    size_t idx = center_catalog_add(&c->cat, m.sku.p, m.sku.n);
-    center_product *p = c->cat.v[idx];
-    center_product_set_text(p, m.title.p, m.title.n, m.category.p, m.category.n);
-    p->price_cents = m.price_cents;
-    p->created_at = d11_clock_wall(c->h.clock);
-    for (int s = 0; s < 2; s++) {
-        int rc = center_inv_restock(&p->st[s].inv, m.stock); /* m.stock <= D11_STOCK_MAX: decoded */
-        D11_ASSERT(rc == 0);
-        center__touch(c, idx, s, -1, true, true);
-    }
-    d11_buf_reset(&c->scratch);
-    center_product_render(&c->scratch, p, 0);
-    center__reply(c, peer, &f->hdr, 201, NULL, c->scratch.data, c->scratch.len);
+    fprintf(f, "usage: d11 center [--data DIR] [--cells N] [--durability sync|async|none]\n"
+               "                  [--grant-chunk-max N] [--log-level LEVEL]\n\n"
+               "Runs the center: catalog, inventory ledger with per-cell allotments, routing.\n"
+               "Listens on DIR/center.sock (d11 wire protocol). Normally started by `d11 up`.\n\n"
+               "  --data DIR            data directory (default ./data); DIR/center.db is SQLite\n"
+               "  --cells N             number of cells of this deployment (fixed at first start)\n"
+               "  --durability MODE     sync (default), async or none — see docs/storage.md\n"
+               "  --grant-chunk-max N   largest allotment handed to a cell at once (default 1000)\n"
+               "  --log-level LEVEL     debug, info (default), warn, error\n");
 }
 
-/* PRODUCT_GET, or PRODUCT_RESTOCK when restock. */
-static void handle_product_get(center *c, uint32_t peer, const d11_frame *f, bool restock)
+int d11_center_main(int argc, char **argv)
 {
-    d11_msg_sku_qty m;
-    if (d11_msg_sku_qty_dec(f->payload, f->payload_len, &m, restock) < 0) {
-        center__reply_err(c, peer, &f->hdr, 422, "invalid", "malformed request");
-        return;
+    char err[256];
+    d11_config cfg;
+    d11_config_defaults(&cfg);
+    if (d11_config_from_args(&cfg, argc, argv, err, sizeof err) < 0) {
+        fprintf(stderr, "d11 center: %s\n", err);
+        return 2;
     }
-    size_t idx;
-    center_product *p = center_catalog_find(&c->cat, m.sku.p, m.sku.n, &idx);
-    if (!p) {
-        char msg[128];
-        snprintf(msg, sizeof msg, "no product %.*s", (int)m.sku.n, m.sku.p);
-        center__reply_err(c, peer, &f->hdr, 404, "not_found", msg);
-        return;
-    }
-    int shadow = (f->hdr.flags & D11_WF_STRESS) ? 1 : 0;
-    if (restock) {
-        for (int s = 0; s < 2; s++)
-            if (p->st[s].inv.total + m.qty > (uint64_t)D11_STOCK_MAX) {
-                center__reply_err(c, peer, &f->hdr, 422, "invalid", "quantity: stock_total would exceed 10^12");
-                return;
-            }
-        for (int s = 0; s < 2; s++) {
-            int rc = center_inv_restock(&p->st[s].inv, m.qty); /* checked just above */
-            D11_ASSERT(rc == 0);
-            center__touch(c, idx, s, -1, true, true);
-            if (p->st[s].npend) center__pending_try(c, idx, s, false);
-        }
-        shadow = 0;
-    }
-    d11_buf_reset(&c->scratch);
-    center_product_render(&c->scratch, p, shadow);
-    center__reply(c, peer, &f->hdr, 200, NULL, c->scratch.data, c->scratch.len);
-}
-
-static void handle_ledger_get(center *c, uint32_t peer, const d11_frame *f)
-{
-    d11_msg_sku_qty m;
-    if (d11_msg_sku_qty_dec(f->payload, f->payload_len, &m, false) < 0) {
-        center__reply_err(c, peer, &f->hdr, 422, "invalid", "malformed request");
-        return;
-    }
-    center_product *p = center_catalog_find(&c->cat, m.sku.p, m.sku.n, NULL);
-    if (!p) {
-        center__reply_err(c, peer, &f->hdr, 404, "not_found", "no such product");
-        return;
-    }
-    d11_buf_reset(&c->scratch);
-    center_ledger_render(&c->scratch, p);
-    center__reply(c, peer, &f->hdr, 200, NULL, c->scratch.data, c->scratch.len);
-}
-
-/* Record a cell's reported committed sold count of (idx, shadow). */
-static void handle_stats(center *c, uint32_t peer, const d11_frame *f)
-{
-    d11_buf_reset(&c->scratch);
-    d11_buf_printf(&c->scratch,
-                   "{\"process\":\"center\",\"pid\":%d,\"products\":%zu,\"cells\":%u,\"routing_version\":%u,"
-                   "\"grants\":%llu,\"returns\":%llu,\"reclaims\":%llu,\"commits\":%llu}",
-                   c->o.pid, c->cat.n, c->cat.ncells, c->routing.version, (unsigned long long)c->n_grants,
-                   (unsigned long long)c->n_returns, (unsigned long long)c->n_reclaims,
-                   (unsigned long long)c->n_commits);
-    center__reply(c, peer, &f->hdr, 200, NULL, c->scratch.data, c->scratch.len);
-}
-
-void center_on_frame(center *c, uint32_t peer, const d11_frame *f)
-{
-    D11_ASSERT(!c->flushing);
-    if (c->failed) return; /* stopped: the host is about to exit */
-    if (f->hdr.flags & D11_WF_REPLY) return; /* nothing the center pushes expects an answer */
-    switch (f->hdr.type) {
-    case D11_MSG_PRODUCT_CREATE: handle_product_create(c, peer, f); break;
-    case D11_MSG_PRODUCT_GET: handle_product_get(c, peer, f, false); break;
-    case D11_MSG_PRODUCT_RESTOCK: handle_product_get(c, peer, f, true); break;
-    case D11_MSG_LEDGER_GET: handle_ledger_get(c, peer, f); break;
-    case D11_MSG_ROUTING_GET:
-        center_routing_reply(center__out_open(c, peer), &f->hdr, &c->routing);
-        center__out_close(c);
-        break;
-    case D11_MSG_CELL_HELLO: center__handle_hello(c, peer, f); break;
-    case D11_MSG_GRANT: center__handle_grant(c, peer, f); break;
-    case D11_MSG_RETURN: center__handle_return(c, peer, f); break;
-    case D11_MSG_REPORT: center__handle_report(c, peer, f); break;
-    case D11_MSG_PING: center__reply(c, peer, &f->hdr, 200, NULL, "center", 6); break;
-    case D11_MSG_STATS: handle_stats(c, peer, f); break;
-    default: center__reply_err(c, peer, &f->hdr, 400, "bad_request", "unknown message type");
-    }
-}
-
-/* ---- peers and time ---- */
-
-void center_peer_up(center *c, uint32_t peer)
-{
-    for (unsigned cell = 0; cell < c->cat.ncells; cell++)
-        D11_ASSERT(!((c->cell_up & (1ULL << cell)) && c->cell_peer[cell] == peer)); /* ids are not reused while up */
-}
-
-void center_peer_down(center *c, uint32_t peer)
-{
-    for (unsigned cell = 0; cell < c->cat.ncells; cell++) {
-        if (!(c->cell_up & (1ULL << cell)) || c->cell_peer[cell] != peer) continue;
-        c->cell_up &= ~(1ULL << cell);
-        d11_warn("cell %u disconnected", cell);
-    }
-    for (size_t i = 0; i < c->nwaiting; i++) {
-        center_product *p = c->cat.v[c->waiting[i]];
-        for (int s = 0; s < 2; s++) {
-            center_stock *st = &p->st[s];
-            uint32_t keep = 0;
-            for (uint32_t j = 0; j < st->npend; j++)
-                if (st->pend[j].peer != peer) st->pend[keep++] = st->pend[j];
-            st->npend = keep;
-        }
-    }
-    for (size_t i = 0; i < c->nmsgs; i++)
-        if (c->msgs[i].peer == peer) c->msgs[i].dropped = true;
-}
-
-/* ---- commit and send ---- */
-
-/* The op records of everything dirty; returns how many. */
-static uint32_t encode_dirty(center *c)
-{
-    uint32_t nops = 0;
-    d11_buf *b = &c->ops;
-    d11_buf_reset(b);
-    if (c->routing_dirty) {
-        center_op_routing_enc(b, &c->routing);
-        nops++;
-    }
-    for (size_t i = 0; i < c->ndirty; i++) {
-        const center_product *p = c->cat.v[c->dirty[i]];
-        d11_str sku = {p->sku, p->skun};
-        if (p->dirty_row) { /* products before their stock and ledger rows (center_ops.h) */
-            center_op_product_enc(b, &(center_op_product){.sku = sku,
-                                                          .title = {p->title, strlen(p->title)},
-                                                          .category = {p->category, strlen(p->category)},
-                                                          .price_cents = p->price_cents,
-                                                          .stock_total = p->st[0].inv.total,
-                                                          .created_at = p->created_at});
-            nops++;
-        }
-        for (int s = 0; s < 2; s++) {
-            const center_stock *st = &p->st[s];
-            center_inv_check(&st->inv);
-            if (st->dirty_stock) {
-                center_op_stock_enc(b, &(center_op_stock){.sku = sku, .shadow = (uint8_t)s, .total = st->inv.total,
-                                                          .free = st->inv.free});
-                nops++;
-            }
-            for (unsigned cell = 0; cell < st->inv.ncells; cell++) {
-                if (!(st->dirty_cells & (1ULL << cell))) continue;
-                const center_inv_cell *cl = &st->inv.cells[cell];
-                center_op_ledger_enc(b, &(center_op_ledger){.sku = sku, .shadow = (uint8_t)s, .cell = (uint16_t)cell,
-                                                            .granted = cl->granted, .returned = cl->returned,
-                                                            .sold_reported = cl->sold});
-                nops++;
-            }
-        }
-    }
-    return nops;
-}
-
-static void clear_dirty(center *c)
-{
-    c->routing_dirty = false;
-    for (size_t i = 0; i < c->ndirty; i++) {
-        center_product *p = c->cat.v[c->dirty[i]];
-        p->dirty_row = p->listed_dirty = false;
-        for (int s = 0; s < 2; s++) {
-            p->st[s].dirty_stock = false;
-            p->st[s].dirty_cells = 0;
-        }
-    }
-    c->ndirty = 0;
-}
-
-int center_flush(center *c)
-{
-    D11_ASSERT(!c->flushing);
-    if (c->failed) return c->failed;
-    uint32_t nops = encode_dirty(c);
-    if (nops) {
-        int rc = d11_store_commit(c->st, (const uint8_t *)c->ops.data, c->ops.len, nops);
-        if (rc < 0) {
-            d11_error("center: commit of %u records failed (%s); nothing of this round is sent", nops,
-                      d11_strerror(rc));
-            c->failed = rc;
-            c->nmsgs = 0;
-            d11_buf_reset(&c->held);
-            return rc;
-        }
-        c->n_commits++;
-        clear_dirty(c);
-    }
-    D11_ASSERT(c->ndirty == 0 && !c->routing_dirty);
-    c->flushing = true; /* host->send must not call back into the center */
-    for (size_t i = 0; i < c->nmsgs; i++) {
-        const held_frame *m = &c->msgs[i];
-        if (!m->dropped) c->h.send(c->h.data, m->peer, (const uint8_t *)c->held.data + m->off, m->len);
-    }
-    c->flushing = false;
-    c->nmsgs = 0;
-    d11_buf_reset(&c->held);
-    return 0;
-}
-
-/* ---- open, load, free ---- */
-
-/* Apply one stored record: each is an upsert of one row, so a record seen again later
- * in commit order simply replaces the earlier value. */
-static int load_one(center *c, const uint8_t *rec, size_t len)
-{
-    center_op op;
-    if (center_op_dec(rec, len, &op) < 0) {
-        d11_error("center: a stored record (op %u, %zu bytes) does not decode", len ? rec[0] : 0, len);
-        return D11_EPROTO;
-    }
-    switch (op.type) {
-    case CENTER_OP_ROUTING: {
-        int rc = center_routing_check(&op.u.routing, c->cat.ncells);
-        if (rc < 0) return rc;
-        c->routing = op.u.routing;
-        c->routing_loaded = true;
+    if (cfg.help) {
+        usage(stdout);
         return 0;
     }
-    case CENTER_OP_PRODUCT: {
-        const center_op_product *m = &op.u.product;
-        size_t idx;
-        center_product *p = center_catalog_find(&c->cat, m->sku.p, m->sku.n, &idx);
-        if (!p) {
-            idx = center_catalog_add(&c->cat, m->sku.p, m->sku.n); /* may move cat.v: index it after */
-            p = c->cat.v[idx];
-        }
-        center_product_set_text(p, m->title.p, m->title.n, m->category.p, m->category.n);
-        p->price_cents = m->price_cents;
-        p->created_at = m->created_at;
-        return 0;
+    d11_log_init("center", cfg.log_level);
+    d11_fault_init_from_env("center");
+    if (mkdir(cfg.data_dir, 0700) == -1 && errno != EEXIST) {
+        fprintf(stderr, "d11 center: cannot create %s: %s\n", cfg.data_dir, strerror(errno));
+        return 1;
     }
-    case CENTER_OP_STOCK: {
-        const center_op_stock *m = &op.u.stock;
-        center_product *p = center_catalog_find(&c->cat, m->sku.p, m->sku.n, NULL);
-        if (!p) {
-            d11_warn("center: stock row of %.*s without a product; ignored", (int)m->sku.n, m->sku.p);
-            return 0;
-        }
-        p->st[m->shadow].inv.total = m->total;
-        p->st[m->shadow].inv.free = m->free;
-        return 0;
+    char db_path[1200], sock_path[1200];
+    if (d11_config_path(&cfg, "center.db", db_path, sizeof db_path) < 0 ||
+        d11_config_path(&cfg, "center.sock", sock_path, sizeof sock_path) < 0) {
+        fprintf(stderr, "d11 center: data directory path too long\n");
+        return 1;
     }
-    case CENTER_OP_LEDGER: {
-        const center_op_ledger *m = &op.u.ledger;
-        center_product *p = center_catalog_find(&c->cat, m->sku.p, m->sku.n, NULL);
-        if (!p) {
-            d11_warn("center: ledger row of %.*s without a product; ignored", (int)m->sku.n, m->sku.p);
-            return 0;
-        }
-        if (m->cell >= c->cat.ncells) {
-            d11_error("center: ledger row of %.*s names cell %u of %u", (int)m->sku.n, m->sku.p, m->cell,
-                      c->cat.ncells);
-            return D11_ECONFIG;
-        }
-        center_inv_cell *cl = &p->st[m->shadow].inv.cells[m->cell];
-        cl->granted = m->granted;
-        cl->returned = m->returned;
-        cl->sold = m->sold_reported;
-        return 0;
+    d11_store *st = d11_center_sqlite_open(db_path, cfg.durability);
+    if (!st) {
+        fprintf(stderr, "d11 center: cannot open %s\n", db_path);
+        return 1;
     }
-    default: return D11_EPROTO;
-    }
-}
-
-/* d11_store_apply_fn: nrecs whole records back to back (one row, or a committed batch). */
-static int load_apply(void *ctx, const uint8_t *recs, size_t len, uint32_t nrecs)
-{
-    center *c = ctx;
-    size_t off = 0;
-    uint32_t n = 0;
-    while (off < len) {
-        size_t rl;
-        if (center_op_next(recs + off, len - off, &rl) < 0) {
-            d11_error("center: stored records cut short at byte %zu of %zu", off, len);
-            return D11_EPROTO;
-        }
-        int rc = load_one(c, recs + off, rl);
-        if (rc < 0) return rc;
-        off += rl;
-        n++;
-    }
-    if (n != nrecs) {
-        d11_error("center: the store announced %u records and gave %u", nrecs, n);
-        return D11_EPROTO;
-    }
-    return 0;
-}
-
-int center_open(center **out, const center_opts *o, const center_host *h, d11_store *st)
-{
-    if (o->ncells < 1 || o->ncells > D11_CELLS_MAX || o->grant_chunk_max < 1 || o->reclaim_ms < 0 || !h->clock ||
-        !h->send || !st) {
-        d11_error("center: bad options (cells %d, grant_chunk_max %lld, reclaim_ms %lld)", o->ncells,
-                  (long long)o->grant_chunk_max, (long long)o->reclaim_ms);
-        return D11_ECONFIG;
-    }
-    center *c = calloc(1, sizeof *c);
-    if (!c) d11_fatal("center: out of memory");
-    c->o = *o;
-    c->h = *h;
-    c->st = st;
-    center_catalog_init(&c->cat, (uint16_t)o->ncells);
-    d11_buf_init(&c->held, 4096);
-    d11_buf_init(&c->ops, 4096);
-    d11_buf_init(&c->scratch, 4096);
-    int rc = d11_store_load(st, load_apply, c);
+    static center_proc P; /* static storage: the loop's event and timer arrays are large */
+    center_opts o = {.ncells = cfg.cells,
+                     .grant_chunk_max = cfg.grant_chunk_max,
+                     .reclaim_ms = CENTER_RECLAIM_MS_DEFAULT,
+                     .pid = (int)getpid()};
+    center_host h = {.clock = d11_clock_system(), .data = &P, .send = send_to_peer};
+    int rc = center_open(&P.C, &o, &h, st);
     if (rc < 0) {
-        d11_error("center: cannot load the stored state (%s)", d11_strerror(rc));
-        center_free(c);
-        return rc;
+        fprintf(stderr, "d11 center: cannot start on %s: %s (see the log line above)\n", db_path, d11_strerror(rc));
+        d11_store_close(st);
+        return 1;
     }
-    for (size_t i = 0; i < c->cat.n; i++)
-        for (int s = 0; s < 2; s++) center_inv_check(&c->cat.v[i]->st[s].inv);
-    if (!c->routing_loaded) { /* first start of this deployment */
-        center_routing_first(&c->routing, (uint16_t)o->ncells);
-        c->routing_dirty = true;
-        if ((rc = center_flush(c)) < 0) {
-            center_free(c);
-            return rc;
-        }
+    int lfd = d11_listen_unix(sock_path);
+    if (lfd < 0) {
+        fprintf(stderr, "d11 center: cannot listen on %s: %s\n", sock_path, d11_strerror(lfd));
+        center_free(P.C);
+        d11_store_close(st);
+        return 1;
     }
-    d11_info("center loaded %zu products, %d cells, routing v%u", c->cat.n, o->ncells, c->routing.version);
-    *out = c;
+    if ((rc = d11_loop_init(&P.loop)) < 0 ||
+        (rc = d11_links_init(&P.links, &P.loop, CENTER_CONNS_MAX, on_frame, on_close, &P)) < 0)
+        d11_fatal("center: event loop: %s", d11_strerror(rc));
+    P.links.on_open = on_open;
+    if ((rc = d11_links_listen(&P.links, &P.lio, lfd)) < 0) d11_fatal("center: listen: %s", d11_strerror(rc));
+    d11_timer_start(&P.loop, &P.tick, CENTER_TICK_MS, CENTER_TICK_MS, on_tick, &P);
+    if (d11_loop_before_sleep(&P.loop, commit_hook, &P) < 0 ||
+        d11_loop_before_sleep(&P.loop, d11_links_flush_hook, &P.links) < 0) /* last: writes */
+        d11_fatal("center: before-sleep hooks");
+    signal_loop = &P.loop;
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    d11_info("center listening on %s", sock_path);
+
+    d11_loop_run(&P.loop);
+
+    commit_hook(&P.loop, &P); /* what the last iteration left, if anything */
+    d11_links_flush(&P.links);
+    /* A clean stop leaves no socket behind (a stale one would look like a live center). */
+    if (unlink(sock_path) == -1 && errno != ENOENT) d11_warn("center: cannot remove %s: %s", sock_path, strerror(errno));
+    d11_timer_stop(&P.loop, &P.tick);
+    d11_io_stop(&P.loop, &P.lio);
+    close(lfd);
+    d11_links_release(&P.links); /* on_close -> center_peer_down for each open link */
+    d11_loop_release(&P.loop);
+    signal_loop = NULL;
+    center_free(P.C);
+    d11_store_close(st);
+    d11_info("center stopped");
     return 0;
 }
-
-void center_free(center *c)
-{
-    if (!c) return;
-    center_catalog_release(&c->cat);
-    free(c->dirty);
-    free(c->waiting);
-    free(c->msgs);
-    d11_buf_free(&c->held);
-    d11_buf_free(&c->ops);
-    d11_buf_free(&c->scratch);
-    free(c);
-}
-
-/* ---- introspection ---- */
-
-static const center_stock *stock_of(const center *c, const char *sku, size_t skun, int shadow)
-{
-    if (shadow < 0 || shadow > 1) return NULL;
-    const center_product *p = center_catalog_find(&c->cat, sku, skun, NULL);
-    return p ? &p->st[shadow] : NULL;
-}
-
-bool center_ledger(const center *c, const char *sku, size_t skun, int shadow, uint64_t *total, uint64_t *free_,
-                   uint64_t *sold_reported_sum)
-{
-    const center_stock *s = stock_of(c, sku, skun, shadow);
-    if (!s) return false;
-    *total = s->inv.total;
-    *free_ = s->inv.free;
-    *sold_reported_sum = center_inv_sold(&s->inv);
-    return true;
-}
-
-bool center_ledger_cell(const center *c, const char *sku, size_t skun, int shadow, int cell, uint64_t *granted,
-                        uint64_t *returned, uint64_t *sold_reported)
-{
-    const center_stock *s = stock_of(c, sku, skun, shadow);
-    if (!s || cell < 0 || cell >= (int)s->inv.ncells) return false;
-    *granted = s->inv.cells[cell].granted;
-    *returned = s->inv.cells[cell].returned;
-    *sold_reported = s->inv.cells[cell].sold;
-    return true;
-}
-
-size_t center_products(const center *c) { return c->cat.n; }
-
-const d11_routing *center_routing(const center *c) { return &c->routing; }

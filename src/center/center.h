@@ -1,12 +1,12 @@
 /*
  * center.h — the center as a state machine: catalog, inventory ledger, routing table.
  *
- * Read in this order: center.h (this API), center.c (the machine: frames in, state and
+ * Read in this order: center.h (this API), machine.c (the machine: frames in, state and
  * held output, one commit per round), inventory.h (the ledger math), catalog.h (products),
- * routing.h, then center_main.c (the `d11 center` process: socket, epoll loop, signals)
+ * routing.h, then center.c (the `d11 center` process: socket, epoll loop, signals)
  * and store/center_ops.h + store/center_sqlite.c (what is stored, and how).
  *
- * The machine owns no socket, thread or clock. Its host (center_main.c in the real
+ * The machine owns no socket, thread or clock. Its host (center.c in the real
  * process; a unit test or the simulator otherwise) gives it:
  *   - frames from peers (center_on_frame), peers coming and going (center_peer_up/down);
  *   - time, through host->clock, and a call to center_tick about every 10 ms;

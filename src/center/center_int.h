@@ -1,6 +1,6 @@
 /*
  * center_int.h — internals shared by the center machine's two files:
- *   center.c        open/load, the round (dirty marks, held output, flush), peers,
+ *   machine.c       open/load, the round (dirty marks, held output, flush), peers,
  *                   dispatch, gateway-facing requests (catalog, routing, stats)
  *   center_allot.c  cell-facing requests: allotments (HELLO, GRANT, RETURN, REPORT),
  *                   parked grants, RECLAIM and its deadlines (center_tick)

@@ -15,7 +15,7 @@
  * same cumulative value and changes nothing.
  *
  * No I/O, no clock, no allocation: the catalog owns the cells[] array; the machine
- * (center.c) decides when to call what. Unit-tested in tests/unit/test_center_inventory.c.
+ * (machine.c) decides when to call what. Unit-tested in tests/unit/test_center_inventory.c.
  */
 #ifndef D11_CENTER_INVENTORY_H
 #define D11_CENTER_INVENTORY_H

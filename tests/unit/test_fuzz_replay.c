@@ -14,10 +14,10 @@
 
 /* Each driver defines LLVMFuzzerTestOneInput; give each its own name. */
 #define LLVMFuzzerTestOneInput fuzz_http_one
-#include "../../fuzz/fuzz_http.c"
+#include "fuzz/fuzz_http.c"
 #undef LLVMFuzzerTestOneInput
 #define LLVMFuzzerTestOneInput fuzz_json_one
-#include "../../fuzz/fuzz_json.c"
+#include "fuzz/fuzz_json.c"
 #undef LLVMFuzzerTestOneInput
 
 int main(void)

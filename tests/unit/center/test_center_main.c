@@ -1,5 +1,5 @@
 /*
- * test_center_main.c — the `d11 center` process (src/center/center_main.c) around the
+ * test_center_main.c — the `d11 center` process (src/center/center.c) around the
  * machine: started as a real process on a fresh data directory, spoken to over its Unix
  * socket with real frames, stopped with SIGTERM.
  *

@@ -41,7 +41,7 @@
 #include "core/util.h"
 
 /* The libFuzzer driver, to replay its corpus with its checks (see replay_corpus). */
-#include "../../fuzz/fuzz_config.c"
+#include "fuzz/fuzz_config.c"
 
 #include "check.h"
 #include "replay.h"

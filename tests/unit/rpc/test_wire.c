@@ -35,7 +35,7 @@
 #include "rpc/wire.h"
 
 /* The libFuzzer driver, to replay its corpus with its checks (see replay_corpus). */
-#include "../../fuzz/fuzz_wire.c"
+#include "fuzz/fuzz_wire.c"
 
 /* ---- checks ---- */
 
