@@ -43,6 +43,7 @@
 
 #include "../cmd.h"
 #include "../core/config.h"
+#include "../core/datadir.h"
 #include "../core/fault.h"
 #include "../core/loop.h"
 #include "../rpc/link.h"
@@ -339,7 +340,7 @@ static int setup(cell_proc *p)
     d11_config_path(&p->cfg, file, path, sizeof path);
     p->store = d11_cell_sqlite_open(path, p->cfg.durability);
     if (!p->store) {
-        fprintf(stderr, "d11 cell: cannot open %s\n", path);
+        d11_error("cell %d: cannot open %s", p->cfg.cell_id, path);
         return 1;
     }
     cell_opts_default(&p->opts, id);
@@ -349,7 +350,7 @@ static int setup(cell_proc *p)
                    .send_center = host_send_center};
     int rc = cell_open(&p->cell, &p->opts, &h, p->store);
     if (rc < 0) {
-        fprintf(stderr, "d11 cell: recovery of %s failed: %s\n", path, d11_strerror(rc));
+        d11_error("cell %d: recovery of %s failed: %s", p->cfg.cell_id, path, d11_strerror(rc));
         return 1;
     }
     if (d11_store_thread_init(&p->st, p->store, p->cfg.durability, p->cfg.async_flush_ms) < 0 ||
@@ -359,7 +360,7 @@ static int setup(cell_proc *p)
     d11_config_path(&p->cfg, file, p->sock_path, sizeof p->sock_path);
     p->lfd = d11_listen_unix(p->sock_path);
     if (p->lfd < 0) {
-        fprintf(stderr, "d11 cell: cannot listen on %s: %s\n", p->sock_path, d11_strerror(p->lfd));
+        d11_error("cell %d: cannot listen on %s: %s", p->cfg.cell_id, p->sock_path, d11_strerror(p->lfd));
         return 1;
     }
     d11_buf_init(&p->stats_body, 1024);
@@ -403,13 +404,20 @@ int d11_cell_main(int argc, char **argv)
     char name[32];
     snprintf(name, sizeof name, "cell-%d", id);
     d11_log_init(name, p->cfg.log_level);
-    if (mkdir(p->cfg.data_dir, 0700) == -1 && errno != EEXIST) {
-        fprintf(stderr, "d11 cell: cannot create %s: %s\n", p->cfg.data_dir, strerror(errno));
+    d11_fault_init_from_env(name); /* a bad D11_FAULTS exits 2 before anything is created */
+    /* One process per cell file: a second `d11 cell --id N` on the same directory stops
+     * here, naming the holder (the lock dies with the process, kill -9 included). */
+    char lerr[512];
+    int lock_fd = d11_datadir_lock(p->cfg.data_dir, name, lerr, sizeof lerr);
+    if (lock_fd < 0) {
+        d11_error("%s", lerr);
         return 1;
     }
-    d11_fault_init_from_env(name);
     int rc = setup(p);
-    if (rc) return rc;
+    if (rc) {
+        d11_datadir_unlock(lock_fd);
+        return rc;
+    }
     d11_info("cell %d listening on %s (durability %s)", id, p->sock_path, d11_durability_name(p->cfg.durability));
     rc = run(p);
     d11_timer_stop(&p->loop, &p->tick);
@@ -424,5 +432,6 @@ int d11_cell_main(int argc, char **argv)
     d11_buf_free(&p->stats_body);
     d11_buf_free(&p->stats_frame);
     d11_info("cell %d stopped", id);
+    d11_datadir_unlock(lock_fd); /* the file no longer names a live pid */
     return rc;
 }

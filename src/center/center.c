@@ -32,6 +32,7 @@
 #include "../cmd.h"
 #include "../core/clock.h"
 #include "../core/config.h"
+#include "../core/datadir.h"
 #include "../core/fault.h"
 #include "../core/limits.h"
 #include "../core/loop.h"
@@ -141,19 +142,22 @@ int d11_center_main(int argc, char **argv)
     }
     d11_log_init("center", cfg.log_level);
     d11_fault_init_from_env("center");
-    if (mkdir(cfg.data_dir, 0700) == -1 && errno != EEXIST) {
-        fprintf(stderr, "d11 center: cannot create %s: %s\n", cfg.data_dir, strerror(errno));
+    /* One center per data directory (the lock dies with the process, kill -9 included). */
+    char lerr[512];
+    int lock_fd = d11_datadir_lock(cfg.data_dir, "center", lerr, sizeof lerr);
+    if (lock_fd < 0) {
+        d11_error("%s", lerr);
         return 1;
     }
     char db_path[1200], sock_path[1200];
     if (d11_config_path(&cfg, "center.db", db_path, sizeof db_path) < 0 ||
         d11_config_path(&cfg, "center.sock", sock_path, sizeof sock_path) < 0) {
-        fprintf(stderr, "d11 center: data directory path too long\n");
+        d11_error("center: data directory path too long");
         return 1;
     }
     d11_store *st = d11_center_sqlite_open(db_path, cfg.durability);
     if (!st) {
-        fprintf(stderr, "d11 center: cannot open %s\n", db_path);
+        d11_error("center: cannot open %s", db_path);
         return 1;
     }
     static center_proc P; /* static storage: the loop's event and timer arrays are large */
@@ -164,13 +168,13 @@ int d11_center_main(int argc, char **argv)
     center_host h = {.clock = d11_clock_system(), .data = &P, .send = send_to_peer};
     int rc = center_open(&P.C, &o, &h, st);
     if (rc < 0) {
-        fprintf(stderr, "d11 center: cannot start on %s: %s (see the log line above)\n", db_path, d11_strerror(rc));
+        d11_error("center: cannot start on %s: %s (see the log line above)", db_path, d11_strerror(rc));
         d11_store_close(st);
         return 1;
     }
     int lfd = d11_listen_unix(sock_path);
     if (lfd < 0) {
-        fprintf(stderr, "d11 center: cannot listen on %s: %s\n", sock_path, d11_strerror(lfd));
+        d11_error("center: cannot listen on %s: %s", sock_path, d11_strerror(lfd));
         center_free(P.C);
         d11_store_close(st);
         return 1;
@@ -206,5 +210,6 @@ int d11_center_main(int argc, char **argv)
     center_free(P.C);
     d11_store_close(st);
     d11_info("center stopped");
+    d11_datadir_unlock(lock_fd); /* the file no longer names a live pid */
     return 0;
 }

@@ -193,12 +193,12 @@ static int run(struct gw *g)
     d11_log_init("gateway", g->cfg.log_level);
     g->start_ms = d11_mono_ms();
     if (mkdir(g->cfg.data_dir, 0700) == -1 && errno != EEXIST) {
-        fprintf(stderr, "d11 gateway: cannot create %s: %s\n", g->cfg.data_dir, strerror(errno));
+        d11_error("gateway: cannot create %s: %s", g->cfg.data_dir, strerror(errno));
         return 1;
     }
     http_parser_set_max_header_size(D11_HTTP_HEADER_BYTES_MAX + 1024);
     if (d11_rules_store_init(&g->rules, g->cfg.data_dir) < 0) {
-        fprintf(stderr, "d11 gateway: data directory path too long\n");
+        d11_error("gateway: data directory path too long");
         return 1;
     }
     gw_router_init(g);
@@ -213,24 +213,24 @@ static int run(struct gw *g)
     g->nthreads = g->cfg.threads;
     g->threads = calloc((size_t)g->nthreads, sizeof *g->threads);
     if (!g->threads) {
-        fprintf(stderr, "d11 gateway: out of memory\n");
+        d11_error("gateway: out of memory");
         return 1;
     }
     for (int i = 0; i < g->nthreads; i++) {
         int lfd = d11_listen_tcp(g->cfg.listen, true);
         if (lfd < 0) {
-            fprintf(stderr, "d11 gateway: cannot listen on %s: %s\n", g->cfg.listen, d11_strerror(lfd));
+            d11_error("gateway: cannot listen on %s: %s", g->cfg.listen, d11_strerror(lfd));
             return 1;
         }
         int rc = thread_init(g, &g->threads[i], i, lfd);
         if (rc < 0) {
-            fprintf(stderr, "d11 gateway: thread setup failed: %s\n", d11_strerror(rc));
+            d11_error("gateway: thread setup failed: %s", d11_strerror(rc));
             return 1;
         }
     }
     for (int i = 0; i < g->nthreads; i++)
         if (pthread_create(&g->threads[i].th, NULL, thread_main, &g->threads[i]) != 0) {
-            fprintf(stderr, "d11 gateway: cannot start threads\n");
+            d11_error("gateway: cannot start threads");
             return 1;
         }
     d11_info("gateway listening on %s (%d threads, %d cells, request timeout %lld ms)",
@@ -277,7 +277,6 @@ int d11_gateway_main(int argc, char **argv)
     int rc;
     if (d11_config_from_args(&g->cfg, argc, argv, err, sizeof err) < 0) {
         fprintf(stderr, "d11 gateway: %s\n", err);
-        usage(stderr);
         rc = 2;
     } else if (g->cfg.help) {
         usage(stdout);

@@ -124,6 +124,29 @@ def test_second_up_on_same_data_dir_is_refused():
         ck.status(p.client().get("/readyz"), 200, "a new d11 up on the released directory")
 
 
+@timeout(60)
+def test_second_cell_or_center_on_same_data_dir_is_refused():
+    """A hand-started `d11 cell --id 0` / `d11 center` next to a running one stops at
+    once, one JSON line naming the lock file and the holder's pid; the running platform
+    keeps serving (before: a second cell crash-looped on UNIQUE outbox.event_id)."""
+    with Platform(cells=2) as p, Checks() as ck:
+        c = p.client()
+        expect(c.create_product("L2", stock=5, price=100), 201)
+        pids = p.pids()
+        for name, args in (("cell-0", ["cell", "--id", "0"]), ("center", ["center", "--cells", "2"])):
+            cp = subprocess.run([D11_BIN] + args + ["--data", p.data], capture_output=True, text=True, timeout=20)
+            ck.eq(cp.returncode, 1, "exit status of a second %s on the same data directory" % name)
+            lines = _lines(cp.stderr)
+            ck.eq(len(lines), 1, "lines on stderr of the refused %s: %r" % (name, lines[:10]))
+            if lines:
+                obj = _json_line(ck, lines[0], "the refusal of %s" % name)
+                ck.true(str(pids[name]) in obj.get("msg", ""), "the refusal names the holder's pid %d: %r"
+                        % (pids[name], lines[0]))
+                ck.true(name + ".lock" in obj.get("msg", ""), "the refusal names %s.lock: %r" % (name, lines[0]))
+        ck.eq(p.pids().get("cell-0"), pids["cell-0"], "the running cell 0 was not replaced")
+        ck.status(c.order(7, [("L2", 1)]), 201, "the platform still takes orders")
+
+
 # ---------------------------------------------------------------- port in use
 
 @timeout(90)

@@ -17,7 +17,9 @@ What is checked (AckLedger / check_ledger_in_db in harness.py, docs/reliability.
      reads) and on the stored data;
   3. one idempotency key -> at most one order (clients retry some keys right after a 5xx,
      the test replays every unanswered key; no order for a key nobody sent);
-  4. `d11 audit` exits 0 on every crashed state and after the final clean stop.
+  4. `d11 audit` exits 0 on every crashed state and after the final clean stop;
+  5. after every restart, with the traffic stopped, GET /v1/products/{sku} shows the
+     stock_sold that `d11 audit` computes from the stored data (issue 7 defect 2).
 
 Seeded: the seed is printed; D11_TEST_SEED=N replays the same choices (victims, moments,
 configs, client decisions — thread timing still varies). D11_CRASH_CYCLES=N runs N cycles
@@ -67,6 +69,37 @@ def _check_stored(p, ledger, ck, what, initial, stats):
     return st
 
 
+def _view_matches_audit(p, skus, ck, what, stats, timeout_s=3.0):
+    """Issue 7 defect 2: with no traffic, GET /v1/products/{sku} must show what `d11 audit`
+    computes from the stored data (stock_sold == stored sold), within a report interval
+    (100 ms; the bound here leaves room for a loaded machine). Polls both, because pending
+    orders may still expire and move the truth while we look."""
+    c = p.client()
+    deadline = time.monotonic() + timeout_s
+    last = None
+    try:
+        while True:
+            a = p.audit()
+            if a.report is None:
+                ck.fail("%s: d11 audit gave no report: %r" % (what, a))
+                return
+            truth = {r["sku"]: r["sold"] for r in a.report["stock"] if r["shadow"] == 0}
+            view = {}
+            for sku in skus:
+                r = c.product(sku)
+                view[sku] = r.json.get("stock_sold") if r.status == 200 and isinstance(r.json, dict) else r
+            last = (view, {k: truth.get(k, 0) for k in skus})
+            if all(view[k] == truth.get(k, 0) for k in skus):
+                stats["product view == audit"] += 1
+                return
+            if time.monotonic() >= deadline:
+                ck.fail("%s: product view %r != stored truth (d11 audit) %r" % (what, last[0], last[1]))
+                return
+            time.sleep(0.05)  # polling a condition, not waiting out a race
+    finally:
+        c.close()
+
+
 def _run_phase(phase, ncycles, rng, seed, ck, stats):
     cells = rng.choice((2, 3))
     chunk = rng.choice((None, None, 3, 8))
@@ -81,9 +114,11 @@ def _run_phase(phase, ncycles, rng, seed, ck, stats):
         c.close()
         ledger = AckLedger()
         users = spread_users(64, base=101 + phase)
-        load = ChaosLoad(p.port, p.admin_token, users, ["HOT"] * 4 + ["HOT2"] * 2 + ["WARM"] * 2 + ["COLD"],
-                         ledger=ledger, nthreads=8, seed=seed + phase, conn_ok=True, restock_sku="WARM",
-                         deadline_s=ncycles * 30 + 60, client_timeout_s=10).start()
+        def new_load(k):
+            return ChaosLoad(p.port, p.admin_token, users, ["HOT"] * 4 + ["HOT2"] * 2 + ["WARM"] * 2 + ["COLD"],
+                             ledger=ledger, nthreads=8, seed=seed + phase * 1000 + k, conn_ok=True,
+                             restock_sku="WARM", deadline_s=90, client_timeout_s=10).start()
+        load = new_load(0)
         for cyc in range(ncycles):
             stats["cycles"] += 1
             n_cycle = stats["cycles"]
@@ -93,6 +128,7 @@ def _run_phase(phase, ncycles, rng, seed, ck, stats):
             time.sleep(window)  # the random moment of the crash (not waiting for anything)
             if victim == "all":
                 p.kill9_all()
+                load.stop()  # no traffic after the restart: nothing but recovery may fix the view
                 stats["kill all"] += 1
                 st = _check_stored(p, ledger, ck, "cycle %d: crashed data (kill -9 of everything)"
                                    % n_cycle, initial, stats)
@@ -100,6 +136,7 @@ def _run_phase(phase, ncycles, rng, seed, ck, stats):
                 p.start(30)
             else:
                 old = p.kill9(victim)
+                load.stop()
                 stats["kill " + victim.split("-")[0]] += 1
                 poll(lambda: (lambda x: x and x != old and pid_alive(x))(p.pids().get(victim)), 30,
                      "the supervisor to restart %s (killed pid %d)" % (victim, old))
@@ -115,6 +152,11 @@ def _run_phase(phase, ncycles, rng, seed, ck, stats):
             if ledger.errors and len(ck.failures) < 5:
                 ck.fail("cycle %d: %d contract violations seen by clients so far, first: %s"
                         % (n_cycle, len(ledger.errors), ledger.errors[:3]))
+            # Quiescence after every restart: the product view equals the stored truth. The
+            # load stopped at the kill, so only recovery (and the few replays above) can have
+            # told the center what the cells hold.
+            _view_matches_audit(p, sorted(initial), ck, "cycle %d (after %s)" % (n_cycle, victim), stats)
+            load = new_load(cyc + 1)
         load.stop()
         # Quiet now. Every unanswered key once more, then let every pending order expire.
         rc = p.client()
