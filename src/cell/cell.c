@@ -17,6 +17,9 @@
  * if its slot now serves a new connection — is dropped, never misdelivered. The top bit
  * stays 0: an id never equals the machine's NONE32.
  *
+ * EVENTS_READ is answered here too (events_read.h): committed outbox rows through a
+ * read-only SQLite connection of its own, so it never waits for or delays a batch.
+ *
  * STATS is answered here: the machine's counters (cell_get_counts) plus what only the
  * process knows — the storage thread's commits, syncs and unsynced commits, durability,
  * pid, the link table.
@@ -50,6 +53,7 @@
 #include "../store/cell_sqlite.h"
 #include "../store/thread.h"
 #include "cell.h"
+#include "events_read.h"
 
 #define CELL_CONNS_MAX        1024 /* gateway connections (one per gateway thread in practice) */
 #define CELL_TICK_MS          10
@@ -78,6 +82,7 @@ typedef struct cell_proc {
     bool             draining;
     int64_t          quiet_since_ms; /* draining: when the machine was first seen quiet */
     d11_buf          stats_body, stats_frame; /* STATS replies */
+    d11_outbox_reader *outbox; /* EVENTS_READ (events_read.h); NULL: answered 503 */
     char             sock_path[1200];
 } cell_proc;
 
@@ -164,7 +169,11 @@ static void on_gw_frame(d11_links *t, d11_link *k, const d11_frame *f)
         return;
     }
     if (f->hdr.type == D11_MSG_STATS && !(f->hdr.flags & D11_WF_REPLY)) reply_stats(p, k, &f->hdr);
-    else cell_on_request(p->cell, peer_of(k), f);
+    else if (f->hdr.type == D11_MSG_EVENTS_READ && !(f->hdr.flags & D11_WF_REPLY)) {
+        /* the committed outbox, from a read-only connection: never waits for the batch */
+        d11_cell_events_reply(p->outbox, p->opts.id, f, &p->stats_body, &p->stats_frame);
+        host_send_peer(p, peer_of(k), (const uint8_t *)p->stats_frame.data, p->stats_frame.len);
+    } else cell_on_request(p->cell, peer_of(k), f);
 }
 
 static void on_gw_close(d11_links *t, d11_link *k, int why)
@@ -363,6 +372,7 @@ static int setup(cell_proc *p)
         d11_error("cell %d: cannot listen on %s: %s", p->cfg.cell_id, p->sock_path, d11_strerror(p->lfd));
         return 1;
     }
+    if (d11_outbox_reader_open(path, &p->outbox) < 0) p->outbox = NULL; /* logged; events answer 503 */
     d11_buf_init(&p->stats_body, 1024);
     d11_buf_init(&p->stats_frame, 1024);
     if ((rc = d11_loop_init(&p->loop)) < 0 ||
@@ -428,6 +438,7 @@ int d11_cell_main(int argc, char **argv)
     d11_store_thread_stop(&p->st);
     cell_free(p->cell);
     d11_store_close(p->store);
+    d11_outbox_reader_close(p->outbox);
     d11_loop_release(&p->loop);
     d11_buf_free(&p->stats_body);
     d11_buf_free(&p->stats_frame);

@@ -306,7 +306,9 @@ static int try_create(cell *c, uint32_t peer, const d11_frame_hdr *h, const d11_
             order_index(c, oi);
             heap_push(c, OR(c, oi)->expires_at, oi);
             d11__op_order_insert(c, oi);
+            c->trace = h->trace_id;
             d11__op_outbox(c, oi, "order.created");
+            c->trace = NULL;
             c->n_created++;
             d11_buf_reset(&c->scratch);
             render_order(c, &c->scratch, oi);
@@ -467,7 +469,9 @@ void d11__order_ref(cell *c, uint32_t peer, const d11_frame *f)
             const char *pay = d11__cell_arena_dup(c, m.payment_id.p, m.payment_id.n);
             OR(c, oi)->payment = pay;
             OR(c, oi)->payment_n = (uint16_t)m.payment_id.n;
+            c->trace = f->hdr.trace_id;
             order_transition(c, oi, ST_PAID, "order.paid");
+            c->trace = NULL;
             reply_order(c, peer, &f->hdr, 200, oi);
         }
     } else { /* cancel */
@@ -476,7 +480,9 @@ void d11__order_ref(cell *c, uint32_t peer, const d11_frame *f)
         } else if (status != ST_PENDING) {
             reply_status_conflict(c, peer, &f->hdr, "not_cancellable", oi);
         } else {
+            c->trace = f->hdr.trace_id;
             order_transition(c, oi, ST_CANCELLED, "order.cancelled");
+            c->trace = NULL;
             reply_order(c, peer, &f->hdr, 200, oi);
             d11__retry_parked(c);
         }

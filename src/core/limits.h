@@ -106,4 +106,16 @@ _Static_assert(D11_GW_PROBE_TIMEOUT_MS < D11_RPC_DEADLINE_MS_DEFAULT, "probes ar
 _Static_assert(D11_WIRE_LIST_MAX * D11_WIRE_LIST_ENTRY_BYTES_MAX + 64 < D11_FRAME_BYTES_MAX,
                "a full HELLO reply or REPORT must fit one frame");
 
+/* ---- event stream (docs/events.md; appended by the events helper) ---- */
+#define D11_EVENTS_LIMIT_MAX      1000      /* events per GET /v1/events page and per cell read */
+#define D11_EVENTS_LIMIT_DEFAULT  100
+#define D11_EVENTS_WAIT_MS_MAX    30000     /* long-poll ceiling (wait_ms) */
+#define D11_EVENTS_POLL_MS        20        /* long-poll: re-read the cells this often */
+#define D11_EVENTS_WAITERS_MAX    256       /* long-polls waiting per gateway thread -> 503 */
+#define D11_EVENT_JSON_BYTES_MAX  900       /* one rendered event (payload is bounded) */
+#define D11_CONSUMER_NAME_BYTES_MAX 64      /* /v1/consumers/{name}: [A-Za-z0-9_.-] */
+#define D11_CONSUMERS_MAX         256       /* named consumers per deployment -> 507 */
+_Static_assert(D11_EVENTS_LIMIT_MAX * (D11_EVENT_JSON_BYTES_MAX + 48) + 64 < D11_FRAME_BYTES_MAX,
+               "a full events page must fit one reply frame");
+
 #endif

@@ -36,7 +36,8 @@ enum {
     D11_SCOPE_PRODUCTS = 1 << 2,
     D11_SCOPE_STRESS   = 1 << 3,
     D11_SCOPE_ADMIN    = 1 << 4,
-    D11_SCOPE_ALL      = (1 << 5) - 1,
+    D11_SCOPE_EVENTS   = 1 << 5, /* GET /v1/events, /v1/consumers (docs/events.md) */
+    D11_SCOPE_ALL      = (1 << 6) - 1,
 };
 
 #define D11_TOKEN_LEN 36 /* "d11_" + 32 hex */

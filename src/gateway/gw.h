@@ -43,6 +43,7 @@
 #include "metrics.h"
 #include "rules.h"
 #include "upstream.h"
+#include "events.h"
 
 /* A parsed request, handed to the layer above client.c; answer slot si of c. */
 typedef void gw_request_fn(gw_thread *t, gw_conn *c, int si, d11_http_req *r);
@@ -64,6 +65,7 @@ struct gw_thread {
     d11_rules  rules;      /* this thread's copy of the rules in force */
     uint64_t   rules_gen;
     int        nagg;       /* probe fan-outs in flight (probes.c) */
+    int        nevpoll;    /* GET /v1/events reads in flight or waiting (events.c) */
     /* scratch, reused by every request of this thread */
     uint64_t   rng;
     d11_json   json;
@@ -88,6 +90,7 @@ struct gw {
     gw_request_fn  *on_request;  /* the router's dispatch */
     int             nroutes;     /* route ids 0..nroutes-1 (0 = other) */
     const char     *route_labels[GW_ROUTES_MAX];
+    gw_events       events;      /* events.c: heads seen per cell (consumer lag) */
 };
 
 #define GW_SWEEP_MS 100

@@ -139,5 +139,6 @@ void gw_metrics_render(struct gw *g, d11_buf *b)
     d11_buf_printf(b, "# HELP d11_gateway_uptime_seconds Seconds since start.\n"
                       "# TYPE d11_gateway_uptime_seconds gauge\nd11_gateway_uptime_seconds %.3f\n",
                    (double)(d11_mono_ms() - g->start_ms) / 1000.0);
+    gw_events_metrics(g, &g->events, b); /* events.c: heads seen, consumer lag */
 #undef SUM
 }

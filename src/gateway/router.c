@@ -15,12 +15,14 @@
 #include "orders.h"
 #include "probes.h"
 #include "products.h"
+#include "events.h"
 #include "request.h"
 
 #define S_READ     D11_SCOPE_READ
 #define S_ORDERS   D11_SCOPE_ORDERS
 #define S_PRODUCTS D11_SCOPE_PRODUCTS
 #define S_ADMIN    D11_SCOPE_ADMIN
+#define S_EVENTS   D11_SCOPE_EVENTS
 #define NONE       D11_RES_NONE
 
 static const gw_route routes[] = {
@@ -43,6 +45,9 @@ static const gw_route routes[] = {
     {"/admin/rules",            HTTP_GET,  S_ADMIN,           NONE,                     gw_h_rules_get,       "admin.rules.get",       0},
     {"/admin/rules",            HTTP_PUT,  S_ADMIN,           NONE,                     gw_h_rules_put,       "admin.rules.put",       0},
     {"/admin/rules/rollback",   HTTP_POST, S_ADMIN,           NONE,                     gw_h_rules_rollback,  "admin.rules.rollback",  0},
+    {"/v1/events",              HTTP_GET,  S_EVENTS,          NONE,                     gw_h_events,          "events.read",           D11_MSG_EVENTS_READ},
+    {"/v1/consumers/*",         HTTP_GET,  S_EVENTS,          NONE,                     gw_h_consumer_get,    "consumers.get",         0},
+    {"/v1/consumers/*",         HTTP_PUT,  S_EVENTS,          NONE,                     gw_h_consumer_put,    "consumers.put",         0},
 };
 #define NROUTES ((int)(sizeof routes / sizeof routes[0]))
 _Static_assert(NROUTES + 1 <= GW_ROUTES_MAX, "raise GW_ROUTES_MAX (metrics.h)");
@@ -118,6 +123,7 @@ static const char *scope_words(uint32_t need)
            : need == D11_SCOPE_READ                     ? "'read'"
            : need == D11_SCOPE_ORDERS                   ? "'orders'"
            : need == D11_SCOPE_PRODUCTS                 ? "'products'"
+           : need == D11_SCOPE_EVENTS                   ? "'events'"
                                                         : "'admin'";
 }
 
