@@ -87,6 +87,7 @@ void d11_cell_events_reply(d11_outbox_reader *r, int cell_id, const d11_frame *f
         d11_reply_enc(frame, &f->hdr, 503, "unavailable", msg, sizeof msg - 1);
         return;
     }
+    if (m.after == 0) m.after = pruned; /* no position yet: from the oldest retained event */
     if (m.after < pruned) {
         d11_buf_printf(body, "cell %d: events after %llu were pruned (oldest kept: %llu)", cell_id,
                        (unsigned long long)m.after, (unsigned long long)pruned + 1);

@@ -1,0 +1,228 @@
+"""
+test_events.py — the event stream (docs/events.md): GET /v1/events merges every cell's
+committed outbox behind one cursor; events carry id/type/order_id/user_id/cell/at/
+trace_id/data; one order's events are in commit order; paging by cursor neither skips
+nor repeats; the stress stream is separate; long-poll wakes on a new commit; named
+consumers keep their cursor across restarts, with lag in /metrics; a cursor whose events
+were pruned is 410 cursor_expired; after kill -9 of the whole platform under load every
+acknowledged order has exactly one order.created and no event names a missing order.
+"""
+
+import os
+import sqlite3
+import threading
+import time
+
+from harness import (Checks, OrderLoad, Platform, expect, heavy, poll, spread_users,
+                     timeout)
+
+TERMINAL = {"order.paid", "order.cancelled", "order.expired"}
+
+
+def read_all(c, after=None, limit=1000, headers=None, max_pages=10000):
+    """Every event from `after` to the end, page by page; returns (events, next cursor)."""
+    out = []
+    cur = after
+    for _ in range(max_pages):
+        q = "/v1/events?limit=%d" % limit + ("&after=%s" % cur if cur else "")
+        r = c.get(q, headers=headers)
+        page = expect(r, 200, "GET %s" % q)
+        out += page["events"]
+        if not page["events"] and cur == page["next"]:
+            return out, cur
+        cur = page["next"]
+    raise AssertionError("event stream did not end")
+
+
+def check_order_sequences(events, ck, what):
+    """Per order: one order.created first, then at most one terminal event; ids unique."""
+    ids = [e["id"] for e in events]
+    ck.eq(len(ids), len(set(ids)), "%s: event ids are unique" % what)
+    by_order = {}
+    for e in events:
+        by_order.setdefault(e["order_id"], []).append(e["type"])
+    for oid, types in by_order.items():
+        ck.true(types[0] == "order.created" and types.count("order.created") == 1,
+                "%s: order %s events start with exactly one order.created: %s" % (what, oid, types))
+        ck.true(len(types) <= 2 and all(t in TERMINAL for t in types[1:]),
+                "%s: order %s has at most one terminal event after created: %s" % (what, oid, types))
+    return by_order
+
+
+@timeout(60)
+def test_stream_fields_order_paging_scope_and_stress():
+    p = Platform(cells=2)
+    ev_tok = p.token_create("events", label="ev")
+    ro_tok = p.token_create("read", label="ro")
+    with p, Checks() as ck:
+        c = p.client()
+        expect(c.create_product("E", stock=100, price=250), 201)
+        users = spread_users(8, base=3)
+        tp = "00-%s-%s-01" % ("ab" * 16, "cd" * 8)
+        oids = []
+        for i, u in enumerate(users):
+            r = expect(c.order(u, [("E", 1)], headers={"traceparent": tp} if i == 0 else None), 201)
+            oids.append(r["order_id"])
+        expect(c.pay(oids[0], "pay-0"), 200)
+        expect(c.cancel(oids[1]), 200)
+        ck.error(p.client(token=ro_tok).get("/v1/events"), 403, what="read token: GET /v1/events")
+        ck.error(p.client(token=None).get("/v1/events"), 401, what="no token: GET /v1/events")
+        ev = p.client(token=ev_tok)
+        events, cur = read_all(ev)
+        mine = [e for e in events if e["order_id"] in oids]
+        ck.eq(len(mine), len(oids) + 2, "one event per change (8 created, 1 paid, 1 cancelled)")
+        by = check_order_sequences(events, ck, "stream")
+        ck.eq(by.get(oids[0]), ["order.created", "order.paid"], "paid order's events in order")
+        ck.eq(by.get(oids[1]), ["order.created", "order.cancelled"], "cancelled order's events in order")
+        e0 = [e for e in events if e["order_id"] == oids[0]][0]
+        for f in ("id", "type", "order_id", "user_id", "cell", "at", "trace_id", "data"):
+            ck.true(f in e0, "event has field %s: %r" % (f, e0))
+        ck.eq(e0["user_id"], users[0], "user_id")
+        ck.eq(e0["trace_id"], "ab" * 16, "trace_id is the request's W3C trace id")
+        ck.eq(e0["data"]["order_id"], oids[0], "data is the order")
+        ck.eq(e0["data"]["total_cents"], 250, "data carries the total")
+        ck.true(e0["id"].startswith("%d-" % e0["cell"]), "id names the cell: %s" % e0["id"])
+        ck.eq(len({e["cell"] for e in mine}), 2, "both cells' events are merged")
+        # paging with limit=3 gives the same sequence, nothing skipped or repeated
+        paged, cur2 = read_all(ev, limit=3)
+        ck.eq([e["id"] for e in paged], [e["id"] for e in events], "limit=3 pages == one page")
+        ck.eq(cur2, cur, "the final cursor is the same")
+        # nothing new: empty page, same cursor
+        r = expect(ev.get("/v1/events?after=%s" % cur), 200)
+        ck.eq((r["events"], r["next"]), ([], cur), "at the head: no events, cursor unchanged")
+        # bad parameters
+        ck.error(ev.get("/v1/events?after=zz"), 422, what="garbage cursor")
+        ck.error(ev.get("/v1/events?limit=0"), 422, what="limit 0")
+        ck.error(ev.get("/v1/events?wait_ms=30001"), 422, what="wait_ms over 30000")
+        # stress orders go to the stress stream only
+        st = {"X-D11-Stress": "1"}
+        rs = expect(c.order(users[0], [("E", 1)], headers=st), 201)
+        r = expect(ev.get("/v1/events?after=%s" % cur), 200)
+        ck.eq(r["events"], [], "a stress order is not in the real stream")
+        adm = p.client()
+        sev, scur = read_all(adm, headers=st)
+        ck.eq([e["order_id"] for e in sev], [rs["order_id"]], "the stress stream has the stress order")
+        ck.true(sev[0]["id"].split("-")[1] == "s" and sev[0]["stress"] is True, "stress id: %s" % sev[0]["id"])
+        ck.error(adm.get("/v1/events?after=%s" % scur), 422, what="stress cursor on the real stream")
+        ck.error(ev.get("/v1/events", headers=st), 403, what="stress stream needs scope stress")
+
+
+@timeout(60)
+def test_long_poll_wakes_on_commit_and_times_out():
+    with Platform(cells=2) as p, Checks() as ck:
+        c = p.client()
+        expect(c.create_product("L", stock=100), 201)
+        _, cur = read_all(c)
+        t0 = time.monotonic()
+        r = expect(c.get("/v1/events?after=%s&wait_ms=400" % cur), 200)
+        took = time.monotonic() - t0
+        ck.eq(r["events"], [], "nothing new: empty")
+        ck.true(0.35 <= took < 3, "an empty long-poll waits about wait_ms (took %.3f s)" % took)
+        got = {}
+
+        def waiter():
+            t = time.monotonic()
+            got["r"] = p.client(timeout_s=20).get("/v1/events?after=%s&wait_ms=10000" % cur)
+            got["s"] = time.monotonic() - t
+
+        th = threading.Thread(target=waiter)
+        th.start()
+        time.sleep(0.3)  # the waiter is parked in the gateway before the order exists
+        oid = expect(c.order(spread_users(1, base=5)[0], [("L", 1)]), 201)["order_id"]
+        th.join(15)
+        ck.true("r" in got and got["r"].status == 200, "long-poll answered: %r" % got.get("r"))
+        evs = got["r"].json["events"]
+        ck.eq([(e["type"], e["order_id"]) for e in evs], [("order.created", oid)], "long-poll returns the new event")
+        ck.true(got["s"] < 5, "woken by the commit, not by wait_ms (%.3f s)" % got["s"])
+
+
+@timeout(90)
+def test_consumers_survive_restart_and_lag_in_metrics():
+    with Platform(cells=2) as p, Checks() as ck:
+        c = p.client()
+        expect(c.create_product("K", stock=100), 201)
+        users = spread_users(6, base=7)
+        first = [expect(c.order(u, [("K", 1)]), 201)["order_id"] for u in users[:3]]
+        evs, cur = read_all(c)
+        ck.eq(sorted(e["order_id"] for e in evs), sorted(first), "three created events")
+        ck.error(c.get("/v1/consumers/billing"), 404, what="unknown consumer")
+        ck.error(c.request("PUT", "/v1/consumers/billing", {"cursor": "nope"}), 422, what="bad cursor")
+        ck.error(c.request("PUT", "/v1/consumers/b%2Fad", {"cursor": cur}), 422, what="bad name")
+        r = expect(c.request("PUT", "/v1/consumers/billing", {"cursor": cur}), 201)
+        ck.eq(r["cursor"], cur, "committed cursor echoed")
+        second = [expect(c.order(u, [("K", 1)]), 201)["order_id"] for u in users[3:]]
+        read_all(c)  # the gateway learns the heads (lag is measured against them)
+        m = c.get("/metrics").text
+        lag = [l for l in m.splitlines() if l.startswith('d11_events_consumer_lag{consumer="billing"}')]
+        ck.true(lag and int(lag[0].split()[-1]) >= 3, "lag of billing >= 3 in /metrics: %r" % lag)
+        p.stop()
+        p.start()
+        c = p.client()
+        r = expect(c.get("/v1/consumers/billing"), 200)
+        ck.eq(r["cursor"], cur, "the committed cursor survives a restart")
+        rest, _ = read_all(c, after=r["cursor"])
+        ck.eq(sorted(e["order_id"] for e in rest), sorted(second),
+              "after a restart the cursor yields exactly the later events")
+        expect(c.request("PUT", "/v1/consumers/billing", {"cursor": _}), 200)
+
+
+@timeout(60)
+def test_pruned_cursor_is_410():
+    with Platform(cells=1) as p, Checks() as ck:
+        c = p.client()
+        expect(c.create_product("P", stock=100), 201)
+        u = spread_users(1, base=11)[0]
+        for _ in range(4):
+            expect(c.order(u, [("P", 1)]), 201)
+        evs, _ = read_all(c)
+        ids = [int(e["id"].split("-")[-1]) for e in evs]
+        old = "e1.%d" % ids[0]
+        p.stop()
+        # retention's record: ids <= ids[2] are gone (the row retention writes with its DELETE)
+        con = sqlite3.connect(p.db_path("cell-0.db"))
+        con.execute("CREATE TABLE IF NOT EXISTS outbox_pruned(shadow INTEGER PRIMARY KEY, through INTEGER NOT NULL)")
+        con.execute("INSERT OR REPLACE INTO outbox_pruned VALUES(0, ?)", (ids[2],))
+        con.execute("DELETE FROM outbox WHERE event_id <= ?", (ids[2],))
+        con.commit()
+        con.close()
+        p.start()
+        c = p.client()
+        ck.error(c.get("/v1/events?after=%s" % old), 410, "cursor_expired", what="cursor before the pruned watermark")
+        r = expect(c.get("/v1/events?after=e1.%d" % ids[2]), 200)
+        ck.eq([e["id"] for e in r["events"]], [e["id"] for e in evs[3:]], "a cursor at the watermark still reads")
+        r = expect(c.get("/v1/events"), 200)
+        ck.eq([e["id"] for e in r["events"]], [e["id"] for e in evs[3:]], "no cursor: from the oldest retained")
+
+
+@heavy
+@timeout(150)
+def test_kill9_under_load_every_acked_order_has_one_created_event():
+    with Platform(cells=2, durability="sync") as p, Checks() as ck:
+        c = p.client()
+        expect(c.create_product("Z", stock=100000, price=100), 201)
+        users = spread_users(64, base=13)
+        load = OrderLoad(p.port, p.admin_token, users, [("Z", 1)], nthreads=12, pay_every=3,
+                         cancel_every=4, max_requests=4000, deadline_s=60).start()
+        poll(lambda: load.ledger.acked() >= 300, 40, "300 acknowledged orders before the crash", 0.005)
+        p.kill9_all()
+        ledger = load.stop()
+        p.start()
+        c = p.client()
+        events, _ = read_all(c)
+        by = check_order_sequences(events, ck, "after kill -9")
+        acked = set(ledger.orders)
+        ck.true(len(acked) >= 300, "acked %d orders" % len(acked))
+        missing = [o for o in acked if o not in by]
+        ck.eq(missing[:5], [], "every acknowledged order has its order.created (%d acked)" % len(acked))
+        stored = set()
+        for name in ("cell-0.db", "cell-1.db"):
+            con = sqlite3.connect("file:%s?mode=ro" % p.db_path(name), uri=True)
+            stored |= {str(r[0]) for r in con.execute("SELECT order_id FROM orders")}
+            con.close()
+        ghosts = [o for o in by if o not in stored]
+        ck.eq(ghosts[:5], [], "no event names an order that does not exist (%d orders with events)" % len(by))
+        for oid, o in ledger.orders.items():
+            if o["status"] == "paid" and o["pending_op"] is None:
+                ck.true("order.paid" in by.get(oid, []), "acknowledged pay of %s has its event" % oid)
+            if o["status"] == "cancelled" and o["pending_op"] is None:
+                ck.true("order.cancelled" in by.get(oid, []), "acknowledged cancel of %s has its event" % oid)
