@@ -202,6 +202,10 @@ static int run(struct gw *g)
         return 1;
     }
     gw_router_init(g);
+    if (gw_hooks_init(&g->hooks, g->cfg.data_dir) < 0) {
+        d11_error("gateway: cannot load the webhooks registry (DATA/webhooks)");
+        return 1;
+    }
 
     signal(SIGPIPE, SIG_IGN);
     sigset_t set;
@@ -233,6 +237,10 @@ static int run(struct gw *g)
             d11_error("gateway: cannot start threads");
             return 1;
         }
+    if (gw_hooks_start(g) < 0) {
+        d11_error("gateway: cannot start the webhook worker");
+        return 1;
+    }
     d11_info("gateway listening on %s (%d threads, %d cells, request timeout %lld ms)",
              g->cfg.listen, g->nthreads, g->cfg.cells, (long long)g->cfg.request_timeout_ms);
 
@@ -255,12 +263,14 @@ static int run(struct gw *g)
         for (int i = 0; i < g->nthreads; i++) alive += !atomic_load(&g->threads[i].exited);
         if (!alive) break;
     }
+    gw_hooks_stop(g); /* before the threads go: it may be waiting on our own listener */
     for (int i = 0; i < g->nthreads; i++) {
         pthread_join(g->threads[i].th, NULL);
         thread_release(&g->threads[i]);
     }
     free(g->threads);
     d11_rules_store_release(&g->rules);
+    gw_hooks_release(&g->hooks);
     d11_info("gateway stopped");
     return 0;
 }

@@ -44,6 +44,7 @@
 #include "rules.h"
 #include "upstream.h"
 #include "events.h"
+#include "webhooks.h"
 
 /* A parsed request, handed to the layer above client.c; answer slot si of c. */
 typedef void gw_request_fn(gw_thread *t, gw_conn *c, int si, d11_http_req *r);
@@ -91,6 +92,7 @@ struct gw {
     int             nroutes;     /* route ids 0..nroutes-1 (0 = other) */
     const char     *route_labels[GW_ROUTES_MAX];
     gw_events       events;      /* events.c: heads seen per cell (consumer lag) */
+    gw_hooks        hooks;       /* webhooks.c registry, hook_worker.c thread */
 };
 
 #define GW_SWEEP_MS 100

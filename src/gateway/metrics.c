@@ -140,5 +140,6 @@ void gw_metrics_render(struct gw *g, d11_buf *b)
                       "# TYPE d11_gateway_uptime_seconds gauge\nd11_gateway_uptime_seconds %.3f\n",
                    (double)(d11_mono_ms() - g->start_ms) / 1000.0);
     gw_events_metrics(g, &g->events, b); /* events.c: heads seen, consumer lag */
+    gw_hooks_metrics(&g->hooks, b);      /* webhooks.c: delivered, retries, dead letters */
 #undef SUM
 }

@@ -16,6 +16,7 @@
 #include "probes.h"
 #include "products.h"
 #include "events.h"
+#include "webhooks.h"
 #include "request.h"
 
 #define S_READ     D11_SCOPE_READ
@@ -48,6 +49,13 @@ static const gw_route routes[] = {
     {"/v1/events",              HTTP_GET,  S_EVENTS,          NONE,                     gw_h_events,          "events.read",           D11_MSG_EVENTS_READ},
     {"/v1/consumers/*",         HTTP_GET,  S_EVENTS,          NONE,                     gw_h_consumer_get,    "consumers.get",         0},
     {"/v1/consumers/*",         HTTP_PUT,  S_EVENTS,          NONE,                     gw_h_consumer_put,    "consumers.put",         0},
+    {"/admin/webhooks",         HTTP_POST, S_ADMIN,           NONE,                     gw_h_hooks_create,    "admin.webhooks.create", 0},
+    {"/admin/webhooks",         HTTP_GET,  S_ADMIN,           NONE,                     gw_h_hooks_list,      "admin.webhooks.list",   0},
+    {"/admin/webhooks/*",       HTTP_DELETE, S_ADMIN,         NONE,                     gw_h_hooks_delete,    "admin.webhooks.delete", 0},
+    {"/admin/webhooks/*/pause", HTTP_POST, S_ADMIN,           NONE,                     gw_h_hooks_pause,     "admin.webhooks.pause",  0},
+    {"/admin/webhooks/*/resume", HTTP_POST, S_ADMIN,          NONE,                     gw_h_hooks_resume,    "admin.webhooks.resume", 0},
+    {"/admin/webhooks/*/dead",  HTTP_GET,  S_ADMIN,           NONE,                     gw_h_hooks_dead,      "admin.webhooks.dead",   0},
+    {"/admin/webhooks/*/replay", HTTP_POST, S_ADMIN,          NONE,                     gw_h_hooks_replay,    "admin.webhooks.replay", 0},
 };
 #define NROUTES ((int)(sizeof routes / sizeof routes[0]))
 _Static_assert(NROUTES + 1 <= GW_ROUTES_MAX, "raise GW_ROUTES_MAX (metrics.h)");
