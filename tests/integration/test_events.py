@@ -226,3 +226,174 @@ def test_kill9_under_load_every_acked_order_has_one_created_event():
                 ck.true("order.paid" in by.get(oid, []), "acknowledged pay of %s has its event" % oid)
             if o["status"] == "cancelled" and o["pending_op"] is None:
                 ck.true("order.cancelled" in by.get(oid, []), "acknowledged cancel of %s has its event" % oid)
+
+
+# ---------------------------------------------------------------- webhooks
+
+import hashlib
+import hmac
+import json
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class Receiver:
+    """A webhook endpoint: verifies X-D11-Signature, records every attempt (time, event,
+    status answered); answers 500 for the first `fail_first` attempts, or always while
+    `fail_always` is set."""
+
+    def __init__(self, secret, fail_first=0):
+        self.secret = secret.encode()
+        self.fail_first = fail_first
+        self.fail_always = False
+        self.lock = threading.Lock()
+        self.attempts = []   # (monotonic, event dict, status)
+        self.bad_sigs = []
+        rcv = self
+
+        class H(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                n = int(self.headers.get("Content-Length", "0"))
+                body = self.rfile.read(n)
+                ts = self.headers.get("X-D11-Timestamp", "")
+                want = "sha256=" + hmac.new(rcv.secret, ts.encode() + b"." + body, hashlib.sha256).hexdigest()
+                ev = json.loads(body)
+                with rcv.lock:
+                    if self.headers.get("X-D11-Signature") != want or self.headers.get("X-D11-Event-Id") != ev["id"]:
+                        rcv.bad_sigs.append(ev["id"])
+                    fail = rcv.fail_always or rcv.fail_first > 0
+                    if rcv.fail_first > 0:
+                        rcv.fail_first -= 1
+                    status = 500 if fail else 200
+                    rcv.attempts.append((time.monotonic(), ev, status))
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = "http://127.0.0.1:%d/hook" % self.srv.server_address[1]
+        self.th = threading.Thread(target=self.srv.serve_forever, daemon=True)
+        self.th.start()
+
+    def delivered(self):
+        """Events answered 2xx, first delivery of each id, in arrival order."""
+        with self.lock:
+            seen, out = set(), []
+            for _, ev, st in self.attempts:
+                if st == 200 and ev["id"] not in seen:
+                    seen.add(ev["id"])
+                    out.append(ev)
+            return out
+
+    def close(self):
+        self.srv.shutdown()
+        self.srv.server_close()
+
+
+@timeout(60)
+def test_webhook_signed_retried_with_backoff_in_order():
+    rcv = Receiver("s3cret", fail_first=3)
+    try:
+        with Platform(cells=2) as p, Checks() as ck:
+            c = p.client()
+            ck.error(c.post("/admin/webhooks", {"url": "ftp://x", "secret": "a"}), 422, what="bad url")
+            ck.error(c.post("/admin/webhooks", {"url": rcv.url, "secret": "a", "types": ["nope"]}), 422,
+                     what="unknown type")
+            ck.error(p.client(token=p.token_create("events", label="e2")).post(
+                "/admin/webhooks", {"url": rcv.url, "secret": "a"}), 403, what="events token cannot admin webhooks")
+            wh = expect(c.post("/admin/webhooks", {"url": rcv.url, "secret": "s3cret",
+                                                   "types": ["order.created", "order.paid"]}), 201)
+            ck.true("secret" not in wh, "the secret is never echoed")
+            expect(c.create_product("W", stock=100, price=300), 201)
+            users = spread_users(3, base=17)
+            oids = [expect(c.order(u, [("W", 1)]), 201)["order_id"] for u in users]
+            expect(c.pay(oids[0], "p0"), 200)
+            expect(c.cancel(oids[1]), 200)
+            poll(lambda: len(rcv.delivered()) >= 4, 20, "4 events delivered (3 created, 1 paid)")
+            got = rcv.delivered()
+            ck.eq(sorted((e["order_id"], e["type"]) for e in got),
+                  sorted([(o, "order.created") for o in oids] + [(oids[0], "order.paid")]),
+                  "created + paid delivered, cancelled filtered out by types")
+            ck.eq(rcv.bad_sigs, [], "every delivery carries a valid signature and event id header")
+            seq = [e["type"] for e in got if e["order_id"] == oids[0]]
+            ck.eq(seq, ["order.created", "order.paid"], "one order's events delivered in order")
+            with rcv.lock:
+                first_id = rcv.attempts[0][1]["id"]
+                times = [t for t, ev, _ in rcv.attempts if ev["id"] == first_id]
+            ck.eq(len(times), 4, "the first event: 3 failures then a success")
+            gaps = [b - a for a, b in zip(times, times[1:])]
+            ck.true(gaps[0] >= 0.045 and gaps[1] >= 0.095 and gaps[2] >= 0.195,
+                    "exponential backoff between attempts (>= 50/100/200 ms with jitter): %r" % gaps)
+            lst = expect(c.get("/admin/webhooks"), 200)["webhooks"]
+            ck.eq(len(lst), 1, "one webhook listed")
+            m = c.get("/metrics").text
+            ck.true('d11_webhook_retries_total{webhook="%s"} 3' % wh["id"] in m, "3 retries in /metrics")
+    finally:
+        rcv.close()
+
+
+@timeout(60)
+def test_webhook_dead_letters_replay_pause_delete():
+    rcv = Receiver("k")
+    rcv.fail_always = True
+    try:
+        with Platform(cells=2) as p, Checks() as ck:
+            c = p.client()
+            wh = expect(c.post("/admin/webhooks", {"url": rcv.url, "secret": "k", "max_attempts": 2}), 201)
+            wid = wh["id"]
+            expect(c.create_product("D", stock=100), 201)
+            users = spread_users(2, base=19)
+            oids = [expect(c.order(u, [("D", 1)]), 201)["order_id"] for u in users]
+            poll(lambda: len(expect(c.get("/admin/webhooks/%s/dead" % wid), 200)["dead"]) >= 2, 20,
+                 "both events in the dead letters")
+            dead = expect(c.get("/admin/webhooks/%s/dead" % wid), 200)["dead"]
+            ck.eq(sorted(d["event"]["order_id"] for d in dead), sorted(oids), "the dead letters are the events")
+            ck.true(all(d["attempts"] == 2 and d["error"] == "HTTP 500" for d in dead), "attempts/error: %r" % dead)
+            ck.eq(rcv.delivered(), [], "nothing delivered while failing")
+            rcv.fail_always = False
+            expect(c.post("/admin/webhooks/%s/replay" % wid), 202)
+            poll(lambda: len(rcv.delivered()) >= 2, 20, "replay delivers the dead letters")
+            poll(lambda: expect(c.get("/admin/webhooks/%s/dead" % wid), 200)["dead"] == [], 10,
+                 "dead letters emptied by a successful replay")
+            # pause: nothing is delivered; resume: it is
+            expect(c.post("/admin/webhooks/%s/pause" % wid), 200)
+            o3 = expect(c.order(spread_users(1, base=23)[0], [("D", 1)]), 201)["order_id"]
+            time.sleep(0.5)  # negative check: a paused webhook must stay silent
+            ck.true(all(e["order_id"] != o3 for e in rcv.delivered()), "paused: not delivered")
+            expect(c.post("/admin/webhooks/%s/resume" % wid), 200)
+            poll(lambda: any(e["order_id"] == o3 for e in rcv.delivered()), 10, "resumed: delivered")
+            ck.status(c.request("DELETE", "/admin/webhooks/%s" % wid), 204, "delete")
+            ck.eq(expect(c.get("/admin/webhooks"), 200)["webhooks"], [], "deleted")
+            ck.error(c.get("/admin/webhooks/%s/dead" % wid), 404, what="deleted webhook")
+    finally:
+        rcv.close()
+
+
+@heavy
+@timeout(150)
+def test_kill9_webhook_receives_every_acked_order_in_order():
+    rcv = Receiver("z")
+    try:
+        with Platform(cells=2, durability="sync") as p, Checks() as ck:
+            c = p.client()
+            expect(c.post("/admin/webhooks", {"url": rcv.url, "secret": "z"}), 201)
+            expect(c.create_product("H", stock=100000, price=100), 201)
+            users = spread_users(32, base=29)
+            load = OrderLoad(p.port, p.admin_token, users, [("H", 1)], nthreads=8, pay_every=3,
+                             cancel_every=4, max_requests=4000, deadline_s=60).start()
+            poll(lambda: load.ledger.acked() >= 200, 40, "200 acknowledged orders before the crash", 0.005)
+            p.kill9_all()
+            ledger = load.stop()
+            p.start()
+            acked = set(ledger.orders)
+            poll(lambda: acked <= {e["order_id"] for e in rcv.delivered() if e["type"] == "order.created"}, 60,
+                 "every acknowledged order's order.created delivered after the restart")
+            got = rcv.delivered()
+            by = check_order_sequences(got, ck, "webhook after kill -9")
+            ck.true(len(by) >= len(acked), "%d orders delivered, %d acked" % (len(by), len(acked)))
+    finally:
+        rcv.close()
