@@ -139,6 +139,15 @@ void d11__op_outbox(cell *c, uint32_t oi, const char *type)
     b->nops++;
 }
 
+void cell_outbox_prune(cell *c, int shadow, uint64_t through)
+{
+    D11_ASSERT((shadow == 0 || shadow == 1) && through < c->next_event_id);
+    cell_op_prune r = {.shadow = (uint8_t)shadow, .through = through};
+    cell_batch *b = d11__open_batch(c);
+    cell_op_prune_enc(&b->ops, &r);
+    b->nops++;
+}
+
 void d11__queue_return(cell *c, uint32_t li)
 {
     cell_batch *b = d11__open_batch(c);

@@ -173,6 +173,9 @@ static void on_gw_frame(d11_links *t, d11_link *k, const d11_frame *f)
         /* the committed outbox, from a read-only connection: never waits for the batch */
         d11_cell_events_reply(p->outbox, p->opts.id, f, &p->stats_body, &p->stats_frame);
         host_send_peer(p, peer_of(k), (const uint8_t *)p->stats_frame.data, p->stats_frame.len);
+    } else if (f->hdr.type == D11_MSG_EVENTS_PRUNE && !(f->hdr.flags & D11_WF_REPLY)) {
+        d11_cell_events_prune(p->outbox, p->cell, f, &p->stats_body, &p->stats_frame);
+        host_send_peer(p, peer_of(k), (const uint8_t *)p->stats_frame.data, p->stats_frame.len);
     } else cell_on_request(p->cell, peer_of(k), f);
 }
 

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "../rpc/conn.h"
+#include "cell.h"
 
 /* The digits of "key":<digits> or the hex of "key":"<hex>" in payload; n = 0 when absent. */
 static d11_str field(const char *p, size_t pn, const char *key, bool quoted)
@@ -102,5 +103,29 @@ void d11_cell_events_reply(d11_outbox_reader *r, int cell_id, const d11_frame *f
         d11_reply_enc(frame, &f->hdr, 503, "unavailable", msg, sizeof msg - 1);
         return;
     }
+    d11_reply_enc(frame, &f->hdr, 200, NULL, body->data, body->len);
+}
+
+void d11_cell_events_prune(d11_outbox_reader *r, cell *c, const d11_frame *f, d11_buf *body, d11_buf *frame)
+{
+    d11_msg_events_prune m;
+    d11_buf_reset(body);
+    d11_buf_reset(frame);
+    if (d11_msg_events_prune_dec(f->payload, f->payload_len, &m) < 0) {
+        static const char msg[] = "malformed events prune";
+        d11_reply_enc(frame, &f->hdr, 422, "invalid", msg, sizeof msg - 1);
+        return;
+    }
+    uint64_t upto, head;
+    int64_t oldest;
+    if (!r || cell_failed(c) ||
+        d11_outbox_prune_point(r, m.shadow, m.through, (int64_t)m.cutoff_ms, D11_EVENTS_PRUNE_ROWS, &upto, &head,
+                               &oldest) < 0) {
+        static const char msg[] = "the outbox cannot be read";
+        d11_reply_enc(frame, &f->hdr, 503, "unavailable", msg, sizeof msg - 1);
+        return;
+    }
+    if (upto) cell_outbox_prune(c, m.shadow, upto);
+    d11_buf_printf(body, "%llu %llu %lld\n", (unsigned long long)upto, (unsigned long long)head, (long long)oldest);
     d11_reply_enc(frame, &f->hdr, 200, NULL, body->data, body->len);
 }

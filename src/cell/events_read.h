@@ -21,6 +21,15 @@
 void d11_cell_events_reply(d11_outbox_reader *r, int cell_id, const d11_frame *f, d11_buf *body,
                            d11_buf *frame);
 
+/*
+ * Retention, EVENTS_PRUNE of f: choose a small range with d11_outbox_prune_point and hand
+ * it to the machine (cell_outbox_prune: deleted in the next batch's transaction). Reply
+ * "<upto> <head> <oldest_at_ms>\n" at once (the delete is durable a batch later; a repeat
+ * is harmless). 503 when the store cannot be read or the cell has failed.
+ */
+struct cell;
+void d11_cell_events_prune(d11_outbox_reader *r, struct cell *c, const d11_frame *f, d11_buf *body, d11_buf *frame);
+
 /* Render one event document (no newline) into b. */
 void d11_cell_event_render(d11_buf *b, int cell_id, int shadow, const d11_outbox_event *e);
 

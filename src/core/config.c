@@ -28,6 +28,7 @@ void d11_config_defaults(d11_config *c)
     c->request_timeout_ms = D11_RPC_DEADLINE_MS_DEFAULT;
     c->grant_chunk_max = 1000;
     c->soldout_cache_ms = 100;
+    c->events_retention_ms = 24LL * 3600 * 1000;
     c->log_level = D11_LOG_INFO;
 }
 
@@ -106,6 +107,8 @@ int d11_config_set(d11_config *c, const char *key_in, const char *val, char *err
         if (set_int(key, val, 1, D11_STOCK_MAX, &c->grant_chunk_max, err, errlen)) return -1;
     } else if (!strcmp(key, "soldout-cache-ms")) {
         if (set_int(key, val, 0, 60000, &c->soldout_cache_ms, err, errlen)) return -1;
+    } else if (!strcmp(key, "events-retention-ms")) {
+        if (set_int(key, val, 0, 365LL * 24 * 3600 * 1000, &c->events_retention_ms, err, errlen)) return -1;
     } else if (!strcmp(key, "log-level")) {
         if (!strcmp(val, "debug")) c->log_level = D11_LOG_DEBUG;
         else if (!strcmp(val, "info")) c->log_level = D11_LOG_INFO;
@@ -209,6 +212,8 @@ static const struct {
      CMD_UP | CMD_CENTER},
     {"soldout-cache-ms", "MS", "how long a cell trusts a sold-out answer (default 100)", CMD_UP | CMD_CELL},
     {"log-level", "LEVEL", "debug, info (default), warn, error", CMD_UP | CMD_GATEWAY | CMD_CELL | CMD_CENTER},
+    {"events-retention-ms", "MS", "prune outbox events every sink has and older than this (default 86400000; 0 = never)",
+     CMD_UP | CMD_GATEWAY},
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
 
@@ -257,6 +262,7 @@ int d11_config_value(const d11_config *c, const char *key, char *out, size_t out
     else if (!strcmp(name, "request-timeout-ms")) n = snprintf(out, outlen, "%lld", (long long)c->request_timeout_ms);
     else if (!strcmp(name, "grant-chunk-max")) n = snprintf(out, outlen, "%lld", (long long)c->grant_chunk_max);
     else if (!strcmp(name, "soldout-cache-ms")) n = snprintf(out, outlen, "%lld", (long long)c->soldout_cache_ms);
+    else if (!strcmp(name, "events-retention-ms")) n = snprintf(out, outlen, "%lld", (long long)c->events_retention_ms);
     else {
         D11_ASSERT(!strcmp(name, "log-level"));
         D11_ASSERT(c->log_level >= D11_LOG_DEBUG && c->log_level <= D11_LOG_ERROR);

@@ -115,6 +115,8 @@ _Static_assert(D11_WIRE_LIST_MAX * D11_WIRE_LIST_ENTRY_BYTES_MAX + 64 < D11_FRAM
 #define D11_EVENT_JSON_BYTES_MAX  900       /* one rendered event (payload is bounded) */
 #define D11_CONSUMER_NAME_BYTES_MAX 64      /* /v1/consumers/{name}: [A-Za-z0-9_.-] */
 #define D11_CONSUMERS_MAX         256       /* named consumers per deployment -> 507 */
+#define D11_EVENTS_PRUNE_ROWS     512       /* outbox rows deleted per stream per round */
+#define D11_EVENTS_PRUNE_MS       500       /* retention round period (gateway thread 0) */
 _Static_assert(D11_EVENTS_LIMIT_MAX * (D11_EVENT_JSON_BYTES_MAX + 48) + 64 < D11_FRAME_BYTES_MAX,
                "a full events page must fit one reply frame");
 

@@ -19,6 +19,12 @@ struct gw;
 /* Process-wide: the newest committed event id each cell reported, per stream (lag). */
 typedef struct gw_events {
     _Atomic uint64_t head[2][D11_CELLS_MAX];
+    _Atomic uint64_t pruned[2][D11_CELLS_MAX];    /* retention watermark (retention.c) */
+    _Atomic int64_t  oldest_at[2][D11_CELLS_MAX]; /* oldest kept event's time, 0 = none */
+    _Atomic uint64_t prune_rounds;
+    /* retention.c, gateway thread 0 only */
+    int              prune_outstanding;
+    int64_t          prune_next_ms;
 } gw_events;
 
 typedef struct gw_req gw_req;
@@ -32,6 +38,12 @@ void gw_h_consumer_put(gw_thread *t, gw_req *rq);
  * event id delivered from that cell. Decode: 0, or -1 when malformed; missing cells = 0. */
 int  gw_cursor_decode(const char *s, size_t n, int *shadow, uint64_t pos[D11_CELLS_MAX]);
 void gw_cursor_encode(d11_buf *b, int shadow, const uint64_t *pos, int ncells);
+
+/* Retention (retention.c): on gateway thread 0's sweep, every D11_EVENTS_PRUNE_MS, ask
+ * every cell to prune what every sink has and is older than --events-retention-ms. */
+void gw_events_retention_tick(gw_thread *t);
+/* Outbox size (id distance) and oldest event age per cell and stream, for /metrics. */
+void gw_retention_metrics(gw_events *ev, d11_buf *b);
 
 /* d11_consumer_lag_events{consumer="..."} lines for /metrics. */
 void gw_events_metrics(struct gw *g, gw_events *ev, d11_buf *b);

@@ -59,6 +59,7 @@ static void on_sweep(d11_loop *l, d11_timer *tm)
     gw_clients_sweep(t);
     d11_auth_maybe_reload(t->auth, now);
     if (t->id == 0) d11_rules_store_maybe_reload(&t->gw->rules, now);
+    if (t->id == 0 && !t->stopping) gw_events_retention_tick(t); /* events.h: outbox retention */
 }
 
 static void on_up_timer(d11_loop *l, d11_timer *tm)

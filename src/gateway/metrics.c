@@ -141,5 +141,6 @@ void gw_metrics_render(struct gw *g, d11_buf *b)
                    (double)(d11_mono_ms() - g->start_ms) / 1000.0);
     gw_events_metrics(g, &g->events, b); /* events.c: heads seen, consumer lag */
     gw_hooks_metrics(&g->hooks, b);      /* webhooks.c: delivered, retries, dead letters */
+    gw_retention_metrics(&g->events, b); /* retention.c: outbox size, oldest event age */
 #undef SUM
 }

@@ -7,13 +7,14 @@
 #include "outbox_read.h"
 
 #include <sqlite3.h>
+#include <stdbool.h>
 #include <stdlib.h>
 
 #include "../core/util.h"
 
 struct d11_outbox_reader {
     sqlite3      *db;
-    sqlite3_stmt *page[2], *head[2];
+    sqlite3_stmt *page[2], *head[2], *oldest[2];
     sqlite3_stmt *pruned; /* NULL while the table does not exist (no retention ran yet) */
 };
 
@@ -37,10 +38,14 @@ int d11_outbox_reader_open(const char *path, d11_outbox_reader **out)
             "SELECT event_id, order_id, type, payload, created_at FROM shadow_outbox WHERE event_id > ?"
             " ORDER BY event_id LIMIT ?"};
         static const char *hd[2] = {"SELECT max(event_id) FROM outbox", "SELECT max(event_id) FROM shadow_outbox"};
+        static const char *od[2] = {
+            "SELECT event_id, created_at FROM outbox WHERE event_id > ? ORDER BY event_id LIMIT ?",
+            "SELECT event_id, created_at FROM shadow_outbox WHERE event_id > ? ORDER BY event_id LIMIT ?"};
         for (int i = 0; i < 2; i++) {
             r->page[i] = prep(r->db, pg[i]);
             r->head[i] = prep(r->db, hd[i]);
-            if (!r->page[i] || !r->head[i]) rc = SQLITE_ERROR;
+            r->oldest[i] = prep(r->db, od[i]);
+            if (!r->page[i] || !r->head[i] || !r->oldest[i]) rc = SQLITE_ERROR;
         }
     }
     if (rc != SQLITE_OK) {
@@ -58,6 +63,7 @@ void d11_outbox_reader_close(d11_outbox_reader *r)
     for (int i = 0; i < 2; i++) {
         sqlite3_finalize(r->page[i]);
         sqlite3_finalize(r->head[i]);
+        sqlite3_finalize(r->oldest[i]);
     }
     sqlite3_finalize(r->pruned);
     sqlite3_close_v2(r->db);
@@ -112,4 +118,31 @@ int d11_outbox_read(d11_outbox_reader *r, int shadow, uint64_t after, uint32_t l
     }
     sqlite3_reset(st);
     return rc == SQLITE_DONE ? n : D11_ESTORE;
+}
+
+int d11_outbox_prune_point(d11_outbox_reader *r, int shadow, uint64_t through, int64_t cutoff_ms, uint32_t max_rows,
+                           uint64_t *upto, uint64_t *head, int64_t *oldest_at)
+{
+    uint64_t pruned;
+    *upto = 0;
+    *oldest_at = 0;
+    int rc = d11_outbox_bounds(r, shadow, head, &pruned);
+    if (rc < 0) return rc;
+    sqlite3_stmt *st = r->oldest[shadow];
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)(pruned > (uint64_t)INT64_MAX ? INT64_MAX : pruned));
+    sqlite3_bind_int64(st, 2, max_rows);
+    bool first = true, go = true;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        uint64_t id = (uint64_t)sqlite3_column_int64(st, 0);
+        int64_t at = sqlite3_column_int64(st, 1);
+        if (first) *oldest_at = at;
+        first = false;
+        if (!go || id > through || at >= cutoff_ms || id >= *head) {
+            go = false;
+            continue;
+        }
+        *upto = id;
+    }
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE ? 0 : D11_ESTORE;
 }

@@ -39,4 +39,13 @@ int  d11_outbox_bounds(d11_outbox_reader *r, int shadow, uint64_t *head, uint64_
 int  d11_outbox_read(d11_outbox_reader *r, int shadow, uint64_t after, uint32_t limit,
                      d11_outbox_event_fn *fn, void *ctx);
 
+/*
+ * Retention: the largest id `upto` such that every event of the stream with pruned < id
+ * <= upto has id <= through, was created before cutoff_ms, is not the newest, and they
+ * are at most max_rows. *upto = 0 when nothing qualifies. Also the stream's head and the
+ * creation time of its oldest kept event (0 when empty). 0 or D11_ESTORE.
+ */
+int  d11_outbox_prune_point(d11_outbox_reader *r, int shadow, uint64_t through, int64_t cutoff_ms,
+                            uint32_t max_rows, uint64_t *upto, uint64_t *head, int64_t *oldest_at);
+
 #endif

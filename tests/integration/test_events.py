@@ -397,3 +397,38 @@ def test_kill9_webhook_receives_every_acked_order_in_order():
             ck.true(len(by) >= len(acked), "%d orders delivered, %d acked" % (len(by), len(acked)))
     finally:
         rcv.close()
+
+
+def _metric(c, name):
+    for line in c.get("/metrics").text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.split()[-1])
+    return None
+
+
+@timeout(60)
+def test_retention_prunes_only_what_every_sink_has_and_is_old():
+    with Platform(cells=2, extra_args=["--events-retention-ms", "1000"]) as p, Checks() as ck:
+        c = p.client()
+        expect(c.create_product("R", stock=100), 201)
+        users = spread_users(8, base=31)
+        for u in users:
+            expect(c.order(u, [("R", 1)]), 201)
+        evs, cur = read_all(c)
+        ck.eq(len(evs), 8, "8 events")
+        expect(c.request("PUT", "/v1/consumers/hold", {"cursor": "e1"}), 201)  # has read nothing
+        r0 = _metric(c, "d11_events_retention_rounds_total")
+        time.sleep(1.2)  # the events are now older than the window
+        poll(lambda: _metric(c, "d11_events_retention_rounds_total") >= r0 + 3, 10, "three retention rounds")
+        ck.eq(len(read_all(c)[0]), 8, "a consumer that has read nothing holds every event")
+        expect(c.request("PUT", "/v1/consumers/hold", {"cursor": cur}), 200)  # now it has everything
+        poll(lambda: len(read_all(c)[0]) == 2, 10, "pruned down to the newest event of each cell")
+        old = evs[0]["id"].split("-")
+        pos = ["0", "0"]
+        pos[int(old[0])] = old[-1]
+        ck.error(c.get("/v1/events?after=e1.%s" % ".".join(pos)), 410, "cursor_expired",
+                 what="a cursor inside the pruned range")
+        ck.true(_metric(c, "d11_events_oldest_age_seconds") is not None, "oldest event age in /metrics")
+        o = expect(c.order(users[0], [("R", 1)]), 201)["order_id"]
+        rest, _ = read_all(c, after=cur)
+        ck.eq([e["order_id"] for e in rest], [o], "the consumer's cursor still reads the next event")
