@@ -62,6 +62,7 @@ static long long get_int(const d11_config *c, const char *key)
     if (!strcmp(key, "request-timeout-ms")) return c->request_timeout_ms;
     if (!strcmp(key, "grant-chunk-max")) return c->grant_chunk_max;
     if (!strcmp(key, "soldout-cache-ms")) return c->soldout_cache_ms;
+    if (!strcmp(key, "events-retention-ms")) return c->events_retention_ms;
     return -999;
 }
 
@@ -102,6 +103,7 @@ static void test_set_ints(void)
         {"request-timeout-ms", 10, 600000},
         {"grant-chunk-max", 1, D11_STOCK_MAX},
         {"soldout-cache-ms", 0, 60000},
+        {"events-retention-ms", 0, 365LL * 24 * 3600 * 1000},
     };
     static const char *const garbage[] = {
         "", "abc", "-1", "+1", " 1", "1 ", "1.5", "0x10", "1e3", "1_000", "12a", "99999999999999999999999",
@@ -525,8 +527,8 @@ static const struct {
     const char *flags[13];
 } per_cmd[] = {
     {"up", {"data", "listen", "cells", "threads", "durability", "async-flush-ms", "order-ttl-ms",
-            "request-timeout-ms", "grant-chunk-max", "soldout-cache-ms", "log-level"}},
-    {"gateway", {"data", "listen", "cells", "threads", "request-timeout-ms", "log-level"}},
+            "request-timeout-ms", "grant-chunk-max", "soldout-cache-ms", "log-level", "events-retention-ms"}},
+    {"gateway", {"data", "listen", "cells", "threads", "request-timeout-ms", "log-level", "events-retention-ms"}},
     {"cell", {"id", "data", "durability", "async-flush-ms", "order-ttl-ms", "soldout-cache-ms", "log-level"}},
     {"center", {"data", "cells", "durability", "grant-chunk-max", "log-level"}},
     {"audit", {"data"}},
@@ -541,7 +543,7 @@ static const char *valid_value(const char *key)
         {"data", "/tmp/d11-no-such-dir"}, {"listen", "127.0.0.1:9"}, {"cells", "3"}, {"threads", "2"},
         {"id", "1"}, {"durability", "async"}, {"async-flush-ms", "20"}, {"order-ttl-ms", "5000"},
         {"request-timeout-ms", "700"}, {"grant-chunk-max", "5"}, {"soldout-cache-ms", "7"},
-        {"log-level", "warn"},
+        {"log-level", "warn"}, {"events-retention-ms", "60000"},
     };
     for (size_t i = 0; i < sizeof vals / sizeof vals[0]; i++)
         if (!strcmp(vals[i].k, key)) return vals[i].v;
@@ -570,7 +572,7 @@ static void test_flags_per_command(const char *tmp)
     char err[512], flag[128];
     size_t nkeys = 0;
     while (d11_config_key(nkeys)) nkeys++;
-    CHECK_EQ(nkeys, 12);
+    CHECK_EQ(nkeys, 13);
     for (size_t ci = 0; ci < sizeof per_cmd / sizeof per_cmd[0]; ci++) {
         const char *cmd = per_cmd[ci].cmd;
         for (size_t k = 0; k < nkeys; k++) {
