@@ -1,0 +1,209 @@
+#!/usr/bin/env python3
+"""
+events_bench.py — the cost of events out, and commit -> webhook latency (bench/RESULTS.md).
+
+  python3 bench/events_bench.py cost  [SECONDS] [ROUNDS] [MODES]  orders/s per mode
+        MODES: comma list of off, consumer, hook-filtered, on (default off,on)
+  python3 bench/events_bench.py latency [RATE] [SECONDS]   commit -> webhook delivery p50/p99
+
+Starts its own `bin/d11 up` (2 cells, durability sync) on a temporary data dir and port,
+drives it with `bin/d11 bench`, and stops everything it started by PID. The webhook
+receiver is a Python HTTP/1.1 server in this process (it acknowledges at once); latency
+is the receiver's arrival time minus the event's `at` (the change's time: it includes the
+group commit, the 20 ms read poll of the worker and the POST).
+"""
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+D11 = os.path.join(ROOT, "bin", "d11")
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+class Up:
+    def __init__(self):
+        self.data = tempfile.mkdtemp(prefix="d11evb.")
+        self.port = free_port()
+        self.log = open(os.path.join(self.data, "up.log"), "w")
+        self.proc = subprocess.Popen([D11, "up", "--data", self.data, "--listen", "127.0.0.1:%d" % self.port,
+                                      "--cells", "2", "--durability", "sync"], stdout=self.log, stderr=self.log)
+        tok = os.path.join(self.data, "admin.token")
+        for _ in range(200):
+            try:
+                urllib.request.urlopen("http://127.0.0.1:%d/readyz" % self.port, timeout=1)
+                if os.path.exists(tok):
+                    break
+            except Exception:
+                pass
+            time.sleep(0.05)
+        self.token = open(tok).read().strip()
+
+    def call(self, method, path, body=None):
+        req = urllib.request.Request("http://127.0.0.1:%d%s" % (self.port, path), method=method,
+                                     data=json.dumps(body).encode() if body is not None else None,
+                                     headers={"Authorization": "Bearer " + self.token,
+                                              "Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return json.loads(r.read() or b"null")
+
+    def raw(self, method, path):
+        """GET a page and return its "next" without parsing the events (a cheap client)."""
+        req = urllib.request.Request("http://127.0.0.1:%d%s" % (self.port, path), method=method,
+                                     headers={"Authorization": "Bearer " + self.token})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            b = r.read()
+        i = b.rindex(b'"next":"') + 8
+        return b[i:b.index(b'"', i)].decode()
+
+    def bench(self, *args):
+        out = subprocess.run([D11, "bench", "--url", "http://127.0.0.1:%d" % self.port, "--token", self.token,
+                              "--setup", "--mix", "order=1", "--skus", "100", "--hot-sku-share", "0"] + list(args),
+                             capture_output=True, text=True, timeout=600).stdout
+        m = re.search(r"2xx ([0-9.]+)/s", out)
+        return out, float(m.group(1)) if m else None
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(60)
+
+
+class Receiver:
+    def __init__(self):
+        self.lat_ms = []
+        self.n = 0
+        rcv = self
+
+        class H(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                now = time.time() * 1000
+                ev = json.loads(body)
+                rcv.lat_ms.append(now - ev["at"])
+                rcv.n += 1
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = "http://127.0.0.1:%d/hook" % self.srv.server_address[1]
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+
+
+class Nginx:
+    """A receiver that costs next to nothing: nginx, 1 worker, `return 200`."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="d11evn.")
+        self.port = free_port()
+        conf = os.path.join(self.dir, "nginx.conf")
+        d = self.dir
+        open(conf, "w").write(
+            "worker_processes 1; daemon off; pid %s/nginx.pid; error_log %s/error.log warn;\n"
+            "events { worker_connections 1024; }\n"
+            "http { access_log off; client_body_temp_path %s/b; proxy_temp_path %s/p; fastcgi_temp_path %s/f;"
+            " uwsgi_temp_path %s/u; scgi_temp_path %s/s; keepalive_requests 100000000;"
+            " server { listen 127.0.0.1:%d; location / { return 200; } } }\n" % (d, d, d, d, d, d, d, self.port))
+        self.proc = subprocess.Popen(["nginx", "-c", conf, "-p", d], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        self.url = "http://127.0.0.1:%d/hook" % self.port
+        time.sleep(0.3)
+        self.n = 0
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(10)
+
+
+def consumer(up, stop):
+    cur = None
+    while not stop.is_set():
+        q = "/v1/events?limit=1000&wait_ms=1000" + ("&after=" + cur if cur else "")
+        try:
+            cur = up.raw("GET", q)
+            up.call("PUT", "/v1/consumers/bench", {"cursor": cur})
+        except Exception:  # the platform stopped under us: the run is over
+            return
+
+
+MODES = {
+    "off": (False, None),                  # nothing reads the outbox
+    "consumer": (True, None),              # one named consumer long-polling GET /v1/events
+    "hook-filtered": (False, ["order.paid"]),  # a webhook that reads every event, POSTs none (no pays)
+    "on": (True, []),                      # consumer + a webhook POSTing every event to nginx
+}
+
+
+def cost(seconds, rounds, modes=("off", "on")):
+    res = {m: [] for m in modes}
+    for r in range(rounds):
+        for mode in modes:
+            up = Up()
+            stop = threading.Event()
+            use_consumer, types = MODES[mode]
+            rcv = None
+            if types is not None:
+                rcv = Nginx()
+                body = {"url": rcv.url, "secret": "b"}
+                if types:
+                    body["types"] = types
+                up.call("POST", "/admin/webhooks", body)
+            if use_consumer:
+                threading.Thread(target=consumer, args=(up, stop), daemon=True).start()
+            out, rate = up.bench("--connections", "64", "--duration", str(seconds))
+            stop.set()
+            res[mode].append(rate)
+            extra = ""
+            if rcv:
+                wh = up.call("GET", "/admin/webhooks")["webhooks"][0]
+                extra = " (webhook delivered %d so far)" % wh["delivered"]
+                rcv.stop()
+            print("round %d %s: %s orders/s%s" % (r + 1, mode, rate, extra), flush=True)
+            up.stop()
+    for k, v in res.items():
+        v = [x for x in v if x]
+        print("%s: median %.0f orders/s over %d runs %s" % (k, sorted(v)[len(v) // 2], len(v), v))
+
+
+def latency(rate, seconds):
+    up = Up()
+    rcv = Receiver()
+    up.call("POST", "/admin/webhooks", {"url": rcv.url, "secret": "b"})
+    out, got = up.bench("--rate", str(rate), "--connections", "32", "--duration", str(seconds))
+    end = time.time() + 30
+    while time.time() < end and rcv.n < got * seconds * 0.99:
+        time.sleep(0.2)
+    lat = sorted(rcv.lat_ms)
+    pick = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))]
+    print("rate %s/s for %ss: %d orders/s answered, %d events delivered; commit->webhook p50 %.1f ms, "
+          "p99 %.1f ms, max %.1f ms" % (rate, seconds, got or 0, len(lat), pick(0.5), pick(0.99), lat[-1]))
+    up.stop()
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "cost":
+        cost(int(sys.argv[2]) if len(sys.argv) > 2 else 8, int(sys.argv[3]) if len(sys.argv) > 3 else 3,
+             sys.argv[4].split(",") if len(sys.argv) > 4 else ("off", "on"))
+    else:
+        latency(int(sys.argv[2]) if len(sys.argv) > 2 else 1000, int(sys.argv[3]) if len(sys.argv) > 3 else 10)
