@@ -5,7 +5,8 @@
  * Each round: copy the registry under the mutex; for every webhook that is not paused
  * and is due, read a page of events after its cursor through GET /v1/events on the
  * gateway's own listener (blocking loopback client, the admin token of DATA/admin.token),
- * then POST the events one by one in stream order. An event whose type the webhook does
+ * then POST the events one by one in stream order. After a short page (at the head) it
+ * sleeps D11_HOOK_IDLE_MS before reading again, so it never spins on a trickle. An event whose type the webhook does
  * not want only moves the cursor. A failed POST schedules the SAME event again after the
  * backoff; nothing later is sent to that webhook meanwhile. The cursor (local, per event:
  * the event's cell position) is written back to the registry and DATA/webhooks at most
@@ -267,7 +268,9 @@ static bool step(hw *w, hw_state *s, int64_t now)
         gw_cursor_decode(s->next, strlen(s->next), &sh, s->pos);
         s->dirty = true;
     }
-    return did;
+    /* busy (no idle sleep) only while there is a backlog: a short page means we are at the
+     * head, and re-reading at once would spin on a handful of new events */
+    return did && s->nev == D11_HOOK_PAGE;
 }
 
 /* Registry -> worker state (new, changed, deleted webhooks) and worker -> registry
