@@ -5,6 +5,7 @@ events_bench.py — the cost of events out, and commit -> webhook latency (bench
   python3 bench/events_bench.py cost  [SECONDS] [ROUNDS] [MODES]  orders/s per mode
         MODES: comma list of off, consumer, hook-filtered, on (default off,on)
   python3 bench/events_bench.py latency [RATE] [SECONDS]   commit -> webhook delivery p50/p99
+  python3 bench/events_bench.py latency-nginx [RATE] [SECONDS]   the same with nginx as the receiver
 
 Starts its own `bin/d11 up` (2 cells, durability sync) on a temporary data dir and port,
 drives it with `bin/d11 bench`, and stops everything it started by PID. The webhook
@@ -114,17 +115,20 @@ class Receiver:
 class Nginx:
     """A receiver that costs next to nothing: nginx, 1 worker, `return 200`."""
 
-    def __init__(self):
+    def __init__(self, log=False):
         self.dir = tempfile.mkdtemp(prefix="d11evn.")
+        self.log = os.path.join(self.dir, "hooks.log")
         self.port = free_port()
         conf = os.path.join(self.dir, "nginx.conf")
         d = self.dir
-        open(conf, "w").write(
-            "worker_processes 1; daemon off; pid %s/nginx.pid; error_log %s/error.log warn;\n"
-            "events { worker_connections 1024; }\n"
-            "http { access_log off; client_body_temp_path %s/b; proxy_temp_path %s/p; fastcgi_temp_path %s/f;"
-            " uwsgi_temp_path %s/u; scgi_temp_path %s/s; keepalive_requests 100000000;"
-            " server { listen 127.0.0.1:%d; location / { return 200; } } }\n" % (d, d, d, d, d, d, d, self.port))
+        head = ("worker_processes 1; daemon off; pid %s/nginx.pid; error_log %s/error.log warn;\n"
+                "events { worker_connections 1024; }\n" % (d, d))
+        logging = ("access_log %s t buffer=256k flush=1s; " % self.log) if log else "access_log off; "
+        http = ("http { log_format t '$msec $http_x_d11_event_id'; " + logging +
+                "client_body_temp_path %s/b; proxy_temp_path %s/p; fastcgi_temp_path %s/f;"
+                " uwsgi_temp_path %s/u; scgi_temp_path %s/s; keepalive_requests 100000000;"
+                " server { listen 127.0.0.1:%d; location / { return 200; } } }\n" % (d, d, d, d, d, self.port))
+        open(conf, "w").write(head + http)
         self.proc = subprocess.Popen(["nginx", "-c", conf, "-p", d], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
         self.url = "http://127.0.0.1:%d/hook" % self.port
@@ -193,6 +197,39 @@ def cost(seconds, rounds, modes=("off", "on")):
         print("%s: median %.0f orders/s over %d runs %s" % (k, sorted(v)[len(v) // 2], len(v), v))
 
 
+def latency_nginx(rate, seconds):
+    """commit -> delivery with nginx as the receiver (it logs arrival time + event id; the
+    events' `at` come from GET /v1/events afterwards)."""
+    up = Up()
+    rcv = Nginx(log=True)
+    up.call("POST", "/admin/webhooks", {"url": rcv.url, "secret": "b"})
+    out, got = up.bench("--rate", str(rate), "--connections", "64", "--duration", str(seconds))
+    at, cur = {}, None
+    while True:
+        page = up.call("GET", "/v1/events?limit=1000" + ("&after=" + cur if cur else ""))
+        for e in page["events"]:
+            at[e["id"]] = e["at"]
+        if not page["events"]:
+            break
+        cur = page["next"]
+    end = time.time() + 60
+    while time.time() < end and up.call("GET", "/admin/webhooks")["webhooks"][0]["delivered"] < len(at):
+        time.sleep(0.2)
+    time.sleep(1.2)  # nginx flushes its log buffer every second
+    rcv.stop()
+    lat = []
+    for line in open(rcv.log):
+        t, eid = line.split()
+        if eid in at:
+            lat.append(float(t) * 1000 - at[eid])
+    lat.sort()
+    pick = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))]
+    print("nginx receiver, rate %s/s for %ss: %s orders/s answered, %d events, %d delivered; commit->webhook "
+          "p50 %.1f ms, p99 %.1f ms, max %.1f ms" % (rate, seconds, got, len(at), len(lat), pick(0.5), pick(0.99),
+                                                     lat[-1]))
+    up.stop()
+
+
 def latency(rate, seconds):
     up = Up()
     rcv = Receiver()
@@ -212,5 +249,7 @@ if __name__ == "__main__":
     if sys.argv[1] == "cost":
         cost(int(sys.argv[2]) if len(sys.argv) > 2 else 8, int(sys.argv[3]) if len(sys.argv) > 3 else 3,
              sys.argv[4].split(",") if len(sys.argv) > 4 else ("off", "on"))
+    elif sys.argv[1] == "latency-nginx":
+        latency_nginx(int(sys.argv[2]) if len(sys.argv) > 2 else 10000, int(sys.argv[3]) if len(sys.argv) > 3 else 10)
     else:
         latency(int(sys.argv[2]) if len(sys.argv) > 2 else 1000, int(sys.argv[3]) if len(sys.argv) > 3 else 10)
