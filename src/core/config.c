@@ -107,6 +107,13 @@ int d11_config_set(d11_config *c, const char *key_in, const char *val, char *err
         if (set_int(key, val, 1, D11_STOCK_MAX, &c->grant_chunk_max, err, errlen)) return -1;
     } else if (!strcmp(key, "soldout-cache-ms")) {
         if (set_int(key, val, 0, 60000, &c->soldout_cache_ms, err, errlen)) return -1;
+    } else if (!strcmp(key, "nats")) {
+        size_t n = strlen(val);
+        if (n && (strncmp(val, "nats://", 7) != 0 || n < 8 || n >= sizeof c->nats || strchr(val, ' '))) {
+            snprintf(err, errlen, "nats: expected nats://HOST:PORT (or empty for none), got '%.100s'", val);
+            return -1;
+        }
+        memcpy(c->nats, val, n + 1);
     } else if (!strcmp(key, "events-retention-ms")) {
         if (set_int(key, val, 0, 365LL * 24 * 3600 * 1000, &c->events_retention_ms, err, errlen)) return -1;
     } else if (!strcmp(key, "log-level")) {
@@ -214,6 +221,8 @@ static const struct {
     {"log-level", "LEVEL", "debug, info (default), warn, error", CMD_UP | CMD_GATEWAY | CMD_CELL | CMD_CENTER},
     {"events-retention-ms", "MS", "prune outbox events every sink has and older than this (default 86400000; 0 = never)",
      CMD_UP | CMD_GATEWAY},
+    {"nats", "URL", "relay the event stream to NATS JetStream at nats://HOST:PORT (default: none)",
+     CMD_UP | CMD_GATEWAY},
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
 
@@ -263,6 +272,7 @@ int d11_config_value(const d11_config *c, const char *key, char *out, size_t out
     else if (!strcmp(name, "grant-chunk-max")) n = snprintf(out, outlen, "%lld", (long long)c->grant_chunk_max);
     else if (!strcmp(name, "soldout-cache-ms")) n = snprintf(out, outlen, "%lld", (long long)c->soldout_cache_ms);
     else if (!strcmp(name, "events-retention-ms")) n = snprintf(out, outlen, "%lld", (long long)c->events_retention_ms);
+    else if (!strcmp(name, "nats")) n = snprintf(out, outlen, "%s", c->nats);
     else {
         D11_ASSERT(!strcmp(name, "log-level"));
         D11_ASSERT(c->log_level >= D11_LOG_DEBUG && c->log_level <= D11_LOG_ERROR);

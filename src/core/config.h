@@ -32,6 +32,7 @@ typedef struct d11_config {
     int64_t  soldout_cache_ms;   /* --soldout-cache-ms, default 100 */
     int      log_level;          /* --log-level debug|info|warn|error */
     int64_t  events_retention_ms; /* --events-retention-ms: prune delivered events older (0 = never) */
+    char     nats[256];          /* --nats nats://HOST:PORT: JetStream relay ("" = off) */
     bool     help;               /* --help seen */
 } d11_config;
 

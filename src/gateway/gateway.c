@@ -242,6 +242,10 @@ static int run(struct gw *g)
         d11_error("gateway: cannot start the webhook worker");
         return 1;
     }
+    if (gw_nats_start(g) < 0) {
+        d11_error("gateway: cannot start the NATS relay");
+        return 1;
+    }
     d11_info("gateway listening on %s (%d threads, %d cells, request timeout %lld ms)",
              g->cfg.listen, g->nthreads, g->cfg.cells, (long long)g->cfg.request_timeout_ms);
 
@@ -265,6 +269,7 @@ static int run(struct gw *g)
         if (!alive) break;
     }
     gw_hooks_stop(g); /* before the threads go: it may be waiting on our own listener */
+    gw_nats_stop(g);
     for (int i = 0; i < g->nthreads; i++) {
         pthread_join(g->threads[i].th, NULL);
         thread_release(&g->threads[i]);

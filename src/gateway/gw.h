@@ -45,6 +45,7 @@
 #include "upstream.h"
 #include "events.h"
 #include "webhooks.h"
+#include "nats_relay.h"
 
 /* A parsed request, handed to the layer above client.c; answer slot si of c. */
 typedef void gw_request_fn(gw_thread *t, gw_conn *c, int si, d11_http_req *r);
@@ -93,6 +94,7 @@ struct gw {
     const char     *route_labels[GW_ROUTES_MAX];
     gw_events       events;      /* events.c: heads seen per cell (consumer lag) */
     gw_hooks        hooks;       /* webhooks.c registry, hook_worker.c thread */
+    gw_nats         nats;        /* nats_relay.c thread (--nats) */
 };
 
 #define GW_SWEEP_MS 100

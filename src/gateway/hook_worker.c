@@ -67,12 +67,10 @@ static uint64_t rnd(hw *w)
     return w->rng;
 }
 
-/* Connect info for our own listener and the admin token; false until both are there. */
-static bool self_setup(hw *w)
+bool gw_self_client(struct gw *g, d11_httpc *c, char *auth, size_t cap)
 {
-    if (w->self_ok) return true;
     char path[1200], tok[D11_TOKEN_BYTES_MAX + 1], url[300], err[160];
-    snprintf(path, sizeof path, "%.1100s/admin.token", w->g->cfg.data_dir);
+    snprintf(path, sizeof path, "%.1100s/admin.token", g->cfg.data_dir);
     FILE *f = fopen(path, "re");
     if (!f) return false;
     size_t n = fread(tok, 1, sizeof tok - 1, f);
@@ -80,7 +78,7 @@ static bool self_setup(hw *w)
     while (n && (tok[n - 1] == '\n' || tok[n - 1] == ' ')) n--;
     tok[n] = 0;
     if (!n) return false;
-    const char *lst = w->g->cfg.listen, *colon = strrchr(lst, ':');
+    const char *lst = g->cfg.listen, *colon = strrchr(lst, ':');
     if (!colon) return false;
     const char *host = lst;
     size_t hn = (size_t)(colon - lst);
@@ -91,17 +89,20 @@ static bool self_setup(hw *w)
     snprintf(url, sizeof url, "http://%.*s:%s", (int)hn, host, colon + 1);
     d11_url u;
     if (d11_url_parse(url, &u, err, sizeof err) < 0) return false;
-    d11_httpc_init(&w->self, &u, D11_HOOK_TIMEOUT_MS);
-    snprintf(w->auth, sizeof w->auth, "Authorization: Bearer %s\r\n", tok);
-    w->self_ok = true;
+    d11_httpc_init(c, &u, D11_HOOK_TIMEOUT_MS);
+    snprintf(auth, cap, "Authorization: Bearer %s\r\n", tok);
     return true;
 }
 
-/* Split {"events":[{..},{..}],"next":"..."} into spans; -1 when malformed. */
-static int split_page(hw_state *s)
+/* Our own listener and the admin token; false until both are there. */
+static bool self_setup(hw *w)
 {
-    const char *b = s->page.data;
-    size_t n = s->page.len;
+    if (!w->self_ok) w->self_ok = gw_self_client(w->g, &w->self, w->auth, sizeof w->auth);
+    return w->self_ok;
+}
+
+int gw_split_events(const char *b, size_t n, uint32_t (*spans)[2], int max, char *next, size_t cap)
+{
     const char *p = strstr(b, "\"events\":[");
     if (!p) return -1;
     size_t i = (size_t)(p - b) + 10;
@@ -118,13 +119,25 @@ static int split_page(hw_state *s)
         if (c == '"') str = true;
         else if (c == '{' && depth++ == 0) start = i;
         else if (c == '}' && --depth == 0) {
-            if (k == D11_HOOK_PAGE) return -1;
-            s->ev[k++] = (hw_span){(uint32_t)start, (uint32_t)(i + 1 - start)};
+            if (k == max) return -1;
+            spans[k][0] = (uint32_t)start;
+            spans[k][1] = (uint32_t)(i + 1 - start);
+            k++;
         } else if (c == ']' && depth == 0) break;
     }
+    if (i >= n || d11_json_find_str(b + i, n - i, "next", next, cap) < 0) return -1;
+    return k;
+}
+
+/* Split the page into s->ev; -1 when malformed. */
+static int split_page(hw_state *s)
+{
+    uint32_t sp[D11_HOOK_PAGE][2];
+    int k = gw_split_events(s->page.data, s->page.len, sp, D11_HOOK_PAGE, s->next, sizeof s->next);
+    if (k < 0) return -1;
+    for (int i = 0; i < k; i++) s->ev[i] = (hw_span){sp[i][0], sp[i][1]};
     s->nev = k;
     s->idx = 0;
-    if (d11_json_find_str(b + i, n - i, "next", s->next, sizeof s->next) < 0) return -1;
     return 0;
 }
 

@@ -142,5 +142,6 @@ void gw_metrics_render(struct gw *g, d11_buf *b)
     gw_events_metrics(g, &g->events, b); /* events.c: heads seen, consumer lag */
     gw_hooks_metrics(&g->hooks, b);      /* webhooks.c: delivered, retries, dead letters */
     gw_retention_metrics(&g->events, b); /* retention.c: outbox size, oldest event age */
+    if (g->cfg.nats[0]) gw_nats_metrics(&g->nats, b); /* nats_relay.c */
 #undef SUM
 }

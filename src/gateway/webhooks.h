@@ -94,6 +94,16 @@ void gw_h_hooks_resume(gw_thread *t, gw_req *rq);
 void gw_h_hooks_dead(gw_thread *t, gw_req *rq);
 void gw_h_hooks_replay(gw_thread *t, gw_req *rq);
 
+/* A blocking HTTP client to this gateway's own listener (loopback) and the admin token's
+ * "Authorization: ..." header line; false until DATA/admin.token exists. Used by the
+ * webhook worker and the NATS relay, which are ordinary consumers of GET /v1/events. */
+struct d11_httpc;
+bool gw_self_client(struct gw *g, struct d11_httpc *c, char *auth, size_t cap);
+
+/* Split a GET /v1/events body into the events' [offset, length] (at most max) and copy
+ * its "next" into next; the count, or -1 when malformed. */
+int gw_split_events(const char *b, size_t n, uint32_t (*spans)[2], int max, char *next, size_t cap);
+
 /* The signature header value: "sha256=" + hex HMAC-SHA256(secret, ts "." body); out >= 72. */
 void gw_hook_sign(const char *secret, const char *ts, const char *body, size_t n, char *out);
 

@@ -432,3 +432,100 @@ def test_retention_prunes_only_what_every_sink_has_and_is_old():
         o = expect(c.order(users[0], [("R", 1)]), 201)["order_id"]
         rest, _ = read_all(c, after=cur)
         ck.eq([e["order_id"] for e in rest], [o], "the consumer's cursor still reads the next event")
+
+
+# ---------------------------------------------------------------- NATS JetStream relay
+
+import shutil
+import signal
+import subprocess
+import urllib.request
+
+from harness import free_port, new_data_dir, pid_alive
+
+
+class NatsServer:
+    """A real `nats-server -js` on its own ports and store dir, stopped by its PID."""
+
+    def __init__(self):
+        self.port, self.mon = free_port(), free_port()
+        self.dir = new_data_dir() + ".nats"
+        os.makedirs(self.dir, exist_ok=True)
+        self.proc = None
+
+    def start(self):
+        self.log = open(os.path.join(self.dir, "log"), "a")
+        self.proc = subprocess.Popen(["nats-server", "-js", "-a", "127.0.0.1", "-p", str(self.port), "-m",
+                                      str(self.mon), "-sd", self.dir], stdout=self.log, stderr=self.log)
+        poll(lambda: self._jsz() is not None, 10, "nats-server up")
+        return self
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(10)
+        self.proc = None
+
+    def _jsz(self):
+        try:
+            with urllib.request.urlopen("http://127.0.0.1:%d/jsz?streams=true" % self.mon, timeout=2) as r:
+                return json.loads(r.read())
+        except Exception:
+            return None
+
+    def messages(self, stream):
+        j = self._jsz() or {}
+        for acc in j.get("account_details") or []:
+            for st in acc.get("stream_detail") or []:
+                if st["name"] == stream:
+                    return st["state"]["messages"]
+        return None
+
+
+def _need_nats():
+    if not shutil.which("nats-server"):
+        raise AssertionError("nats-server is not installed (scripts/deps.sh installs it)")
+
+
+@heavy
+@timeout(120)
+def test_nats_relay_outage_and_crash_exactly_one_message_per_event():
+    _need_nats()
+    nats = NatsServer().start()
+    try:
+        with Platform(cells=2, durability="sync",
+                      extra_args=["--nats", "nats://127.0.0.1:%d" % nats.port]) as p, Checks() as ck:
+            c = p.client()
+            expect(c.create_product("N", stock=100000, price=100), 201)
+            users = spread_users(32, base=37)
+            load = OrderLoad(p.port, p.admin_token, users, [("N", 1)], nthreads=6, pay_every=3,
+                             cancel_every=4, max_requests=3000, deadline_s=60).start()
+            poll(lambda: load.ledger.acked() >= 100, 30, "100 orders before the NATS outage", 0.005)
+            nats.stop()  # NATS down while orders flow
+            n0 = load.ledger.acked()
+            poll(lambda: load.ledger.acked() >= n0 + 200, 30, "200 more orders acknowledged while NATS is down", 0.005)
+            nats.start()
+            poll(lambda: load.ledger.acked() >= n0 + 300, 30, "orders after NATS is back", 0.005)
+            p.kill9_all()  # the relay dies between publish and cursor save: re-publishes after restart
+            ledger = load.stop()
+            ck.eq(ledger.errors, [], "no order failed because of NATS")
+            ck.true(not any(k.startswith("5") for k in ledger.counts), "no 5xx answers: %r" % ledger.counts)
+            p.start()
+            c = p.client()
+            st = {"X-D11-Stress": "1"}
+            expect(c.order(users[0], [("N", 1)], headers=st), 201)
+            evs, _ = read_all(c)
+            sevs, _ = read_all(c, headers=st)
+            ids = {e["id"] for e in evs}
+            ck.true(len(ids) == len(evs) and len(evs) >= 400, "%d distinct real events" % len(evs))
+            poll(lambda: nats.messages("D11_EVENTS") == len(ids), 40,
+                 "D11_EVENTS holds exactly one message per event (%d)" % len(ids))
+            poll(lambda: nats.messages("D11_STRESS") == len(sevs), 20, "D11_STRESS holds the stress events")
+            acked = set(ledger.orders)
+            created = {e["order_id"] for e in evs if e["type"] == "order.created"}
+            ck.true(acked <= created, "every acknowledged order has its order.created in the stream")
+            m = c.get("/metrics").text
+            ck.true("d11_nats_connected 1" in m, "d11_nats_connected 1 in /metrics")
+            ck.true('d11_events_consumer_lag{consumer="nats.events"}' in m, "relay lag in /metrics")
+    finally:
+        nats.stop()

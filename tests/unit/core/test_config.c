@@ -524,11 +524,12 @@ static void test_from_args(const char *tmp)
 /* The subcommands and the flags each one reads: the contract (docs/operations.md). */
 static const struct {
     const char *cmd;
-    const char *flags[13];
+    const char *flags[14];
 } per_cmd[] = {
     {"up", {"data", "listen", "cells", "threads", "durability", "async-flush-ms", "order-ttl-ms",
-            "request-timeout-ms", "grant-chunk-max", "soldout-cache-ms", "log-level", "events-retention-ms"}},
-    {"gateway", {"data", "listen", "cells", "threads", "request-timeout-ms", "log-level", "events-retention-ms"}},
+            "request-timeout-ms", "grant-chunk-max", "soldout-cache-ms", "log-level", "events-retention-ms", "nats"}},
+    {"gateway", {"data", "listen", "cells", "threads", "request-timeout-ms", "log-level", "events-retention-ms",
+                 "nats"}},
     {"cell", {"id", "data", "durability", "async-flush-ms", "order-ttl-ms", "soldout-cache-ms", "log-level"}},
     {"center", {"data", "cells", "durability", "grant-chunk-max", "log-level"}},
     {"audit", {"data"}},
@@ -543,7 +544,7 @@ static const char *valid_value(const char *key)
         {"data", "/tmp/d11-no-such-dir"}, {"listen", "127.0.0.1:9"}, {"cells", "3"}, {"threads", "2"},
         {"id", "1"}, {"durability", "async"}, {"async-flush-ms", "20"}, {"order-ttl-ms", "5000"},
         {"request-timeout-ms", "700"}, {"grant-chunk-max", "5"}, {"soldout-cache-ms", "7"},
-        {"log-level", "warn"}, {"events-retention-ms", "60000"},
+        {"log-level", "warn"}, {"events-retention-ms", "60000"}, {"nats", "nats://127.0.0.1:4222"},
     };
     for (size_t i = 0; i < sizeof vals / sizeof vals[0]; i++)
         if (!strcmp(vals[i].k, key)) return vals[i].v;
@@ -572,7 +573,7 @@ static void test_flags_per_command(const char *tmp)
     char err[512], flag[128];
     size_t nkeys = 0;
     while (d11_config_key(nkeys)) nkeys++;
-    CHECK_EQ(nkeys, 13);
+    CHECK_EQ(nkeys, 14);
     for (size_t ci = 0; ci < sizeof per_cmd / sizeof per_cmd[0]; ci++) {
         const char *cmd = per_cmd[ci].cmd;
         for (size_t k = 0; k < nkeys; k++) {
