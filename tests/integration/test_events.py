@@ -524,6 +524,17 @@ def test_nats_relay_outage_and_crash_exactly_one_message_per_event():
             acked = set(ledger.orders)
             created = {e["order_id"] for e in evs if e["type"] == "order.created"}
             ck.true(acked <= created, "every acknowledged order has its order.created in the stream")
+            # a crash that lost the relay's saved position: everything is published again,
+            # and the broker drops every re-publish by its Nats-Msg-Id
+            p.stop()
+            with open(os.path.join(p.data, "consumers", "nats.events"), "w") as f:
+                f.write("e1\n")
+            p.start()
+            c = p.client()
+            _, head = read_all(c)
+            poll(lambda: expect(c.get("/v1/consumers/nats.events"), 200)["cursor"] == head, 30,
+                 "the relay re-published everything from the start")
+            ck.eq(nats.messages("D11_EVENTS"), len(ids), "no duplicate after re-publishing every event")
             m = c.get("/metrics").text
             ck.true("d11_nats_connected 1" in m, "d11_nats_connected 1 in /metrics")
             ck.true('d11_events_consumer_lag{consumer="nats.events"}' in m, "relay lag in /metrics")
