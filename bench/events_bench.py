@@ -3,7 +3,8 @@
 events_bench.py — the cost of events out, and commit -> webhook latency (bench/RESULTS.md).
 
   python3 bench/events_bench.py cost  [SECONDS] [ROUNDS] [MODES]  orders/s per mode
-        MODES: comma list of off, consumer, hook-filtered, on (default off,on)
+        MODES: comma list of off, nats, consumer, hook-filtered, on (default off,on)
+  python3 bench/events_bench.py latency-nats [RATE] [SECONDS]    commit -> JetStream ack p50/p99
   python3 bench/events_bench.py latency [RATE] [SECONDS]   commit -> webhook delivery p50/p99
   python3 bench/events_bench.py latency-nginx [RATE] [SECONDS]   the same with nginx as the receiver
 
@@ -39,12 +40,13 @@ def free_port():
 
 
 class Up:
-    def __init__(self):
+    def __init__(self, extra=()):
         self.data = tempfile.mkdtemp(prefix="d11evb.")
         self.port = free_port()
         self.log = open(os.path.join(self.data, "up.log"), "w")
         self.proc = subprocess.Popen([D11, "up", "--data", self.data, "--listen", "127.0.0.1:%d" % self.port,
-                                      "--cells", "2", "--durability", "sync"], stdout=self.log, stderr=self.log)
+                                      "--cells", "2", "--durability", "sync"] + list(extra),
+                                     stdout=self.log, stderr=self.log)
         tok = os.path.join(self.data, "admin.token")
         for _ in range(200):
             try:
@@ -140,6 +142,46 @@ class Nginx:
         self.proc.wait(10)
 
 
+class Nats:
+    """nats-server -js on its own port and store dir, stopped by PID."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="d11evnats.")
+        self.port = free_port()
+        self.proc = subprocess.Popen(["nats-server", "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", self.dir],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.5)
+        self.url = "nats://127.0.0.1:%d" % self.port
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(10)
+
+
+def metric_lines(up, prefix):
+    req = urllib.request.Request("http://127.0.0.1:%d/metrics" % up.port)
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return [l for l in r.read().decode().splitlines() if l.startswith(prefix)]
+
+
+def hist_quantile(lines, q):
+    """Quantile from Prometheus cumulative buckets (linear inside a bucket)."""
+    b = []
+    for l in lines:
+        m = re.match(r'.*_bucket\{le="([^"]+)"\} (\d+)', l)
+        if m:
+            b.append((float("inf") if m.group(1) == "+Inf" else float(m.group(1)), int(m.group(2))))
+    total = b[-1][1]
+    want, prev_le, prev_c = q * total, 0.0, 0
+    for le, c in b:
+        if c >= want:
+            if le == float("inf"):
+                return prev_le
+            return prev_le + (le - prev_le) * ((want - prev_c) / max(1, c - prev_c))
+        prev_le, prev_c = le, c
+    return prev_le
+
+
 def consumer(up, stop):
     """Reads everything as it comes (long-poll, re-reading 20 ms after a short page) and
     commits its cursor once a second: what a sensible consumer does."""
@@ -160,6 +202,7 @@ def consumer(up, stop):
 
 MODES = {
     "off": (False, None),                  # nothing reads the outbox
+    "nats": (False, None),                 # the NATS JetStream relay to a local nats-server
     "consumer": (True, None),              # one named consumer long-polling GET /v1/events
     "hook-filtered": (False, ["order.paid"]),  # a webhook that reads every event, POSTs none (no pays)
     "on": (True, []),                      # consumer + a webhook POSTing every event to nginx
@@ -170,7 +213,8 @@ def cost(seconds, rounds, modes=("off", "on")):
     res = {m: [] for m in modes}
     for r in range(rounds):
         for mode in modes:
-            up = Up()
+            nats = Nats() if mode == "nats" else None
+            up = Up(["--nats", nats.url] if nats else [])
             stop = threading.Event()
             use_consumer, types = MODES[mode]
             rcv = None
@@ -190,8 +234,12 @@ def cost(seconds, rounds, modes=("off", "on")):
                 wh = up.call("GET", "/admin/webhooks")["webhooks"][0]
                 extra = " (webhook delivered %d so far)" % wh["delivered"]
                 rcv.stop()
+            if nats:
+                extra = " (%s)" % metric_lines(up, "d11_nats_published_total")[0]
             print("round %d %s: %s orders/s%s" % (r + 1, mode, rate, extra), flush=True)
             up.stop()
+            if nats:
+                nats.stop()
     for k, v in res.items():
         v = [x for x in v if x]
         print("%s: median %.0f orders/s over %d runs %s" % (k, sorted(v)[len(v) // 2], len(v), v))
@@ -230,6 +278,21 @@ def latency_nginx(rate, seconds):
     up.stop()
 
 
+def latency_nats(rate, seconds):
+    """commit -> JetStream ack, from the relay's histogram (d11_nats_ack_latency_seconds)."""
+    nats = Nats()
+    up = Up(["--nats", nats.url])
+    out, got = up.bench("--rate", str(rate), "--connections", "64", "--duration", str(seconds))
+    time.sleep(2)
+    lines = metric_lines(up, "d11_nats_ack_latency_seconds")
+    pub = metric_lines(up, "d11_nats_published_total")[0]
+    print("NATS relay, rate %s/s for %ss: %s orders/s answered, %s; commit->ack p50 %.1f ms, p99 %.1f ms "
+          "(histogram buckets, interpolated)" % (rate, seconds, got, pub, hist_quantile(lines, 0.5) * 1000,
+                                                 hist_quantile(lines, 0.99) * 1000))
+    up.stop()
+    nats.stop()
+
+
 def latency(rate, seconds):
     up = Up()
     rcv = Receiver()
@@ -249,6 +312,8 @@ if __name__ == "__main__":
     if sys.argv[1] == "cost":
         cost(int(sys.argv[2]) if len(sys.argv) > 2 else 8, int(sys.argv[3]) if len(sys.argv) > 3 else 3,
              sys.argv[4].split(",") if len(sys.argv) > 4 else ("off", "on"))
+    elif sys.argv[1] == "latency-nats":
+        latency_nats(int(sys.argv[2]) if len(sys.argv) > 2 else 10000, int(sys.argv[3]) if len(sys.argv) > 3 else 10)
     elif sys.argv[1] == "latency-nginx":
         latency_nginx(int(sys.argv[2]) if len(sys.argv) > 2 else 10000, int(sys.argv[3]) if len(sys.argv) > 3 else 10)
     else:

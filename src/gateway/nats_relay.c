@@ -24,6 +24,26 @@
 #include "../bench/httpc.h"
 #include "gw.h"
 
+const int gw_nats_lat_le_ms[GW_NATS_LAT_BUCKETS - 1] = {1,  2,   3,   5,   7,   10,  15,   20,   30,   50,
+                                                        75, 100, 150, 200, 300, 500, 750, 1000, 2000, 5000};
+
+/* The event's top-level "at" (it comes before "data"); 0 when absent. */
+static int64_t event_at(const char *ev, size_t n)
+{
+    for (size_t i = 0; i + 6 < n; i++)
+        if (!memcmp(ev + i, ",\"at\":", 6)) return strtoll(ev + i + 6, NULL, 10);
+    return 0;
+}
+
+static void record_latency(gw_nats *n, int64_t ms)
+{
+    if (ms < 0) ms = 0;
+    int b = 0;
+    while (b < GW_NATS_LAT_BUCKETS - 1 && ms > gw_nats_lat_le_ms[b]) b++;
+    atomic_fetch_add(&n->lat[b], 1);
+    atomic_fetch_add(&n->lat_sum_ms, (uint64_t)ms);
+}
+
 static const char *const stream_name[2] = {"D11_EVENTS", "D11_STRESS"};
 static const char *const stream_subj[2] = {"d11.events.>", "d11.stress.>"};
 static const char *const subj_prefix[2] = {"d11.events.", "d11.stress."};
@@ -180,6 +200,8 @@ static int round_once(relay *r, int sh)
         return -1;
     }
     atomic_fetch_add(&n->published, (uint64_t)k);
+    int64_t now = d11_wall_ms();
+    for (int i = 0; i < k; i++) record_latency(n, now - event_at(body + r->spans[i][0], r->spans[i][1]));
     snprintf(r->cur[sh], sizeof r->cur[sh], "%s", r->next);
     if (save_cursor(r, sh) < 0) d11_warn("nats: cannot store the relay position");
     return k == D11_NATS_PAGE;
@@ -258,4 +280,16 @@ void gw_nats_metrics(gw_nats *n, d11_buf *b)
                    "# TYPE d11_nats_publish_failures_total counter\nd11_nats_publish_failures_total %llu\n",
                    atomic_load(&n->connected), (unsigned long long)atomic_load(&n->published),
                    (unsigned long long)atomic_load(&n->failures));
+    d11_buf_puts(b, "# HELP d11_nats_ack_latency_seconds From an event's commit (its `at`) to JetStream's ack.\n"
+                    "# TYPE d11_nats_ack_latency_seconds histogram\n");
+    uint64_t cum = 0;
+    for (int i = 0; i < GW_NATS_LAT_BUCKETS; i++) {
+        cum += atomic_load(&n->lat[i]);
+        if (i < GW_NATS_LAT_BUCKETS - 1)
+            d11_buf_printf(b, "d11_nats_ack_latency_seconds_bucket{le=\"%.3f\"} %llu\n", gw_nats_lat_le_ms[i] / 1000.0,
+                           (unsigned long long)cum);
+        else d11_buf_printf(b, "d11_nats_ack_latency_seconds_bucket{le=\"+Inf\"} %llu\n", (unsigned long long)cum);
+    }
+    d11_buf_printf(b, "d11_nats_ack_latency_seconds_sum %.3f\nd11_nats_ack_latency_seconds_count %llu\n",
+                   (double)atomic_load(&n->lat_sum_ms) / 1000.0, (unsigned long long)cum);
 }

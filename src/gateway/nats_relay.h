@@ -27,12 +27,18 @@ struct gw;
 #define D11_NATS_ACK_WAIT_MS 5000  /* a round not fully acknowledged by then is re-published */
 #define D11_NATS_RETRY_MS    500   /* reconnect / re-publish backoff */
 
+#define GW_NATS_LAT_BUCKETS 21
+/* commit -> JetStream ack latency histogram upper bounds (ms); the last is +Inf */
+extern const int gw_nats_lat_le_ms[GW_NATS_LAT_BUCKETS - 1];
+
 typedef struct gw_nats {
     pthread_t        th;
     bool             started;
     _Atomic int      stop;
     _Atomic int      connected;
     _Atomic uint64_t published, failures, rounds;
+    _Atomic uint64_t lat[GW_NATS_LAT_BUCKETS]; /* event `at` -> ack, per bucket */
+    _Atomic uint64_t lat_sum_ms;
 } gw_nats;
 
 /* Start the relay when cfg.nats is set (else nothing). 0 or -errno. */
