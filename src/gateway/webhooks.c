@@ -60,6 +60,9 @@ static int unhex(const char *s, char *out, size_t cap)
     return 0;
 }
 
+_Static_assert(D11_HOOK_CURSOR_BYTES_MAX == 1347 && D11_HOOK_URL_BYTES_MAX == 512 && D11_HOOK_SECRET_BYTES_MAX == 128,
+               "the sscanf widths of gw_hooks_init");
+
 int gw_hooks_init(gw_hooks *hs, const char *data_dir)
 {
     memset(hs, 0, sizeof *hs);
@@ -70,7 +73,7 @@ int gw_hooks_init(gw_hooks *hs, const char *data_dir)
         return -ENAMETOOLONG;
     FILE *f = fopen(hs->path, "re");
     if (!f) return errno == ENOENT ? 0 : -errno;
-    char line[2048], url[D11_HOOK_URL_BYTES_MAX + 1], sec[2 * D11_HOOK_SECRET_BYTES_MAX + 1],
+    char line[4096], url[D11_HOOK_URL_BYTES_MAX + 1], sec[2 * D11_HOOK_SECRET_BYTES_MAX + 1],
         cur[D11_HOOK_CURSOR_BYTES_MAX + 1];
     int rc = 0, k = 0;
     while (fgets(line, sizeof line, f)) {
@@ -80,7 +83,7 @@ int gw_hooks_init(gw_hooks *hs, const char *data_dir)
             continue;
         }
         if (k >= D11_WEBHOOKS_MAX ||
-            sscanf(line, "%u %u %u %u %512s %256s %1400s", &id, &paused, &types, &att, url, sec, cur) != 7) {
+            sscanf(line, "%u %u %u %u %512s %256s %1347s", &id, &paused, &types, &att, url, sec, cur) != 7) {
             rc = D11_EPROTO;
             break;
         }
