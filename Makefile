@@ -44,6 +44,12 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
+# -Wconversion (incl. sign conversion in C) where it earns its keep: the state machines,
+# the allotment and ledger math, the storage seam, the codecs and the core. Every narrowing
+# there is an explicit, checked cast.
+CONV_DIRS := cell center store rpc core sim
+$(foreach d,$(CONV_DIRS),$(eval $(BUILD)/src/$(d)/%.o: CFLAGS += -Wconversion))
+
 $(LIB): $(LIBOBJS)
 	@mkdir -p $(dir $@)
 	rm -f $@
