@@ -11,10 +11,12 @@
  *   order updates                  UPDATE .. FROM unnest(..), the LAST update of each order
  *                                  (each record carries the whole new state: replaying only
  *                                  the last one per row gives the same row); every row must
- *                                  exist (the changed-row count is checked)
+ *                                  exist: the statement divides by (changed rows = n),
+ *                                  so a missing order is an error in the server and the
+ *                                  whole transaction aborts
  *   stock                          INSERT .. ON CONFLICT DO UPDATE, last record per (sku, shadow):
  *                                  a hot SKU is one row update per batch
- *   batch_seq                      UPDATE to this batch's number
+ *   batch_seq                      upsert of this batch's number
  * Inserts come before updates, so an order created and paid in the same batch is right.
  *
  * Unknown outcome: when the connection breaks after COMMIT was sent, commit reconnects
@@ -76,6 +78,7 @@ typedef struct cell_pg {
     char       schema[32];
     int        durability;
     int64_t    seq; /* number of the last committed batch (batch_seq) */
+    int        test_lose; /* unit tests only: d11_pg_tx.lose for the next commit */
     /* Per-commit scratch, kept between commits (no allocation once warm). */
     d11_buf    ocol[2][O_NCOLS], icol[2][I_NCOLS], ecol[2][E_NCOLS], ucol[2][U_NCOLS], scol[S_NCOLS];
     uint32_t   norders[2], nout[2];
@@ -246,8 +249,9 @@ static int send_batch(cell_pg *s, d11_pg_tx *t)
                  "WITH u AS (SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[]) AS u(id, st, pay, at)),"
                  " c AS (UPDATE %sorders o SET status = u.st, payment_id = u.pay, updated_at = u.at FROM u"
                  " WHERE o.order_id = u.id RETURNING 1)"
-                 " SELECT CASE WHEN count(*) = %u THEN 1 ELSE 1 / 0 END FROM c",
+                 " SELECT 1 / (count(*) = %u)::int FROM c",
                  PRE[sh], n);
+        /* A missing order makes the division fail IN the server: the transaction aborts. */
         rc = d11_pg_tx_send(t, sql, U_NCOLS, p, NULL, NULL, false);
     }
     /* Stock: the last record of each (sku, shadow). */
@@ -284,7 +288,9 @@ static int send_batch(cell_pg *s, d11_pg_tx *t)
     char seq[24];
     snprintf(seq, sizeof seq, "%lld", (long long)(s->seq + 1));
     p[0] = seq;
-    if (rc == 0) rc = d11_pg_tx_send(t, "UPDATE batch_seq SET seq = $1 WHERE id = 1", 1, p, NULL, NULL, true);
+    if (rc == 0)
+        rc = d11_pg_tx_send(t, "INSERT INTO batch_seq VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET seq = excluded.seq",
+                            1, p, NULL, NULL, true);
     return rc;
 }
 
@@ -332,15 +338,17 @@ static int cp_commit(d11_store *base, const uint8_t *ops, size_t len, uint32_t n
     if (!s->c || PQstatus(s->c) != CONNECTION_OK) return D11_ESTORE;
     d11_pg_tx t;
     rc = d11_pg_tx_begin(&t, s->c);
+    t.lose = s->test_lose;
+    s->test_lose = 0;
     if (rc == 0) rc = send_batch(s, &t);
     int end = d11_pg_tx_end(&t);
     d11_pg_tx_release(&t);
+    if (end == D11_PG_ELOST || PQstatus(s->c) != CONNECTION_OK) return resolve(s);
     if (rc == 0) rc = end;
     if (rc == 0) {
         s->seq++;
         return 0;
     }
-    if (PQstatus(s->c) != CONNECTION_OK) return resolve(s);
     return D11_ESTORE;
 }
 

@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -212,11 +213,11 @@ int d11_pg_tx_end(d11_pg_tx *t)
 {
     PGconn *c = t->c;
     int rc = t->failed ? D11_ESTORE : 0;
-    if (rc == 0) rc = tx_send_raw(t, "COMMIT", 0, NULL, NULL, NULL, false);
-    if (!PQpipelineSync(c)) rc = D11_ESTORE;
-    if (flush_all(c) < 0) {
+    if (t->lose == 1) (void)shutdown(PQsocket(c), SHUT_RDWR); /* test seam: lost before COMMIT */
+    if (rc == 0 && t->lose != 1) rc = tx_send_raw(t, "COMMIT", 0, NULL, NULL, NULL, false);
+    if (!PQpipelineSync(c) || flush_all(c) < 0) {
         d11_error("postgresql: connection lost while sending a transaction: %s", PQerrorMessage(c));
-        return D11_ESTORE;
+        return D11_PG_ELOST;
     }
     /* One result (then NULL) per statement, then the sync. */
     for (int i = 0; i < t->nsent; i++) {
@@ -224,19 +225,24 @@ int d11_pg_tx_end(d11_pg_tx *t)
         if (!r) {
             if (PQstatus(c) != CONNECTION_OK) {
                 d11_error("postgresql: connection lost before the outcome of a commit: %s", PQerrorMessage(c));
-                return D11_ESTORE;
+                return D11_PG_ELOST;
             }
             r = PQgetResult(c);
-            if (!r) return D11_ESTORE;
+            if (!r) return D11_PG_ELOST;
         }
         ExecStatusType st = PQresultStatus(r);
         if (st == PGRES_FATAL_ERROR) {
+            if (PQstatus(c) != CONNECTION_OK) {
+                PQclear(r);
+                d11_error("postgresql: connection lost before the outcome of a commit: %s", PQerrorMessage(c));
+                return D11_PG_ELOST;
+            }
             if (rc == 0) d11_error("postgresql: statement %d of a batch failed: %s", i, PQresultErrorMessage(r));
             rc = D11_ESTORE;
         } else if (st == PGRES_PIPELINE_ABORTED) {
             rc = D11_ESTORE;
         } else if (t->expect1[i] && strcmp(PQcmdTuples(r), "1") != 0) {
-            d11_error("postgresql: statement %d changed %s rows, expected 1", i, PQcmdTuples(r));
+            d11_error("postgresql: statement %d reported %s rows, expected 1", i, PQcmdTuples(r));
             rc = D11_ESTORE;
         }
         PQclear(r);
@@ -251,7 +257,7 @@ int d11_pg_tx_end(d11_pg_tx *t)
     PQclear(r);
     if (!synced || PQstatus(c) != CONNECTION_OK) {
         d11_error("postgresql: connection lost before the outcome of a commit: %s", PQerrorMessage(c));
-        return D11_ESTORE;
+        return D11_PG_ELOST;
     }
     if (!PQexitPipelineMode(c)) rc = D11_ESTORE;
     if (PQtransactionStatus(c) != PQTRANS_IDLE) { /* a failed statement left the block open */
@@ -259,6 +265,11 @@ int d11_pg_tx_end(d11_pg_tx *t)
         (void)d11_pg_exec(c, "ROLLBACK");
         PQsetnonblocking(c, 1);
         rc = D11_ESTORE;
+    }
+    if (t->lose == 2) { /* test seam: the outcome came, the caller never sees it */
+        (void)shutdown(PQsocket(c), SHUT_RDWR);
+        d11_error("postgresql: connection lost before the outcome of a commit (test seam)");
+        return D11_PG_ELOST;
     }
     return rc;
 }

@@ -17,6 +17,7 @@
 #ifndef D11_PG_UTIL_H
 #define D11_PG_UTIL_H
 
+#include <errno.h>
 #include <libpq-fe.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -55,16 +56,22 @@ int d11_pg_exec(PGconn *c, const char *sql);
  * Pipelined transaction: d11_pg_tx_begin enters pipeline mode and sends BEGIN; the caller
  * sends statements with d11_pg_tx_send; d11_pg_tx_end sends COMMIT and ONE sync, then
  * reads every result. 0 when the COMMIT succeeded; D11_ESTORE when any statement failed
- * (the transaction is rolled back) or the connection broke (outcome unknown: the caller
- * checks PQstatus and reads back). expect_one[i] marks statement i as required to touch
- * exactly one row.
+ * (the transaction is rolled back); D11_PG_ELOST when the connection broke before the
+ * outcome was read (the COMMIT may or may not have happened: the caller reads back).
+ * expect_one_row marks a statement that must report exactly one row.
+ *
+ * Test seam: lose = 1 breaks the connection before COMMIT is sent (the server rolls the
+ * transaction back), lose = 2 after the outcome arrived but before it is read (the COMMIT
+ * happened); either way tx_end returns D11_PG_ELOST, as a real connection loss does.
  */
+#define D11_PG_ELOST (-EPIPE)
 typedef struct d11_pg_tx {
     PGconn  *c;
     int      nsent;    /* statements sent, BEGIN and COMMIT included */
     uint8_t *expect1;  /* per statement: must change exactly one row */
     int      cap;
     bool     failed;
+    int      lose;     /* test seam, see above; 0 in production */
 } d11_pg_tx;
 
 int  d11_pg_tx_begin(d11_pg_tx *t, PGconn *c);
