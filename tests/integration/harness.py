@@ -1864,7 +1864,8 @@ class Postgres:
     runner's D11_TEST_TMP marker finds any leftover. Use as a context manager; raises Skip
     when the binaries are missing."""
 
-    def __init__(self, extra_conf=""):
+    def __init__(self, extra_conf="", autostart=True):
+        self.autostart = autostart
         if not os.path.exists(os.path.join(PG_BIN, "initdb")):
             raise Skip("PostgreSQL binaries not found in %s (apt-get install postgresql-15)" % PG_BIN)
         import tempfile
@@ -1934,6 +1935,23 @@ class Postgres:
     def url(self, db="d11"):
         return "postgresql://d11@127.0.0.1:%d/%s" % (self.port, db)
 
+    def standby_of(self, primary, name="standby1"):
+        """Make this (not yet initialised) server a streaming standby of primary
+        (pg_basebackup -R), reporting application_name `name`; then start it."""
+        self._run([os.path.join(PG_BIN, "pg_basebackup"), "-h", "127.0.0.1", "-p", str(primary.port),
+                   "-U", "d11", "-D", self.data, "-R", "-X", "stream", "--no-sync", "-c", "fast"], timeout_s=120)
+        # postgresql.auto.conf (where -R wrote primary_conninfo) is read last: override there.
+        with open(os.path.join(self.data, "postgresql.auto.conf"), "a") as f:
+            f.write("\nport = %d\nunix_socket_directories = '%s'\nsynchronous_standby_names = ''\n"
+                    "primary_conninfo = 'host=127.0.0.1 port=%d user=d11 application_name=%s'\n"
+                    % (self.port, self.dir, primary.port, name))
+        self._db = True
+        return self.start()
+
+    def promote(self):
+        self._run([os.path.join(PG_BIN, "pg_ctl"), "-D", self.data, "-w", "promote"])
+        log("postgresql on port %d promoted" % self.port)
+
     def psql(self, sql):
         """Rows of sql as lists of strings (psql -At, '|' separated)."""
         cp = subprocess.run([os.path.join(PG_BIN, "psql"), "-X", "-At", "-F", "|", "-v", "ON_ERROR_STOP=1",
@@ -1945,7 +1963,7 @@ class Postgres:
         return [line.split("|") for line in cp.stdout.decode().splitlines() if line]
 
     def __enter__(self):
-        return self.start()
+        return self.start() if self.autostart else self
 
     def __exit__(self, et, ev, tb):
         if et is not None:

@@ -204,3 +204,47 @@ def test_pg_store_unit_test_against_the_server():
         print(out[-3000:])
         assert cp.returncode == 0, "test_pg_store exited %d:\n%s" % (cp.returncode, out[-3000:])
         assert " 0 failed" in out and "skipped" not in out, out[-500:]
+
+
+@heavy
+@timeout(180)
+def test_pg_failover_to_synchronous_standby_loses_no_acked_order():
+    """Primary + synchronous standby (synchronous_standby_names = 'ANY 1 (standby1)'), d11
+    on a multi-host URL with target_session_attrs=read-write. Kill -9-like stop of the
+    primary under load, promote the standby: d11 reconnects to it, every acknowledged
+    order is there, the audit passes."""
+    with Postgres() as pg1, Postgres(autostart=False) as pg2:
+        pg2.standby_of(pg1)
+        pg1.psql("ALTER SYSTEM SET synchronous_standby_names = 'ANY 1 (standby1)'")
+        pg1.psql("SELECT pg_reload_conf()")
+        poll(lambda: pg1.psql("SELECT sync_state FROM pg_stat_replication WHERE application_name = 'standby1'")
+             == [["quorum"]], 30, "standby1 streaming as a synchronous (quorum) standby")
+        url = ("postgresql://d11@127.0.0.1:%d,127.0.0.1:%d/d11?target_session_attrs=read-write&connect_timeout=2"
+               % (pg1.port, pg2.port))
+        p = pg_platform(pg1, cells=2, durability="sync")
+        with open(p.data + "/d11.conf", "w") as f:
+            f.write("store = %s\n" % url)
+        with p, Checks() as ck:
+            c = p.client()
+            expect(c.create_product("F", stock=100000, price=100), 201)
+            ledger = Ledger()
+            load = OrderLoad(p.port, p.admin_token, spread_users(64, base=5), [("F", 1)], nthreads=12,
+                             pay_every=3, max_requests=100000, deadline_s=120, retries=0, ledger=ledger).start()
+            poll(lambda: ledger.acked() >= 150, 40, "150 acknowledged orders on the primary", 0.002)
+            t_kill = time.monotonic()
+            pg1.stop("immediate")
+            acked_at_kill = ledger.acked()
+            pg2.promote()
+            poll(lambda: ledger.acked() >= acked_at_kill + 20, 90, "acknowledged orders on the promoted standby", 0.01)
+            t_first = time.monotonic() - t_kill
+            p.wait_ready(90)  # every cell and the center reconnected (readyz 200)
+            print("failover: %.2f s from the primary's stop to 20 acknowledged orders on the new primary,"
+                  " %.2f s to every process serving again" % (t_first, time.monotonic() - t_kill))
+            ledger = load.stop()
+            print("answers: %r" % ledger.counts)
+            ck.true(not ledger.errors, "unexpected answers: %s" % ledger.errors[:5])
+            verify_acked_orders(p, ledger, ck)
+            verify_idempotent_replay(p, ledger, ck)
+            p.stop()
+            pg_no_duplicate_keys(pg2, 2, ck)
+            check_audit(p, ck, "d11 audit --store after the failover")
