@@ -205,27 +205,96 @@ static int gather(cell_pg *s, const uint8_t *ops, size_t len, uint32_t nops)
 
 static const char *const PRE[2] = {"", "shadow_"};
 
+/* The batch's statements, prepared once per connection (names "d11c_<index>"). */
+enum { Q_ORDERS, Q_ITEMS = 2, Q_UPDATES = 4, Q_OUTBOX = 6, Q_STOCK = 8, Q_SEQ, Q_COUNT };
+
+static void query_sql(int q, char *sql, size_t n, int *nparams)
+{
+    int sh = q < Q_STOCK ? q % 2 : 0;
+    switch (q - sh) {
+    case Q_ORDERS:
+        *nparams = O_NCOLS;
+        snprintf(sql, n,
+                 "INSERT INTO %sorders(order_id, user_id, idem_key, body_hash, status, total_cents, created_at,"
+                 " expires_at, updated_at) SELECT a, b, c, d, e, f, g, h, g FROM unnest($1::bigint[], $2::bigint[],"
+                 " $3::text[], $4::bigint[], $5::text[], $6::bigint[], $7::bigint[], $8::bigint[]) AS u(a,b,c,d,e,f,g,h)",
+                 PRE[sh]);
+        return;
+    case Q_ITEMS:
+        *nparams = I_NCOLS;
+        snprintf(sql, n,
+                 "INSERT INTO %sorder_items(order_id, idx, sku, quantity, price_cents) SELECT * FROM"
+                 " unnest($1::bigint[], $2::int[], $3::text[], $4::bigint[], $5::bigint[])",
+                 PRE[sh]);
+        return;
+    case Q_UPDATES:
+        /* A missing order makes the division fail IN the server: the transaction aborts. */
+        *nparams = U_NCOLS + 1;
+        snprintf(sql, n,
+                 "WITH u AS (SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[]) AS u(id, st, pay, at)),"
+                 " c AS (UPDATE %sorders o SET status = u.st, payment_id = u.pay, updated_at = u.at FROM u"
+                 " WHERE o.order_id = u.id RETURNING 1)"
+                 " SELECT 1 / (count(*) = $5::bigint)::int FROM c",
+                 PRE[sh]);
+        return;
+    case Q_OUTBOX:
+        *nparams = E_NCOLS;
+        snprintf(sql, n,
+                 "INSERT INTO %soutbox(event_id, order_id, type, payload, created_at) SELECT * FROM"
+                 " unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::bigint[])",
+                 PRE[sh]);
+        return;
+    case Q_STOCK:
+        *nparams = S_NCOLS;
+        snprintf(sql, n,
+                 "INSERT INTO stock(sku, shadow, price_cents, granted, returned, sold) SELECT * FROM"
+                 " unnest($1::text[], $2::int[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[])"
+                 " ON CONFLICT (sku, shadow) DO UPDATE SET price_cents = excluded.price_cents,"
+                 " granted = excluded.granted, returned = excluded.returned, sold = excluded.sold");
+        return;
+    default:
+        D11_ASSERT(q == Q_SEQ);
+        *nparams = 1;
+        snprintf(sql, n, "INSERT INTO batch_seq VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET seq = excluded.seq");
+    }
+}
+
+static void query_name(int q, char *out, size_t n) { snprintf(out, n, "d11c_%d", q); }
+
+/* Prepare every statement of a batch on s->c (after each connect). 0 or D11_ESTORE. */
+static int prepare_all(cell_pg *s)
+{
+    char sql[1024], name[16];
+    for (int q = 0; q < Q_COUNT; q++) {
+        int np;
+        query_sql(q, sql, sizeof sql, &np);
+        query_name(q, name, sizeof name);
+        if (d11_pg_prepare(s->c, name, sql, np) < 0) return D11_ESTORE;
+    }
+    return 0;
+}
+
+static int send_q(d11_pg_tx *t, int q, const char *const *p, bool one)
+{
+    char name[16];
+    int np;
+    char sql[1024];
+    query_sql(q, sql, sizeof sql, &np);
+    query_name(q, name, sizeof name);
+    return d11_pg_tx_send_prepared(t, name, np, p, one);
+}
+
 /* Send the batch's statements (after BEGIN). 0 or D11_ESTORE. */
 static int send_batch(cell_pg *s, d11_pg_tx *t)
 {
-    char sql[1024];
     const char *p[9];
     int rc = 0;
     for (int sh = 0; sh < 2 && rc == 0; sh++) {
         if (!s->norders[sh]) continue;
         cols_close(s->ocol[sh], O_NCOLS, p);
-        snprintf(sql, sizeof sql,
-                 "INSERT INTO %sorders(order_id, user_id, idem_key, body_hash, status, total_cents, created_at,"
-                 " expires_at, updated_at) SELECT a, b, c, d, e, f, g, h, g FROM unnest($1::bigint[], $2::bigint[],"
-                 " $3::text[], $4::bigint[], $5::text[], $6::bigint[], $7::bigint[], $8::bigint[]) AS u(a,b,c,d,e,f,g,h)",
-                 PRE[sh]);
-        rc = d11_pg_tx_send(t, sql, O_NCOLS, p, NULL, NULL, false);
+        rc = send_q(t, Q_ORDERS + sh, p, false);
         cols_close(s->icol[sh], I_NCOLS, p);
-        snprintf(sql, sizeof sql,
-                 "INSERT INTO %sorder_items(order_id, idx, sku, quantity, price_cents) SELECT * FROM"
-                 " unnest($1::bigint[], $2::int[], $3::text[], $4::bigint[], $5::bigint[])",
-                 PRE[sh]);
-        if (rc == 0) rc = d11_pg_tx_send(t, sql, I_NCOLS, p, NULL, NULL, false);
+        if (rc == 0) rc = send_q(t, Q_ITEMS + sh, p, false);
     }
     /* Updates: the last record of each order, one statement per shadow. */
     if (s->nupd) qsort(s->upd, s->nupd, sizeof *s->upd, upd_cmp);
@@ -245,14 +314,10 @@ static int send_batch(cell_pg *s, d11_pg_tx *t)
         }
         if (!n) continue;
         cols_close(s->ucol[sh], U_NCOLS, p);
-        snprintf(sql, sizeof sql,
-                 "WITH u AS (SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[]) AS u(id, st, pay, at)),"
-                 " c AS (UPDATE %sorders o SET status = u.st, payment_id = u.pay, updated_at = u.at FROM u"
-                 " WHERE o.order_id = u.id RETURNING 1)"
-                 " SELECT 1 / (count(*) = %u)::int FROM c",
-                 PRE[sh], n);
-        /* A missing order makes the division fail IN the server: the transaction aborts. */
-        rc = d11_pg_tx_send(t, sql, U_NCOLS, p, NULL, NULL, false);
+        char cnt[16];
+        snprintf(cnt, sizeof cnt, "%u", n);
+        p[U_NCOLS] = cnt;
+        rc = send_q(t, Q_UPDATES + sh, p, false);
     }
     /* Stock: the last record of each (sku, shadow). */
     if (rc == 0 && s->nstk) {
@@ -269,28 +334,17 @@ static int send_batch(cell_pg *s, d11_pg_tx *t)
             d11_pg_arr_i64(&s->scol[S_SOLD], (int64_t)k->sold);
         }
         cols_close(s->scol, S_NCOLS, p);
-        rc = d11_pg_tx_send(t,
-                            "INSERT INTO stock(sku, shadow, price_cents, granted, returned, sold) SELECT * FROM"
-                            " unnest($1::text[], $2::int[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[])"
-                            " ON CONFLICT (sku, shadow) DO UPDATE SET price_cents = excluded.price_cents,"
-                            " granted = excluded.granted, returned = excluded.returned, sold = excluded.sold",
-                            S_NCOLS, p, NULL, NULL, false);
+        rc = send_q(t, Q_STOCK, p, false);
     }
     for (int sh = 0; sh < 2 && rc == 0; sh++) {
         if (!s->nout[sh]) continue;
         cols_close(s->ecol[sh], E_NCOLS, p);
-        snprintf(sql, sizeof sql,
-                 "INSERT INTO %soutbox(event_id, order_id, type, payload, created_at) SELECT * FROM"
-                 " unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::bigint[])",
-                 PRE[sh]);
-        rc = d11_pg_tx_send(t, sql, E_NCOLS, p, NULL, NULL, false);
+        rc = send_q(t, Q_OUTBOX + sh, p, false);
     }
     char seq[24];
     snprintf(seq, sizeof seq, "%lld", (long long)(s->seq + 1));
     p[0] = seq;
-    if (rc == 0)
-        rc = d11_pg_tx_send(t, "INSERT INTO batch_seq VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET seq = excluded.seq",
-                            1, p, NULL, NULL, true);
+    if (rc == 0) rc = send_q(t, Q_SEQ, p, true);
     return rc;
 }
 
@@ -317,6 +371,7 @@ static int resolve(cell_pg *s)
     int64_t seq = -1;
     int rc = read_seq(s->c, &seq);
     PQsetnonblocking(s->c, 1);
+    if (rc == 0) rc = prepare_all(s); /* the store goes on over this connection */
     if (rc < 0) return rc;
     if (seq == s->seq + 1) {
         d11_warn("cell store: batch %lld was committed (read back after the connection broke)", (long long)seq);
@@ -547,6 +602,7 @@ static d11_store *open_common(const char *url, int id, int durability, bool ro)
         rc = read_seq(s->c, &s->seq);
         PQsetnonblocking(s->c, 1);
     }
+    if (rc == 0 && !ro) rc = prepare_all(s);
     if (rc < 0) {
         cp_close(&s->base);
         return rc == -ENOENT ? (d11_store *)-1 : NULL;

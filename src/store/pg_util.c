@@ -125,7 +125,8 @@ int d11_pg_connect(const char *url, const char *schema, int durability, const ch
         backoff = backoff * 2 > D11_PG_BACKOFF_MS_MAX ? D11_PG_BACKOFF_MS_MAX : backoff * 2;
     }
     char sql[256];
-    snprintf(sql, sizeof sql, "SET synchronous_commit TO %s; SET client_min_messages TO warning",
+    snprintf(sql, sizeof sql, "SET synchronous_commit TO %s; SET client_min_messages TO warning;"
+             " SET plan_cache_mode TO force_generic_plan",
              durability == D11_DUR_SYNC ? "on" : "off");
     if (d11_pg_exec(c, sql) < 0) goto fail;
     if (migrations) {
@@ -155,8 +156,8 @@ fail:
 
 /* ---- pipelined transactions ---- */
 
-static int tx_send_raw(d11_pg_tx *t, const char *sql, int n, const char *const *p, const int *lens, const int *fmts,
-                       bool one)
+static int tx_send_raw(d11_pg_tx *t, const char *name, const char *sql, int n, const char *const *p, const int *lens,
+                       const int *fmts, bool one)
 {
     if (t->nsent >= D11_PG_PIPELINE_STMTS_MAX) {
         d11_error("postgresql: a transaction of more than %d statements", D11_PG_PIPELINE_STMTS_MAX);
@@ -169,7 +170,9 @@ static int tx_send_raw(d11_pg_tx *t, const char *sql, int n, const char *const *
         if (!e) d11_fatal("out of memory");
         t->expect1 = e, t->cap = cap;
     }
-    if (!PQsendQueryParams(t->c, sql, n, NULL, p, lens, fmts, 0)) {
+    int ok = name ? PQsendQueryPrepared(t->c, name, n, p, lens, fmts, 0)
+                  : PQsendQueryParams(t->c, sql, n, NULL, p, lens, fmts, 0);
+    if (!ok) {
         d11_error("postgresql: send: %s", PQerrorMessage(t->c));
         t->failed = true;
         return D11_ESTORE;
@@ -186,14 +189,31 @@ int d11_pg_tx_begin(d11_pg_tx *t, PGconn *c)
         d11_error("postgresql: cannot enter pipeline mode: %s", PQerrorMessage(c));
         return D11_ESTORE;
     }
-    return tx_send_raw(t, "BEGIN", 0, NULL, NULL, NULL, false);
+    return tx_send_raw(t, NULL, "BEGIN", 0, NULL, NULL, NULL, false);
 }
 
 int d11_pg_tx_send(d11_pg_tx *t, const char *sql, int nparams, const char *const *params, const int *lengths,
                    const int *formats, bool expect_one_row)
 {
     if (t->failed) return D11_ESTORE;
-    return tx_send_raw(t, sql, nparams, params, lengths, formats, expect_one_row);
+    return tx_send_raw(t, NULL, sql, nparams, params, lengths, formats, expect_one_row);
+}
+
+int d11_pg_tx_send_prepared(d11_pg_tx *t, const char *name, int nparams, const char *const *params, bool expect_one_row)
+{
+    if (t->failed) return D11_ESTORE;
+    return tx_send_raw(t, name, NULL, nparams, params, NULL, NULL, expect_one_row);
+}
+
+int d11_pg_prepare(PGconn *c, const char *name, const char *sql, int nparams)
+{
+    PQsetnonblocking(c, 0);
+    PGresult *r = PQprepare(c, name, sql, nparams, NULL);
+    int rc = PQresultStatus(r) == PGRES_COMMAND_OK ? 0 : D11_ESTORE;
+    if (rc) d11_error("postgresql: prepare %.80s: %s", sql, PQresultErrorMessage(r));
+    PQclear(r);
+    PQsetnonblocking(c, 1);
+    return rc;
 }
 
 /* Write everything queued, reading answers meanwhile (non-blocking connection). */
@@ -214,7 +234,7 @@ int d11_pg_tx_end(d11_pg_tx *t)
     PGconn *c = t->c;
     int rc = t->failed ? D11_ESTORE : 0;
     if (t->lose == 1) (void)shutdown(PQsocket(c), SHUT_RDWR); /* test seam: lost before COMMIT */
-    if (rc == 0 && t->lose != 1) rc = tx_send_raw(t, "COMMIT", 0, NULL, NULL, NULL, false);
+    if (rc == 0 && t->lose != 1) rc = tx_send_raw(t, NULL, "COMMIT", 0, NULL, NULL, NULL, false);
     if (!PQpipelineSync(c) || flush_all(c) < 0) {
         d11_error("postgresql: connection lost while sending a transaction: %s", PQerrorMessage(c));
         return D11_PG_ELOST;

@@ -79,7 +79,12 @@ int  d11_pg_tx_begin(d11_pg_tx *t, PGconn *c);
  * when formats != NULL). */
 int  d11_pg_tx_send(d11_pg_tx *t, const char *sql, int nparams, const char *const *params, const int *lengths,
                     const int *formats, bool expect_one_row);
+/* Send a statement prepared on this connection with d11_pg_prepare (text parameters). */
+int  d11_pg_tx_send_prepared(d11_pg_tx *t, const char *name, int nparams, const char *const *params,
+                             bool expect_one_row);
 int  d11_pg_tx_end(d11_pg_tx *t);
+/* Prepare a named statement on c (outside any pipeline). 0 or D11_ESTORE (logged). */
+int  d11_pg_prepare(PGconn *c, const char *name, const char *sql, int nparams);
 void d11_pg_tx_release(d11_pg_tx *t);
 
 /* Stream the rows of a query one at a time (single-row mode) to fn; fn returns 0 to go
