@@ -264,7 +264,7 @@ static void query_name(int q, char *out, size_t n) { snprintf(out, n, "d11c_%d",
 /* Prepare every statement of a batch on s->c (after each connect). 0 or D11_ESTORE. */
 static int prepare_all(cell_pg *s)
 {
-    char sql[1024], name[16];
+    char sql[1024], name[24];
     for (int q = 0; q < Q_COUNT; q++) {
         int np;
         query_sql(q, sql, sizeof sql, &np);
@@ -276,7 +276,7 @@ static int prepare_all(cell_pg *s)
 
 static int send_q(d11_pg_tx *t, int q, const char *const *p, bool one)
 {
-    char name[16];
+    char name[24];
     int np;
     char sql[1024];
     query_sql(q, sql, sizeof sql, &np);
