@@ -17,6 +17,8 @@ CFLAGS   += -std=gnu11 $(OPT) -Wall -Wextra -Werror -Wshadow -Wno-missing-field-
             -D_GNU_SOURCE -MMD -MP $(SAN)
 LDFLAGS  += $(SAN)
 LDLIBS   += -lsqlite3 -lhttp_parser -lcrypto -lpthread -lm
+LDLIBS   += -lpq
+CFLAGS   += -I$(shell pg_config --includedir 2>/dev/null || echo /usr/include/postgresql)
 
 BUILD    ?= build
 BIN      ?= bin/d11

@@ -115,6 +115,13 @@ int d11_config_set(d11_config *c, const char *key_in, const char *val, char *err
             snprintf(err, errlen, "log-level: expected debug, info, warn or error, got '%s'", val);
             return -1;
         }
+    } else if (!strcmp(key, "store") || !strcmp(key, "store-center") || !strcmp(key, "store-cells")) {
+        char *dst = !strcmp(key, "store") ? c->store : !strcmp(key, "store-center") ? c->store_center : c->store_cells;
+        if (strlen(val) >= sizeof c->store) {
+            snprintf(err, errlen, "%s: longer than %zu bytes", key, sizeof c->store - 1);
+            return -1;
+        }
+        snprintf(dst, sizeof c->store, "%s", val);
     } else {
         snprintf(err, errlen, "unknown setting '%s'", key_in);
         return -1;
@@ -209,6 +216,10 @@ static const struct {
      CMD_UP | CMD_CENTER},
     {"soldout-cache-ms", "MS", "how long a cell trusts a sold-out answer (default 100)", CMD_UP | CMD_CELL},
     {"log-level", "LEVEL", "debug, info (default), warn, error", CMD_UP | CMD_GATEWAY | CMD_CELL | CMD_CENTER},
+    {"store", "URL", "PostgreSQL URL for cells and center (default: SQLite in DIR); docs/postgresql.md",
+     CMD_UP | CMD_CELL | CMD_CENTER | CMD_AUDIT},
+    {"store-center", "URL", "the center's PostgreSQL URL (default: --store)", CMD_UP | CMD_CENTER | CMD_AUDIT},
+    {"store-cells", "\"URL0 URL1 ..\"", "cell i's PostgreSQL URL (default: --store)", CMD_UP | CMD_CELL | CMD_AUDIT},
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
 
@@ -257,6 +268,9 @@ int d11_config_value(const d11_config *c, const char *key, char *out, size_t out
     else if (!strcmp(name, "request-timeout-ms")) n = snprintf(out, outlen, "%lld", (long long)c->request_timeout_ms);
     else if (!strcmp(name, "grant-chunk-max")) n = snprintf(out, outlen, "%lld", (long long)c->grant_chunk_max);
     else if (!strcmp(name, "soldout-cache-ms")) n = snprintf(out, outlen, "%lld", (long long)c->soldout_cache_ms);
+    else if (!strcmp(name, "store")) n = snprintf(out, outlen, "%s", c->store);
+    else if (!strcmp(name, "store-center")) n = snprintf(out, outlen, "%s", c->store_center);
+    else if (!strcmp(name, "store-cells")) n = snprintf(out, outlen, "%s", c->store_cells);
     else {
         D11_ASSERT(!strcmp(name, "log-level"));
         D11_ASSERT(c->log_level >= D11_LOG_DEBUG && c->log_level <= D11_LOG_ERROR);

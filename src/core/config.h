@@ -32,6 +32,9 @@ typedef struct d11_config {
     int64_t  soldout_cache_ms;   /* --soldout-cache-ms, default 100 */
     int      log_level;          /* --log-level debug|info|warn|error */
     bool     help;               /* --help seen */
+    char     store[1000];        /* --store URL: PostgreSQL for cells and center; "" = SQLite in DATA */
+    char     store_center[1000]; /* --store-center URL: the center's database (default: store) */
+    char     store_cells[1000];  /* --store-cells "URL0 URL1 ..": cell i's database (default: store) */
 } d11_config;
 
 void d11_config_defaults(d11_config *c);
