@@ -82,3 +82,12 @@ void gw_h_rules_rollback(gw_thread *t, gw_req *rq)
     d11_info("rules rolled back to version %llu", (unsigned long long)t->applied.version);
     rules_reply(t, rq, &t->applied);
 }
+
+/* GET /admin/protect: the adaptive protection's state (docs/protection.md). */
+void gw_h_protect_get(gw_thread *t, gw_req *rq)
+{
+    d11_buf *b = &t->tmp;
+    d11_buf_reset(b);
+    gw_protect_render(&t->gw->prot, b);
+    gw_respond_json(t, rq->c, rq->si, 200, b->data, b->len);
+}

@@ -79,6 +79,10 @@ void gw_respond(gw_thread *t, gw_conn *c, int si, int status, const char *ctype,
         gw_gauge_add(&t->m.inflight, -1);
         s->counted = false;
     }
+    if (s->prot) {
+        gw_protect_leave(&t->gw->prot, us, status < 500);
+        s->prot = false;
+    }
     if (status >= 400)
         d11_log(D11_LOG_DEBUG, "request %s route=%s status=%d us=%lld", s->rid,
                 t->gw->route_labels[s->route], status, (long long)us);
@@ -128,6 +132,8 @@ static void conn_close(gw_thread *t, gw_conn *c)
         gw_slot *s = &c->slots[(c->head + k) % D11_HTTP_PIPELINE_MAX];
         if (s->counted) gw_gauge_add(&t->m.inflight, -1);
         s->counted = false;
+        if (s->prot) gw_protect_leave(&t->gw->prot, 0, false);
+        s->prot = false;
         s->state = SLOT_FREE;
         if (s->resp.cap > 65536) d11_buf_free(&s->resp);
     }
@@ -189,7 +195,7 @@ static int slot_alloc(gw_thread *t, gw_conn *c)
     D11_ASSERT(s->state == SLOT_FREE);
     s->state = SLOT_WAIT;
     s->route = 0; /* "other" until routed */
-    s->close_after = s->keepalive_hdr = false;
+    s->close_after = s->keepalive_hdr = s->prot = false;
     s->start_us = d11_mono_us();
     uint64_t r = gw_rand64(t);
     d11_hex((const uint8_t *)&r, 8, s->rid);

@@ -45,6 +45,7 @@ typedef struct gw_slot {
     bool     close_after;   /* answer with Connection: close, then close */
     bool     keepalive_hdr; /* HTTP/1.0 keep-alive: say "Connection: keep-alive" */
     bool     counted;       /* counted in the in-flight gauge */
+    bool     prot;          /* admitted by adaptive protection: leave it once answered */
     int64_t  start_us;
     char     rid[17];       /* X-Request-Id */
     uint8_t  trace_id[16];

@@ -59,6 +59,12 @@ static void on_sweep(d11_loop *l, d11_timer *tm)
     gw_clients_sweep(t);
     d11_auth_maybe_reload(t->auth, now);
     if (t->id == 0) d11_rules_store_maybe_reload(&t->gw->rules, now);
+    if (t->id == 0 && t->gw->prot.cfg.on) {
+        int64_t mono = d11_mono_ms();
+        if (mono - t->gw->prot.last_tick_ms >= D11_PROTECT_BUCKET_MS / 2)
+            gw_protect_tick(&t->gw->prot, mono,
+                            t->gw->prot.cfg.cpu_max_pct ? gw_protect_cpu_sample(&t->gw->prot) : -1);
+    }
 }
 
 static void on_up_timer(d11_loop *l, d11_timer *tm)
@@ -202,6 +208,14 @@ static int run(struct gw *g)
         return 1;
     }
     gw_router_init(g);
+    gw_protect_cfg pc = {
+        .on = g->cfg.protect,
+        .inflight_min = g->cfg.protect_inflight_min,
+        .gain_pct = g->cfg.protect_gain_pct,
+        .rt_max_us = g->cfg.protect_rt_max_ms * 1000,
+        .cpu_max_pct = g->cfg.protect_cpu_max_pct,
+    };
+    gw_protect_init(&g->prot, &pc, d11_mono_ms());
 
     signal(SIGPIPE, SIG_IGN);
     sigset_t set;

@@ -41,6 +41,7 @@
 #include "client.h"
 #include "http.h"
 #include "metrics.h"
+#include "protect.h"
 #include "rules.h"
 #include "upstream.h"
 
@@ -85,6 +86,7 @@ struct gw {
     _Atomic int     stop;        /* set by the main thread on SIGINT/SIGTERM */
     int64_t         start_ms;
     d11_rules_store rules;
+    gw_protect      prot;        /* system adaptive protection (protect.h) */
     gw_request_fn  *on_request;  /* the router's dispatch */
     int             nroutes;     /* route ids 0..nroutes-1 (0 = other) */
     const char     *route_labels[GW_ROUTES_MAX];

@@ -43,6 +43,7 @@ static const gw_route routes[] = {
     {"/admin/rules",            HTTP_GET,  S_ADMIN,           NONE,                     gw_h_rules_get,       "admin.rules.get",       0},
     {"/admin/rules",            HTTP_PUT,  S_ADMIN,           NONE,                     gw_h_rules_put,       "admin.rules.put",       0},
     {"/admin/rules/rollback",   HTTP_POST, S_ADMIN,           NONE,                     gw_h_rules_rollback,  "admin.rules.rollback",  0},
+    {"/admin/protect",          HTTP_GET,  S_ADMIN,           NONE,                     gw_h_protect_get,     "admin.protect.get",     0},
 };
 #define NROUTES ((int)(sizeof routes / sizeof routes[0]))
 _Static_assert(NROUTES + 1 <= GW_ROUTES_MAX, "raise GW_ROUTES_MAX (metrics.h)");
@@ -220,6 +221,23 @@ static bool within_rules(gw_thread *t, gw_req *rq)
     return true;
 }
 
+/* System adaptive protection (protect.h) for business routes; false after a fast 503
+ * overloaded with Retry-After. Checked before the token: a refusal must cost little. */
+static bool protected_admit(gw_thread *t, gw_req *rq)
+{
+    if (rq->route->res == D11_RES_NONE) return true;
+    int why = gw_protect_enter(&t->gw->prot);
+    if (why == GW_PROTECT_OK) {
+        rq->c->slots[rq->si].prot = t->gw->prot.cfg.on;
+        return true;
+    }
+    gw_respond_error(t, rq->c, rq->si, 503, "overloaded",
+                     why == GW_PROTECT_RT ? "overloaded: response time above its cap; retry later"
+                                          : "overloaded: too many requests in flight; retry later",
+                     "Retry-After: 1\r\n");
+    return false;
+}
+
 void gw_dispatch(gw_thread *t, gw_conn *c, int si, d11_http_req *r)
 {
     gw_slot *s = &c->slots[si];
@@ -230,5 +248,6 @@ void gw_dispatch(gw_thread *t, gw_conn *c, int si, d11_http_req *r)
     uint64_t gen = d11_rules_store_gen(&t->gw->rules);
     if (gen != t->rules_gen) d11_rules_store_get(&t->gw->rules, &t->rules, &t->rules_gen);
     gw_req rq = {.c = c, .si = si, .http = r};
-    if (route(t, &rq) && admit(t, &rq) && within_rules(t, &rq)) rq.route->handler(t, &rq);
+    if (route(t, &rq) && protected_admit(t, &rq) && admit(t, &rq) && within_rules(t, &rq))
+        rq.route->handler(t, &rq);
 }
