@@ -30,8 +30,9 @@ void d11_config_defaults(d11_config *c)
     c->soldout_cache_ms = 100;
     c->log_level = D11_LOG_INFO;
     c->protect = true;
-    c->protect_inflight_min = 64;
+    c->protect_inflight_min = 256;
     c->protect_gain_pct = 200;
+    c->protect_rt_tolerance_pct = 0;
 }
 
 const char *d11_durability_name(int d)
@@ -122,6 +123,8 @@ int d11_config_set(d11_config *c, const char *key_in, const char *val, char *err
         if (set_int(key, val, 100, 10000, &c->protect_gain_pct, err, errlen)) return -1;
     } else if (!strcmp(key, "protect-rt-max-ms")) {
         if (set_int(key, val, 0, 600000, &c->protect_rt_max_ms, err, errlen)) return -1;
+    } else if (!strcmp(key, "protect-rt-tolerance-pct")) {
+        if (set_int(key, val, 0, 10000, &c->protect_rt_tolerance_pct, err, errlen)) return -1;
     } else if (!strcmp(key, "protect-cpu-max-pct")) {
         if (set_int(key, val, 0, 100, &c->protect_cpu_max_pct, err, errlen)) return -1;
     } else if (!strcmp(key, "log-level")) {
@@ -228,9 +231,10 @@ static const struct {
     {"soldout-cache-ms", "MS", "how long a cell trusts a sold-out answer (default 100)", CMD_UP | CMD_CELL},
     {"log-level", "LEVEL", "debug, info (default), warn, error", CMD_UP | CMD_GATEWAY | CMD_CELL | CMD_CENTER},
     {"protect", "on|off", "gateway adaptive overload protection (default on; docs/protection.md)", CMD_UP | CMD_GATEWAY},
-    {"protect-inflight-min", "N", "requests in flight always admitted (default 64)", CMD_UP | CMD_GATEWAY},
+    {"protect-inflight-min", "N", "requests in flight always admitted (default 256)", CMD_UP | CMD_GATEWAY},
     {"protect-gain-pct", "PCT", "in-flight limit = PCT% of max throughput x min RT (default 200)", CMD_UP | CMD_GATEWAY},
     {"protect-rt-max-ms", "MS", "refuse above the floor while the mean RT exceeds MS (default 0 = off)", CMD_UP | CMD_GATEWAY},
+    {"protect-rt-tolerance-pct", "PCT", "grow the in-flight limit while mean RT <= PCT% of the baseline (default 0 = off)", CMD_UP | CMD_GATEWAY},
     {"protect-cpu-max-pct", "PCT", "above this system CPU, no headroom over the BDP (default 0 = off)", CMD_UP | CMD_GATEWAY},
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
@@ -284,6 +288,7 @@ int d11_config_value(const d11_config *c, const char *key, char *out, size_t out
     else if (!strcmp(name, "protect-inflight-min")) n = snprintf(out, outlen, "%lld", (long long)c->protect_inflight_min);
     else if (!strcmp(name, "protect-gain-pct")) n = snprintf(out, outlen, "%lld", (long long)c->protect_gain_pct);
     else if (!strcmp(name, "protect-rt-max-ms")) n = snprintf(out, outlen, "%lld", (long long)c->protect_rt_max_ms);
+    else if (!strcmp(name, "protect-rt-tolerance-pct")) n = snprintf(out, outlen, "%lld", (long long)c->protect_rt_tolerance_pct);
     else if (!strcmp(name, "protect-cpu-max-pct")) n = snprintf(out, outlen, "%lld", (long long)c->protect_cpu_max_pct);
     else {
         D11_ASSERT(!strcmp(name, "log-level"));

@@ -214,6 +214,7 @@ static int run(struct gw *g)
         .gain_pct = g->cfg.protect_gain_pct,
         .rt_max_us = g->cfg.protect_rt_max_ms * 1000,
         .cpu_max_pct = g->cfg.protect_cpu_max_pct,
+        .tolerance_pct = g->cfg.protect_rt_tolerance_pct,
     };
     gw_protect_init(&g->prot, &pc, d11_mono_ms());
 

@@ -42,6 +42,10 @@
 
 #define D11_PROTECT_BUCKET_MS 100 /* one window bucket */
 #define D11_PROTECT_BUCKETS   10  /* window = 1 s */
+#define D11_PROTECT_BASE_S    60  /* the RT baseline is the lowest bucket mean of this many seconds */
+#define D11_PROTECT_LIMIT_MAX 1000000
+#define GW_PROTECT_HIST_N     64  /* RT histogram slots, two per power of two */
+#define GW_PROTECT_SAMPLE_MIN 200 /* answers per gradient step (or 1 s, whichever first) */
 
 enum { GW_PROTECT_OK = 0, GW_PROTECT_INFLIGHT, GW_PROTECT_RT, GW_PROTECT_N };
 extern const char *const gw_protect_reason_names[GW_PROTECT_N];
@@ -52,6 +56,7 @@ typedef struct gw_protect_cfg {
     int64_t gain_pct;    /* >= 100 */
     int64_t rt_max_us;   /* 0 = off */
     int64_t cpu_max_pct; /* 0 = off */
+    int64_t tolerance_pct; /* RT gradient: mean RT allowed over the baseline; 0 = no gradient */
 } gw_protect_cfg;
 
 typedef struct gw_protect_bucket {
@@ -75,11 +80,26 @@ typedef struct gw_protect {
     _Atomic int64_t  rt_avg_us;     /* mean RT of the last closed bucket */
     _Atomic int64_t  cpu_pct;       /* -1 = unknown */
     _Atomic uint64_t refused[GW_PROTECT_N];
+    _Atomic int64_t  peak;          /* highest in flight of the current bucket */
+    _Atomic int64_t  bdp;           /* gain x max_tput x min_rt of the window */
+    _Atomic int64_t  rt_base_us;    /* the gradient's baseline p99, 0 = none yet */
+    _Atomic int64_t  rt_p99_us;     /* p99 of the last gradient sample */
+    _Atomic uint64_t cur_hist[GW_PROTECT_HIST_N]; /* RT histogram being filled */
     /* tick's own state (one thread) */
     gw_protect_bucket ring[D11_PROTECT_BUCKETS];
     int               head;
     int64_t           last_tick_ms;
     uint64_t          cpu_busy, cpu_total; /* previous /proc/stat sample */
+    int64_t           grad;                /* the gradient's limit (>= inflight_min) */
+    int64_t           base_ring[D11_PROTECT_BASE_S]; /* per-second minima of bucket mean RT */
+    int64_t           base_acc;            /* minimum of the current second */
+    int               base_head, base_ticks;
+    uint64_t          hist[GW_PROTECT_HIST_N]; /* the gradient's sample so far */
+    int               sample_ticks;
+    int64_t           peak_acc;            /* highest in flight during the sample */
+    int64_t           sample_ms;           /* the sample's duration so far */
+    int64_t           last_rate;           /* completions/s of the previous step */
+    int               dir;                 /* last move of the limit: +1, -1, 0 */
 } gw_protect;
 
 void gw_protect_init(gw_protect *p, const gw_protect_cfg *cfg, int64_t now_ms);
