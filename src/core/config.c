@@ -234,7 +234,7 @@ static const struct {
     {"protect-inflight-min", "N", "requests in flight always admitted (default 256)", CMD_UP | CMD_GATEWAY},
     {"protect-gain-pct", "PCT", "in-flight limit = PCT% of max throughput x min RT (default 200)", CMD_UP | CMD_GATEWAY},
     {"protect-rt-max-ms", "MS", "refuse above the floor while the mean RT exceeds MS (default 0 = off)", CMD_UP | CMD_GATEWAY},
-    {"protect-rt-tolerance-pct", "PCT", "grow the in-flight limit while mean RT <= PCT% of the baseline (default 0 = off)", CMD_UP | CMD_GATEWAY},
+    {"protect-rt-tolerance-pct", "PCT", "throughput climb of the in-flight limit; flat rate and p99 > PCT% of the baseline p99 -> cut (default 0 = off)", CMD_UP | CMD_GATEWAY},
     {"protect-cpu-max-pct", "PCT", "above this system CPU, no headroom over the BDP (default 0 = off)", CMD_UP | CMD_GATEWAY},
 };
 #define NKEYS (sizeof keys / sizeof keys[0])

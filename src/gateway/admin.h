@@ -16,5 +16,6 @@ gw_handler gw_h_rules_get;
 gw_handler gw_h_rules_put;
 gw_handler gw_h_rules_rollback;
 gw_handler gw_h_protect_get;
+gw_handler gw_h_rules_patch;
 
 #endif

@@ -83,6 +83,10 @@ void gw_respond(gw_thread *t, gw_conn *c, int si, int status, const char *ctype,
         gw_protect_leave(&t->gw->prot, us, status < 500);
         s->prot = false;
     }
+    if (s->conc_res >= 0) {
+        d11_flow_conc_leave(&t->gw->rules, s->conc_res);
+        s->conc_res = -1;
+    }
     if (status >= 400)
         d11_log(D11_LOG_DEBUG, "request %s route=%s status=%d us=%lld", s->rid,
                 t->gw->route_labels[s->route], status, (long long)us);
@@ -134,6 +138,8 @@ static void conn_close(gw_thread *t, gw_conn *c)
         s->counted = false;
         if (s->prot) gw_protect_leave(&t->gw->prot, 0, false);
         s->prot = false;
+        if (s->conc_res >= 0) d11_flow_conc_leave(&t->gw->rules, s->conc_res);
+        s->conc_res = -1;
         s->state = SLOT_FREE;
         if (s->resp.cap > 65536) d11_buf_free(&s->resp);
     }
@@ -196,6 +202,7 @@ static int slot_alloc(gw_thread *t, gw_conn *c)
     s->state = SLOT_WAIT;
     s->route = 0; /* "other" until routed */
     s->close_after = s->keepalive_hdr = s->prot = false;
+    s->conc_res = -1;
     s->start_us = d11_mono_us();
     uint64_t r = gw_rand64(t);
     d11_hex((const uint8_t *)&r, 8, s->rid);

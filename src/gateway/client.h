@@ -46,6 +46,7 @@ typedef struct gw_slot {
     bool     keepalive_hdr; /* HTTP/1.0 keep-alive: say "Connection: keep-alive" */
     bool     counted;       /* counted in the in-flight gauge */
     bool     prot;          /* admitted by adaptive protection: leave it once answered */
+    int8_t   conc_res;      /* counted by that resource's concurrency limit; -1 = none */
     int64_t  start_us;
     char     rid[17];       /* X-Request-Id */
     uint8_t  trace_id[16];

@@ -8,19 +8,29 @@
  *
  *   in flight <= inflight_min                       -> admit (the floor: never starve)
  *   in flight >  limit                              -> refuse 503 overloaded (reason "inflight")
- *   rt_max_us set and last window's mean RT > it    -> refuse (reason "rt")
+ *   rt_max_us set and last bucket's mean RT > it    -> refuse (reason "rt")
  *   otherwise                                       -> admit
  *
- *   limit = max(inflight_min, gain x max_throughput x min_rt)
+ *   limit = max(inflight_min, bdp, climb)
+ *   bdp   = gain x max_throughput x min_rt          (Sentinel's BBR-style estimate)
  *
- * where max_throughput is the highest completion rate (successful answers per second) of
- * any bucket of the window and min_rt the lowest response time seen in the window: their
- * product is the bandwidth-delay product, how many requests the system beneath can hold
- * without queueing (Little's law). The gain (default 2x) leaves room for the estimate to
- * grow when the system beneath speeds up. When system CPU (from /proc/stat) is above
- * cpu_max_pct, the gain is dropped (limit = the BDP itself): no headroom while the machine
- * is saturated. A refused request gets 503 "overloaded" with Retry-After: 1 at once; it
- * never waits, so nothing times out because of the excess.
+ * max_throughput is the highest completion rate (successful answers per second) of any
+ * bucket of the window and min_rt the lowest response time seen in the window: their
+ * product is the bandwidth-delay product, how many requests the system beneath holds
+ * without queueing (Little's law). On d11 it underestimates badly: the cells batch commits,
+ * so the fastest request (a lone order) is ~10x faster than a typical one at capacity, and
+ * capacity needs ~200 orders in flight where the BDP says ~5 (bench/RESULTS.md). Hence
+ * the floor (default 256) and the optional climb:
+ *
+ * climb (tolerance_pct > 0; off by default): a hill climber on the completion rate, one
+ * step per sample of GW_PROTECT_SAMPLE_MIN answers or 1 s — raise the limit while raising
+ * it raised the rate, cut it while cutting it raised the rate, and when the rate is flat
+ * cut when the sample's p99 is above tolerance x baseline (the lowest sample p99 of the
+ * last D11_PROTECT_BASE_S seconds), else raise. Steps are limit/8 + 1.
+ *
+ * CPU cap: when system CPU (from /proc/stat) is above cpu_max_pct, the BDP's gain is
+ * dropped and the climb does not rise. A refused request gets 503 "overloaded" with
+ * Retry-After: 1 at once; it never waits, so nothing times out because of the excess.
  *
  * Window: D11_PROTECT_BUCKETS buckets of D11_PROTECT_BUCKET_MS. The bucket being filled is
  * a few atomics shared by the gateway threads (completions, RT sum, RT minimum); thread 0

@@ -43,6 +43,7 @@ static const gw_route routes[] = {
     {"/admin/rules",            HTTP_GET,  S_ADMIN,           NONE,                     gw_h_rules_get,       "admin.rules.get",       0},
     {"/admin/rules",            HTTP_PUT,  S_ADMIN,           NONE,                     gw_h_rules_put,       "admin.rules.put",       0},
     {"/admin/rules/rollback",   HTTP_POST, S_ADMIN,           NONE,                     gw_h_rules_rollback,  "admin.rules.rollback",  0},
+    {"/admin/rules",            HTTP_PATCH, S_ADMIN,          NONE,                     gw_h_rules_patch,     "admin.rules.patch",     0},
     {"/admin/protect",          HTTP_GET,  S_ADMIN,           NONE,                     gw_h_protect_get,     "admin.protect.get",     0},
 };
 #define NROUTES ((int)(sizeof routes / sizeof routes[0]))
@@ -217,6 +218,18 @@ static bool within_rules(gw_thread *t, gw_req *rq)
         snprintf(msg, sizeof msg, "%s is over its flow limit", d11_res_names[res]);
         gw_respond_error(t, rq->c, rq->si, 429, "rate_limited", msg, hdr);
         return false;
+    }
+    uint64_t conc = t->rules.flow[res].concurrency;
+    if (conc) {
+        if (!d11_flow_conc_enter(&t->gw->rules, res, conc)) {
+            gw_ctr_add(&t->m.rejections[GW_RULE_FLOW][res], 1);
+            char msg[96];
+            snprintf(msg, sizeof msg, "%s is at its concurrency limit (%llu in flight)", d11_res_names[res],
+                     (unsigned long long)conc);
+            gw_respond_error(t, rq->c, rq->si, 429, "concurrency_limited", msg, "Retry-After: 1\r\n");
+            return false;
+        }
+        rq->c->slots[rq->si].conc_res = (int8_t)res;
     }
     return true;
 }

@@ -51,10 +51,67 @@ static int cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* One flow rule object {"qps","burst","concurrency","warm_up_s","cold_factor"} at token fv
+ * into *f (fields absent keep their value: a patch starts from the rule in force). */
+static int parse_flow_rule(d11_json *j, int fv, const char *name, d11_rules *out, int r, char *err,
+                           size_t errlen)
+{
+    char path[96];
+    if (j->tok[fv].type != D11_JT_OBJECT)
+        return bad(err, errlen, "flow.%s: must be an object {\"qps\",\"burst\",...}", name);
+    uint64_t old_qps = out->flow[r].qps, old_burst = out->flow[r].burst;
+    int q = fv + 1;
+    for (int m = 0; m < j->tok[fv].size; m++, q = j->tok[q + 1].next) {
+        static const struct { const char *k; uint64_t lo, hi; } F[] = {
+            {"qps", 1, D11_FLOW_QPS_MAX}, {"burst", 1, D11_FLOW_QPS_MAX}, {"concurrency", 0, D11_FLOW_CONC_MAX},
+            {"warm_up_s", 0, D11_FLOW_WARM_S_MAX}, {"cold_factor", 2, 10},
+        };
+        uint64_t *dst[] = {&out->flow[r].qps, &out->flow[r].burst, &out->flow[r].concurrency,
+                           &out->flow[r].warm_up_s, &out->flow[r].cold_factor};
+        size_t f = 0;
+        while (f < sizeof F / sizeof F[0] && !d11_json_str_eq(j, q, F[f].k, strlen(F[f].k))) f++;
+        if (f == sizeof F / sizeof F[0])
+            return bad(err, errlen, "flow.%s: unknown field (expected qps, burst, concurrency, warm_up_s, "
+                                    "cold_factor)", name);
+        snprintf(path, sizeof path, "flow.%s.%s", name, F[f].k);
+        if (d11_json_u64(j, q + 1, F[f].lo, F[f].hi, dst[f])) {
+            snprintf(err, errlen, "%s: must be an integer in %llu..%llu", path, (unsigned long long)F[f].lo,
+                     (unsigned long long)F[f].hi);
+            return D11_JSON_ERANGE;
+        }
+    }
+    if (!out->flow[r].qps && !out->flow[r].concurrency)
+        return bad(err, errlen, "flow.%s.qps: required (or concurrency)", name);
+    /* burst defaults to qps; a patch of qps alone keeps an explicit burst */
+    if (!out->flow[r].burst || (out->flow[r].burst == old_burst && old_burst == old_qps))
+        out->flow[r].burst = out->flow[r].qps;
+    if (out->flow[r].warm_up_s && !out->flow[r].cold_factor) out->flow[r].cold_factor = 3;
+    if (out->flow[r].warm_up_s && !out->flow[r].qps)
+        return bad(err, errlen, "flow.%s.warm_up_s: needs qps", name);
+    return 0;
+}
+
+static int parse_into(d11_json *j, const char *js, size_t n, d11_rules *out, bool *has_version,
+                      bool patch, char *err, size_t errlen);
+
 int d11_rules_parse(d11_json *j, const char *js, size_t n, d11_rules *out, bool *has_version,
                     char *err, size_t errlen)
 {
     memset(out, 0, sizeof *out);
+    return parse_into(j, js, n, out, has_version, false, err, errlen);
+}
+
+int d11_rules_parse_patch(d11_json *j, const char *js, size_t n, const d11_rules *base, d11_rules *out,
+                          bool *has_version, char *err, size_t errlen)
+{
+    *out = *base;
+    out->version = 0;
+    return parse_into(j, js, n, out, has_version, true, err, errlen);
+}
+
+static int parse_into(d11_json *j, const char *js, size_t n, d11_rules *out, bool *has_version,
+                      bool patch, char *err, size_t errlen)
+{
     *has_version = false;
     if (d11_json_parse(j, js, n) != 0) {
         snprintf(err, errlen, "%s", j->err);
@@ -77,25 +134,10 @@ int d11_rules_parse(d11_json *j, const char *js, size_t n, d11_rules *out, bool 
                 int r = res_find(j, fk), fv = fk + 1;
                 key_name(j, fk, name, sizeof name);
                 if (r < 0) return bad(err, errlen, "flow.%s: unknown resource", name);
-                if (j->tok[fv].type == D11_JT_NULL) continue;
-                if (j->tok[fv].type != D11_JT_OBJECT)
-                    return bad(err, errlen, "flow.%s: must be an object {\"qps\",\"burst\"}", name);
-                int q = fv + 1;
-                bool seen_qps = false;
-                for (int m = 0; m < j->tok[fv].size; m++, q = j->tok[q + 1].next) {
-                    if (d11_json_str_eq(j, q, "qps", 3)) {
-                        if (d11_json_u64(j, q + 1, 1, D11_FLOW_QPS_MAX, &out->flow[r].qps))
-                            return bad(err, errlen, "flow.%s.qps: must be an integer in 1..10000000", name);
-                        seen_qps = true;
-                    } else if (d11_json_str_eq(j, q, "burst", 5)) {
-                        if (d11_json_u64(j, q + 1, 1, D11_FLOW_QPS_MAX, &out->flow[r].burst))
-                            return bad(err, errlen, "flow.%s.burst: must be an integer in 1..10000000", name);
-                    } else {
-                        return bad(err, errlen, "flow.%s: unknown field (expected qps, burst)", name);
-                    }
-                }
-                if (!seen_qps) return bad(err, errlen, "flow.%s.qps: required", name);
-                if (!out->flow[r].burst) out->flow[r].burst = out->flow[r].qps;
+                memset(&out->flow[r], 0, patch && j->tok[fv].type != D11_JT_NULL ? 0 : sizeof out->flow[r]);
+                if (j->tok[fv].type == D11_JT_NULL) continue; /* no rule (a patch: remove it) */
+                int rc = parse_flow_rule(j, fv, name, out, r, err, errlen);
+                if (rc) return rc;
             }
         } else if (d11_json_str_eq(j, k, "degrade", 7)) {
             if (j->tok[v].type != D11_JT_OBJECT) return bad(err, errlen, "%s: must be an object", "degrade");
@@ -128,7 +170,10 @@ int d11_rules_parse(d11_json *j, const char *js, size_t n, d11_rules *out, bool 
                         if (u == 0 || out->deny[u - 1] != out->deny[e]) out->deny[u++] = out->deny[e];
                     out->ndeny = u;
                 } else if (d11_json_str_eq(j, rk, "max_order_quantity", 18)) {
-                    if (j->tok[rv].type == D11_JT_NULL) continue;
+                    if (j->tok[rv].type == D11_JT_NULL) {
+                        out->max_order_qty = 0;
+                        continue;
+                    }
                     if (d11_json_u64(j, rv, 0, (uint64_t)D11_ORDER_ITEMS_MAX * D11_ITEM_QTY_MAX,
                                      &out->max_order_qty))
                         return bad(err, errlen, "%s: must be an integer in 0..16000", "risk.max_order_quantity");
@@ -153,10 +198,22 @@ void d11_rules_render(const d11_rules *r, d11_buf *out)
                    (unsigned long long)r->version, ts);
     bool first = true;
     for (int i = 0; i < D11_RES_COUNT; i++) {
-        if (!r->flow[i].qps) continue;
-        d11_buf_printf(out, "%s\"%s\":{\"qps\":%llu,\"burst\":%llu}", first ? "" : ",",
-                       d11_res_names[i], (unsigned long long)r->flow[i].qps,
-                       (unsigned long long)r->flow[i].burst);
+        if (!r->flow[i].qps && !r->flow[i].concurrency) continue;
+        d11_buf_printf(out, "%s\"%s\":{", first ? "" : ",", d11_res_names[i]);
+        const char *sep = "";
+        if (r->flow[i].qps) {
+            d11_buf_printf(out, "\"qps\":%llu,\"burst\":%llu", (unsigned long long)r->flow[i].qps,
+                           (unsigned long long)r->flow[i].burst);
+            sep = ",";
+        }
+        if (r->flow[i].concurrency) {
+            d11_buf_printf(out, "%s\"concurrency\":%llu", sep, (unsigned long long)r->flow[i].concurrency);
+            sep = ",";
+        }
+        if (r->flow[i].warm_up_s)
+            d11_buf_printf(out, "%s\"warm_up_s\":%llu,\"cold_factor\":%llu", sep,
+                           (unsigned long long)r->flow[i].warm_up_s, (unsigned long long)r->flow[i].cold_factor);
+        d11_buf_puts(out, "}");
         first = false;
     }
     d11_buf_puts(out, "},\"degrade\":{");
@@ -190,6 +247,21 @@ bool d11_flow_take(d11_rules_store *s, int res, int64_t now_ns, int64_t *retry_n
     int64_t T = atomic_load_explicit(&b->interval_ns, memory_order_relaxed);
     if (T == 0) return true;
     int64_t tau = atomic_load_explicit(&b->tau_ns, memory_order_relaxed);
+    int64_t warm = atomic_load_explicit(&b->warm_ns, memory_order_relaxed);
+    if (warm) { /* warm-up: a longer interval while the bucket is still cold */
+        int64_t last = atomic_load_explicit(&b->last_ns, memory_order_relaxed);
+        int64_t start = atomic_load_explicit(&b->warm_start_ns, memory_order_relaxed);
+        if (!last || now_ns - last > warm) { /* cold again: the warm-up starts now */
+            start = now_ns;
+            atomic_store_explicit(&b->warm_start_ns, start, memory_order_relaxed);
+        }
+        int64_t el = now_ns - start, cold = atomic_load_explicit(&b->cold, memory_order_relaxed);
+        if (el < warm) { /* f = cold - (cold - 1) * el / warm, in 1/1024ths */
+            int64_t f1024 = cold * 1024 - (cold - 1) * 1024 * (el / 1000) / (warm / 1000 ? warm / 1000 : 1);
+            T = T * f1024 / 1024;
+            tau = T; /* no burst while warming up */
+        }
+    }
     int64_t tat = atomic_load_explicit(&b->tat_ns, memory_order_relaxed);
     for (;;) {
         int64_t next = (tat > now_ns ? tat : now_ns) + T;
@@ -198,9 +270,30 @@ bool d11_flow_take(d11_rules_store *s, int res, int64_t now_ns, int64_t *retry_n
             return false;
         }
         if (atomic_compare_exchange_weak_explicit(&b->tat_ns, &tat, next, memory_order_relaxed,
-                                                  memory_order_relaxed))
+                                                  memory_order_relaxed)) {
+            if (warm) atomic_store_explicit(&b->last_ns, now_ns, memory_order_relaxed);
             return true;
+        }
     }
+}
+
+bool d11_flow_conc_enter(d11_rules_store *s, int res, uint64_t limit)
+{
+    D11_ASSERT(res >= 0 && res < D11_RES_COUNT);
+    _Atomic int64_t *c = &s->buckets[res].inflight;
+    int64_t n = atomic_fetch_add_explicit(c, 1, memory_order_relaxed) + 1;
+    if (limit && n > (int64_t)limit) {
+        atomic_fetch_sub_explicit(c, 1, memory_order_relaxed);
+        return false;
+    }
+    return true;
+}
+
+void d11_flow_conc_leave(d11_rules_store *s, int res)
+{
+    D11_ASSERT(res >= 0 && res < D11_RES_COUNT);
+    int64_t left = atomic_fetch_sub_explicit(&s->buckets[res].inflight, 1, memory_order_relaxed) - 1;
+    D11_ASSERT(left >= 0);
 }
 
 static void buckets_apply(d11_rules_store *s, const d11_rules *r)
@@ -210,6 +303,12 @@ static void buckets_apply(d11_rules_store *s, const d11_rules *r)
         int64_t T = r->flow[i].qps ? (int64_t)(1000000000ULL / r->flow[i].qps) : 0;
         if (T == 0 && r->flow[i].qps) T = 1;
         int64_t tau = T * (int64_t)r->flow[i].burst;
+        int64_t warm = (int64_t)r->flow[i].warm_up_s * 1000000000LL;
+        if (atomic_load(&b->warm_ns) != warm || atomic_load(&b->cold) != (int64_t)r->flow[i].cold_factor) {
+            atomic_store(&b->cold, (int64_t)r->flow[i].cold_factor);
+            atomic_store(&b->last_ns, 0); /* a new warm-up rule starts cold */
+            atomic_store(&b->warm_ns, warm);
+        }
         if (atomic_load(&b->interval_ns) != T || atomic_load(&b->tau_ns) != tau) {
             atomic_store(&b->interval_ns, 0); /* unlimited while switching */
             atomic_store(&b->tau_ns, tau);
@@ -226,10 +325,9 @@ static void buckets_apply(d11_rules_store *s, const d11_rules *r)
 /* Same rules (everything but version and updated_at)? */
 static bool same_content(const d11_rules *a, const d11_rules *b)
 {
+    if (memcmp(a->flow, b->flow, sizeof a->flow) != 0) return false;
     for (int i = 0; i < D11_RES_COUNT; i++)
-        if (a->flow[i].qps != b->flow[i].qps || a->flow[i].burst != b->flow[i].burst ||
-            a->degrade[i] != b->degrade[i])
-            return false;
+        if (a->degrade[i] != b->degrade[i]) return false;
     return a->ndeny == b->ndeny && a->max_order_qty == b->max_order_qty &&
            memcmp(a->deny, b->deny, sizeof a->deny[0] * a->ndeny) == 0;
 }

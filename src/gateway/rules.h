@@ -73,7 +73,12 @@ extern const char *const d11_res_names[D11_RES_COUNT];
 typedef struct d11_rules {
     uint64_t version;
     int64_t  updated_ms; /* wall clock */
-    struct { uint64_t qps, burst; } flow[D11_RES_COUNT]; /* qps 0: unlimited */
+    struct {
+        uint64_t qps, burst;   /* qps 0: no rate limit */
+        uint64_t concurrency;  /* requests of the resource in flight at once; 0: no limit */
+        uint64_t warm_up_s;    /* 0: no warm-up; else the rate starts at qps/cold_factor */
+        uint64_t cold_factor;  /* 2..10 (default 3) when warm_up_s > 0 */
+    } flow[D11_RES_COUNT];
     bool     degrade[D11_RES_COUNT];
     uint32_t ndeny;
     uint64_t deny[D11_RISK_DENY_USERS_MAX]; /* sorted ascending, unique */
@@ -88,6 +93,15 @@ typedef struct d11_rules {
  */
 int d11_rules_parse(d11_json *j, const char *js, size_t n, d11_rules *out, bool *has_version,
                     char *err, size_t errlen);
+/*
+ * A partial update (PATCH /admin/rules, JSON merge-patch semantics): out = base with the
+ * patch's fields applied. A field present replaces that field only (flow.R.qps changes
+ * the qps and keeps R's burst, concurrency, warm-up); null removes (a flow rule, the
+ * max_order_quantity); arrays (deny_users) replace the whole array. Same errors as
+ * d11_rules_parse.
+ */
+int d11_rules_parse_patch(d11_json *j, const char *js, size_t n, const d11_rules *base, d11_rules *out,
+                          bool *has_version, char *err, size_t errlen);
 /* Render as the JSON document above (appends to out). */
 void d11_rules_render(const d11_rules *r, d11_buf *out);
 /* Risk: is user_id on the deny list? (binary search) */
@@ -99,6 +113,14 @@ typedef struct d11_flow_bucket {
     _Atomic int64_t tat_ns;      /* theoretical arrival time of the next request */
     _Atomic int64_t interval_ns; /* 1e9 / qps; 0 = unlimited */
     _Atomic int64_t tau_ns;      /* burst * interval */
+    /* warm-up (Sentinel's "warm up" behaviour, as a GCRA whose interval shrinks): after
+     * warm_ns of no admission the bucket is cold again; from the first admission after
+     * that, the interval is interval x f, f falling linearly from cold to 1 over warm_ns */
+    _Atomic int64_t warm_ns;     /* 0 = no warm-up */
+    _Atomic int64_t cold;        /* cold factor */
+    _Atomic int64_t warm_start_ns;
+    _Atomic int64_t last_ns;     /* last admission */
+    _Atomic int64_t inflight;    /* concurrency limit: requests of the resource in flight */
 } d11_flow_bucket;
 
 typedef struct d11_rules_store {
@@ -152,5 +174,12 @@ void d11_rules_store_maybe_reload(d11_rules_store *s, int64_t now_ms);
  * long until a request would be admitted. Lock-free; any thread.
  */
 bool d11_flow_take(d11_rules_store *s, int res, int64_t now_ns, int64_t *retry_ns);
+/*
+ * Concurrency limit of resource res (limit from the caller's copy of the rules; 0 = none):
+ * true when one more request may be in flight (then counted: call d11_flow_conc_leave once
+ * it is answered). Lock-free; any thread.
+ */
+bool d11_flow_conc_enter(d11_rules_store *s, int res, uint64_t limit);
+void d11_flow_conc_leave(d11_rules_store *s, int res);
 
 #endif

@@ -133,6 +133,61 @@ static void test_cpu_cap(void)
     CHECK_EQ(atomic_load(&P.cpu_pct), 95);
 }
 
+/* One climb step: the limit is filled (so it is "in use"), then `done` answers of rt_us
+ * each complete within one bucket. Returns the limit after the step. */
+static int64_t climb_step(gw_protect *p, int64_t *now, int done, int64_t rt_us)
+{
+    int64_t g = atomic_load(&p->limit);
+    int held = fill(p, (int)g);
+    drain(p, held, rt_us);
+    for (int i = held; i < done; i++) {
+        CHECK_EQ(gw_protect_enter(p), GW_PROTECT_OK);
+        gw_protect_leave(p, rt_us, true);
+    }
+    *now += D11_PROTECT_BUCKET_MS;
+    gw_protect_tick(p, *now, -1);
+    return atomic_load(&p->limit);
+}
+
+static void test_throughput_climb(void)
+{
+    gw_protect_cfg c = cfg(16, 100, 0, 0);
+    c.tolerance_pct = 300;
+    gw_protect_init(&P, &c, 0);
+    int64_t now = 0, g0 = atomic_load(&P.limit), g;
+    /* the rate keeps rising with the limit: keep raising */
+    g = climb_step(&P, &now, 300, 1000);
+    CHECKF(g > g0, "first step raises (%lld -> %lld)", (long long)g0, (long long)g);
+    for (int k = 0; k < 5; k++) {
+        int64_t before = g;
+        g = climb_step(&P, &now, 300 + 60 * (k + 1), 1000);
+        CHECKF(g > before, "rate up after a raise: raise again (%lld -> %lld)", (long long)before, (long long)g);
+    }
+    /* the rate falls after a raise: go back down */
+    int64_t before = g;
+    g = climb_step(&P, &now, 300, 1000);
+    CHECKF(g < before, "rate down after a raise: cut (%lld -> %lld)", (long long)before, (long long)g);
+    /* the rate rises after a cut: cut again */
+    before = g;
+    g = climb_step(&P, &now, 400, 1000);
+    CHECKF(g < before, "rate up after a cut: cut again (%lld -> %lld)", (long long)before, (long long)g);
+    /* flat rate, p99 far above tolerance x baseline (1 ms): cut */
+    before = g;
+    g = climb_step(&P, &now, 400, 50000);
+    CHECKF(g < before, "flat rate, p99 50 ms vs baseline 1 ms: cut (%lld -> %lld)", (long long)before, (long long)g);
+    /* flat rate, p99 back at the baseline: raise */
+    before = g;
+    g = climb_step(&P, &now, 400, 1000);
+    CHECKF(g > before, "flat rate, p99 at baseline: raise (%lld -> %lld)", (long long)before, (long long)g);
+    CHECKF(atomic_load(&P.rt_base_us) > 0 && atomic_load(&P.rt_base_us) <= 2048, "baseline p99 %lld us",
+           (long long)atomic_load(&P.rt_base_us));
+    /* the climb never goes below the floor; the limit is then the BDP (4,000/s x 50 ms) */
+    for (int k = 0; k < 50; k++) climb_step(&P, &now, 400, 50000);
+    CHECK_EQ(P.grad, 16);
+    CHECK_EQ(atomic_load(&P.limit), 200);
+    CHECK_EQ(atomic_load(&P.inflight), 0);
+}
+
 static void test_render(void)
 {
     gw_protect_cfg c = cfg(3, 200, 7000, 0);
@@ -151,6 +206,7 @@ int main(void)
     test_failures_do_not_count();
     test_rt_cap();
     test_cpu_cap();
+    test_throughput_climb();
     test_render();
     printf("%d passed, %d failed\n", n_pass, n_fail);
     return n_fail ? 1 : 0;

@@ -1,0 +1,92 @@
+"""
+test_flow_rules.py — flow rules through the admin API (docs/protection.md, docs/api.md):
+
+  - PATCH /admin/rules changes one field and keeps every other one (a PUT of the same
+    text would drop them); null removes a rule; a stale "version" is refused (409);
+  - a concurrency limit on orders.create: with slow cells, a burst of concurrent orders
+    gets 429 concurrency_limited (with Retry-After) beyond the limit, the rest 201, and
+    once the burst is over the limit frees (a new order is admitted).
+"""
+
+import os
+import threading
+
+from harness import Checks, Client, Platform, log, new_key, timeout
+
+
+@timeout(60)
+def test_patch_changes_one_field_and_keeps_the_others():
+    with Platform(cells=2) as p, Checks() as ck:
+        c = p.client()
+        doc = {"flow": {"orders.create": {"qps": 1000, "burst": 5000, "concurrency": 64},
+                        "orders.read": {"qps": 300}},
+               "degrade": {"products.write": True},
+               "risk": {"deny_users": [13], "max_order_quantity": 20}}
+        r = c.request("PUT", "/admin/rules", doc)
+        ck.status(r, 200, "PUT the rules")
+        v0 = r.json["version"]
+        r = c.request("PATCH", "/admin/rules", {"flow": {"orders.create": {"qps": 2000}}})
+        ck.status(r, 200, "PATCH one field")
+        j = r.json
+        ck.eq(j["version"], v0 + 1, "a patch is a new version")
+        ck.eq(j["flow"]["orders.create"], {"qps": 2000, "burst": 5000, "concurrency": 64},
+              "qps changed, burst and concurrency kept")
+        ck.eq(j["flow"]["orders.read"], {"qps": 300, "burst": 300}, "the other rule kept")
+        ck.eq(j["degrade"]["products.write"], True, "degrade kept")
+        ck.eq(j["risk"], {"deny_users": [13], "max_order_quantity": 20}, "risk kept")
+        ck.eq(c.get("/admin/rules").json["flow"], j["flow"], "GET shows the merged document")
+        r = c.request("PATCH", "/admin/rules", {"flow": {"orders.read": None},
+                                                 "degrade": {"orders.read": True}})
+        ck.status(r, 200, "PATCH removing a rule")
+        ck.eq(sorted(r.json["flow"]), ["orders.create"], "null removed orders.read")
+        ck.eq(r.json["degrade"]["orders.read"] and r.json["degrade"]["products.write"], True,
+              "degrade switches merged per resource")
+        r = c.request("PATCH", "/admin/rules", {"version": v0, "risk": {"max_order_quantity": 1}})
+        ck.status(r, 409, "a stale version in a patch")
+        r = c.request("PATCH", "/admin/rules", {"flow": {"orders.create": {"qps": 0}}})
+        ck.status(r, 422, "an invalid patch")
+        ck.true("flow.orders.create.qps" in r.text, "422 names the field: %s" % r.text)
+        ck.eq(c.get("/admin/rules").json["risk"]["max_order_quantity"], 20, "nothing applied")
+        r = c.request("POST", "/admin/rules/rollback")
+        ck.status(r, 200, "a patch can be rolled back")
+        ck.true("orders.read" in r.json["flow"], "rollback restores the removed rule")
+
+
+@timeout(90)
+def test_concurrency_limit_refuses_beyond_the_limit():
+    os.environ["D11_FAULTS"] = "cell.recv:delay=20ms"
+    os.environ["D11_FAULT_SEED"] = "1"
+    with Platform(cells=2, threads=1, extra_args=["--protect", "off"]) as p, Checks() as ck:
+        c = p.client()
+        ck.status(c.create_product("CONC-1", stock=100000), 201, "create the product")
+        ck.status(c.request("PATCH", "/admin/rules", {"flow": {"orders.create": {"concurrency": 2}}}),
+                  200, "concurrency limit 2")
+        out, lock = [], threading.Lock()
+        start = threading.Barrier(12)
+
+        def one(i):
+            cl = Client(p.port, token=p.admin_token, timeout_s=20)
+            try:
+                start.wait()
+                r = cl.order(5000 + i, [{"sku": "CONC-1", "quantity": 1}], key=new_key("conc"))
+                with lock:
+                    out.append(r)
+            finally:
+                cl.close()
+
+        th = [threading.Thread(target=one, args=(i,)) for i in range(12)]
+        for t in th:
+            t.start()
+        for t in th:
+            t.join()
+        codes = sorted(r.status for r in out)
+        log("12 concurrent orders, concurrency limit 2: %s" % codes)
+        ck.eq(sorted(set(codes) - {201, 429}), [], "only 201 and 429")
+        n429 = [r for r in out if r.status == 429]
+        ck.true(len(n429) >= 6, "most of the burst is over the limit: %s" % codes)
+        ck.true(codes.count(201) >= 2, "the limit's worth is admitted: %s" % codes)
+        for r in n429:
+            ck.eq(r.error_code, "concurrency_limited", "429 code")
+            ck.true(r.headers.get("retry-after") == "1", "Retry-After on 429")
+        ck.status(c.order(6000, [{"sku": "CONC-1", "quantity": 1}]), 201,
+                  "after the burst the limit is free again")
