@@ -217,6 +217,14 @@ static int run(struct gw *g)
         .tolerance_pct = g->cfg.protect_rt_tolerance_pct,
     };
     gw_protect_init(&g->prot, &pc, d11_mono_ms());
+    gw_breaker_cfg bc;
+    gw_breaker_cfg_default(&bc);
+    for (int u = 0; u < GW_UP_N; u++) {
+        char nm[24];
+        if (u == GW_UP_CENTER) snprintf(nm, sizeof nm, "center");
+        else snprintf(nm, sizeof nm, "cell-%d", u - 1);
+        gw_breaker_init(&g->brk[u], &bc, nm);
+    }
 
     signal(SIGPIPE, SIG_IGN);
     sigset_t set;
@@ -276,6 +284,7 @@ static int run(struct gw *g)
     }
     free(g->threads);
     d11_rules_store_release(&g->rules);
+    for (int u = 0; u < GW_UP_N; u++) gw_breaker_release(&g->brk[u]);
     d11_info("gateway stopped");
     return 0;
 }

@@ -42,6 +42,7 @@
 #include "http.h"
 #include "metrics.h"
 #include "protect.h"
+#include "breaker.h"
 #include "rules.h"
 #include "upstream.h"
 
@@ -87,6 +88,7 @@ struct gw {
     int64_t         start_ms;
     d11_rules_store rules;
     gw_protect      prot;        /* system adaptive protection (protect.h) */
+    gw_breaker      brk[GW_UP_N]; /* a circuit breaker per upstream (breaker.h) */
     gw_request_fn  *on_request;  /* the router's dispatch */
     int             nroutes;     /* route ids 0..nroutes-1 (0 = other) */
     const char     *route_labels[GW_ROUTES_MAX];

@@ -139,6 +139,24 @@ void gw_metrics_render(struct gw *g, d11_buf *b)
     d11_buf_printf(b, "# HELP d11_gateway_uptime_seconds Seconds since start.\n"
                       "# TYPE d11_gateway_uptime_seconds gauge\nd11_gateway_uptime_seconds %.3f\n",
                    (double)(d11_mono_ms() - g->start_ms) / 1000.0);
+    d11_buf_puts(b, "# HELP d11_gateway_breaker_state Circuit breaker per upstream: 0 closed, 1 open, 2 half-open.\n"
+                    "# TYPE d11_gateway_breaker_state gauge\n");
+    for (int u = 0; u < GW_UP_N; u++)
+        if (SUM(m->up_wanted[u]))
+            d11_buf_printf(b, "d11_gateway_breaker_state{target=\"%s\"} %d\n", g->threads[0].ups.up[u].name,
+                           gw_breaker_state(&g->brk[u]));
+    d11_buf_puts(b, "# HELP d11_gateway_breaker_opened_total Times the upstream's circuit breaker opened.\n"
+                    "# TYPE d11_gateway_breaker_opened_total counter\n");
+    for (int u = 0; u < GW_UP_N; u++)
+        if (SUM(m->up_wanted[u]))
+            d11_buf_printf(b, "d11_gateway_breaker_opened_total{target=\"%s\"} %llu\n", g->threads[0].ups.up[u].name,
+                           (unsigned long long)atomic_load(&g->brk[u].opened_total));
+    d11_buf_puts(b, "# HELP d11_gateway_breaker_refused_total Requests answered 503 circuit_open.\n"
+                    "# TYPE d11_gateway_breaker_refused_total counter\n");
+    for (int u = 0; u < GW_UP_N; u++)
+        if (SUM(m->up_wanted[u]))
+            d11_buf_printf(b, "d11_gateway_breaker_refused_total{target=\"%s\"} %llu\n", g->threads[0].ups.up[u].name,
+                           (unsigned long long)atomic_load(&g->brk[u].refused_total));
     const gw_protect *pr = &g->prot;
     d11_buf_printf(b, "# HELP d11_gateway_protect_inflight Requests admitted by adaptive protection, not yet answered.\n"
                       "# TYPE d11_gateway_protect_inflight gauge\nd11_gateway_protect_inflight %lld\n"
