@@ -16,6 +16,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include "gw.h"
 
@@ -159,6 +162,17 @@ static void conn_close(gw_thread *t, gw_conn *c)
 
 static void client_on_io(d11_loop *l, d11_io *io, uint32_t events);
 
+/* The peer's address of a TCP socket as text; "" when unknown. */
+static void peer_text(int fd, char *out, size_t cap)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    out[0] = 0;
+    if (getpeername(fd, (struct sockaddr *)&ss, &sl) == -1) return;
+    if (ss.ss_family == AF_INET) inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, out, (socklen_t)cap);
+    else if (ss.ss_family == AF_INET6) inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, out, (socklen_t)cap);
+}
+
 static void conn_open(gw_thread *t, int fd)
 {
     gw_conn *c;
@@ -181,6 +195,7 @@ static void conn_open(gw_thread *t, int fd)
     c->out_off = 0;
     c->last_active_ms = gw_now_ms(t);
     c->req_start_ms = 0;
+    peer_text(fd, c->peer, sizeof c->peer); /* for the hot-parameter limit per client IP */
     t->cl.nopen++;
     gw_gauge_add(&t->m.conns_open, 1);
     gw_ctr_add(&t->m.conns_accepted, 1);

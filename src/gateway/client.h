@@ -65,6 +65,7 @@ typedef struct gw_conn {
     bool     stalled;    /* parsing stopped at a full pipeline; resume when a slot frees */
     int64_t  last_active_ms;
     int64_t  req_start_ms; /* first byte of a request still being received, 0 = none */
+    char     peer[48];     /* the client's IP address as text ("" when unknown) */
     d11_buf  in;
     d11_buf  out;
     size_t   out_off;

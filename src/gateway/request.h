@@ -43,6 +43,7 @@ struct gw_req {
     const char         *query;   /* after '?', up to '#' */
     size_t              query_len;
     uint16_t            flags;   /* wire flags for forwarded requests (D11_WF_STRESS) */
+    const char         *label;   /* the token's label (the caller), "" before/without a token */
 };
 
 /* The request body ("" when none). */

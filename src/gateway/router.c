@@ -171,7 +171,7 @@ static bool admit(gw_thread *t, gw_req *rq)
     if (!need) return true;
     uint32_t sc = 0;
     if (r->authorization.present && !r->authorization.over)
-        sc = d11_auth_check(t->auth, r->authorization.v, r->authorization.len);
+        sc = d11_auth_check_label(t->auth, r->authorization.v, r->authorization.len, &rq->label);
     if (!sc) {
         gw_respond_error(t, rq->c, rq->si, 401, "unauthorized", "missing or invalid bearer token",
                          "WWW-Authenticate: Bearer\r\n");
@@ -219,6 +219,18 @@ static bool within_rules(gw_thread *t, gw_req *rq)
         gw_respond_error(t, rq->c, rq->si, 429, "rate_limited", msg, hdr);
         return false;
     }
+    for (uint32_t i = 0; i < t->rules.ncallers; i++) { /* per-caller rules (token label) */
+        if (t->rules.callers[i].res != (uint32_t)res || strcmp(t->rules.callers[i].label, rq->label)) continue;
+        if (!d11_flow_take_caller(&t->gw->rules, (int)i, d11_mono_ns(), &retry_ns)) {
+            gw_ctr_add(&t->m.rejections[GW_RULE_FLOW][res], 1);
+            int64_t secs = (retry_ns + 999999999) / 1000000000;
+            char hdr[48], msg[160];
+            snprintf(hdr, sizeof hdr, "Retry-After: %lld\r\n", (long long)(secs < 1 ? 1 : secs));
+            snprintf(msg, sizeof msg, "caller '%s' is over its flow limit on %s", rq->label, d11_res_names[res]);
+            gw_respond_error(t, rq->c, rq->si, 429, "rate_limited", msg, hdr);
+            return false;
+        }
+    }
     uint64_t conc = t->rules.flow[res].concurrency;
     if (conc) {
         if (!d11_flow_conc_enter(&t->gw->rules, res, conc)) {
@@ -260,7 +272,7 @@ void gw_dispatch(gw_thread *t, gw_conn *c, int si, d11_http_req *r)
     /* the rules in force: one acquire load, a copy only when they changed (rare) */
     uint64_t gen = d11_rules_store_gen(&t->gw->rules);
     if (gen != t->rules_gen) d11_rules_store_get(&t->gw->rules, &t->rules, &t->rules_gen);
-    gw_req rq = {.c = c, .si = si, .http = r};
+    gw_req rq = {.c = c, .si = si, .http = r, .label = ""};
     if (route(t, &rq) && protected_admit(t, &rq) && admit(t, &rq) && within_rules(t, &rq))
         rq.route->handler(t, &rq);
 }

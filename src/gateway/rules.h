@@ -70,6 +70,9 @@ enum d11_res {
 };
 extern const char *const d11_res_names[D11_RES_COUNT];
 
+enum d11_hot_dim { D11_HOT_SKU, D11_HOT_USER, D11_HOT_IP, D11_HOT_DIMS };
+extern const char *const d11_hot_dim_names[D11_HOT_DIMS];
+
 typedef struct d11_rules {
     uint64_t version;
     int64_t  updated_ms; /* wall clock */
@@ -79,6 +82,22 @@ typedef struct d11_rules {
         uint64_t warm_up_s;    /* 0: no warm-up; else the rate starts at qps/cold_factor */
         uint64_t cold_factor;  /* 2..10 (default 3) when warm_up_s > 0 */
     } flow[D11_RES_COUNT];
+    uint32_t ncallers;     /* per-caller rules: a token label's own rate on one resource */
+    struct {
+        char     label[D11_TOKEN_LABEL_BYTES_MAX + 1];
+        uint32_t res;
+        uint64_t qps, burst;
+    } callers[D11_FLOW_CALLERS_MAX];
+    /* hot-parameter limits on orders.create, per value of the SKU (each item's), the user
+     * id and the client IP; qps 0 = none; exceptions give one value its own qps */
+    struct {
+        uint64_t qps, burst;
+        uint32_t nexc;
+        struct {
+            char     value[D11_SKU_BYTES_MAX + 1];
+            uint64_t qps;
+        } exc[D11_HOT_EXCEPT_MAX];
+    } hot[D11_HOT_DIMS];
     bool     degrade[D11_RES_COUNT];
     uint32_t ndeny;
     uint64_t deny[D11_RISK_DENY_USERS_MAX]; /* sorted ascending, unique */
@@ -139,6 +158,8 @@ typedef struct d11_rules_store {
     _Atomic int64_t  next_check_ms;
     d11_json         json;         /* parse scratch, under mu */
     d11_flow_bucket  buckets[D11_RES_COUNT]; /* lock-free, outside mu */
+    d11_flow_bucket  caller_buckets[D11_FLOW_CALLERS_MAX]; /* by index in cur.callers */
+    struct d11_hot_slot *hot;      /* [D11_HOT_SLOTS] hot-parameter buckets (hot.c) */
 } d11_rules_store;
 
 /*
@@ -181,5 +202,24 @@ bool d11_flow_take(d11_rules_store *s, int res, int64_t now_ns, int64_t *retry_n
  */
 bool d11_flow_conc_enter(d11_rules_store *s, int res, uint64_t limit);
 void d11_flow_conc_leave(d11_rules_store *s, int res);
+/*
+ * Hot-parameter check (hot.c) of one value of dimension dim ("SKU-1", "42", "10.0.0.7")
+ * against r's rule for that dimension (r: the caller's copy of the rules in force): true
+ * to admit. Buckets are per value, in a direct-mapped table of D11_HOT_SLOTS keyed by a
+ * 64-bit hash: two values that share a slot take it over from each other (the bucket
+ * restarts), so a limit can only be looser than configured, never stricter. Lock-free.
+ */
+bool d11_hot_take(d11_rules_store *s, const d11_rules *r, int dim, const char *v, size_t n, int64_t now_ns,
+                  int64_t *retry_ns);
+/* (rules.c -> hot.c) the "hot" section: parse into out (patch: merge per dimension and
+ * exception value, null removes) / render. */
+int  d11__hot_parse(d11_json *j, int v, d11_rules *out, bool patch, char *err, size_t errlen);
+void d11__hot_render(const d11_rules *r, d11_buf *out);
+int  d11__hot_alloc(d11_rules_store *s);
+void d11__hot_free(d11_rules_store *s);
+/* (rules.c -> flow.c) Re-arm the buckets for r, the rules now in force. */
+void d11__flow_buckets_apply(d11_rules_store *s, const d11_rules *r);
+/* Per-caller rule i of the rules in force (index into d11_rules.callers): as d11_flow_take. */
+bool d11_flow_take_caller(d11_rules_store *s, int i, int64_t now_ns, int64_t *retry_ns);
 
 #endif

@@ -90,3 +90,60 @@ def test_concurrency_limit_refuses_beyond_the_limit():
             ck.true(r.headers.get("retry-after") == "1", "Retry-After on 429")
         ck.status(c.order(6000, [{"sku": "CONC-1", "quantity": 1}]), 201,
                   "after the burst the limit is free again")
+
+
+@timeout(60)
+def test_per_caller_limit_applies_to_that_token_label_only():
+    with Platform(cells=2) as p, Checks() as ck:
+        c = p.client()
+        ck.status(c.create_product("CALL-1", stock=100000), 201, "create the product")
+        app = p.token_create("orders", label="app-a")
+        r = c.request("PATCH", "/admin/rules",
+                      {"flow": {"orders.create": {"callers": {"app-a": {"qps": 1, "burst": 2}}}}})
+        ck.status(r, 200, "a per-caller rule for the label app-a")
+        ck.eq(r.json["flow"]["orders.create"], {"callers": {"app-a": {"qps": 1, "burst": 2}}},
+              "rendered under its resource")
+        ca = Client(p.port, token=app)
+        got = [ca.order(7000 + i, [("CALL-1", 1)]).status for i in range(5)]
+        log("app-a, 5 orders at once with qps 1 burst 2: %s" % got)
+        ck.eq(got[:2], [201, 201], "the burst is admitted")
+        ck.true(got.count(429) >= 2, "app-a is limited beyond its burst: %s" % got)
+        r = ca.order(7100, [("CALL-1", 1)])
+        if r.status == 429:
+            ck.eq(r.error_code, "rate_limited", "429 code")
+            ck.true("app-a" in r.text and r.headers.get("retry-after"), "names the caller, Retry-After")
+        for i in range(5):
+            ck.status(c.order(7200 + i, [("CALL-1", 1)]), 201, "another caller (admin) is not limited")
+        ca.close()
+
+
+@timeout(60)
+def test_hot_parameter_limits_per_sku_user_ip_with_exceptions():
+    with Platform(cells=2) as p, Checks() as ck:
+        c = p.client()
+        for sku in ("COLD-1", "HOT-1"):
+            ck.status(c.create_product(sku, stock=100000), 201, "create " + sku)
+        r = c.request("PATCH", "/admin/rules", {"hot": {"sku": {"qps": 1, "burst": 2,
+                                                                "except": {"HOT-1": 100000}}}})
+        ck.status(r, 200, "hot SKU rule with an exception")
+        ck.eq(r.json["hot"], {"sku": {"qps": 1, "burst": 2, "except": {"HOT-1": 100000}}}, "rendered")
+        cold = [c.order(8000 + i, [("COLD-1", 1)]).status for i in range(5)]
+        log("COLD-1 x5 at qps 1 burst 2: %s" % cold)
+        ck.eq(cold[:2], [201, 201], "the burst of a plain SKU")
+        ck.true(cold.count(429) >= 2, "a plain SKU over its rate: %s" % cold)
+        hot = [c.order(8100 + i, [("HOT-1", 1)]).status for i in range(10)]
+        ck.eq(hot, [201] * 10, "the hot SKU has its own (higher) limit")
+        r = c.order(8200, [("COLD-1", 1)])
+        if r.status == 429:
+            ck.true("COLD-1" in r.text and r.headers.get("retry-after"), "names the SKU, Retry-After")
+        # per user and per client IP; the SKU rule removed
+        r = c.request("PATCH", "/admin/rules", {"hot": {"sku": None, "user": {"qps": 1, "burst": 1},
+                                                        "ip": {"qps": 1, "burst": 6}}})
+        ck.status(r, 200, "per-user and per-IP rules")
+        ck.eq(sorted(r.json["hot"]), ["ip", "user"], "sku removed")
+        u = [c.order(9000, [("HOT-1", 1)], key=new_key("u")).status for _ in range(3)]
+        ck.eq(u[0], 201, "a user's first order")
+        ck.true(429 in u[1:], "the same user again at once: %s" % u)
+        ips = [c.order(9100 + i, [("HOT-1", 1)]).status for i in range(10)]
+        log("10 users from 127.0.0.1 with ip qps 1 burst 6: %s" % ips)
+        ck.true(ips.count(429) >= 3, "one client IP over its rate: %s" % ips)

@@ -100,6 +100,74 @@ static void test_patch(void)
     CHECK_RC(patch(&base, "{\"flow\":{\"orders.create\":{\"qps\":0}}}", &r), D11_JSON_ERANGE);
 }
 
+static void test_callers(void)
+{
+    d11_rules r, p2;
+    CHECK_RC(parse("{\"flow\":{\"orders.create\":{\"qps\":1000,\"callers\":{\"app-a\":{\"qps\":10},"
+                   "\"app-b\":{\"qps\":20,\"burst\":40}}},\"orders.read\":{\"callers\":{\"app-a\":{\"qps\":5}}}}}", &r), 0);
+    CHECK_EQ(r.ncallers, 3);
+    CHECK_STREQ(r.callers[0].label, "app-a");
+    CHECK_EQ(r.callers[0].res, D11_RES_ORDERS_CREATE);
+    CHECK_EQ(r.callers[0].burst, 10);
+    CHECK_EQ(r.callers[1].burst, 40);
+    CHECK_EQ(r.callers[2].res, D11_RES_ORDERS_READ);
+    /* round trip */
+    d11_buf b = {0};
+    d11_rules_render(&r, &b);
+    CHECKF(strstr(b.data, "\"callers\":{\"app-a\":{\"qps\":10,\"burst\":10},\"app-b\"") != NULL, "%s", b.data);
+    d11_rules r2;
+    CHECK_RC(parse(b.data, &r2), 0);
+    CHECK_EQ(r2.ncallers, 3);
+    d11_buf_free(&b);
+    /* a patch merges per label: app-b's qps changes (burst kept), app-a removed, app-c added */
+    CHECK_RC(patch(&r, "{\"flow\":{\"orders.create\":{\"callers\":{\"app-b\":{\"qps\":30},\"app-a\":null,"
+                       "\"app-c\":{\"qps\":1}}}}}", &p2), 0);
+    CHECK_EQ(p2.ncallers, 3);
+    CHECK_EQ(p2.flow[D11_RES_ORDERS_CREATE].qps, 1000);
+    int nb = -1, na = -1, nc = -1, nr = -1;
+    for (uint32_t i = 0; i < p2.ncallers; i++) {
+        if (!strcmp(p2.callers[i].label, "app-b")) nb = (int)i;
+        if (!strcmp(p2.callers[i].label, "app-a") && p2.callers[i].res == D11_RES_ORDERS_CREATE) na = (int)i;
+        if (!strcmp(p2.callers[i].label, "app-a") && p2.callers[i].res == D11_RES_ORDERS_READ) nr = (int)i;
+        if (!strcmp(p2.callers[i].label, "app-c")) nc = (int)i;
+    }
+    CHECK(na < 0 && nb >= 0 && nc >= 0 && nr >= 0);
+    if (nb >= 0) CHECK(p2.callers[nb].qps == 30 && p2.callers[nb].burst == 40);
+    /* removing a resource's rule removes its callers */
+    CHECK_RC(patch(&r, "{\"flow\":{\"orders.read\":null}}", &p2), 0);
+    CHECK_EQ(p2.ncallers, 2);
+    CHECK_RC(parse("{\"flow\":{\"orders.create\":{\"callers\":{\"x\":{\"burst\":3}}}}}", &r), D11_JSON_ERANGE);
+    CHECK_RC(parse("{\"flow\":{\"orders.create\":{\"callers\":[]}}}", &r), D11_JSON_ERANGE);
+}
+
+static void test_hot_parse(void)
+{
+    d11_rules r, p2;
+    CHECK_RC(parse("{\"hot\":{\"sku\":{\"qps\":100,\"except\":{\"SKU-HOT\":5000,\"SKU-B\":7}},"
+                   "\"user\":{\"qps\":5,\"burst\":10},\"ip\":{\"qps\":50}}}", &r), 0);
+    CHECK_EQ(r.hot[D11_HOT_SKU].qps, 100);
+    CHECK_EQ(r.hot[D11_HOT_SKU].burst, 100);
+    CHECK_EQ(r.hot[D11_HOT_SKU].nexc, 2);
+    CHECK_EQ(r.hot[D11_HOT_USER].burst, 10);
+    d11_buf b = {0};
+    d11_rules_render(&r, &b);
+    CHECKF(strstr(b.data, "\"hot\":{\"sku\":{\"qps\":100,\"burst\":100,\"except\":{\"SKU-HOT\":5000,\"SKU-B\":7}}")
+           != NULL, "%s", b.data);
+    d11_rules r2;
+    CHECK_RC(parse(b.data, &r2), 0);
+    CHECK(memcmp(r.hot, r2.hot, sizeof r.hot) == 0);
+    d11_buf_free(&b);
+    /* patch: one exception changed, one removed; the user rule kept; ip removed */
+    CHECK_RC(patch(&r, "{\"hot\":{\"sku\":{\"except\":{\"SKU-B\":null,\"SKU-HOT\":9000}},\"ip\":null}}", &p2), 0);
+    CHECK_EQ(p2.hot[D11_HOT_SKU].qps, 100);
+    CHECK_EQ(p2.hot[D11_HOT_SKU].nexc, 1);
+    CHECK_EQ(p2.hot[D11_HOT_SKU].exc[0].qps, 9000);
+    CHECK_EQ(p2.hot[D11_HOT_USER].qps, 5);
+    CHECK_EQ(p2.hot[D11_HOT_IP].qps, 0);
+    CHECK_RC(parse("{\"hot\":{\"device\":{\"qps\":1}}}", &r2), D11_JSON_ERANGE);
+    CHECK_RC(parse("{\"hot\":{\"sku\":{\"burst\":1}}}", &r2), D11_JSON_ERANGE);
+}
+
 static d11_rules_store S;
 
 static void apply(const char *doc)
@@ -150,6 +218,25 @@ static void test_warm_up_and_edges(const char *dir)
     CHECK(d11_flow_conc_enter(&S, R, 2));
     d11_flow_conc_leave(&S, R);
     d11_flow_conc_leave(&S, R);
+    /* a caller's own bucket, independent of the resource's */
+    apply("{\"flow\":{\"orders.create\":{\"qps\":1000,\"callers\":{\"app-a\":{\"qps\":10,\"burst\":1}}}}}");
+    int64_t t3 = t2 + 100 * s, retry;
+    int nc = 0;
+    for (int64_t t = t3; t < t3 + s; t += s / 1000) nc += d11_flow_take_caller(&S, 0, t, &retry);
+    CHECKF(nc >= 9 && nc <= 11, "caller: %d admitted in 1 s at qps 10", nc);
+    CHECK(d11_flow_take(&S, R, t3 + s, &retry));
+    /* hot parameters: each value its own bucket, the exception its own rate */
+    d11_rules hr;
+    CHECK_RC(parse("{\"hot\":{\"sku\":{\"qps\":10,\"burst\":1,\"except\":{\"SKU-HOT\":1000}}}}", &hr), 0);
+    int na = 0, nb = 0, nh = 0;
+    for (int64_t t = t3; t < t3 + s; t += s / 1000) {
+        na += d11_hot_take(&S, &hr, D11_HOT_SKU, "SKU-A", 5, t, &retry);
+        nb += d11_hot_take(&S, &hr, D11_HOT_SKU, "SKU-B", 5, t, &retry);
+        nh += d11_hot_take(&S, &hr, D11_HOT_SKU, "SKU-HOT", 7, t, &retry);
+    }
+    CHECKF(na >= 9 && na <= 11 && nb >= 9 && nb <= 11, "per value: A %d, B %d at qps 10", na, nb);
+    CHECKF(nh == 1000, "the exception: %d of 1000 at qps 1000", nh);
+    CHECK(d11_hot_take(&S, &hr, D11_HOT_USER, "42", 2, t3, &retry)); /* no user rule */
     CHECK(d11_flow_conc_enter(&S, R, 0)); /* 0: no limit, still counted */
     d11_flow_conc_leave(&S, R);
     CHECK_EQ(atomic_load(&S.buckets[R].inflight), 0);
@@ -187,6 +274,8 @@ int main(void)
 {
     test_parse_render();
     test_patch();
+    test_callers();
+    test_hot_parse();
     char dir[] = "/tmp/d11-test-flow.XXXXXX";
     if (!mkdtemp(dir)) return 2;
     test_warm_up_and_edges(dir);
