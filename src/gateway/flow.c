@@ -71,6 +71,25 @@ bool d11_flow_take(d11_rules_store *s, int res, int64_t now_ns, int64_t *retry_n
     return gcra_take(&s->buckets[res], now_ns, retry_ns);
 }
 
+int64_t d11_flow_reserve(d11_rules_store *s, int res, int64_t now_ns, int64_t max_wait_ns, int64_t *retry_ns)
+{
+    D11_ASSERT(res >= 0 && res < D11_RES_COUNT);
+    d11_flow_bucket *b = &s->buckets[res];
+    int64_t T = atomic_load_explicit(&b->interval_ns, memory_order_relaxed);
+    if (T == 0) return 0;
+    int64_t tat = atomic_load_explicit(&b->tat_ns, memory_order_relaxed);
+    for (;;) {
+        int64_t turn = tat > now_ns ? tat : now_ns;
+        if (turn - now_ns > max_wait_ns) {
+            *retry_ns = turn - now_ns - max_wait_ns;
+            return -1;
+        }
+        if (atomic_compare_exchange_weak_explicit(&b->tat_ns, &tat, turn + T, memory_order_relaxed,
+                                                  memory_order_relaxed))
+            return turn - now_ns;
+    }
+}
+
 bool d11_flow_take_caller(d11_rules_store *s, int i, int64_t now_ns, int64_t *retry_ns)
 {
     D11_ASSERT(i >= 0 && i < D11_FLOW_CALLERS_MAX);

@@ -158,6 +158,7 @@ static int thread_init(struct gw *g, gw_thread *t, int id, int lfd)
 
 static void thread_release(gw_thread *t)
 {
+    gw_pace_release(t);  /* before the pending table its entries point into */
     gw_up_release(t);    /* completions of what was pending find no client: dropped */
     gw_clients_drain(t); /* the listener, if still open */
     gw_clients_release(t);

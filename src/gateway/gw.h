@@ -43,6 +43,7 @@
 #include "metrics.h"
 #include "protect.h"
 #include "breaker.h"
+#include "pace.h"
 #include "rules.h"
 #include "upstream.h"
 
@@ -62,6 +63,7 @@ struct gw_thread {
     d11_timer  accept_pause; /* out of descriptors: accepts resume after this */
     gw_clients cl;         /* client.c */
     gw_upstream ups;       /* upstream.c */
+    gw_pace    pace;       /* pace.c: requests waiting their turn (flow "max_wait_ms") */
     d11_auth  *auth;
     d11_rules  rules;      /* this thread's copy of the rules in force */
     uint64_t   rules_gen;

@@ -150,6 +150,9 @@ void gw_forward(gw_thread *t, gw_req *rq, int target, uint16_t type)
         return;
     }
     const gw_slot *s = &rq->c->slots[rq->si];
+    if (rq->pace_ms > 0 && gw_pace_push(t, gw_now_ms(t) + rq->pace_ms, target, p, type, rq->flags, s->trace_id,
+                                        s->span_id, s->trace_flags, (uint32_t)t->gw->cfg.request_timeout_ms))
+        return; /* sent when its turn comes (pace.c) */
     gw_up_send(t, target, p, type, rq->flags, s->trace_id, s->span_id, s->trace_flags,
                (uint32_t)t->gw->cfg.request_timeout_ms);
 }

@@ -208,8 +208,17 @@ static bool within_rules(gw_thread *t, gw_req *rq)
                 d11_res_names[res]);
         return false;
     }
-    int64_t retry_ns;
-    if (!d11_flow_take(&t->gw->rules, res, d11_mono_ns(), &retry_ns)) {
+    int64_t retry_ns = 0;
+    bool flow_ok;
+    uint64_t wait_ms = t->rules.flow[res].max_wait_ms;
+    if (wait_ms) { /* pace: a turn within max_wait_ms (sent then, pace.c), or 429 */
+        int64_t w = d11_flow_reserve(&t->gw->rules, res, d11_mono_ns(), (int64_t)wait_ms * 1000000, &retry_ns);
+        flow_ok = w >= 0;
+        if (w > 0) rq->pace_ms = (w + 999999) / 1000000;
+    } else {
+        flow_ok = d11_flow_take(&t->gw->rules, res, d11_mono_ns(), &retry_ns);
+    }
+    if (!flow_ok) {
         gw_ctr_add(&t->m.rejections[GW_RULE_FLOW][res], 1);
         int64_t secs = (retry_ns + 999999999) / 1000000000;
         if (secs < 1) secs = 1;

@@ -117,10 +117,10 @@ static int parse_flow_rule(d11_json *j, int fv, const char *name, d11_rules *out
     for (int m = 0; m < j->tok[fv].size; m++, q = j->tok[q + 1].next) {
         static const struct { const char *k; uint64_t lo, hi; } F[] = {
             {"qps", 1, D11_FLOW_QPS_MAX}, {"burst", 1, D11_FLOW_QPS_MAX}, {"concurrency", 0, D11_FLOW_CONC_MAX},
-            {"warm_up_s", 0, D11_FLOW_WARM_S_MAX}, {"cold_factor", 2, 10},
+            {"warm_up_s", 0, D11_FLOW_WARM_S_MAX}, {"cold_factor", 2, 10}, {"max_wait_ms", 0, D11_FLOW_WAIT_MS_MAX},
         };
         uint64_t *dst[] = {&out->flow[r].qps, &out->flow[r].burst, &out->flow[r].concurrency,
-                           &out->flow[r].warm_up_s, &out->flow[r].cold_factor};
+                           &out->flow[r].warm_up_s, &out->flow[r].cold_factor, &out->flow[r].max_wait_ms};
         if (d11_json_str_eq(j, q, "callers", 7)) {
             int rc = parse_callers(j, q + 1, name, out, r, err, errlen);
             if (rc) return rc;
@@ -130,7 +130,7 @@ static int parse_flow_rule(d11_json *j, int fv, const char *name, d11_rules *out
         while (f < sizeof F / sizeof F[0] && !d11_json_str_eq(j, q, F[f].k, strlen(F[f].k))) f++;
         if (f == sizeof F / sizeof F[0])
             return bad(err, errlen, "flow.%s: unknown field (expected qps, burst, concurrency, warm_up_s, "
-                                    "cold_factor, callers)", name);
+                                    "cold_factor, max_wait_ms, callers)", name);
         snprintf(path, sizeof path, "flow.%s.%s", name, F[f].k);
         if (d11_json_u64(j, q + 1, F[f].lo, F[f].hi, dst[f])) {
             snprintf(err, errlen, "%s: must be an integer in %llu..%llu", path, (unsigned long long)F[f].lo,
@@ -146,8 +146,8 @@ static int parse_flow_rule(d11_json *j, int fv, const char *name, d11_rules *out
     if (!out->flow[r].burst || (out->flow[r].burst == old_burst && old_burst == old_qps))
         out->flow[r].burst = out->flow[r].qps;
     if (out->flow[r].warm_up_s && !out->flow[r].cold_factor) out->flow[r].cold_factor = 3;
-    if (out->flow[r].warm_up_s && !out->flow[r].qps)
-        return bad(err, errlen, "flow.%s.warm_up_s: needs qps", name);
+    if ((out->flow[r].warm_up_s || out->flow[r].max_wait_ms) && !out->flow[r].qps)
+        return bad(err, errlen, "flow.%s: warm_up_s and max_wait_ms need qps", name);
     return 0;
 }
 
@@ -283,6 +283,10 @@ void d11_rules_render(const d11_rules *r, d11_buf *out)
         if (r->flow[i].warm_up_s) {
             d11_buf_printf(out, "%s\"warm_up_s\":%llu,\"cold_factor\":%llu", sep,
                            (unsigned long long)r->flow[i].warm_up_s, (unsigned long long)r->flow[i].cold_factor);
+            sep = ",";
+        }
+        if (r->flow[i].max_wait_ms) {
+            d11_buf_printf(out, "%s\"max_wait_ms\":%llu", sep, (unsigned long long)r->flow[i].max_wait_ms);
             sep = ",";
         }
         if (has_callers) {

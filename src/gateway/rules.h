@@ -81,6 +81,7 @@ typedef struct d11_rules {
         uint64_t concurrency;  /* requests of the resource in flight at once; 0: no limit */
         uint64_t warm_up_s;    /* 0: no warm-up; else the rate starts at qps/cold_factor */
         uint64_t cold_factor;  /* 2..10 (default 3) when warm_up_s > 0 */
+        uint64_t max_wait_ms;  /* > 0: the pace behaviour (spaced at 1/qps, wait <= this) */
     } flow[D11_RES_COUNT];
     uint32_t ncallers;     /* per-caller rules: a token label's own rate on one resource */
     struct {
@@ -195,6 +196,13 @@ void d11_rules_store_maybe_reload(d11_rules_store *s, int64_t now_ms);
  * long until a request would be admitted. Lock-free; any thread.
  */
 bool d11_flow_take(d11_rules_store *s, int res, int64_t now_ns, int64_t *retry_ns);
+/*
+ * The pace behaviour: reserve the next turn of resource res, turns spaced at the bucket's
+ * interval (no burst). Returns the wait until that turn (>= 0, the turn is taken), or -1
+ * when it would be more than max_wait_ns away (nothing taken; *retry_ns = how long until
+ * a turn within max_wait_ns frees up). Lock-free; any thread.
+ */
+int64_t d11_flow_reserve(d11_rules_store *s, int res, int64_t now_ns, int64_t max_wait_ns, int64_t *retry_ns);
 /*
  * Concurrency limit of resource res (limit from the caller's copy of the rules; 0 = none):
  * true when one more request may be in flight (then counted: call d11_flow_conc_leave once

@@ -10,6 +10,7 @@ test_flow_rules.py — flow rules through the admin API (docs/protection.md, doc
 
 import os
 import threading
+import time
 
 from harness import Checks, Client, Platform, log, new_key, timeout
 
@@ -147,3 +148,44 @@ def test_hot_parameter_limits_per_sku_user_ip_with_exceptions():
         ips = [c.order(9100 + i, [("HOT-1", 1)]).status for i in range(10)]
         log("10 users from 127.0.0.1 with ip qps 1 burst 6: %s" % ips)
         ck.true(ips.count(429) >= 3, "one client IP over its rate: %s" % ips)
+
+
+@timeout(60)
+def test_pace_behaviour_spaces_requests_and_refuses_beyond_max_wait():
+    with Platform(cells=2) as p, Checks() as ck:
+        c = p.client()
+        ck.status(c.create_product("PACE-1", stock=100000), 201, "create the product")
+        r = c.request("PATCH", "/admin/rules", {"flow": {"orders.create": {"qps": 10, "max_wait_ms": 450}}})
+        ck.status(r, 200, "pace at 10/s, waiting at most 450 ms")
+        ck.eq(r.json["flow"]["orders.create"], {"qps": 10, "burst": 10, "max_wait_ms": 450}, "rendered")
+        out, lock = [], threading.Lock()
+        start = threading.Barrier(8)
+        t0 = [0.0]
+
+        def one(i):
+            cl = Client(p.port, token=p.admin_token, timeout_s=10)
+            try:
+                start.wait()
+                if i == 0:
+                    t0[0] = time.monotonic()
+                r = cl.order(9500 + i, [("PACE-1", 1)], key=new_key("pace"))
+                with lock:
+                    out.append((r.status, time.monotonic(), r.error_code))
+            finally:
+                cl.close()
+
+        th = [threading.Thread(target=one, args=(i,)) for i in range(8)]
+        for t in th:
+            t.start()
+        for t in th:
+            t.join()
+        ok = sorted(x[1] - t0[0] for x in out if x[0] == 201)
+        refused = [x for x in out if x[0] != 201]
+        log("8 at once, pace 10/s max wait 450 ms: 201 at %s; others %s"
+            % (["%.2f" % v for v in ok], [(x[0], x[2]) for x in refused]))
+        ck.true(4 <= len(ok) <= 6, "the turns within 450 ms are admitted (5 expected): %d" % len(ok))
+        ck.eq(sorted(set(x[0] for x in refused)), [429] if refused else [], "the rest get 429")
+        ck.true(all(x[2] == "rate_limited" for x in refused), "429 rate_limited")
+        ck.true(len(ok) >= 4 and ok[-1] - ok[0] >= 0.25,
+                "admitted orders are spaced, not sent at once (%.3f s from first to last)"
+                % ((ok[-1] - ok[0]) if ok else 0))

@@ -51,7 +51,8 @@ static void test_parse_render(void)
     d11_buf_free(&b);
     /* round trip of every field */
     CHECK_RC(parse("{\"flow\":{\"orders.pay\":{\"qps\":7,\"burst\":9,\"concurrency\":3,\"warm_up_s\":5,"
-                   "\"cold_factor\":4}}}", &r), 0);
+                   "\"cold_factor\":4,\"max_wait_ms\":250}}}", &r), 0);
+    CHECK_EQ(r.flow[D11_RES_ORDERS_PAY].max_wait_ms, 250);
     d11_buf_init(&b, 256);
     d11_rules_render(&r, &b);
     d11_rules r2;
@@ -64,6 +65,8 @@ static void test_parse_render(void)
     CHECK_RC(parse("{\"flow\":{\"orders.pay\":{\"qps\":1,\"cold_factor\":11}}}", &r), D11_JSON_ERANGE);
     CHECKF(strstr(err, "flow.orders.pay.cold_factor") != NULL, "%s", err);
     CHECK_RC(parse("{\"flow\":{\"orders.pay\":{\"concurrency\":1,\"warm_up_s\":3}}}", &r), D11_JSON_ERANGE);
+    CHECK_RC(parse("{\"flow\":{\"orders.pay\":{\"concurrency\":1,\"max_wait_ms\":3}}}", &r), D11_JSON_ERANGE);
+    CHECK_RC(parse("{\"flow\":{\"orders.pay\":{\"qps\":1,\"max_wait_ms\":10001}}}", &r), D11_JSON_ERANGE);
     CHECK_RC(parse("{\"flow\":{\"orders.pay\":{\"qps\":1,\"bogus\":1}}}", &r), D11_JSON_ERANGE);
 }
 
@@ -218,9 +221,17 @@ static void test_warm_up_and_edges(const char *dir)
     CHECK(d11_flow_conc_enter(&S, R, 2));
     d11_flow_conc_leave(&S, R);
     d11_flow_conc_leave(&S, R);
+    /* pace: turns spaced at 1/qps (qps 10: 100 ms), each waiting at most max_wait */
+    apply("{\"flow\":{\"orders.create\":{\"qps\":10,\"max_wait_ms\":500}}}");
+    int64_t tp = t2 + 50 * s, ms = 1000000, retry;
+    CHECK_RC(d11_flow_reserve(&S, R, tp, 500 * ms, &retry), 0);
+    for (int k = 1; k <= 5; k++) CHECK_RC(d11_flow_reserve(&S, R, tp, 500 * ms, &retry), k * 100 * ms);
+    CHECK_RC(d11_flow_reserve(&S, R, tp, 500 * ms, &retry), -1); /* the 7th would wait 600 ms */
+    CHECK_RC(retry, 100 * ms);
+    CHECK_RC(d11_flow_reserve(&S, R, tp + 100 * ms, 500 * ms, &retry), 500 * ms); /* a turn freed */
     /* a caller's own bucket, independent of the resource's */
     apply("{\"flow\":{\"orders.create\":{\"qps\":1000,\"callers\":{\"app-a\":{\"qps\":10,\"burst\":1}}}}}");
-    int64_t t3 = t2 + 100 * s, retry;
+    int64_t t3 = t2 + 100 * s;
     int nc = 0;
     for (int64_t t = t3; t < t3 + s; t += s / 1000) nc += d11_flow_take_caller(&S, 0, t, &retry);
     CHECKF(nc >= 9 && nc <= 11, "caller: %d admitted in 1 s at qps 10", nc);
