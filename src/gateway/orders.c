@@ -84,6 +84,16 @@ void gw_h_order_create(gw_thread *t, gw_req *rq)
             return;
         }
     }
+    if (t->rules.nsched) { /* degrade switches scoped to a SKU */
+        int64_t now = d11_wall_ms();
+        for (uint32_t k = 0; k < m->nitems; k++)
+            if (d11_rules_degraded_sku(&t->rules, res, m->items[k].sku.p, m->items[k].sku.n, now)) {
+                gw_ctr_add(&t->m.rejections[GW_RULE_DEGRADE][res], 1);
+                gw_fail(t, rq, 503, "degraded", "orders.create is degraded for SKU %.*s (switched off by the operator)",
+                        (int)m->items[k].sku.n, m->items[k].sku.p);
+                return;
+            }
+    }
     if (!hot_ok(t, rq, m)) return;
     m->idem_key.p = ik->v;
     m->idem_key.n = ik->len;

@@ -202,7 +202,7 @@ static bool within_rules(gw_thread *t, gw_req *rq)
     int res = rq->route->res;
     if (res == D11_RES_NONE) return true;
     D11_ASSERT(res >= 0 && res < D11_RES_COUNT);
-    if (t->rules.degrade[res]) {
+    if (t->rules.degrade[res] || (t->rules.nsched && d11_rules_degraded(&t->rules, res, d11_wall_ms()))) {
         gw_ctr_add(&t->m.rejections[GW_RULE_DEGRADE][res], 1);
         gw_fail(t, rq, 503, "degraded", "%s is degraded (switched off by the operator)",
                 d11_res_names[res]);

@@ -204,6 +204,9 @@ static int parse_into(d11_json *j, const char *js, size_t n, d11_rules *out, boo
                 int rc = parse_flow_rule(j, fv, name, out, r, err, errlen);
                 if (rc) return rc;
             }
+        } else if (d11_json_str_eq(j, k, "degrade_schedule", 16)) {
+            int rc = d11__sched_parse(j, v, out, err, errlen);
+            if (rc) return rc;
         } else if (d11_json_str_eq(j, k, "hot", 3)) {
             int rc = d11__hot_parse(j, v, out, patch, err, errlen);
             if (rc) return rc;
@@ -252,7 +255,7 @@ static int parse_into(d11_json *j, const char *js, size_t n, d11_rules *out, boo
             }
         } else {
             key_name(j, k, name, sizeof name);
-            return bad(err, errlen, "%s: unknown field (expected version, flow, hot, degrade, risk)", name);
+            return bad(err, errlen, "%s: unknown field (expected version, flow, hot, degrade, degrade_schedule, risk)", name);
         }
     }
     return 0;
@@ -311,7 +314,9 @@ void d11_rules_render(const d11_rules *r, d11_buf *out)
     for (int i = 0; i < D11_RES_COUNT; i++)
         d11_buf_printf(out, "%s\"%s\":%s", i ? "," : "", d11_res_names[i],
                        r->degrade[i] ? "true" : "false");
-    d11_buf_puts(out, "},\"risk\":{\"deny_users\":[");
+    d11_buf_puts(out, "},");
+    d11__sched_render(r, out);
+    d11_buf_puts(out, ",\"risk\":{\"deny_users\":[");
     for (uint32_t i = 0; i < r->ndeny; i++)
         d11_buf_printf(out, "%s%llu", i ? "," : "", (unsigned long long)r->deny[i]);
     d11_buf_printf(out, "],\"max_order_quantity\":%llu}}", (unsigned long long)r->max_order_qty);
@@ -337,6 +342,7 @@ bool d11_rules_denied(const d11_rules *r, uint64_t user_id)
 static bool same_content(const d11_rules *a, const d11_rules *b)
 {
     if (memcmp(a->flow, b->flow, sizeof a->flow) != 0 || a->ncallers != b->ncallers) return false;
+    if (a->nsched != b->nsched || memcmp(a->sched, b->sched, sizeof a->sched[0] * a->nsched) != 0) return false;
     for (int d = 0; d < D11_HOT_DIMS; d++) {
         if (a->hot[d].qps != b->hot[d].qps || a->hot[d].burst != b->hot[d].burst || a->hot[d].nexc != b->hot[d].nexc)
             return false;

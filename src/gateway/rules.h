@@ -100,6 +100,14 @@ typedef struct d11_rules {
         } exc[D11_HOT_EXCEPT_MAX];
     } hot[D11_HOT_DIMS];
     bool     degrade[D11_RES_COUNT];
+    /* scoped and scheduled degrade switches: resource res is degraded (for one SKU when
+     * sku is not empty) while from_ms <= now < until_ms (wall clock; 0 = no bound) */
+    uint32_t nsched;
+    struct {
+        uint32_t res;
+        char     sku[D11_SKU_BYTES_MAX + 1];
+        int64_t  from_ms, until_ms;
+    } sched[D11_DEGRADE_SCHED_MAX];
     uint32_t ndeny;
     uint64_t deny[D11_RISK_DENY_USERS_MAX]; /* sorted ascending, unique */
     uint64_t max_order_qty;                 /* 0: off */
@@ -225,6 +233,17 @@ int  d11__hot_parse(d11_json *j, int v, d11_rules *out, bool patch, char *err, s
 void d11__hot_render(const d11_rules *r, d11_buf *out);
 int  d11__hot_alloc(d11_rules_store *s);
 void d11__hot_free(d11_rules_store *s);
+/*
+ * Degrade switches in force at wall time now_ms for resource res: the plain switch, or a
+ * scheduled entry without a SKU (d11_rules_degraded), or one naming this SKU
+ * (d11_rules_degraded_sku). degrade.c.
+ */
+bool d11_rules_degraded(const d11_rules *r, int res, int64_t now_ms);
+bool d11_rules_degraded_sku(const d11_rules *r, int res, const char *sku, size_t n, int64_t now_ms);
+/* (rules.c -> degrade.c) "degrade_schedule": [{"resource","sku","from_ms","until_ms"}, ...]
+ * (an array: a patch replaces it whole) / render. */
+int  d11__sched_parse(d11_json *j, int v, d11_rules *out, char *err, size_t errlen);
+void d11__sched_render(const d11_rules *r, d11_buf *out);
 /* (rules.c -> flow.c) Re-arm the buckets for r, the rules now in force. */
 void d11__flow_buckets_apply(d11_rules_store *s, const d11_rules *r);
 /* Per-caller rule i of the rules in force (index into d11_rules.callers): as d11_flow_take. */

@@ -171,6 +171,43 @@ static void test_hot_parse(void)
     CHECK_RC(parse("{\"hot\":{\"sku\":{\"burst\":1}}}", &r2), D11_JSON_ERANGE);
 }
 
+static void test_degrade_schedule(void)
+{
+    d11_rules r, r2;
+    CHECK_RC(parse("{\"degrade\":{\"orders.pay\":true},\"degrade_schedule\":[{\"resource\":\"orders.read\"},"
+                   "{\"resource\":\"orders.create\",\"sku\":\"SKU-7\"},"
+                   "{\"resource\":\"products.read\",\"from_ms\":1000,\"until_ms\":2000}]}", &r), 0);
+    CHECK_EQ(r.nsched, 3);
+    /* plain switch, whole-resource entry, scheduled entry: on from 1000, off at 2000 */
+    CHECK(d11_rules_degraded(&r, D11_RES_ORDERS_PAY, 5));
+    CHECK(d11_rules_degraded(&r, D11_RES_ORDERS_READ, 5));
+    CHECK(!d11_rules_degraded(&r, D11_RES_PRODUCTS_READ, 999));
+    CHECK(d11_rules_degraded(&r, D11_RES_PRODUCTS_READ, 1000));
+    CHECK(d11_rules_degraded(&r, D11_RES_PRODUCTS_READ, 1999));
+    CHECK(!d11_rules_degraded(&r, D11_RES_PRODUCTS_READ, 2000));
+    /* SKU scope: only that SKU, and not the whole resource */
+    CHECK(!d11_rules_degraded(&r, D11_RES_ORDERS_CREATE, 5));
+    CHECK(d11_rules_degraded_sku(&r, D11_RES_ORDERS_CREATE, "SKU-7", 5, 5));
+    CHECK(!d11_rules_degraded_sku(&r, D11_RES_ORDERS_CREATE, "SKU-77", 6, 5));
+    CHECK(!d11_rules_degraded_sku(&r, D11_RES_PRODUCTS_READ, "SKU-7", 5, 5));
+    d11_buf b = {0};
+    d11_rules_render(&r, &b);
+    CHECKF(strstr(b.data, "\"degrade_schedule\":[{\"resource\":\"orders.read\"},{\"resource\":\"orders.create\","
+                          "\"sku\":\"SKU-7\"},{\"resource\":\"products.read\",\"from_ms\":1000,\"until_ms\":2000}]")
+           != NULL, "%s", b.data);
+    CHECK_RC(parse(b.data, &r2), 0);
+    CHECK_EQ(r2.nsched, 3);
+    d11_buf_free(&b);
+    /* a patch replaces the array whole and keeps the rest */
+    CHECK_RC(patch(&r, "{\"degrade_schedule\":[]}", &r2), 0);
+    CHECK_EQ(r2.nsched, 0);
+    CHECK(r2.degrade[D11_RES_ORDERS_PAY]);
+    CHECK_RC(parse("{\"degrade_schedule\":[{\"sku\":\"A\"}]}", &r2), D11_JSON_ERANGE);
+    CHECK_RC(parse("{\"degrade_schedule\":[{\"resource\":\"orders.read\",\"from_ms\":5,\"until_ms\":5}]}", &r2),
+             D11_JSON_ERANGE);
+    CHECK_RC(parse("{\"degrade_schedule\":{}}", &r2), D11_JSON_ERANGE);
+}
+
 static d11_rules_store S;
 
 static void apply(const char *doc)
@@ -287,6 +324,7 @@ int main(void)
     test_patch();
     test_callers();
     test_hot_parse();
+    test_degrade_schedule();
     char dir[] = "/tmp/d11-test-flow.XXXXXX";
     if (!mkdtemp(dir)) return 2;
     test_warm_up_and_edges(dir);
