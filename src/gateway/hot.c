@@ -27,16 +27,21 @@ struct d11_hot_slot {
     _Atomic int64_t  tat_ns;
 };
 
-int d11__hot_alloc(d11_rules_store *s)
+void d11__hot_alloc(d11_rules_store *s, const d11_rules *r)
 {
-    s->hot = calloc(D11_HOT_SLOTS, sizeof *s->hot);
-    return s->hot ? 0 : -ENOMEM;
+    if (atomic_load(&s->hot)) return;
+    bool any = false;
+    for (int d = 0; d < D11_HOT_DIMS; d++) any |= r->hot[d].qps != 0;
+    if (!any) return;
+    struct d11_hot_slot *h = calloc(D11_HOT_SLOTS, sizeof *h);
+    if (!h) d11_error("hot-parameter limits: out of memory; they are not enforced");
+    atomic_store(&s->hot, h); /* under the store mutex: one writer */
 }
 
 void d11__hot_free(d11_rules_store *s)
 {
-    free(s->hot);
-    s->hot = NULL;
+    free(atomic_load(&s->hot));
+    atomic_store(&s->hot, NULL);
 }
 
 /* FNV-1a over the dimension and the value, never 0 (0 = an empty slot). */
@@ -58,12 +63,13 @@ bool d11_hot_take(d11_rules_store *s, const d11_rules *r, int dim, const char *v
             qps = burst = r->hot[dim].exc[e].qps;
             break;
         }
-    if (!qps || !s->hot) return true;
+    struct d11_hot_slot *tab = atomic_load_explicit(&s->hot, memory_order_acquire);
+    if (!qps || !tab) return true;
     int64_t T = (int64_t)(1000000000ULL / qps);
     if (T == 0) T = 1;
     int64_t tau = T * (int64_t)burst;
     uint64_t h = hot_hash(dim, v, n);
-    struct d11_hot_slot *sl = &s->hot[h % D11_HOT_SLOTS];
+    struct d11_hot_slot *sl = &tab[h % D11_HOT_SLOTS];
     if (atomic_load_explicit(&sl->tag, memory_order_relaxed) != h) { /* take the slot over */
         atomic_store_explicit(&sl->tat_ns, 0, memory_order_relaxed);
         atomic_store_explicit(&sl->tag, h, memory_order_relaxed);

@@ -492,6 +492,7 @@ static void make_current(d11_rules_store *s, const d11_rules *r)
 {
     s->cur = *r;
     if (r->version > s->max_version) s->max_version = r->version;
+    d11__hot_alloc(s, r);
     d11__flow_buckets_apply(s, r);
     atomic_fetch_add(&s->gen, 1);
 }
@@ -547,13 +548,13 @@ int d11_rules_store_init(d11_rules_store *s, const char *data_dir)
         (size_t)snprintf(s->state_path, sizeof s->state_path, "%s/rules.history", data_dir) >=
             sizeof s->state_path)
         return -ENAMETOOLONG;
-    if (d11__hot_alloc(s) < 0) return -ENOMEM;
     s->cur.updated_ms = d11_wall_ms();
     bool have_history = load_state(s) == 0;
     int rc = load_file(s, true, have_history);
     if (rc && rc != -ENOENT && rc != D11_ECONFIG)
         d11_error("cannot read %s: %s", s->path, d11_strerror(rc));
     if (!have_history) (void)persist_state(s, s->max_version, &s->cur, NULL); /* start one */
+    d11__hot_alloc(s, &s->cur);
     d11__flow_buckets_apply(s, &s->cur);
     atomic_fetch_add(&s->gen, 1);
     atomic_store(&s->next_check_ms, d11_mono_ms() + D11_RULES_RELOAD_MS);

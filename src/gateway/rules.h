@@ -168,7 +168,8 @@ typedef struct d11_rules_store {
     d11_json         json;         /* parse scratch, under mu */
     d11_flow_bucket  buckets[D11_RES_COUNT]; /* lock-free, outside mu */
     d11_flow_bucket  caller_buckets[D11_FLOW_CALLERS_MAX]; /* by index in cur.callers */
-    struct d11_hot_slot *hot;      /* [D11_HOT_SLOTS] hot-parameter buckets (hot.c) */
+    struct d11_hot_slot *_Atomic hot; /* [D11_HOT_SLOTS] hot-parameter buckets (hot.c), allocated
+                                          with the first document that has a hot rule */
 } d11_rules_store;
 
 /*
@@ -231,7 +232,7 @@ bool d11_hot_take(d11_rules_store *s, const d11_rules *r, int dim, const char *v
  * exception value, null removes) / render. */
 int  d11__hot_parse(d11_json *j, int v, d11_rules *out, bool patch, char *err, size_t errlen);
 void d11__hot_render(const d11_rules *r, d11_buf *out);
-int  d11__hot_alloc(d11_rules_store *s);
+void d11__hot_alloc(d11_rules_store *s, const d11_rules *r);
 void d11__hot_free(d11_rules_store *s);
 /*
  * Degrade switches in force at wall time now_ms for resource res: the plain switch, or a

@@ -275,6 +275,9 @@ static void test_warm_up_and_edges(const char *dir)
     CHECK(d11_flow_take(&S, R, t3 + s, &retry));
     /* hot parameters: each value its own bucket, the exception its own rate */
     d11_rules hr;
+    CHECK(atomic_load(&S.hot) == NULL); /* no hot rule yet: no table */
+    apply("{\"hot\":{\"sku\":{\"qps\":10,\"burst\":1,\"except\":{\"SKU-HOT\":1000}}}}");
+    CHECK(atomic_load(&S.hot) != NULL);
     CHECK_RC(parse("{\"hot\":{\"sku\":{\"qps\":10,\"burst\":1,\"except\":{\"SKU-HOT\":1000}}}}", &hr), 0);
     int na = 0, nb = 0, nh = 0;
     for (int64_t t = t3; t < t3 + s; t += s / 1000) {
