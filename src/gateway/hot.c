@@ -7,7 +7,8 @@
  *           "user": {"qps": 5}, "ip": {"qps": 50}}
  *
  * Buckets: a direct-mapped table of D11_HOT_SLOTS (tag = 64-bit hash of dimension and
- * value; tat = GCRA theoretical arrival time), allocated once with the rules store. A
+ * value; tat = GCRA theoretical arrival time), allocated with the first rules document that has a
+ * hot rule (then kept until the store is released). A
  * value whose slot holds another tag takes the slot over and starts a fresh bucket:
  * collisions only ever loosen a limit. A change of a dimension's rule does not reset the
  * table (the interval is read from the rules at each check). Lock-free; any thread.
