@@ -4,6 +4,7 @@
 set -euo pipefail
 pkgs=(build-essential pkg-config libsqlite3-dev sqlite3 libhttp-parser-dev libjsmn-dev
       libssl-dev python3 wrk clang libclang-rt-14-dev)
+pkgs+=(libpq-dev postgresql-15)  # the PostgreSQL store (docs/postgresql.md) and its tests
 pkgs+=(libnats-dev nats-server)  # the NATS JetStream relay (docs/events.md) and its tests
 if [ "${1:-}" = "--bench" ]; then
   pkgs+=(postgresql postgresql-contrib redis-server redis-tools nginx-light)

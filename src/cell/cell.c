@@ -53,6 +53,7 @@
 #include "../core/loop.h"
 #include "../rpc/link.h"
 #include "../store/cell_sqlite.h"
+#include "../store/open.h"
 #include "../store/thread.h"
 #include "cell.h"
 #include "events_read.h"
@@ -368,7 +369,7 @@ static int setup(cell_proc *p)
     char path[1200], file[64];
     snprintf(file, sizeof file, "cell-%d.db", id);
     d11_config_path(&p->cfg, file, path, sizeof path);
-    p->store = d11_cell_sqlite_open(path, p->cfg.durability);
+    p->store = d11_store_open_cell(&p->cfg, id); /* PostgreSQL with --store, else SQLite at path */
     if (!p->store) {
         d11_error("cell %d: cannot open %s", p->cfg.cell_id, path);
         return 1;

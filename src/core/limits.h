@@ -75,6 +75,13 @@
 #define D11_RULES_HISTORY_MAX     16        /* previous versions kept in memory for rollback */
 #define D11_RISK_DENY_USERS_MAX   128       /* user ids in the risk deny list */
 #define D11_FLOW_QPS_MAX          10000000  /* flow rule qps and burst ceiling */
+#define D11_FLOW_CONC_MAX         1000000   /* flow rule concurrency ceiling */
+#define D11_FLOW_WARM_S_MAX       3600      /* flow rule warm_up_s ceiling */
+#define D11_FLOW_CALLERS_MAX      32        /* per-caller flow rules in one rules document */
+#define D11_FLOW_WAIT_MS_MAX      10000     /* flow rule max_wait_ms (pace behaviour) ceiling */
+#define D11_DEGRADE_SCHED_MAX     32        /* scoped / scheduled degrade switches per document */
+#define D11_HOT_EXCEPT_MAX        16        /* per-value exceptions of one hot-parameter rule */
+#define D11_HOT_SLOTS             65536     /* hot-parameter buckets (direct-mapped, per gateway) */
 #define D11_RULES_RELOAD_MS       500       /* DATA/rules.json mtime check period */
 
 /* ---- tokens (gateway auth) ---- */

@@ -15,5 +15,7 @@ gw_handler gw_h_admin_routing;
 gw_handler gw_h_rules_get;
 gw_handler gw_h_rules_put;
 gw_handler gw_h_rules_rollback;
+gw_handler gw_h_protect_get;
+gw_handler gw_h_rules_patch;
 
 #endif

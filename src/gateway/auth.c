@@ -186,11 +186,18 @@ static int parse_file(const char *text, size_t len, d11_auth_entry *table, size_
             else d[i] = (uint8_t)b;
         }
         uint32_t scopes = 0;
+        const char *lab = "";
+        size_t labn = 0;
         if (ok) {
             const char *sc = l + 65;
             const char *sp = memchr(sc, ' ', ln - 65);
             size_t scn = sp ? (size_t)(sp - sc) : ln - 65;
             if (d11_scopes_parse(sc, scn, &scopes) < 0) ok = false;
+            if (sp) {
+                lab = sp + 1;
+                labn = ln - 65 - scn - 1;
+                if (labn > D11_TOKEN_LABEL_BYTES_MAX) labn = D11_TOKEN_LABEL_BYTES_MAX;
+            }
         }
         if (!ok) {
             (*skipped)++;
@@ -204,6 +211,8 @@ static int parse_file(const char *text, size_t len, d11_auth_entry *table, size_
         table[s].used = true;
         memcpy(table[s].digest, d, 32);
         table[s].scopes = scopes;
+        memcpy(table[s].label, lab, labn);
+        table[s].label[labn] = 0;
     }
     return ntok;
 }
@@ -275,6 +284,13 @@ void d11_auth_maybe_reload(d11_auth *a, int64_t now_ms)
 
 uint32_t d11_auth_check(const d11_auth *a, const char *hdr, size_t n)
 {
+    const char *label;
+    return d11_auth_check_label(a, hdr, n, &label);
+}
+
+uint32_t d11_auth_check_label(const d11_auth *a, const char *hdr, size_t n, const char **label)
+{
+    *label = "";
     if (n < 8 || !(hdr[0] == 'B' || hdr[0] == 'b') || strncasecmp(hdr, "Bearer ", 7) != 0) return 0;
     const char *tok = hdr + 7;
     size_t tn = n - 7;
@@ -284,7 +300,10 @@ uint32_t d11_auth_check(const d11_auth *a, const char *hdr, size_t n)
     SHA256((const unsigned char *)tok, tn, d);
     size_t s = slot_of(d);
     for (size_t probes = 0; probes < D11_TOKENS_MAX * 2 && a->table[s].used; probes++) {
-        if (CRYPTO_memcmp(a->table[s].digest, d, 32) == 0) return a->table[s].scopes;
+        if (CRYPTO_memcmp(a->table[s].digest, d, 32) == 0) {
+            *label = a->table[s].label;
+            return a->table[s].scopes;
+        }
         s = (s + 1) % (D11_TOKENS_MAX * 2);
     }
     return 0;

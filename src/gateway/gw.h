@@ -41,6 +41,9 @@
 #include "client.h"
 #include "http.h"
 #include "metrics.h"
+#include "protect.h"
+#include "breaker.h"
+#include "pace.h"
 #include "rules.h"
 #include "upstream.h"
 #include "events.h"
@@ -63,6 +66,7 @@ struct gw_thread {
     d11_timer  accept_pause; /* out of descriptors: accepts resume after this */
     gw_clients cl;         /* client.c */
     gw_upstream ups;       /* upstream.c */
+    gw_pace    pace;       /* pace.c: requests waiting their turn (flow "max_wait_ms") */
     d11_auth  *auth;
     d11_rules  rules;      /* this thread's copy of the rules in force */
     uint64_t   rules_gen;
@@ -89,6 +93,8 @@ struct gw {
     _Atomic int     stop;        /* set by the main thread on SIGINT/SIGTERM */
     int64_t         start_ms;
     d11_rules_store rules;
+    gw_protect      prot;        /* system adaptive protection (protect.h) */
+    gw_breaker      brk[GW_UP_N]; /* a circuit breaker per upstream (breaker.h) */
     gw_request_fn  *on_request;  /* the router's dispatch */
     int             nroutes;     /* route ids 0..nroutes-1 (0 = other) */
     const char     *route_labels[GW_ROUTES_MAX];

@@ -120,6 +120,11 @@ void gw_up_send(gw_thread *t, int target, gw_pend *p, uint16_t type, uint16_t fl
                 const uint8_t trace_id[16], const uint8_t span_id[8], uint8_t trace_flags,
                 uint32_t deadline_ms);
 
+/* Is p still the pending entry req_id (not completed or expired meanwhile)? */
+bool gw_pend_waiting(gw_thread *t, const gw_pend *p, uint64_t req_id);
+/* Complete pending p now as failed with uperr (GW_UPERR_*): its callback runs. */
+void gw_pend_fail(gw_thread *t, gw_pend *p, int uperr);
+
 /* The cell serving a slot per the current table, as an upstream target index. */
 int gw_target_of_slot(gw_thread *t, unsigned slot);
 /* The routing table in force and whether it came from the center. */

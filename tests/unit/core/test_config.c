@@ -522,17 +522,22 @@ static void test_from_args(const char *tmp)
 }
 
 /* The subcommands and the flags each one reads: the contract (docs/operations.md). */
+#define PER_CMD_FLAGS_MAX 24
 static const struct {
     const char *cmd;
-    const char *flags[14];
+    const char *flags[PER_CMD_FLAGS_MAX];
 } per_cmd[] = {
     {"up", {"data", "listen", "cells", "threads", "durability", "async-flush-ms", "order-ttl-ms",
-            "request-timeout-ms", "grant-chunk-max", "soldout-cache-ms", "log-level", "events-retention-ms", "nats"}},
-    {"gateway", {"data", "listen", "cells", "threads", "request-timeout-ms", "log-level", "events-retention-ms",
-                 "nats"}},
-    {"cell", {"id", "data", "durability", "async-flush-ms", "order-ttl-ms", "soldout-cache-ms", "log-level"}},
-    {"center", {"data", "cells", "durability", "grant-chunk-max", "log-level"}},
-    {"audit", {"data"}},
+            "request-timeout-ms", "grant-chunk-max", "soldout-cache-ms", "log-level", "store", "store-center",
+            "store-cells", "protect", "protect-inflight-min", "protect-gain-pct", "protect-rt-max-ms",
+            "protect-rt-tolerance-pct", "protect-cpu-max-pct", "events-retention-ms", "nats"}},
+    {"gateway", {"data", "listen", "cells", "threads", "request-timeout-ms", "log-level", "protect",
+                 "protect-inflight-min", "protect-gain-pct", "protect-rt-max-ms", "protect-rt-tolerance-pct",
+                 "protect-cpu-max-pct", "events-retention-ms", "nats"}},
+    {"cell", {"id", "data", "durability", "async-flush-ms", "order-ttl-ms", "soldout-cache-ms", "log-level", "store",
+              "store-cells"}},
+    {"center", {"data", "cells", "durability", "grant-chunk-max", "log-level", "store", "store-center"}},
+    {"audit", {"data", "store", "store-center", "store-cells"}},
 };
 
 /* A valid value of every setting. */
@@ -544,7 +549,11 @@ static const char *valid_value(const char *key)
         {"data", "/tmp/d11-no-such-dir"}, {"listen", "127.0.0.1:9"}, {"cells", "3"}, {"threads", "2"},
         {"id", "1"}, {"durability", "async"}, {"async-flush-ms", "20"}, {"order-ttl-ms", "5000"},
         {"request-timeout-ms", "700"}, {"grant-chunk-max", "5"}, {"soldout-cache-ms", "7"},
-        {"log-level", "warn"}, {"events-retention-ms", "60000"}, {"nats", "nats://127.0.0.1:4222"},
+        {"log-level", "warn"}, {"store", "postgresql://d11@127.0.0.1:1/d11"},
+        {"store-center", "host=127.0.0.1 dbname=d11"}, {"store-cells", "postgresql://a/b postgresql://c/d"},
+        {"protect", "off"}, {"protect-inflight-min", "32"}, {"protect-gain-pct", "150"},
+        {"protect-rt-max-ms", "50"}, {"protect-rt-tolerance-pct", "300"}, {"protect-cpu-max-pct", "90"},
+        {"events-retention-ms", "60000"}, {"nats", "nats://127.0.0.1:4222"},
     };
     for (size_t i = 0; i < sizeof vals / sizeof vals[0]; i++)
         if (!strcmp(vals[i].k, key)) return vals[i].v;
@@ -553,7 +562,7 @@ static const char *valid_value(const char *key)
 
 static bool listed(const char *const *flags, const char *key)
 {
-    for (int i = 0; i < 13 && flags[i]; i++)
+    for (int i = 0; i < PER_CMD_FLAGS_MAX && flags[i]; i++)
         if (!strcmp(flags[i], key)) return true;
     return false;
 }
@@ -573,7 +582,7 @@ static void test_flags_per_command(const char *tmp)
     char err[512], flag[128];
     size_t nkeys = 0;
     while (d11_config_key(nkeys)) nkeys++;
-    CHECK_EQ(nkeys, 14);
+    CHECK_EQ(nkeys, 23);
     for (size_t ci = 0; ci < sizeof per_cmd / sizeof per_cmd[0]; ci++) {
         const char *cmd = per_cmd[ci].cmd;
         for (size_t k = 0; k < nkeys; k++) {
@@ -626,7 +635,7 @@ static void test_flags_per_command(const char *tmp)
             CHECKF(!strcmp(name, "help") || listed(per_cmd[ci].flags, name), "d11 %s --help lists --%s", cmd, name);
         }
         int nwant = 0;
-        while (nwant < 13 && per_cmd[ci].flags[nwant]) nwant++;
+        while (nwant < PER_CMD_FLAGS_MAX && per_cmd[ci].flags[nwant]) nwant++;
         CHECKF(nlisted == nwant + 1, "d11 %s --help lists %d flags, want %d", cmd, nlisted, nwant + 1);
         free(text);
     }
