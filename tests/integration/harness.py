@@ -1121,13 +1121,24 @@ def spread_users(n, base=1):
     return [base * 1024 + (i * 1024) // n + (i * 1024 * 7) for i in range(n)]
 
 
+def until_served(fn, timeout_s=15):
+    """fn() again while it answers 503/504 (a cell restarting, its circuit breaker open
+    after a fault): "not available yet" is not "lost". Bounded; returns the last answer."""
+    deadline = time.monotonic() + scaled(timeout_s)
+    while True:
+        r = fn()
+        if r.status not in (503, 504) or time.monotonic() >= deadline:
+            return r
+        time.sleep(0.05)  # polling a condition with a deadline
+
+
 def verify_acked_orders(p, ledger, ck, c=None):
     """Every acknowledged order is readable with its last acknowledged status (or the
     status of a transition whose answer was lost)."""
     c = c or p.client()
     missing = 0
     for oid, o in sorted(ledger.orders.items()):
-        r = c.get_order(oid)
+        r = until_served(lambda: c.get_order(oid))
         if r.status != 200:
             missing += 1
             ck.fail("acknowledged order lost: %r (acked status %s)" % (r, o["status"]))
@@ -1154,7 +1165,7 @@ def verify_idempotent_replay(p, ledger, ck):
     c = p.client()
     for (user, key), oid in sorted(ledger.by_key.items()):
         items = ledger.orders[oid]["items"]
-        r = c.order(user, items, key)
+        r = until_served(lambda: c.order(user, items, key))
         if r.status not in (200, 201) or r.json.get("order_id") != oid:
             ck.fail("replay of key %r (user %d) should return order %s: %r" % (key, user, oid, r))
     c.close()
