@@ -20,6 +20,7 @@ LDLIBS   += -lsqlite3 -lhttp_parser -lcrypto -lpthread -lm
 
 BUILD    ?= build
 BIN      ?= bin/d11
+$(BUILD)/src/core/promtext.o: CFLAGS += -DD11_GIT_REV=\"$(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)\"
 SRCS     := $(shell find src -name '*.c' -not -path 'src/sim/*' | sort)
 OBJS     := $(SRCS:%.c=$(BUILD)/%.o)
 LIBOBJS  := $(filter-out $(BUILD)/src/main.o,$(OBJS))

@@ -46,6 +46,7 @@
 #include "../core/datadir.h"
 #include "../core/fault.h"
 #include "../core/loop.h"
+#include "../core/promtext.h"
 #include "../rpc/link.h"
 #include "../store/cell_sqlite.h"
 #include "../store/thread.h"
@@ -77,7 +78,9 @@ typedef struct cell_proc {
     int              lfd;
     bool             draining;
     int64_t          quiet_since_ms; /* draining: when the machine was first seen quiet */
-    d11_buf          stats_body, stats_frame; /* STATS replies */
+    d11_buf          stats_body, stats_frame; /* STATS and METRICS replies */
+    d11_hist_us      commit_hist; /* storage thread round trips (loop thread only) */
+    d11_hist_n       batch_hist;  /* ops per batch handed to the storage thread */
     char             sock_path[1200];
 } cell_proc;
 
@@ -151,6 +154,63 @@ static void reply_stats(cell_proc *p, const d11_link *k, const d11_frame_hdr *h)
     host_send_peer(p, peer_of(k), (const uint8_t *)p->stats_frame.data, p->stats_frame.len); /* cell.reply applies */
 }
 
+/* METRICS (gateway /metrics): this cell's families in the Prometheus text format, every
+ * sample labelled part="cellN" (the gateway merges the parts, core/promtext.h). */
+static void reply_metrics(cell_proc *p, const d11_link *k, const d11_frame_hdr *h)
+{
+    cell_counts cc;
+    uint64_t commits, syncs, unsynced;
+    cell_get_counts(p->cell, &cc);
+    d11_store_thread_counts(&p->st, &commits, &syncs, &unsynced);
+    d11_buf *b = &p->stats_body;
+    d11_buf_reset(b);
+    char part[32], lb[48];
+    snprintf(part, sizeof part, "cell-%d", p->opts.id);
+    snprintf(lb, sizeof lb, "part=\"%s\"", part);
+#define U(x) ((unsigned long long)(x))
+    d11_prom_head(b, "d11_cell_commit_duration_seconds", "histogram",
+                  "Group commit round trip to the storage thread (write, and fsync when durable).");
+    d11_prom_hist_us(b, "d11_cell_commit_duration_seconds", lb, &p->commit_hist);
+    d11_prom_head(b, "d11_cell_batch_ops", "histogram", "Operations per committed batch (batch size).");
+    d11_prom_hist_n(b, "d11_cell_batch_ops", lb, &p->batch_hist);
+    d11_prom_head(b, "d11_cell_orders_total", "counter",
+                  "Order creations decided by the cell, by outcome and error code.");
+    d11_buf_printf(b, "d11_cell_orders_total{%s,outcome=\"created\",code=\"ok\"} %llu\n", lb, U(cc.created));
+    d11_buf_printf(b, "d11_cell_orders_total{%s,outcome=\"rejected\",code=\"out_of_stock\"} %llu\n", lb,
+                   U(cc.rejected_oos));
+    d11_buf_printf(b, "d11_cell_orders_total{%s,outcome=\"rejected\",code=\"table_full\"} %llu\n", lb,
+                   U(cc.rejected_full));
+    d11_buf_printf(b, "d11_cell_orders_total{%s,outcome=\"expired\",code=\"deadline\"} %llu\n", lb,
+                   U(cc.expired_deadline));
+    d11_prom_head(b, "d11_cell_parked_orders", "gauge", "Orders parked waiting for a grant from the center.");
+    d11_buf_printf(b, "d11_cell_parked_orders{%s} %llu\n", lb, U(cc.parked));
+    d11_prom_head(b, "d11_cell_parked_total", "counter", "Orders ever parked for a grant.");
+    d11_buf_printf(b, "d11_cell_parked_total{%s} %llu\n", lb, U(cc.parked_total));
+    d11_prom_head(b, "d11_cell_orders", "gauge", "Orders held in the cell's table.");
+    d11_buf_printf(b, "d11_cell_orders{%s} %llu\n", lb, U(cc.orders));
+    d11_prom_head(b, "d11_cell_orders_max", "gauge", "Capacity of the cell's order table.");
+    d11_buf_printf(b, "d11_cell_orders_max{%s} %u\n", lb, p->opts.orders_max);
+    d11_prom_head(b, "d11_cell_skus", "gauge", "SKU ledgers held by the cell.");
+    d11_buf_printf(b, "d11_cell_skus{%s} %llu\n", lb, U(cc.ledgers));
+    d11_prom_head(b, "d11_cell_batches_total", "counter", "Batches committed.");
+    d11_buf_printf(b, "d11_cell_batches_total{%s} %llu\n", lb, U(cc.batches));
+    d11_prom_head(b, "d11_cell_commits_total", "counter", "Storage commits.");
+    d11_buf_printf(b, "d11_cell_commits_total{%s} %llu\n", lb, U(commits));
+    d11_prom_head(b, "d11_cell_syncs_total", "counter", "Storage fsyncs.");
+    d11_buf_printf(b, "d11_cell_syncs_total{%s} %llu\n", lb, U(syncs));
+    d11_prom_head(b, "d11_cell_unsynced_commits", "gauge", "Commits not yet fsynced (async durability).");
+    d11_buf_printf(b, "d11_cell_unsynced_commits{%s} %llu\n", lb, U(unsynced));
+    d11_prom_head(b, "d11_cell_center_up", "gauge", "1 when the cell is connected to the center.");
+    d11_buf_printf(b, "d11_cell_center_up{%s} %d\n", lb, cc.center_up ? 1 : 0);
+    d11_prom_head(b, "d11_cell_links_open", "gauge", "Gateway connections open at the cell.");
+    d11_buf_printf(b, "d11_cell_links_open{%s} %u\n", lb, p->gw.nopen);
+#undef U
+    d11_prom_process(b, part);
+    d11_buf_reset(&p->stats_frame);
+    d11_reply_enc(&p->stats_frame, h, 200, NULL, b->data, b->len);
+    host_send_peer(p, peer_of(k), (const uint8_t *)p->stats_frame.data, p->stats_frame.len);
+}
+
 static void on_gw_frame(d11_links *t, d11_link *k, const d11_frame *f)
 {
     cell_proc *p = t->data;
@@ -164,6 +224,7 @@ static void on_gw_frame(d11_links *t, d11_link *k, const d11_frame *f)
         return;
     }
     if (f->hdr.type == D11_MSG_STATS && !(f->hdr.flags & D11_WF_REPLY)) reply_stats(p, k, &f->hdr);
+    else if (f->hdr.type == D11_MSG_METRICS && !(f->hdr.flags & D11_WF_REPLY)) reply_metrics(p, k, &f->hdr);
     else cell_on_request(p->cell, peer_of(k), f);
 }
 
@@ -236,6 +297,7 @@ static void on_store_done(d11_loop *l, d11_io *io, uint32_t events)
     int64_t us;
     if (!d11_store_thread_collect(&p->st, &result, &us)) return;
     cell_set_last_commit_us(p->cell, us);
+    d11_hist_us_add(&p->commit_hist, us);
     cell_batch_done(p->cell, result); /* releases the batch's replies (or its 503s) */
     if (cell_failed(p->cell)) {
         /* Memory is now ahead of the database: answer, then restart from what is durable. */
@@ -261,7 +323,10 @@ static void group_commit(d11_loop *l, void *data)
     const uint8_t *ops;
     size_t len;
     uint32_t nops;
-    if (cell_batch_take(p->cell, &ops, &len, &nops)) d11_store_thread_submit(&p->st, ops, len, nops);
+    if (cell_batch_take(p->cell, &ops, &len, &nops)) {
+        d11_hist_n_add(&p->batch_hist, nops);
+        d11_store_thread_submit(&p->st, ops, len, nops);
+    }
 }
 
 /* Before-sleep hook 2 (last): write every link with output. */

@@ -31,6 +31,12 @@ int gw_status_idx(int status);
 #define GW_LAT_N 13 /* finite latency buckets; +1 for +Inf */
 extern const int64_t gw_lat_bounds_us[GW_LAT_N];
 
+/* Error codes of 4xx/5xx JSON answers (docs/api.md), counted by route; the last is "other". */
+#define GW_ERRCODE_N 28
+extern const char *const gw_errcodes[GW_ERRCODE_N];
+/* Index of the code of an error body ({"error":{"code":"X",...), or -1 when body is not one. */
+int gw_errcode_idx(const char *body, size_t n);
+
 enum { GW_RULE_FLOW, GW_RULE_DEGRADE, GW_RULE_RISK, GW_RULE_N };
 enum { GW_UPERR_UNAVAILABLE, GW_UPERR_TIMEOUT, GW_UPERR_DROPPED, GW_UPERR_PROTOCOL, GW_UPERR_5XX,
        GW_UPERR_N };
@@ -55,6 +61,7 @@ typedef struct gw_metrics {
     _Atomic uint8_t  up_connected[GW_UP_N];
     _Atomic uint8_t  up_wanted[GW_UP_N];
     _Atomic uint32_t routing_version;
+    _Atomic uint64_t errcodes[GW_ROUTES_MAX][GW_ERRCODE_N];
 } gw_metrics;
 
 /* Single-writer counter bump (the owning thread), readable by any thread. */
@@ -71,6 +78,8 @@ static inline void gw_gauge_add(_Atomic int64_t *g, int64_t v)
 
 /* One answered request: status and latency by route (owning thread only). */
 void gw_metrics_request(gw_metrics *m, int route, int status, int64_t us);
+/* The error code of an answered request with a JSON error body (owning thread only). */
+void gw_metrics_errcode(gw_metrics *m, int route, const char *body, size_t n);
 
 struct gw;
 /* Append the Prometheus text exposition of every thread's counters (any thread). */
