@@ -81,6 +81,8 @@ typedef struct cell_proc {
     d11_buf          stats_body, stats_frame; /* STATS and METRICS replies */
     d11_hist_us      commit_hist; /* storage thread round trips (loop thread only) */
     d11_hist_n       batch_hist;  /* ops per batch handed to the storage thread */
+    uint32_t         last_nops;   /* ops of the batch at the storage thread */
+    uint64_t         slow_commits; /* commits >= --slow-commit-ms (each logged) */
     char             sock_path[1200];
 } cell_proc;
 
@@ -173,6 +175,8 @@ static void reply_metrics(cell_proc *p, const d11_link *k, const d11_frame_hdr *
     d11_prom_hist_us(b, "d11_cell_commit_duration_seconds", lb, &p->commit_hist);
     d11_prom_head(b, "d11_cell_batch_ops", "histogram", "Operations per committed batch (batch size).");
     d11_prom_hist_n(b, "d11_cell_batch_ops", lb, &p->batch_hist);
+    d11_prom_head(b, "d11_cell_slow_commits_total", "counter", "Commits slower than --slow-commit-ms (each logged).");
+    d11_buf_printf(b, "d11_cell_slow_commits_total{%s} %llu\n", lb, U(p->slow_commits));
     d11_prom_head(b, "d11_cell_orders_total", "counter",
                   "Order creations decided by the cell, by outcome and error code.");
     d11_buf_printf(b, "d11_cell_orders_total{%s,outcome=\"created\",code=\"ok\"} %llu\n", lb, U(cc.created));
@@ -298,6 +302,14 @@ static void on_store_done(d11_loop *l, d11_io *io, uint32_t events)
     if (!d11_store_thread_collect(&p->st, &result, &us)) return;
     cell_set_last_commit_us(p->cell, us);
     d11_hist_us_add(&p->commit_hist, us);
+    if (us >= p->cfg.slow_commit_ms * 1000) {
+        p->slow_commits++;
+        char kv[160];
+        snprintf(kv, sizeof kv, "\"event\":\"slow_commit\",\"cell\":%d,\"latency_us\":%lld,\"ops\":%u",
+                 p->opts.id, (long long)us, p->last_nops);
+        d11_log_kv(D11_LOG_WARN, kv, "cell %d: slow commit: %lld us for %u ops (threshold %lld ms)", p->opts.id,
+                   (long long)us, p->last_nops, (long long)p->cfg.slow_commit_ms);
+    }
     cell_batch_done(p->cell, result); /* releases the batch's replies (or its 503s) */
     if (cell_failed(p->cell)) {
         /* Memory is now ahead of the database: answer, then restart from what is durable. */
@@ -325,6 +337,7 @@ static void group_commit(d11_loop *l, void *data)
     uint32_t nops;
     if (cell_batch_take(p->cell, &ops, &len, &nops)) {
         d11_hist_n_add(&p->batch_hist, nops);
+        p->last_nops = nops;
         d11_store_thread_submit(&p->st, ops, len, nops);
     }
 }

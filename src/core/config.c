@@ -29,6 +29,9 @@ void d11_config_defaults(d11_config *c)
     c->grant_chunk_max = 1000;
     c->soldout_cache_ms = 100;
     c->log_level = D11_LOG_INFO;
+    c->slow_request_ms = 500;
+    c->slow_commit_ms = 50;
+    c->log_sample = 100;
 }
 
 const char *d11_durability_name(int d)
@@ -115,6 +118,12 @@ int d11_config_set(d11_config *c, const char *key_in, const char *val, char *err
             snprintf(err, errlen, "log-level: expected debug, info, warn or error, got '%s'", val);
             return -1;
         }
+    } else if (!strcmp(key, "slow-request-ms")) {
+        if (set_int(key, val, 1, 600000, &c->slow_request_ms, err, errlen)) return -1;
+    } else if (!strcmp(key, "slow-commit-ms")) {
+        if (set_int(key, val, 1, 600000, &c->slow_commit_ms, err, errlen)) return -1;
+    } else if (!strcmp(key, "log-sample")) {
+        if (set_int(key, val, 0, 1000000, &c->log_sample, err, errlen)) return -1;
     } else {
         snprintf(err, errlen, "unknown setting '%s'", key_in);
         return -1;
@@ -209,6 +218,11 @@ static const struct {
      CMD_UP | CMD_CENTER},
     {"soldout-cache-ms", "MS", "how long a cell trusts a sold-out answer (default 100)", CMD_UP | CMD_CELL},
     {"log-level", "LEVEL", "debug, info (default), warn, error", CMD_UP | CMD_GATEWAY | CMD_CELL | CMD_CENTER},
+    {"slow-request-ms", "MS", "requests slower than this are logged and counted (default 500)",
+     CMD_UP | CMD_GATEWAY},
+    {"slow-commit-ms", "MS", "cell commits slower than this are logged and counted (default 50)", CMD_UP | CMD_CELL},
+    {"log-sample", "N", "request log: every 5xx and 1 in N other requests (default 100; 0 = 5xx only)",
+     CMD_UP | CMD_GATEWAY},
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
 
@@ -257,6 +271,9 @@ int d11_config_value(const d11_config *c, const char *key, char *out, size_t out
     else if (!strcmp(name, "request-timeout-ms")) n = snprintf(out, outlen, "%lld", (long long)c->request_timeout_ms);
     else if (!strcmp(name, "grant-chunk-max")) n = snprintf(out, outlen, "%lld", (long long)c->grant_chunk_max);
     else if (!strcmp(name, "soldout-cache-ms")) n = snprintf(out, outlen, "%lld", (long long)c->soldout_cache_ms);
+    else if (!strcmp(name, "slow-request-ms")) n = snprintf(out, outlen, "%lld", (long long)c->slow_request_ms);
+    else if (!strcmp(name, "slow-commit-ms")) n = snprintf(out, outlen, "%lld", (long long)c->slow_commit_ms);
+    else if (!strcmp(name, "log-sample")) n = snprintf(out, outlen, "%lld", (long long)c->log_sample);
     else {
         D11_ASSERT(!strcmp(name, "log-level"));
         D11_ASSERT(c->log_level >= D11_LOG_DEBUG && c->log_level <= D11_LOG_ERROR);

@@ -31,6 +31,9 @@ typedef struct d11_config {
     int64_t  grant_chunk_max;    /* --grant-chunk-max, default 1000: largest allotment grant */
     int64_t  soldout_cache_ms;   /* --soldout-cache-ms, default 100 */
     int      log_level;          /* --log-level debug|info|warn|error */
+    int64_t  slow_request_ms;    /* --slow-request-ms, default 500: logged + counted (gateway) */
+    int64_t  slow_commit_ms;     /* --slow-commit-ms, default 50: logged + counted (cell) */
+    int64_t  log_sample;         /* --log-sample N, default 100: 1 in N non-5xx requests logged */
     bool     help;               /* --help seen */
 } d11_config;
 

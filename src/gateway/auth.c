@@ -203,6 +203,16 @@ static int parse_file(const char *text, size_t len, d11_auth_entry *table, size_
         table[s].used = true;
         memcpy(table[s].digest, d, 32);
         table[s].scopes = scopes;
+        const char *lb = memchr(l + 65, ' ', ln - 65);
+        size_t lbn = lb ? ln - (size_t)(lb + 1 - l) : 0;
+        if (lbn > D11_TOKEN_LABEL_BYTES_MAX) lbn = D11_TOKEN_LABEL_BYTES_MAX;
+        for (size_t i = 0; i < lbn; i++) { /* labels are [A-Za-z0-9_.-]; anything else is masked */
+            char ch = lb[1 + i];
+            bool okc = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+                       ch == '_' || ch == '.' || ch == '-';
+            table[s].label[i] = okc ? ch : '_';
+        }
+        table[s].label[lbn] = 0;
     }
     return ntok;
 }
@@ -274,6 +284,13 @@ void d11_auth_maybe_reload(d11_auth *a, int64_t now_ms)
 
 uint32_t d11_auth_check(const d11_auth *a, const char *hdr, size_t n)
 {
+    const char *label;
+    return d11_auth_check_label(a, hdr, n, &label);
+}
+
+uint32_t d11_auth_check_label(const d11_auth *a, const char *hdr, size_t n, const char **label)
+{
+    *label = "";
     if (n < 8 || !(hdr[0] == 'B' || hdr[0] == 'b') || strncasecmp(hdr, "Bearer ", 7) != 0) return 0;
     const char *tok = hdr + 7;
     size_t tn = n - 7;
@@ -283,7 +300,10 @@ uint32_t d11_auth_check(const d11_auth *a, const char *hdr, size_t n)
     SHA256((const unsigned char *)tok, tn, d);
     size_t s = slot_of(d);
     for (size_t probes = 0; probes < D11_TOKENS_MAX * 2 && a->table[s].used; probes++) {
-        if (CRYPTO_memcmp(a->table[s].digest, d, 32) == 0) return a->table[s].scopes;
+        if (CRYPTO_memcmp(a->table[s].digest, d, 32) == 0) {
+            *label = a->table[s].label;
+            return a->table[s].scopes;
+        }
         s = (s + 1) % (D11_TOKENS_MAX * 2);
     }
     return 0;

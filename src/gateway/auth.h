@@ -45,6 +45,7 @@ typedef struct d11_auth_entry {
     uint8_t  digest[32];
     uint32_t scopes;
     bool     used;
+    char     label[D11_TOKEN_LABEL_BYTES_MAX + 1]; /* for the request log; NUL-terminated */
 } d11_auth_entry;
 
 typedef struct d11_auth {
@@ -100,6 +101,9 @@ int d11_auth_load(d11_auth *a);
  * expanded), or 0 when the header is missing, malformed or the token is unknown.
  */
 uint32_t d11_auth_check(const d11_auth *a, const char *hdr, size_t n);
+/* The same, and *label = the token's label (owned by a, valid until its next reload), or
+ * "" when the token is unknown. */
+uint32_t d11_auth_check_label(const d11_auth *a, const char *hdr, size_t n, const char **label);
 
 /* Does a token with scopes `have` satisfy any of the scopes in `need_any`? */
 static inline bool d11_scope_ok(uint32_t have, uint32_t need_any)

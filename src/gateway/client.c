@@ -49,6 +49,40 @@ static void slot_pop(gw_conn *c)
     c->nslots--;
 }
 
+/*
+ * The request log (docs/operations.md): every 5xx and every slow request (>=
+ * --slow-request-ms, also counted) at info/warn, 1 in --log-sample of the others at info,
+ * everything at debug. Fields: request id, route, status, error code, trace id, token
+ * label, latency. Personal data masked: the user id only as a salted hash, the Idempotency-Key cut to 8
+ * bytes; bodies are never logged.
+ */
+static void request_log(gw_thread *t, gw_slot *s, int status, const char *body, size_t blen, int64_t us)
+{
+    const d11_config *cfg = &t->gw->cfg;
+    bool slow = us >= cfg->slow_request_ms * 1000;
+    if (slow) gw_ctr_add(&t->m.slow_requests[s->route], 1);
+    int level = D11_LOG_DEBUG;
+    if (status >= 500) level = D11_LOG_INFO;
+    else if (slow) level = D11_LOG_WARN;
+    else if (cfg->log_sample > 0 && t->log_seq++ % (uint64_t)cfg->log_sample == 0) level = D11_LOG_INFO;
+    if (slow && level < D11_LOG_WARN) level = D11_LOG_WARN;
+    if (level < d11_log_level()) return;
+    int ci = status >= 400 ? gw_errcode_idx(body, blen) : -1;
+    char tid[33], kv[400];
+    d11_hex(s->trace_id, 16, tid);
+    snprintf(kv, sizeof kv,
+             "\"event\":\"request\",\"request_id\":\"%s\",\"route\":\"%s\",\"status\":%d,\"code\":\"%s\","
+             "\"trace_id\":\"%s\",\"token\":\"%s\",\"latency_us\":%lld,\"slow\":%s",
+             s->rid, t->gw->route_labels[s->route], status, ci >= 0 ? gw_errcodes[ci] : "", tid, s->token,
+             (long long)us, slow ? "true" : "false");
+    if (s->user_hash) {
+        size_t kl = strlen(kv);
+        snprintf(kv + kl, sizeof kv - kl, ",\"user\":\"u:%016llx\",\"key\":\"%s...\"",
+                 (unsigned long long)s->user_hash, s->key_prefix);
+    }
+    d11_log_kv(level, kv, "%s %d in %lld us", t->gw->route_labels[s->route], status, (long long)us);
+}
+
 void gw_respond(gw_thread *t, gw_conn *c, int si, int status, const char *ctype,
                 const char *extra_hdrs, const char *body, size_t blen)
 {
@@ -80,9 +114,7 @@ void gw_respond(gw_thread *t, gw_conn *c, int si, int status, const char *ctype,
         gw_gauge_add(&t->m.inflight, -1);
         s->counted = false;
     }
-    if (status >= 400)
-        d11_log(D11_LOG_DEBUG, "request %s route=%s status=%d us=%lld", s->rid,
-                t->gw->route_labels[s->route], status, (long long)us);
+    request_log(t, s, status, body, blen, us);
 
     if (!at_head) {
         s->state = SLOT_READY;

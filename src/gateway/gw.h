@@ -76,6 +76,7 @@ struct gw_thread {
     int64_t    drain_deadline_ms;
     _Atomic int exited;
     gw_metrics m;
+    uint64_t   log_seq;    /* request-log sampling (client.c) */
 };
 
 struct gw {

@@ -117,6 +117,14 @@ void gw_metrics_render(struct gw *g, d11_buf *b)
                 d11_buf_printf(b, "d11_gateway_errors_total{route=\"%s\",code=\"%s\"} %llu\n", g->route_labels[r],
                                gw_errcodes[k], (unsigned long long)v);
         }
+    d11_buf_puts(b, "# HELP d11_gateway_slow_requests_total Requests slower than --slow-request-ms (each logged).\n"
+                    "# TYPE d11_gateway_slow_requests_total counter\n");
+    for (int r = 0; r < g->nroutes; r++) {
+        uint64_t v = SUM(m->slow_requests[r]);
+        if (v)
+            d11_buf_printf(b, "d11_gateway_slow_requests_total{route=\"%s\"} %llu\n", g->route_labels[r],
+                           (unsigned long long)v);
+    }
     int64_t inflight = 0, open = 0;
     for (int i = 0; i < T; i++) {
         inflight += atomic_load_explicit(&g->threads[i].m.inflight, memory_order_relaxed);

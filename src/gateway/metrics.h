@@ -62,6 +62,7 @@ typedef struct gw_metrics {
     _Atomic uint8_t  up_wanted[GW_UP_N];
     _Atomic uint32_t routing_version;
     _Atomic uint64_t errcodes[GW_ROUTES_MAX][GW_ERRCODE_N];
+    _Atomic uint64_t slow_requests[GW_ROUTES_MAX];
 } gw_metrics;
 
 /* Single-writer counter bump (the owning thread), readable by any thread. */

@@ -43,6 +43,8 @@ static const gw_route routes[] = {
     {"/admin/rules",            HTTP_GET,  S_ADMIN,           NONE,                     gw_h_rules_get,       "admin.rules.get",       0},
     {"/admin/rules",            HTTP_PUT,  S_ADMIN,           NONE,                     gw_h_rules_put,       "admin.rules.put",       0},
     {"/admin/rules/rollback",   HTTP_POST, S_ADMIN,           NONE,                     gw_h_rules_rollback,  "admin.rules.rollback",  0},
+    {"/admin/log-level",        HTTP_GET,  S_ADMIN,           NONE,                     gw_h_log_level_get,   "admin.log_level.get",   0},
+    {"/admin/log-level",        HTTP_PUT,  S_ADMIN,           NONE,                     gw_h_log_level_put,   "admin.log_level.put",   0},
 };
 #define NROUTES ((int)(sizeof routes / sizeof routes[0]))
 _Static_assert(NROUTES + 1 <= GW_ROUTES_MAX, "raise GW_ROUTES_MAX (metrics.h)");
@@ -168,8 +170,10 @@ static bool admit(gw_thread *t, gw_req *rq)
     uint32_t need = rq->route->scopes;
     if (!need) return true;
     uint32_t sc = 0;
+    const char *label = "";
     if (r->authorization.present && !r->authorization.over)
-        sc = d11_auth_check(t->auth, r->authorization.v, r->authorization.len);
+        sc = d11_auth_check_label(t->auth, r->authorization.v, r->authorization.len, &label);
+    snprintf(rq->c->slots[rq->si].token, sizeof rq->c->slots[rq->si].token, "%s", label);
     if (!sc) {
         gw_respond_error(t, rq->c, rq->si, 401, "unauthorized", "missing or invalid bearer token",
                          "WWW-Authenticate: Bearer\r\n");
@@ -224,6 +228,9 @@ void gw_dispatch(gw_thread *t, gw_conn *c, int si, d11_http_req *r)
 {
     gw_slot *s = &c->slots[si];
     D11_ASSERT(s->state == SLOT_WAIT);
+    s->token[0] = 0;
+    s->user_hash = 0;
+    s->key_prefix[0] = 0;
     if (r->traceparent.present && !r->traceparent.over)
         parse_traceparent(r->traceparent.v, r->traceparent.len, s->trace_id, &s->trace_flags);
     /* the rules in force: one acquire load, a copy only when they changed (rare) */
