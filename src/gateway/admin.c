@@ -52,7 +52,9 @@ static void log_rules_change(gw_thread *t, gw_req *rq, const char *what, const d
     d11_buf_puts(&diff, "{");
     bool first = true;
     for (int i = 0; i < nb; i++) {
-        if (kb[i].kn == 7 && memcmp(kb[i].k, "version", 7) == 0) continue;
+        if ((kb[i].kn == 7 && memcmp(kb[i].k, "version", 7) == 0) ||
+            (kb[i].kn == 10 && memcmp(kb[i].k, "updated_at", 10) == 0))
+            continue;
         const key_span *old = NULL;
         for (int k = 0; k < na; k++)
             if (ka[k].kn == kb[i].kn && memcmp(ka[k].k, kb[i].k, kb[i].kn) == 0) old = &ka[k];

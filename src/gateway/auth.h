@@ -4,7 +4,7 @@
  * A token is "d11_" followed by 32 lowercase hex characters (128 random bits from
  * getrandom). Tokens are never stored: DATA/tokens holds one line per token,
  *
- *     <sha256 of the token, 64 hex> <scopes, comma-separated> <label>
+ *     <sha256 of the token, 64 hex> <scopes, comma-separated> <label> [exp=<unix seconds>]
  *
  * with scopes from: read, orders, products, stress, admin (admin implies all). Blank
  * lines and lines starting with '#' are ignored; a malformed line is skipped with a
@@ -46,6 +46,7 @@ typedef struct d11_auth_entry {
     uint32_t scopes;
     bool     used;
     char     label[D11_TOKEN_LABEL_BYTES_MAX + 1]; /* for the request log; NUL-terminated */
+    int64_t  expires_s; /* unix seconds; 0 = never (optional "exp=N" field of the line) */
 } d11_auth_entry;
 
 typedef struct d11_auth {
@@ -80,6 +81,10 @@ void d11_token_hash_hex(const char *tok, size_t n, char out[65]);
  */
 int d11_token_create(const char *data_dir, uint32_t scopes, const char *label,
                      char tok_out[D11_TOKEN_LEN + 1]);
+/* The same with an expiry (unix seconds, 0 = never): the line gets " exp=N" and gateways
+ * answer 401 for the token from that second on. */
+int d11_token_create_exp(const char *data_dir, uint32_t scopes, const char *label, int64_t expires_s,
+                         char tok_out[D11_TOKEN_LEN + 1]);
 
 /*
  * First start: when DATA/admin.token does not exist, create an admin token (all scopes,
