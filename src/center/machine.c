@@ -283,6 +283,17 @@ void center_on_frame(center *c, uint32_t peer, const d11_frame *f)
     case D11_MSG_REPORT: center__handle_report(c, peer, f); break;
     case D11_MSG_PING: center__reply(c, peer, &f->hdr, 200, NULL, "center", 6); break;
     case D11_MSG_STATS: handle_stats(c, peer, f); break;
+    case D11_MSG_PRODUCT_LIST: {
+        d11_msg_product_list m;
+        if (d11_msg_product_list_dec(f->payload, f->payload_len, &m) < 0) {
+            center__reply_err(c, peer, &f->hdr, 422, "invalid", "malformed request");
+            break;
+        }
+        d11_buf_reset(&c->scratch);
+        center_catalog_list(&c->cat, &m, (f->hdr.flags & D11_WF_STRESS) ? 1 : 0, &c->scratch);
+        center__reply(c, peer, &f->hdr, 200, NULL, c->scratch.data, c->scratch.len);
+        break;
+    }
     case D11_MSG_METRICS: handle_metrics(c, peer, f); break;
     default: center__reply_err(c, peer, &f->hdr, 400, "bad_request", "unknown message type");
     }

@@ -20,6 +20,7 @@
  * with status 1.
  */
 #include "gw.h"
+#include "products.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -160,6 +161,7 @@ static void thread_release(gw_thread *t)
     d11_timer_stop(&t->loop, &t->sweep);
     free(t->scratch);
     free(t->auth);
+    gw_catcache_free(t);
     d11_buf_free(&t->tmp);
     d11_loop_release(&t->loop);
 }

@@ -77,6 +77,7 @@ struct gw_thread {
     _Atomic int exited;
     gw_metrics m;
     uint64_t   log_seq;    /* request-log sampling (client.c) */
+    struct gw_catcache *catcache; /* GET /v1/products pages (products.c; owned, lazily made) */
 };
 
 struct gw {

@@ -68,7 +68,7 @@ bool gw_param_sku(d11_str seg, char *buf, size_t cap, d11_str *out)
 
 /* ---- forwarding ---- */
 
-static void forward_done(gw_thread *t, const gw_pend *p, const d11_frame *f, int uperr)
+void gw_forward_done(gw_thread *t, const gw_pend *p, const d11_frame *f, int uperr)
 {
     int target = p->target, si;
     gw_conn *c = gw_slot_deref(t, p->arg, &si);
@@ -110,6 +110,11 @@ static void forward_done(gw_thread *t, const gw_pend *p, const d11_frame *f, int
 
 void gw_forward(gw_thread *t, gw_req *rq, int target, uint16_t type)
 {
+    gw_forward_with(t, rq, target, type, gw_forward_done, NULL);
+}
+
+void gw_forward_with(gw_thread *t, gw_req *rq, int target, uint16_t type, gw_up_cb *cb, void *ctx)
+{
     D11_ASSERT(target >= 0 && target < GW_UP_N);
     if (!gw_up_ready(t, target)) {
         gw_ctr_add(&t->m.uperr[target][GW_UPERR_UNAVAILABLE], 1);
@@ -121,7 +126,7 @@ void gw_forward(gw_thread *t, gw_req *rq, int target, uint16_t type)
         gw_fail(t, rq, 503, "unavailable", "%s is overloaded", gw_up_name(t, target));
         return;
     }
-    gw_pend *p = gw_pend_alloc(t, GW_PC_REQ, forward_done, NULL, gw_slot_ref_of(rq->c, rq->si));
+    gw_pend *p = gw_pend_alloc(t, GW_PC_REQ, cb, ctx, gw_slot_ref_of(rq->c, rq->si));
     if (!p) {
         gw_ctr_add(&t->m.pending_full, 1);
         gw_fail(t, rq, 503, "unavailable", "gateway is at its in-flight limit");

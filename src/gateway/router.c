@@ -45,6 +45,7 @@ static const gw_route routes[] = {
     {"/admin/rules/rollback",   HTTP_POST, S_ADMIN,           NONE,                     gw_h_rules_rollback,  "admin.rules.rollback",  0},
     {"/admin/log-level",        HTTP_GET,  S_ADMIN,           NONE,                     gw_h_log_level_get,   "admin.log_level.get",   0},
     {"/admin/log-level",        HTTP_PUT,  S_ADMIN,           NONE,                     gw_h_log_level_put,   "admin.log_level.put",   0},
+    {"/v1/products",            HTTP_GET,  S_READ,            D11_RES_PRODUCTS_READ,    gw_h_product_list,    "products.list",         D11_MSG_PRODUCT_LIST},
 };
 #define NROUTES ((int)(sizeof routes / sizeof routes[0]))
 _Static_assert(NROUTES + 1 <= GW_ROUTES_MAX, "raise GW_ROUTES_MAX (metrics.h)");
