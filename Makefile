@@ -17,6 +17,7 @@ CFLAGS   += -std=gnu11 $(OPT) -Wall -Wextra -Werror -Wshadow -Wno-missing-field-
             -D_GNU_SOURCE -MMD -MP $(SAN)
 LDFLAGS  += $(SAN)
 LDLIBS   += -lsqlite3 -lhttp_parser -lcrypto -lpthread -lm
+LDLIBS   += -lsystemd
 
 BUILD    ?= build
 BIN      ?= bin/d11

@@ -40,6 +40,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <systemd/sd-daemon.h>
 
 #include "../cmd.h"
 #include "../core/config.h"
@@ -396,7 +397,7 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: d11 cell --id N [--data DIR] [--durability sync|async|none]\n"
                "                [--async-flush-ms MS] [--order-ttl-ms MS] [--soldout-cache-ms MS]\n"
-               "                [--log-level LEVEL]\n\n"
+               "                [--log-level LEVEL] [--slow-commit-ms MS]\n\n"
                "Runs one cell: orders, allotments and expiry for the users whose slot it owns.\n"
                "Listens on DIR/cell-N.sock; stores in DIR/cell-N.db. Normally started by `d11 up`.\n\n"
                "  --id N               this cell's number (0-based)\n"
@@ -405,7 +406,8 @@ static void usage(FILE *f)
                "  --async-flush-ms MS  fsync interval in async mode (default 10)\n"
                "  --order-ttl-ms MS    unpaid orders expire after this (default 900000 = 15 min)\n"
                "  --soldout-cache-ms MS  how long a sold-out answer from the center is trusted (default 100)\n"
-               "  --log-level LEVEL    debug, info (default), warn, error\n");
+               "  --log-level LEVEL    debug, info (default), warn, error\n"
+               "  --slow-commit-ms MS  commits at least this slow are logged and counted (default 50)\n");
 }
 
 /* Open the store, recover the machine, start the storage thread, listen, and register
@@ -497,6 +499,7 @@ int d11_cell_main(int argc, char **argv)
         return rc;
     }
     d11_info("cell %d listening on %s (durability %s)", id, p->sock_path, d11_durability_name(p->cfg.durability));
+    (void)sd_notify(0, "READY=1\nSTATUS=recovered, serving"); /* systemd Type=notify (deploy/systemd) */
     rc = run(p);
     d11_timer_stop(&p->loop, &p->tick);
     d11_timer_stop(&p->loop, &p->center_retry);

@@ -30,6 +30,7 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include <systemd/sd-daemon.h>
 
 #include "../cmd.h"
 #include "router.h"
@@ -183,6 +184,10 @@ static void usage(FILE *f)
             "                            (SO_REUSEPORT); default nproc\n"
             "  --request-timeout-ms MS   upstream deadline per request (504 after it); default 3000\n"
             "  --log-level LEVEL         debug|info|warn|error; default info\n"
+            "  --slow-request-ms MS      requests at least this slow are logged (warn) and counted;\n"
+            "                            default 500\n"
+            "  --log-sample N            request log: every 5xx and 1 in N others at info;\n"
+            "                            default 100 (0: 5xx and slow only)\n"
             "  --help                    this text\n"
             "\n"
             "Settings may also come from DIR/d11.conf (key = value). SIGINT/SIGTERM drain\n"
@@ -237,6 +242,7 @@ static int run(struct gw *g)
         }
     d11_info("gateway listening on %s (%d threads, %d cells, request timeout %lld ms)",
              g->cfg.listen, g->nthreads, g->cfg.cells, (long long)g->cfg.request_timeout_ms);
+    (void)sd_notify(0, "READY=1\nSTATUS=serving HTTP"); /* systemd Type=notify; no-op without NOTIFY_SOCKET */
 
     /* wait for a signal or for every thread to have exited */
     bool stopping = false;
