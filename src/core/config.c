@@ -32,6 +32,7 @@ void d11_config_defaults(d11_config *c)
     c->slow_request_ms = 500;
     c->slow_commit_ms = 50;
     c->log_sample = 100;
+    c->trace_ratio = 0.01;
 }
 
 const char *d11_durability_name(int d)
@@ -124,6 +125,20 @@ int d11_config_set(d11_config *c, const char *key_in, const char *val, char *err
         if (set_int(key, val, 1, 600000, &c->slow_commit_ms, err, errlen)) return -1;
     } else if (!strcmp(key, "log-sample")) {
         if (set_int(key, val, 0, 1000000, &c->log_sample, err, errlen)) return -1;
+    } else if (!strcmp(key, "otlp-endpoint")) {
+        if (strlen(val) >= sizeof c->otlp_endpoint || (val[0] && strncmp(val, "http://", 7))) {
+            snprintf(err, errlen, "otlp-endpoint: expected http://HOST:PORT[/path], got '%.60s'", val);
+            return -1;
+        }
+        snprintf(c->otlp_endpoint, sizeof c->otlp_endpoint, "%s", val);
+    } else if (!strcmp(key, "trace-ratio")) {
+        char *end;
+        double d = strtod(val, &end);
+        if (!val[0] || *end || !(d >= 0 && d <= 1)) {
+            snprintf(err, errlen, "trace-ratio: expected a number in 0..1, got '%s'", val);
+            return -1;
+        }
+        c->trace_ratio = d;
     } else {
         snprintf(err, errlen, "unknown setting '%s'", key_in);
         return -1;
@@ -223,6 +238,10 @@ static const struct {
     {"slow-commit-ms", "MS", "cell commits slower than this are logged and counted (default 50)", CMD_UP | CMD_CELL},
     {"log-sample", "N", "request log: every 5xx and 1 in N other requests (default 100; 0 = 5xx only)",
      CMD_UP | CMD_GATEWAY},
+    {"otlp-endpoint", "URL", "export trace spans as OTLP/HTTP JSON to URL (default: off)",
+     CMD_UP | CMD_GATEWAY | CMD_CELL},
+    {"trace-ratio", "R", "head sampling of new traces, 0..1 (default 0.01); errors and slow requests always kept",
+     CMD_UP | CMD_GATEWAY},
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
 
@@ -274,6 +293,8 @@ int d11_config_value(const d11_config *c, const char *key, char *out, size_t out
     else if (!strcmp(name, "slow-request-ms")) n = snprintf(out, outlen, "%lld", (long long)c->slow_request_ms);
     else if (!strcmp(name, "slow-commit-ms")) n = snprintf(out, outlen, "%lld", (long long)c->slow_commit_ms);
     else if (!strcmp(name, "log-sample")) n = snprintf(out, outlen, "%lld", (long long)c->log_sample);
+    else if (!strcmp(name, "otlp-endpoint")) n = snprintf(out, outlen, "%s", c->otlp_endpoint);
+    else if (!strcmp(name, "trace-ratio")) n = snprintf(out, outlen, "%.17g", c->trace_ratio);
     else {
         D11_ASSERT(!strcmp(name, "log-level"));
         D11_ASSERT(c->log_level >= D11_LOG_DEBUG && c->log_level <= D11_LOG_ERROR);

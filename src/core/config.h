@@ -34,6 +34,8 @@ typedef struct d11_config {
     int64_t  slow_request_ms;    /* --slow-request-ms, default 500: logged + counted (gateway) */
     int64_t  slow_commit_ms;     /* --slow-commit-ms, default 50: logged + counted (cell) */
     int64_t  log_sample;         /* --log-sample N, default 100: 1 in N non-5xx requests logged */
+    char     otlp_endpoint[256]; /* --otlp-endpoint URL: span export (core/otlp.h); "" = off */
+    double   trace_ratio;        /* --trace-ratio R in [0, 1], default 0.01: head sampling */
     bool     help;               /* --help seen */
 } d11_config;
 

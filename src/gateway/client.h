@@ -49,7 +49,8 @@ typedef struct gw_slot {
     char     rid[17];       /* X-Request-Id */
     uint8_t  trace_id[16];
     uint8_t  span_id[8];    /* the gateway's span: sent upstream, returned in traceparent */
-    uint8_t  trace_flags;
+    uint8_t  trace_flags;   /* bit 0: sampled (head decision, or the caller's) */
+    uint8_t  parent_id[8];  /* the caller's span (traceparent), zero for a new trace */
     char     token[D11_TOKEN_LABEL_BYTES_MAX + 1]; /* label of the request's token ("" = none) */
     uint64_t user_hash;     /* masked user id for the request log (0 = none) */
     char     key_prefix[9]; /* first 8 bytes of the Idempotency-Key, printable only ("" = none) */
@@ -82,6 +83,8 @@ typedef struct gw_conn {
     uint8_t  head, nslots;
     d11_http_in http;
     gw_slot  slots[D11_HTTP_PIPELINE_MAX];
+    int8_t   tracestate_slot; /* the slot whose tracestate is below, -1 none (one per connection) */
+    char     tracestate[192];
 } gw_conn;
 
 /* The client side of one thread. */

@@ -209,6 +209,12 @@ static int run(struct gw *g)
         return 1;
     }
     gw_router_init(g);
+    char oerr[200];
+    if (d11_otlp_start(&g->otlp, g->cfg.otlp_endpoint, "d11-gateway", g->cfg.trace_ratio, g->cfg.slow_request_ms,
+                       oerr, sizeof oerr) < 0) {
+        d11_error("gateway: --otlp-endpoint: %s", oerr);
+        return 1;
+    }
 
     signal(SIGPIPE, SIG_IGN);
     sigset_t set;
@@ -268,6 +274,7 @@ static int run(struct gw *g)
         thread_release(&g->threads[i]);
     }
     free(g->threads);
+    d11_otlp_stop(&g->otlp); /* flushes the spans of the last requests */
     d11_rules_store_release(&g->rules);
     d11_info("gateway stopped");
     return 0;

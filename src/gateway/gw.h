@@ -35,6 +35,7 @@
 #include "../core/json.h"
 #include "../core/limits.h"
 #include "../core/loop.h"
+#include "../core/otlp.h"
 #include "../core/util.h"
 #include "../rpc/wire.h"
 #include "auth.h"
@@ -90,6 +91,7 @@ struct gw {
     gw_request_fn  *on_request;  /* the router's dispatch */
     int             nroutes;     /* route ids 0..nroutes-1 (0 = other) */
     const char     *route_labels[GW_ROUTES_MAX];
+    d11_otlp        otlp;        /* span export (--otlp-endpoint), core/otlp.h */
 };
 
 #define GW_SWEEP_MS 100

@@ -169,6 +169,7 @@ static void metrics_finish(gw_thread *t, gw_conn *c, int si, gw_agg *a)
     d11_buf_init(&own, 16384);
     gw_metrics_render(t->gw, &own);
     d11_prom_process(&own, "gateway");
+    d11_otlp_metrics(&t->gw->otlp, &own, "gateway");
     d11_prom_head(&own, "d11_part_up", "gauge", "1 when the part answered the gateway's metrics fan-out.");
     d11_buf_puts(&own, "d11_part_up{part=\"gateway\"} 1\n");
     for (int k = 0; k < a->nparts; k++) {

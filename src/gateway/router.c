@@ -102,15 +102,16 @@ static bool hexlower(const char *s, size_t n, uint8_t *out)
 }
 
 /* W3C traceparent "00-<32 hex>-<16 hex>-<2 hex>"; false when invalid (start a new trace). */
-static bool parse_traceparent(const char *v, size_t n, uint8_t tid[16], uint8_t *flags)
+static bool parse_traceparent(const char *v, size_t n, uint8_t tid[16], uint8_t pid[8], uint8_t *flags)
 {
     if (n != 55 || v[0] != '0' || v[1] != '0' || v[2] != '-' || v[35] != '-' || v[52] != '-')
         return false;
-    uint8_t t[16], f;
-    if (!hexlower(v + 3, 32, t) || !hexlower(v + 36, 16, NULL)) return false;
+    uint8_t t[16], f, par[8];
+    if (!hexlower(v + 3, 32, t) || !hexlower(v + 36, 16, par)) return false;
     if (!hexlower(v + 53, 2, &f) && !(v[53] == '0' && v[54] == '0')) return false;
     if (v[53] == '0' && v[54] == '0') f = 0;
     memcpy(tid, t, 16);
+    memcpy(pid, par, 8);
     *flags = f;
     return true;
 }
@@ -232,8 +233,18 @@ void gw_dispatch(gw_thread *t, gw_conn *c, int si, d11_http_req *r)
     s->token[0] = 0;
     s->user_hash = 0;
     s->key_prefix[0] = 0;
-    if (r->traceparent.present && !r->traceparent.over)
-        parse_traceparent(r->traceparent.v, r->traceparent.len, s->trace_id, &s->trace_flags);
+    memset(s->parent_id, 0, sizeof s->parent_id);
+    bool continued = r->traceparent.present && !r->traceparent.over &&
+                     parse_traceparent(r->traceparent.v, r->traceparent.len, s->trace_id, s->parent_id, &s->trace_flags);
+    if (!continued) /* a new trace: the head-sampling decision, carried by the sampled flag */
+        s->trace_flags = d11_otlp_head_sampled(&t->gw->otlp, s->trace_id) ? 1 : 0;
+    if (continued && r->tracestate.present && !r->tracestate.over && r->tracestate.len < sizeof c->tracestate) {
+        memcpy(c->tracestate, r->tracestate.v, r->tracestate.len); /* honoured: echoed and exported */
+        c->tracestate[r->tracestate.len] = 0;
+        c->tracestate_slot = (int8_t)si;
+    } else if (c->tracestate_slot == si) {
+        c->tracestate_slot = -1;
+    }
     /* the rules in force: one acquire load, a copy only when they changed (rare) */
     uint64_t gen = d11_rules_store_gen(&t->gw->rules);
     if (gen != t->rules_gen) d11_rules_store_get(&t->gw->rules, &t->rules, &t->rules_gen);
