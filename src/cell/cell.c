@@ -549,7 +549,7 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: d11 cell --id N [--data DIR] [--durability sync|async|none]\n"
                "                [--async-flush-ms MS] [--order-ttl-ms MS] [--soldout-cache-ms MS]\n"
-               "                [--log-level LEVEL] [--slow-commit-ms MS]\n\n"
+               "                [--log-level LEVEL] [--slow-commit-ms MS] [--otlp-endpoint URL]\n\n"
                "Runs one cell: orders, allotments and expiry for the users whose slot it owns.\n"
                "Listens on DIR/cell-N.sock; stores in DIR/cell-N.db. Normally started by `d11 up`.\n\n"
                "  --id N               this cell's number (0-based)\n"
@@ -559,7 +559,8 @@ static void usage(FILE *f)
                "  --order-ttl-ms MS    unpaid orders expire after this (default 900000 = 15 min)\n"
                "  --soldout-cache-ms MS  how long a sold-out answer from the center is trusted (default 100)\n"
                "  --log-level LEVEL    debug, info (default), warn, error\n"
-               "  --slow-commit-ms MS  commits at least this slow are logged and counted (default 50)\n");
+               "  --slow-commit-ms MS  commits at least this slow are logged and counted (default 50)\n"
+               "  --otlp-endpoint URL  export trace spans as OTLP/HTTP JSON (default off)\n");
 }
 
 /* Open the store, recover the machine, start the storage thread, listen, and register

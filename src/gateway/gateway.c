@@ -188,6 +188,8 @@ static void usage(FILE *f)
             "                            default 500\n"
             "  --log-sample N            request log: every 5xx and 1 in N others at info;\n"
             "                            default 100 (0: 5xx and slow only)\n"
+            "  --otlp-endpoint URL       export trace spans as OTLP/HTTP JSON (default off)\n"
+            "  --trace-ratio R           head sampling of new traces, 0..1; default 0.01\n"
             "  --help                    this text\n"
             "\n"
             "Settings may also come from DIR/d11.conf (key = value). SIGINT/SIGTERM drain\n"
