@@ -141,6 +141,7 @@ void gw_respond(gw_thread *t, gw_conn *c, int si, int status, const char *ctype,
     int64_t us = d11_mono_us() - s->start_us;
     gw_metrics_request(&t->m, s->route, status, us);
     if (status >= 400) gw_metrics_errcode(&t->m, s->route, body, blen);
+    if (s->route == t->gw->route_orders_create && s->route) gw_metrics_order(&t->m, status, body, blen, us);
     if (s->counted) {
         gw_gauge_add(&t->m.inflight, -1);
         s->counted = false;

@@ -21,6 +21,7 @@
  */
 #include "gw.h"
 #include "products.h"
+#include "sale.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -61,6 +62,13 @@ static void on_sweep(d11_loop *l, d11_timer *tm)
     gw_clients_sweep(t);
     d11_auth_maybe_reload(t->auth, now);
     if (t->id == 0) d11_rules_store_maybe_reload(&t->gw->rules, now);
+}
+
+static void on_sale_timer(d11_loop *l, d11_timer *tm)
+{
+    (void)tm;
+    gw_thread *t = gw_thread_of(l);
+    if (!t->stopping) gw_sale_fanout(t);
 }
 
 static void on_up_timer(d11_loop *l, d11_timer *tm)
@@ -108,6 +116,7 @@ static void *thread_main(void *arg)
 {
     gw_thread *t = arg;
     d11_timer_start(&t->loop, &t->sweep, GW_SWEEP_MS, GW_SWEEP_MS, on_sweep, t);
+    if (t->id == 0) d11_timer_start(&t->loop, &t->sale_timer, GW_SALE_MS, GW_SALE_MS, on_sale_timer, t);
     while (!(t->stopping && (t->cl.nopen == 0 || gw_now_ms(t) >= t->drain_deadline_ms))) {
         int rc = d11_loop_run_once(&t->loop, GW_SWEEP_MS);
         if (rc < 0) d11_fatal("thread %d: event loop: %s", t->id, d11_strerror(rc));
@@ -118,6 +127,7 @@ static void *thread_main(void *arg)
     }
     gw_clients_close_all(t);
     d11_timer_stop(&t->loop, &t->sweep);
+    if (t->id == 0) d11_timer_stop(&t->loop, &t->sale_timer);
     atomic_store(&t->exited, 1);
     return NULL;
 }
@@ -160,6 +170,7 @@ static void thread_release(gw_thread *t)
     d11_wake_release(&t->loop, &t->wake);
     d11_timer_stop(&t->loop, &t->up_timer);
     d11_timer_stop(&t->loop, &t->sweep);
+    if (t->id == 0) d11_timer_stop(&t->loop, &t->sale_timer);
     free(t->scratch);
     free(t->auth);
     gw_catcache_free(t);
@@ -211,6 +222,10 @@ static int run(struct gw *g)
         return 1;
     }
     gw_router_init(g);
+    if (gw_sale_init(g) < 0) {
+        d11_error("gateway: out of memory");
+        return 1;
+    }
     char oerr[200];
     if (d11_otlp_start(&g->otlp, g->cfg.otlp_endpoint, "d11-gateway", g->cfg.trace_ratio, g->cfg.slow_request_ms,
                        oerr, sizeof oerr) < 0) {
@@ -277,6 +292,7 @@ static int run(struct gw *g)
     }
     free(g->threads);
     d11_otlp_stop(&g->otlp); /* flushes the spans of the last requests */
+    gw_sale_release(g);
     d11_rules_store_release(&g->rules);
     d11_info("gateway stopped");
     return 0;

@@ -78,6 +78,7 @@ struct gw_thread {
     _Atomic int exited;
     gw_metrics m;
     uint64_t   log_seq;    /* request-log sampling (client.c) */
+    d11_timer  sale_timer; /* thread 0: the dashboard's sample every second (sale.c) */
     struct gw_catcache *catcache; /* GET /v1/products pages (products.c; owned, lazily made) */
 };
 
@@ -92,6 +93,8 @@ struct gw {
     int             nroutes;     /* route ids 0..nroutes-1 (0 = other) */
     const char     *route_labels[GW_ROUTES_MAX];
     d11_otlp        otlp;        /* span export (--otlp-endpoint), core/otlp.h */
+    int             route_orders_create; /* route id of POST /v1/orders (router.c) */
+    struct gw_sale *sale;        /* the sale dashboard's history (sale.c) */
 };
 
 #define GW_SWEEP_MS 100

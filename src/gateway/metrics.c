@@ -45,6 +45,21 @@ int gw_errcode_idx(const char *body, size_t n)
     return GW_ERRCODE_N - 1;
 }
 
+void gw_metrics_order(gw_metrics *m, int status, const char *body, size_t n, int64_t us)
+{
+    int k = 0;
+    while (k < D11_HIST_US_N && us > d11_hist_us_bounds[k]) k++;
+    gw_ctr_add(&m->order_lat[k], 1);
+    if (status != 201) return;
+    static const char key[] = "\"total_cents\":";
+    const char *p = memmem(body, n, key, sizeof key - 1);
+    if (!p) return;
+    p += sizeof key - 1;
+    uint64_t v = 0;
+    while (p < body + n && *p >= '0' && *p <= '9' && v < UINT64_MAX / 10) v = v * 10 + (uint64_t)(*p++ - '0');
+    gw_ctr_add(&m->gmv_cents, v);
+}
+
 void gw_metrics_errcode(gw_metrics *m, int route, const char *body, size_t n)
 {
     D11_ASSERT(route >= 0 && route < GW_ROUTES_MAX);
@@ -125,6 +140,9 @@ void gw_metrics_render(struct gw *g, d11_buf *b)
             d11_buf_printf(b, "d11_gateway_slow_requests_total{route=\"%s\"} %llu\n", g->route_labels[r],
                            (unsigned long long)v);
     }
+    d11_buf_printf(b, "# HELP d11_gateway_gmv_cents_total Sum of total_cents of the orders created (201) through this gateway.\n"
+                      "# TYPE d11_gateway_gmv_cents_total counter\nd11_gateway_gmv_cents_total %llu\n",
+                   (unsigned long long)SUM(m->gmv_cents));
     int64_t inflight = 0, open = 0;
     for (int i = 0; i < T; i++) {
         inflight += atomic_load_explicit(&g->threads[i].m.inflight, memory_order_relaxed);

@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "../core/limits.h"
+#include "../core/promtext.h"
 #include "../core/util.h"
 #include "rules.h"
 
@@ -63,6 +64,8 @@ typedef struct gw_metrics {
     _Atomic uint32_t routing_version;
     _Atomic uint64_t errcodes[GW_ROUTES_MAX][GW_ERRCODE_N];
     _Atomic uint64_t slow_requests[GW_ROUTES_MAX];
+    _Atomic uint64_t order_lat[D11_HIST_US_N + 1]; /* POST /v1/orders, fine buckets (sale.c) */
+    _Atomic uint64_t gmv_cents;                    /* total_cents of the orders created (201) */
 } gw_metrics;
 
 /* Single-writer counter bump (the owning thread), readable by any thread. */
@@ -79,6 +82,9 @@ static inline void gw_gauge_add(_Atomic int64_t *g, int64_t v)
 
 /* One answered request: status and latency by route (owning thread only). */
 void gw_metrics_request(gw_metrics *m, int route, int status, int64_t us);
+/* POST /v1/orders answered: its latency in fine buckets, and on 201 the order's total_cents
+ * (GMV) read from the body (owning thread only). */
+void gw_metrics_order(gw_metrics *m, int status, const char *body, size_t n, int64_t us);
 /* The error code of an answered request with a JSON error body (owning thread only). */
 void gw_metrics_errcode(gw_metrics *m, int route, const char *body, size_t n);
 

@@ -19,8 +19,9 @@
 
 #include "../core/promtext.h"
 #include "metrics.h"
+#include "sale.h"
 
-enum { AGG_READY = 0, AGG_CELLS, AGG_METRICS };
+enum { AGG_READY = 0, AGG_CELLS, AGG_METRICS, AGG_SAMPLE };
 enum { SUB_PING = 0, SUB_STATS, SUB_METRICS };
 
 typedef struct gw_agg_part {
@@ -53,10 +54,10 @@ static void agg_send(gw_thread *t, gw_conn *c, int si, gw_agg *a, int k, int sub
         return;
     }
     d11_buf_reset(&t->tmp);
-    gw_slot *s = &c->slots[si];
+    gw_slot *s = c ? &c->slots[si] : NULL; /* NULL: the dashboard's own sample (no client) */
     int type = sub == SUB_PING ? D11_MSG_PING : sub == SUB_STATS ? D11_MSG_STATS : D11_MSG_METRICS;
-    gw_up_send(t, pt->target, p, type, 0, s->trace_id,
-               s->span_id, s->trace_flags, D11_GW_PROBE_TIMEOUT_MS);
+    gw_up_send(t, pt->target, p, type, 0, s ? s->trace_id : NULL, s ? s->span_id : NULL, s ? s->trace_flags : 0,
+               D11_GW_PROBE_TIMEOUT_MS);
     a->outstanding++;
 }
 
@@ -192,11 +193,44 @@ static void metrics_finish(gw_thread *t, gw_conn *c, int si, gw_agg *a)
     gw_respond(t, c, si, 200, "text/plain; version=0.0.4; charset=utf-8", "", t->tmp.data, t->tmp.len);
 }
 
+void gw_sale_fanout(gw_thread *t)
+{
+    if (t->nagg >= D11_GW_AGG_MAX) return;
+    gw_agg *a = calloc(1, sizeof *a);
+    if (!a) return;
+    t->nagg++;
+    bool live;
+    a->kind = AGG_SAMPLE;
+    a->nparts = 1 + (int)gw_routing(t, &live)->ncells;
+    for (int k = 0; k < a->nparts; k++) {
+        gw_agg_part *pt = &a->part[k];
+        pt->target = (uint8_t)(k == 0 ? GW_UP_CENTER : gw_up_cell(k - 1));
+        pt->ping_ok = 0;
+        pt->stats_ok = -1;
+        if (!gw_up_writable(t, pt->target)) {
+            pt->stats_ok = 0;
+            continue;
+        }
+        agg_send(t, NULL, 0, a, k, SUB_METRICS);
+    }
+    if (a->outstanding == 0) agg_finish(t, a);
+}
+
 static void agg_finish(gw_thread *t, gw_agg *a)
 {
     int si;
-    gw_conn *c = gw_slot_deref(t, a->ref, &si);
-    if (c && a->kind == AGG_METRICS) {
+    gw_conn *c = a->kind == AGG_SAMPLE ? NULL : gw_slot_deref(t, a->ref, &si);
+    if (a->kind == AGG_SAMPLE) {
+        const char *texts[GW_UP_N];
+        size_t lens[GW_UP_N];
+        bool ok[GW_UP_N];
+        for (int k = 0; k < a->nparts; k++) {
+            ok[k] = a->part[k].stats_ok == 1;
+            texts[k] = a->part[k].stats_txt.data ? a->part[k].stats_txt.data : "";
+            lens[k] = ok[k] ? a->part[k].stats_txt.len : 0;
+        }
+        gw_sale_ingest(t, texts, lens, ok, a->nparts);
+    } else if (c && a->kind == AGG_METRICS) {
         metrics_finish(t, c, si, a);
     } else if (c) {
         d11_buf *b = &t->tmp;

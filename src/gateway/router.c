@@ -16,6 +16,7 @@
 #include "probes.h"
 #include "products.h"
 #include "request.h"
+#include "sale.h"
 
 #define S_READ     D11_SCOPE_READ
 #define S_ORDERS   D11_SCOPE_ORDERS
@@ -46,6 +47,7 @@ static const gw_route routes[] = {
     {"/admin/log-level",        HTTP_GET,  S_ADMIN,           NONE,                     gw_h_log_level_get,   "admin.log_level.get",   0},
     {"/admin/log-level",        HTTP_PUT,  S_ADMIN,           NONE,                     gw_h_log_level_put,   "admin.log_level.put",   0},
     {"/v1/products",            HTTP_GET,  S_READ,            D11_RES_PRODUCTS_READ,    gw_h_product_list,    "products.list",         D11_MSG_PRODUCT_LIST},
+    {"/dashboard/data",         HTTP_GET,  0,                 NONE,                     gw_h_sale_data,       "dashboard.data",        0},
 };
 #define NROUTES ((int)(sizeof routes / sizeof routes[0]))
 _Static_assert(NROUTES + 1 <= GW_ROUTES_MAX, "raise GW_ROUTES_MAX (metrics.h)");
@@ -58,6 +60,7 @@ void gw_router_init(struct gw *g)
     for (int i = 0; i < NROUTES; i++) {
         D11_ASSERT(routes[i].handler && routes[i].label);
         g->route_labels[1 + i] = routes[i].label;
+        if (!strcmp(routes[i].label, "orders.create")) g->route_orders_create = 1 + i;
     }
 }
 
