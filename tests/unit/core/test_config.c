@@ -522,12 +522,15 @@ static void test_from_args(const char *tmp)
 /* The subcommands and the flags each one reads: the contract (docs/operations.md). */
 static const struct {
     const char *cmd;
-    const char *flags[13];
+    const char *flags[20];
 } per_cmd[] = {
     {"up", {"data", "listen", "cells", "threads", "durability", "async-flush-ms", "order-ttl-ms",
-            "request-timeout-ms", "grant-chunk-max", "soldout-cache-ms", "log-level"}},
-    {"gateway", {"data", "listen", "cells", "threads", "request-timeout-ms", "log-level"}},
-    {"cell", {"id", "data", "durability", "async-flush-ms", "order-ttl-ms", "soldout-cache-ms", "log-level"}},
+            "request-timeout-ms", "grant-chunk-max", "soldout-cache-ms", "log-level", "slow-request-ms",
+            "slow-commit-ms", "log-sample", "otlp-endpoint", "trace-ratio"}},
+    {"gateway", {"data", "listen", "cells", "threads", "request-timeout-ms", "log-level", "slow-request-ms",
+                 "log-sample", "otlp-endpoint", "trace-ratio"}},
+    {"cell", {"id", "data", "durability", "async-flush-ms", "order-ttl-ms", "soldout-cache-ms", "log-level",
+              "slow-commit-ms", "otlp-endpoint"}},
     {"center", {"data", "cells", "durability", "grant-chunk-max", "log-level"}},
     {"audit", {"data"}},
 };
@@ -541,7 +544,8 @@ static const char *valid_value(const char *key)
         {"data", "/tmp/d11-no-such-dir"}, {"listen", "127.0.0.1:9"}, {"cells", "3"}, {"threads", "2"},
         {"id", "1"}, {"durability", "async"}, {"async-flush-ms", "20"}, {"order-ttl-ms", "5000"},
         {"request-timeout-ms", "700"}, {"grant-chunk-max", "5"}, {"soldout-cache-ms", "7"},
-        {"log-level", "warn"},
+        {"log-level", "warn"}, {"slow-request-ms", "250"}, {"slow-commit-ms", "20"}, {"log-sample", "10"},
+        {"otlp-endpoint", "http://127.0.0.1:9/v1/traces"}, {"trace-ratio", "0.5"},
     };
     for (size_t i = 0; i < sizeof vals / sizeof vals[0]; i++)
         if (!strcmp(vals[i].k, key)) return vals[i].v;
@@ -550,7 +554,7 @@ static const char *valid_value(const char *key)
 
 static bool listed(const char *const *flags, const char *key)
 {
-    for (int i = 0; i < 13 && flags[i]; i++)
+    for (int i = 0; i < 20 && flags[i]; i++)
         if (!strcmp(flags[i], key)) return true;
     return false;
 }
@@ -570,7 +574,7 @@ static void test_flags_per_command(const char *tmp)
     char err[512], flag[128];
     size_t nkeys = 0;
     while (d11_config_key(nkeys)) nkeys++;
-    CHECK_EQ(nkeys, 12);
+    CHECK_EQ(nkeys, 17);
     for (size_t ci = 0; ci < sizeof per_cmd / sizeof per_cmd[0]; ci++) {
         const char *cmd = per_cmd[ci].cmd;
         for (size_t k = 0; k < nkeys; k++) {
@@ -623,7 +627,7 @@ static void test_flags_per_command(const char *tmp)
             CHECKF(!strcmp(name, "help") || listed(per_cmd[ci].flags, name), "d11 %s --help lists --%s", cmd, name);
         }
         int nwant = 0;
-        while (nwant < 13 && per_cmd[ci].flags[nwant]) nwant++;
+        while (nwant < 20 && per_cmd[ci].flags[nwant]) nwant++;
         CHECKF(nlisted == nwant + 1, "d11 %s --help lists %d flags, want %d", cmd, nlisted, nwant + 1);
         free(text);
     }
