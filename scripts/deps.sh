@@ -6,6 +6,7 @@ pkgs=(build-essential pkg-config libsqlite3-dev sqlite3 libhttp-parser-dev libjs
       libssl-dev python3 wrk clang libclang-rt-14-dev)
 pkgs+=(prometheus)  # promtool + a real server for test_metrics.py (metrics, alert rules)
 pkgs+=(libsystemd-dev python3-yaml)  # sd_notify readiness (deploy/systemd); YAML checks of deploy/
+pkgs+=(chromium fonts-dejavu-core)   # test_dashboard.py: headless screenshot of the sale dashboard
 if [ "${1:-}" = "--bench" ]; then
   pkgs+=(postgresql postgresql-contrib redis-server redis-tools nginx-light)
 fi
