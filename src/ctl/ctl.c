@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "../bench/httpc.h"
@@ -35,6 +36,7 @@
 
 #define CTL_DEFAULT_URL "http://127.0.0.1:8080"
 #define CTL_BODY_BYTES_MAX (1 << 20)
+#define CTL_HEADERS_BYTES_MAX 4096 /* request --header lines together */
 
 static const char ctl_usage[] =
     "usage: d11 ctl [--url URL] [--token T | --token-file F] [--data DIR] [--timeout MS] [--json]\n"
@@ -327,8 +329,9 @@ int d11_ctl_main(int argc, char **argv)
     char *body = NULL;
     size_t body_len = 0;
     bool json_body = false;
-    d11_buf extra_hdrs; /* request --header lines */
-    d11_buf_init(&extra_hdrs, 64);
+    char extra_hdrs[CTL_HEADERS_BYTES_MAX] = ""; /* request --header lines */
+    size_t extra_len = 0;
+    bool has_ctype = false; /* one of them is Content-Type */
 #define NARGS(n, what)                                                                   \
     do {                                                                                 \
         if (nargs != (n)) return usage("%s", what);                                      \
@@ -393,7 +396,11 @@ int d11_ctl_main(int argc, char **argv)
             for (const char *q = h; ok && *q; q++) ok = (*q >= 0x20 && *q < 0x7f) || *q == '\t';
             for (const char *q = h; ok && q < colon; q++) ok = *q > 0x20 && *q != ':';
             if (!ok) return usage("request: --header wants 'Name: value' (printable, one line), got '%s'", h);
-            d11_buf_printf(&extra_hdrs, "%s\r\n", h);
+            int w = snprintf(extra_hdrs + extra_len, sizeof extra_hdrs - extra_len, "%s\r\n", h);
+            if (w < 0 || (size_t)w >= sizeof extra_hdrs - extra_len)
+                return usage("request: --header lines exceed %s bytes in total", "4096");
+            extra_len += (size_t)w;
+            if (!strncasecmp(h, "content-type:", 13)) has_ctype = true;
             args += 2;
             nargs -= 2;
         }
@@ -431,9 +438,9 @@ int d11_ctl_main(int argc, char **argv)
     d11_buf hdr;
     d11_buf_init(&hdr, 256);
     if (tok[0]) d11_buf_printf(&hdr, "Authorization: Bearer %s\r\n", tok);
-    if (json_body && !strcasestr(extra_hdrs.data ? extra_hdrs.data : "", "content-type:"))
+    if (json_body && !has_ctype)
         d11_buf_puts(&hdr, "Content-Type: application/json\r\n");
-    if (extra_hdrs.len) d11_buf_append(&hdr, extra_hdrs.data, extra_hdrs.len);
+    if (extra_len) d11_buf_append(&hdr, extra_hdrs, extra_len);
     d11_buf_puts(&hdr, "Accept: application/json\r\n");
 
     signal(SIGPIPE, SIG_IGN);
@@ -466,7 +473,6 @@ int d11_ctl_main(int argc, char **argv)
     }
     d11_httpc_release(&c);
     d11_buf_free(&hdr);
-    d11_buf_free(&extra_hdrs);
     free(body);
     return ret;
 }

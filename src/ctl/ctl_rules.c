@@ -10,18 +10,22 @@
  * Each GETs /admin/rules, rebuilds the document with only the edited part changed (every
  * other key, known or not, copied verbatim, so rules the gateway adds later survive) and
  * PUTs it with the version it read (compare-and-set). A 409 version_conflict — someone
- * else changed the rules in between — starts over, at most CTL_RULES_TRIES times. The
+ * else changed the rules in between — starts over after a short random wait (so that
+ * several operators or scripts editing at once do not keep colliding), at most
+ * CTL_RULES_TRIES times. The
  * gateway logs every change with the token's label and a diff (docs/operations.md).
  */
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../core/limits.h"
 #include "ctl_int.h"
 
-#define CTL_RULES_TRIES 5
+#define CTL_RULES_TRIES    20 /* read-modify-write attempts before giving up */
+#define CTL_RULES_BACKOFF_MS 10 /* after a conflict: a random wait up to attempt x this */
 
 typedef void (*build_fn)(d11_buf *out, jw_span doc, void *arg);
 
@@ -72,7 +76,12 @@ static int rules_edit(ctl_ctx *x, build_fn fn, void *arg, const char *what)
         if (st == 409) {
             char code[64] = "";
             (void)d11_json_find_str(x->c.body.data, x->c.body.len, "code", code, sizeof code);
-            if (!strcmp(code, "version_conflict")) continue; /* changed under us: read again */
+            if (!strcmp(code, "version_conflict")) { /* changed under us: read again, a little later */
+                uint32_t r;
+                d11_random_bytes(&r, sizeof r);
+                usleep((useconds_t)(r % (uint32_t)((attempt + 1) * CTL_RULES_BACKOFF_MS) + 1) * 1000);
+                continue;
+            }
         }
         if (st != 200) {
             ctl_report(x, "PUT", "/admin/rules");
