@@ -18,6 +18,9 @@ CFLAGS   += -std=gnu11 $(OPT) -Wall -Wextra -Werror -Wshadow -Wno-missing-field-
 LDFLAGS  += $(SAN)
 LDLIBS   += -lsqlite3 -lhttp_parser -lcrypto -lpthread -lm
 LDLIBS   += -lsystemd
+LDLIBS   += -lpq
+CFLAGS   += -I$(shell pg_config --includedir 2>/dev/null || echo /usr/include/postgresql)
+LDLIBS   += -lnats
 
 BUILD    ?= build
 BIN      ?= bin/d11
@@ -45,6 +48,12 @@ $(BIN): $(OBJS)
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c -o $@ $<
+
+# -Wconversion (incl. sign conversion in C) where it earns its keep: the state machines,
+# the allotment and ledger math, the storage seam, the codecs and the core. Every narrowing
+# there is an explicit, checked cast.
+CONV_DIRS := cell center store rpc core sim
+$(foreach d,$(CONV_DIRS),$(eval $(BUILD)/src/$(d)/%.o: CFLAGS += -Wconversion))
 
 $(LIB): $(LIBOBJS)
 	@mkdir -p $(dir $@)

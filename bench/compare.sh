@@ -13,6 +13,10 @@
 #   redis-always    Redis 7, appendfsync always: EVALSHA of a Lua script that checks the
 #                   stock, DECRBYs it and XADDs the order (redis-benchmark)
 #   redis-everysec  the same with appendfsync everysec (can lose ~1 s of orders on a crash)
+#   d11-pg          d11 up --store postgresql://... on the SAME PostgreSQL server as `postgres`
+#                   (database d11pg; docs/postgresql.md), same wrk script as d11
+# Server CPU per order (utime+stime of the server's process tree, children included, over
+# the run / 2xx answers) is reported for d11, d11-pg (d11 + PostgreSQL) and postgres.
 #
 # Every server is started here on 127.0.0.1 on its own high port with its own data
 # directory under one temp dir, and stopped by its PID (and only those PIDs) at the end,
@@ -33,6 +37,7 @@ CONNS=32
 PG_CLIENTS=16
 REDIS_CLIENTS=32
 ONLY="d11,nginx,postgres,redis-always,redis-everysec"
+ONLY="$ONLY,d11-pg"
 MARKDOWN=""
 DEPS=1
 BUDGET=540
@@ -58,11 +63,12 @@ while [ $# -gt 0 ]; do
   esac
 done
 ALL_SYSTEMS=(d11 nginx postgres redis-always redis-everysec)
+ALL_SYSTEMS+=(d11-pg)
 SYSTEMS=()
 IFS=',' read -r -a wanted <<<"$ONLY"
 for s in "${wanted[@]}"; do
   ok=0; for a in "${ALL_SYSTEMS[@]}"; do [ "$s" = "$a" ] && ok=1; done
-  [ $ok = 1 ] || die_usage "--only: unknown system '$s' (d11 nginx postgres redis-always redis-everysec)"
+  [ $ok = 1 ] || die_usage "--only: unknown system '$s' (${ALL_SYSTEMS[*]})"
 done
 for a in "${ALL_SYSTEMS[@]}"; do
   for s in "${wanted[@]}"; do [ "$s" = "$a" ] && SYSTEMS+=("$a"); done
@@ -98,10 +104,11 @@ stop_pid() {  # stop_pid NAME PID SIGNAL: signal, wait up to 20 s, then SIGKILL 
 cleanup() {
   for name in "${!PIDS[@]}"; do
     case "$name" in
-      postgres) stop_pid "$name" "${PIDS[$name]}" INT ;;  # fast shutdown
+      postgres) ;;  # after every d11 (d11-pg writes to it), below
       *) stop_pid "$name" "${PIDS[$name]}" TERM ;;
     esac
   done
+  [ -n "${PIDS[postgres]:-}" ] && stop_pid postgres "${PIDS[postgres]}" INT  # fast shutdown
   if [ "$KEEP" = 1 ]; then log "kept $TMP"; else rm -rf "$TMP"; fi
 }
 trap cleanup EXIT
@@ -119,6 +126,7 @@ P_NGINX=$(pick_port $((P_D11 + 1)))
 P_PG=$(pick_port $((P_NGINX + 1)))
 P_RA=$(pick_port $((P_PG + 1)))
 P_RE=$(pick_port $((P_RA + 1)))
+P_D11PG=$(pick_port $((P_RE + 1)))
 
 # ---- dependencies ---------------------------------------------------------------------
 if [ "$DEPS" = 1 ]; then
@@ -274,6 +282,62 @@ EOF
   STATUS[postgres]=ok
 }
 
+# ---- start: d11 on PostgreSQL (the same server as `postgres`) -----------------------------
+start_d11pg() {
+  [ "${STATUS[postgres]:-}" = ok ] || start_postgres
+  [ "${STATUS[postgres]:-}" = ok ] || { STATUS[d11-pg]="PostgreSQL: ${STATUS[postgres]:-not started}"; return; }
+  [ -x "$D11" ] || { STATUS[d11-pg]="bin/d11 is missing"; return; }
+  "$PGBIN/psql" -X -q -h 127.0.0.1 -p "$P_PG" -U postgres -c "CREATE DATABASE d11pg" postgres >/dev/null 2>&1
+  mkdir -p "$TMP/d11pg"
+  "$D11" up --data "$TMP/d11pg" --listen "127.0.0.1:$P_D11PG" \
+    --store "postgresql://postgres@127.0.0.1:$P_PG/d11pg" >"$TMP/d11pg.log" 2>&1 &
+  PIDS[d11-pg]=$!
+  if ! wait_http "$P_D11PG" /healthz 60 "${PIDS[d11-pg]}"; then
+    STATUS[d11-pg]="d11 up --store did not answer /healthz (log: $(tail -c 300 "$TMP/d11pg.log" | tr '\n' ' '))"
+    return
+  fi
+  for _ in $(seq 1 50); do [ -s "$TMP/d11pg/admin.token" ] && break; sleep 0.1; done
+  D11PG_TOKEN=$(tr -d ' \n\r\t' <"$TMP/d11pg/admin.token")
+  if ! "$D11" bench --url "http://127.0.0.1:$P_D11PG" --token-file "$TMP/d11pg/admin.token" \
+        --setup-only --skus 1 --sku-prefix CMP- --stock 1000000000000 --quiet >"$TMP/d11pg-setup.log" 2>&1 ||
+     ! timeout 30 "$D11" bench --url "http://127.0.0.1:$P_D11PG" --token-file "$TMP/d11pg/admin.token" \
+        --requests 20 --connections 2 --skus 1 --sku-prefix CMP- --slo-errors 0 --quiet >"$TMP/d11pg-smoke.log" 2>&1; then
+    STATUS[d11-pg]="setup or smoke test failed: $(tail -c 300 "$TMP/d11pg-smoke.log" "$TMP/d11pg-setup.log" 2>/dev/null | tr '\n' ' ')"
+    return
+  fi
+  STATUS[d11-pg]=ok
+}
+# CPU ticks (utime+stime+cutime+cstime) of a process tree
+tree_ticks() {
+  local pid=$1 t=0 k
+  [ -r "/proc/$pid/stat" ] || { echo 0; return; }
+  t=$(awk '{sub(/.*\) /, ""); print $12 + $13 + $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)
+  for k in $(pgrep -P "$pid" 2>/dev/null); do t=$((t + $(tree_ticks "$k"))); done
+  echo "$t"
+}
+cpu_of() {  # cpu_of SYSTEM: ticks of its server(s)
+  case $1 in
+    d11) tree_ticks "${PIDS[d11]}" ;;
+    postgres) tree_ticks "${PIDS[postgres]}" ;;
+    d11-pg) echo $(( $(tree_ticks "${PIDS[d11-pg]}") + $(tree_ticks "${PIDS[postgres]}") )) ;;
+    *) echo 0 ;;
+  esac
+}
+with_cpu() {  # with_cpu SYSTEM CMD...: run CMD, append server µs per order to $TMP/cpu.SYSTEM
+  local sys=$1 t0 t1 n0 n1 okps
+  shift
+  n0=$(wc -l <"$TMP/res.$sys" 2>/dev/null || echo 0)
+  t0=$(cpu_of "$sys")
+  "$@" || return 1
+  t1=$(cpu_of "$sys")
+  n1=$(wc -l <"$TMP/res.$sys" 2>/dev/null || echo 0)
+  [ "$n1" -gt "$n0" ] || return 0
+  okps=$(tail -1 "$TMP/res.$sys" | awk '{print $1}')
+  awk -v a="$t0" -v b="$t1" -v hz="$(getconf CLK_TCK)" -v r="$okps" -v d="$DURATION" \
+    'BEGIN{ if (r > 0) printf "%.1f\n", (b - a) * 1e6 / hz / (r * d) }' >>"$TMP/cpu.$sys"
+  log "$sys: server CPU $(tail -1 "$TMP/cpu.$sys") µs per order"
+}
+
 # ---- start: Redis -----------------------------------------------------------------------
 REDIS_LUA='local s = tonumber(redis.call("GET", KEYS[1]) or "0")
 if s < 1 then return 0 end
@@ -372,6 +436,7 @@ for s in "${SYSTEMS[@]}"; do
     postgres) start_postgres ;;
     redis-always) start_redis redis-always "$P_RA" always ;;
     redis-everysec) start_redis redis-everysec "$P_RE" everysec ;;
+    d11-pg) start_d11pg ;;
   esac
   [ "${STATUS[$s]:-}" = ok ] || log "$s NOT MEASURED: ${STATUS[$s]:-unknown}"
 done
@@ -386,11 +451,12 @@ for round in $(seq 1 "$ROUNDS"); do
       STATUS[$s]="server exited during the runs"; log "$s: ${STATUS[$s]}"; continue
     fi
     case $s in
-      d11) run_wrk d11 "$P_D11" "$D11_TOKEN_VALUE" "$round" ;;
+      d11) with_cpu d11 run_wrk d11 "$P_D11" "$D11_TOKEN_VALUE" "$round" ;;
       nginx) run_wrk nginx "$P_NGINX" "" "$round" ;;
-      postgres) run_pg "$round" ;;
+      postgres) with_cpu postgres run_pg "$round" ;;
       redis-always) run_redis redis-always "$P_RA" "$round" ;;
       redis-everysec) run_redis redis-everysec "$P_RE" "$round" ;;
+      d11-pg) with_cpu d11-pg run_wrk d11-pg "$P_D11PG" "$D11PG_TOKEN" "$round" ;;
     esac
   done
 done
@@ -408,6 +474,7 @@ declare -A WHAT=(
   [postgres]="PostgreSQL, synchronous_commit=on, 1 hot SKU, pgbench -c $PG_CLIENTS"
   [redis-always]="Redis Lua check+DECRBY+XADD, appendfsync always, -c $REDIS_CLIENTS"
   [redis-everysec]="same, appendfsync everysec (may lose ~1 s)"
+  [d11-pg]="d11 up --store PostgreSQL (same server as postgres), same wrk script"
 )
 REPORT="$TMP/report.md"
 {
@@ -428,6 +495,15 @@ REPORT="$TMP/report.md"
   echo "| d11 / PostgreSQL | $(ratio "$D" "$(col postgres 1)") |"
   echo "| d11 / Redis-always | $(ratio "$D" "$(col redis-always 1)") |"
   echo "| d11 / Redis-everysec | $(ratio "$D" "$(col redis-everysec 1)") |"
+  echo "| d11-pg / PostgreSQL (naive hot-SKU transaction, same server) | $(ratio "$(col d11-pg 1)" "$(col postgres 1)") |"
+  echo "| d11-pg / d11 (SQLite) | $(ratio "$(col d11-pg 1)" "$D") |"
+  echo
+  echo "| system | server CPU µs per order (median) | runs |"
+  echo "|---|---:|---|"
+  for s in d11 d11-pg postgres; do
+    [ -s "$TMP/cpu.$s" ] || continue
+    echo "| $s | $(median <"$TMP/cpu.$s") | $(paste -sd, "$TMP/cpu.$s" | sed 's/,/, /g') |"
+  done
 } >"$REPORT"
 
 CPU=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)

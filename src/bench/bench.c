@@ -524,6 +524,7 @@ static void print_table(const bench_cli *b, const d11_bench_result *r)
     for (int i = 0; i < D11_OP_COUNT; i++)
         if (o->wl.weight[i] || r->lat_op[i].total) table_lat_row(d11_bench_op_name(i), &r->lat_op[i]);
     if (r->rate_target > 0) table_lat_row("service", &r->svc);
+    table_lat_row("2xx only", &r->lat_ok);
     printf("\n  %-8s %-24s %-9s %12s %8s\n", "status", "code", "class", "count", "share");
     int64_t all = 0;
     for (int i = 0; i < r->c.n_outcomes; i++) all += r->c.outcome[i].count;
@@ -577,6 +578,8 @@ static void json_result(d11_buf *j, const d11_bench_result *r)
     json_hist(j, "latency_us", &r->lat);
     d11_buf_puts(j, ",");
     json_hist(j, "service_us", &r->svc);
+    d11_buf_puts(j, ",");
+    json_hist(j, "ok_latency_us", &r->lat_ok);
     d11_buf_puts(j, ",\"ops\":{");
     for (int i = 0; i < D11_OP_COUNT; i++) {
         d11_buf_printf(j, "%s\"%s\":{\"sent\":%lld,\"ok\":%lld,", i ? "," : "", d11_bench_op_name(i),

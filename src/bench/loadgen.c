@@ -112,7 +112,7 @@ struct worker {
     int                    verbose_left;
     /* results */
     d11_bench_counts       c;
-    d11_hist               lat, svc, lat_op[D11_OP_COUNT], ival;
+    d11_hist               lat, svc, lat_op[D11_OP_COUNT], ival, lat_ok;
     /* published for the progress line */
     pthread_mutex_t        mu;
     d11_hist               pub_hist;
@@ -186,6 +186,7 @@ void d11_bench_result_init(d11_bench_result *r)
     hist_init_us(&r->lat);
     hist_init_us(&r->svc);
     for (int i = 0; i < D11_OP_COUNT; i++) hist_init_us(&r->lat_op[i]);
+    hist_init_us(&r->lat_ok);
 }
 
 void d11_bench_result_release(d11_bench_result *r)
@@ -196,6 +197,7 @@ void d11_bench_result_release(d11_bench_result *r)
     d11_hist_release(&r->lat);
     d11_hist_release(&r->svc);
     for (int i = 0; i < D11_OP_COUNT; i++) d11_hist_release(&r->lat_op[i]);
+    d11_hist_release(&r->lat_ok);
 }
 
 static void result_reset(d11_bench_result *r)
@@ -209,6 +211,7 @@ static void result_reset(d11_bench_result *r)
     d11_hist_reset(&r->lat);
     d11_hist_reset(&r->svc);
     for (int i = 0; i < D11_OP_COUNT; i++) d11_hist_reset(&r->lat_op[i]);
+    d11_hist_reset(&r->lat_ok);
 }
 
 double d11_bench_error_ratio(const d11_bench_result *r)
@@ -566,6 +569,7 @@ static int on_response(void *ctx, const d11_httpc_resp *r)
 
     char code[D11_BENCH_CODE_BYTES_MAX] = "";
     bool ok2xx = r->status >= 200 && r->status < 300;
+    if (ok2xx) d11_hist_record(&w->lat_ok, lat_us);
     if (!ok2xx && d11_json_find_str(r->body, r->body_kept, "code", code, sizeof code) < 0)
         code[0] = 0;
     int cls = d11_bench_classify(r->status, code);
@@ -831,6 +835,7 @@ static void worker_init(worker *w, int id, const d11_bench_opts *o, gate *g, int
     hist_init_us(&w->lat);
     hist_init_us(&w->svc);
     hist_init_us(&w->ival);
+    hist_init_us(&w->lat_ok);
     hist_init_us(&w->pub_hist);
     for (int i = 0; i < D11_OP_COUNT; i++) hist_init_us(&w->lat_op[i]);
     pthread_mutex_init(&w->mu, NULL);
@@ -855,6 +860,7 @@ static void worker_release(worker *w)
     d11_hist_release(&w->lat);
     d11_hist_release(&w->svc);
     d11_hist_release(&w->ival);
+    d11_hist_release(&w->lat_ok);
     d11_hist_release(&w->pub_hist);
     for (int i = 0; i < D11_OP_COUNT; i++) d11_hist_release(&w->lat_op[i]);
     pthread_mutex_destroy(&w->mu);
@@ -1077,6 +1083,7 @@ int d11_bench_run(const d11_bench_opts *o, double rate, double duration_s, int64
         if (!w->started) continue;
         (void)d11_hist_merge(&res->lat, &w->lat);
         (void)d11_hist_merge(&res->svc, &w->svc);
+        (void)d11_hist_merge(&res->lat_ok, &w->lat_ok);
         for (int k = 0; k < D11_OP_COUNT; k++) (void)d11_hist_merge(&res->lat_op[k], &w->lat_op[k]);
         d11_bench_counts_merge(&res->c, &w->c);
         if (w->period_ns > 0 && w->c.scheduled > w->c.sent) res->unsent += w->c.scheduled - w->c.sent;

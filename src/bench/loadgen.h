@@ -119,6 +119,7 @@ typedef struct d11_bench_result {
     d11_hist lat;            /* from intended send (open) / actual send (closed), µs */
     d11_hist svc;            /* from actual send, µs */
     d11_hist lat_op[D11_OP_COUNT];
+    d11_hist lat_ok;         /* like lat, 2xx answers only (what admitted requests saw) */
     bool     interrupted;    /* SIGINT/SIGTERM stopped the run early */
     d11_bench_sec *series;   /* one entry per second of the run (owned) */
     int      nseries, capseries;

@@ -68,14 +68,19 @@ void d11__reply_err(cell *c, uint32_t peer, const d11_frame_hdr *h, uint32_t sta
 void d11__op_order_insert(cell *c, uint32_t oi)
 {
     const order *o = OR(c, oi);
+    D11_ASSERT(o->status == ST_PENDING && o->batch_seq == c->open_seq); /* a new order enters the open batch */
     cell_op_order r = {.shadow = o->shadow, .status = o->status, .nitems = o->nitems, .id = o->id,
                        .user_id = o->user_id, .body_hash = o->body_hash, .total = o->total,
                        .idem = {o->idem, o->idem_n}, .created_at = o->created_at, .expires_at = o->expires_at};
+    uint64_t sum = 0;
     for (uint32_t i = 0; i < o->nitems; i++) {
         const oitem *it = IT(c, o->items + i);
         const ledger *l = LG(c, it->ledger);
         r.items[i] = (cell_op_item){{l->sku, l->skun}, it->qty, it->price};
+        sum += it->price * it->qty;
+        D11_ASSERT(it->qty >= 1 && it->qty <= D11_ITEM_QTY_MAX);
     }
+    D11_ASSERT(sum == o->total); /* the stored total is the sum of the stored items */
     cell_batch *b = d11__open_batch(c);
     cell_op_order_enc(&b->ops, &r);
     b->nops++;
@@ -116,11 +121,35 @@ void d11__op_outbox(cell *c, uint32_t oi, const char *type)
     d11_buf_u64(p, o->nitems);
     d11_buf_puts(p, ",\"at\":");
     d11_buf_u64(p, (uint64_t)o->updated_at);
+    if (c->trace) { /* the change's trace (W3C trace id of the request), for the event stream */
+        static const char hx[] = "0123456789abcdef";
+        char tid[32];
+        bool nz = false;
+        for (int i = 0; i < 16; i++) {
+            tid[2 * i] = hx[c->trace[i] >> 4];
+            tid[2 * i + 1] = hx[c->trace[i] & 15];
+            nz |= c->trace[i] != 0;
+        }
+        if (nz) {
+            d11_buf_puts(p, ",\"trace_id\":\"");
+            d11_buf_append(p, tid, 32);
+            d11_buf_puts(p, "\"");
+        }
+    }
     d11_buf_puts(p, "}");
     cell_op_outbox e = {.shadow = o->shadow, .event_id = c->next_event_id++, .order_id = o->id,
                         .type = {type, strlen(type)}, .payload = {p->data, p->len}, .created_at = o->updated_at};
     cell_batch *b = d11__open_batch(c);
     cell_op_outbox_enc(&b->ops, &e);
+    b->nops++;
+}
+
+void cell_outbox_prune(cell *c, int shadow, uint64_t through)
+{
+    D11_ASSERT((shadow == 0 || shadow == 1) && through < c->next_event_id);
+    cell_op_prune r = {.shadow = (uint8_t)shadow, .through = through};
+    cell_batch *b = d11__open_batch(c);
+    cell_op_prune_enc(&b->ops, &r);
     b->nops++;
 }
 
@@ -154,6 +183,7 @@ bool cell_batch_take(cell *c, const uint8_t **ops, size_t *len, uint32_t *nops)
     }
     c->ndirty = 0;
     if (b->nops == 0 && b->nreplies == 0 && b->nreturns == 0) return false;
+    D11_ASSERT((b->nops == 0) == (b->ops.len == 0) && c->open_seq == c->committed_seq + 1);
     b->seq = c->open_seq++;
     c->committing = true;
     c->open ^= 1;
@@ -190,6 +220,7 @@ void cell_batch_done(cell *c, int result)
 {
     D11_ASSERT(c->committing);
     cell_batch *b = &c->batches[c->open ^ 1];
+    D11_ASSERT(b->seq == c->committed_seq + 1); /* batches complete in the order they were taken */
     d11_wdec d;
     if (result == 0) {
         /* What this batch made durable is now what the center may hear. */

@@ -17,6 +17,11 @@
  * if its slot now serves a new connection — is dropped, never misdelivered. The top bit
  * stays 0: an id never equals the machine's NONE32.
  *
+ * EVENTS_READ is answered here too: queued to the event reader thread (events_thread.h),
+ * which reads committed outbox rows through a read-only SQLite connection of its own and
+ * hands back the reply through an eventfd this loop watches — a large page never delays
+ * an order. EVENTS_PRUNE (retention, twice a second) is answered inline (events_read.h).
+ *
  * STATS is answered here: the machine's counters (cell_get_counts) plus what only the
  * process knows — the storage thread's commits, syncs and unsynced commits, durability,
  * pid, the link table.
@@ -52,8 +57,11 @@
 #include "../core/promtext.h"
 #include "../rpc/link.h"
 #include "../store/cell_sqlite.h"
+#include "../store/open.h"
 #include "../store/thread.h"
 #include "cell.h"
+#include "events_read.h"
+#include "events_thread.h"
 
 #define CELL_CONNS_MAX        1024 /* gateway connections (one per gateway thread in practice) */
 #define CELL_TICK_MS          10
@@ -95,6 +103,9 @@ typedef struct cell_proc {
     uint32_t         commit_ops;
     bool             releasing;   /* inside cell_batch_done: replies waited for that commit */
     uint64_t         rng;
+    d11_outbox_reader *outbox; /* EVENTS_PRUNE (events_read.h); NULL: answered 503 */
+    cell_evthread    evt;     /* EVENTS_READ, off this thread (events_thread.h) */
+    d11_io           evt_io;
     char             sock_path[1200];
 } cell_proc;
 
@@ -369,7 +380,18 @@ static void on_gw_frame(d11_links *t, d11_link *k, const d11_frame *f)
     }
     if (f->hdr.type == D11_MSG_STATS && !(f->hdr.flags & D11_WF_REPLY)) reply_stats(p, k, &f->hdr);
     else if (f->hdr.type == D11_MSG_METRICS && !(f->hdr.flags & D11_WF_REPLY)) reply_metrics(p, k, &f->hdr);
-    else {
+    else if (f->hdr.type == D11_MSG_EVENTS_READ && !(f->hdr.flags & D11_WF_REPLY)) {
+        /* the committed outbox, read by the reader thread: never delays an order */
+        if (!cell_evthread_submit(&p->evt, peer_of(k), f)) {
+            static const char msg[] = "too many event reads queued";
+            d11_buf_reset(&p->stats_frame);
+            d11_reply_enc(&p->stats_frame, &f->hdr, 503, "unavailable", msg, sizeof msg - 1);
+            host_send_peer(p, peer_of(k), (const uint8_t *)p->stats_frame.data, p->stats_frame.len);
+        }
+    } else if (f->hdr.type == D11_MSG_EVENTS_PRUNE && !(f->hdr.flags & D11_WF_REPLY)) {
+        d11_cell_events_prune(p->outbox, p->cell, f, &p->stats_body, &p->stats_frame);
+        host_send_peer(p, peer_of(k), (const uint8_t *)p->stats_frame.data, p->stats_frame.len);
+    } else {
         span_begin(p, peer_of(k), &f->hdr);
         cell_on_request(p->cell, peer_of(k), f);
         p->cur = NULL;
@@ -439,7 +461,16 @@ static void center_retry_fire(d11_loop *l, d11_timer *tm)
     center_connect(tm->data);
 }
 
-/* ---- storage thread, tick, group commit ---- */
+/* ---- storage thread, event reader thread, tick, group commit ---- */
+
+static void send_event_reply(void *ctx, uint32_t peer, const uint8_t *f, size_t n) { host_send_peer(ctx, peer, f, n); }
+
+static void on_evt_done(d11_loop *l, d11_io *io, uint32_t events)
+{
+    cell_proc *p = io->data;
+    (void)l, (void)events;
+    cell_evthread_collect(&p->evt, send_event_reply, p);
+}
 
 static void on_store_done(d11_loop *l, d11_io *io, uint32_t events)
 {
@@ -571,7 +602,7 @@ static int setup(cell_proc *p)
     char path[1200], file[64];
     snprintf(file, sizeof file, "cell-%d.db", id);
     d11_config_path(&p->cfg, file, path, sizeof path);
-    p->store = d11_cell_sqlite_open(path, p->cfg.durability);
+    p->store = d11_store_open_cell(&p->cfg, id); /* PostgreSQL with --store, else SQLite at path */
     if (!p->store) {
         d11_error("cell %d: cannot open %s", p->cfg.cell_id, path);
         return 1;
@@ -596,6 +627,10 @@ static int setup(cell_proc *p)
         d11_error("cell %d: cannot listen on %s: %s", p->cfg.cell_id, p->sock_path, d11_strerror(p->lfd));
         return 1;
     }
+    if (d11_outbox_reader_open(path, &p->outbox) < 0) p->outbox = NULL; /* logged; events answer 503 */
+    d11_outbox_reader *evr = NULL;
+    if (d11_outbox_reader_open(path, &evr) < 0) evr = NULL;
+    if (cell_evthread_start(&p->evt, evr, id) < 0) d11_fatal("cell %d: cannot start the event reader thread", id);
     d11_buf_init(&p->stats_body, 1024);
     d11_buf_init(&p->stats_frame, 1024);
     char oerr[200];
@@ -614,6 +649,7 @@ static int setup(cell_proc *p)
         (rc = d11_links_init(&p->up, &p->loop, 1, on_center_frame, on_center_close, p)) < 0 ||
         (rc = d11_links_listen(&p->gw, &p->lio, p->lfd)) < 0 ||
         (rc = d11_io_start(&p->loop, &p->store_io, p->st.done_fd, D11_IO_READ, on_store_done, p)) < 0 ||
+        (rc = d11_io_start(&p->loop, &p->evt_io, p->evt.done_fd, D11_IO_READ, on_evt_done, p)) < 0 ||
         (rc = d11_loop_before_sleep(&p->loop, group_commit, p)) < 0 ||
         (rc = d11_loop_before_sleep(&p->loop, flush_all, p)) < 0)
         d11_fatal("cell %d: cannot set up the event loop: %s", id, d11_strerror(rc));
@@ -668,11 +704,14 @@ int d11_cell_main(int argc, char **argv)
     d11_timer_stop(&p->loop, &p->tick);
     d11_timer_stop(&p->loop, &p->center_retry);
     d11_io_stop(&p->loop, &p->store_io);
+    d11_io_stop(&p->loop, &p->evt_io);
+    cell_evthread_stop(&p->evt);
     d11_links_release(&p->gw);
     d11_links_release(&p->up);
     d11_store_thread_stop(&p->st);
     cell_free(p->cell);
     d11_store_close(p->store);
+    d11_outbox_reader_close(p->outbox);
     d11_loop_release(&p->loop);
     d11_buf_free(&p->stats_body);
     d11_buf_free(&p->stats_frame);

@@ -95,6 +95,13 @@ void cell_batch_done(cell *c, int result);
 bool cell_committing(const cell *c);
 bool cell_failed(const cell *c);                     /* a commit failed: drop this cell */
 
+/* ---- retention ---- */
+/* Delete the outbox events of a stream with id <= through in the next batch (same
+ * transaction as the orders of that batch). The caller (the process, outbox_read.h) picks
+ * a small range of committed events that every sink has and that is old enough, never
+ * the stream's newest event. */
+void cell_outbox_prune(cell *c, int shadow, uint64_t through);
+
 /* ---- stop ---- */
 /* Refuse new orders (503), answer every parked order 503. */
 void cell_shutdown(cell *c);

@@ -113,6 +113,7 @@ struct cell {
     /* ids */
     uint64_t    last_ms, id_seq;
     uint64_t    next_event_id;
+    const uint8_t *trace;  /* trace id of the request being handled (outbox events), or NULL */
     /* center link */
     bool        center_up, hello_done;
     int64_t     last_report_ms;

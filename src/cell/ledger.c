@@ -162,6 +162,7 @@ static void on_reclaim(cell *c, const d11_frame *f)
         l->returned += avail;
         d11__ledger_touch(c, li);
     }
+    D11_ASSERT(d11__ledger_avail(l) == 0); /* everything unsold went back */
     d11__queue_return(c, li); /* always answered, after the commit of the new `returned` */
 }
 
@@ -185,9 +186,10 @@ static void on_grant_reply(cell *c, const d11_frame *f)
         l->known = 1;
         l->price = r.price_cents;
         if (r.granted_cum > l->granted) {
-            l->granted = r.granted_cum;
+            l->granted = r.granted_cum; /* cumulative: only ever grows */
             d11__ledger_touch(c, li);
         }
+        D11_ASSERT(l->granted >= r.granted_cum && l->returned + l->sold <= l->granted);
         l->soldout_until = r.sold_out ? now + cache : 0;
         l->soldout_min = l->want_inflight ? l->want_inflight : 1;
     }

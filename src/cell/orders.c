@@ -24,6 +24,7 @@ enum { TRY_DONE, TRY_PARK };
 
 static uint64_t new_order_id(cell *c, unsigned slot)
 {
+    D11_ASSERT(slot < D11_SLOTS);
     uint64_t ms = (uint64_t)(cell_wall(c) - ORDER_EPOCH_MS);
     if (ms > c->last_ms) {
         c->last_ms = ms;
@@ -32,7 +33,10 @@ static uint64_t new_order_id(cell *c, unsigned slot)
         c->last_ms++;
         c->id_seq = 0;
     }
-    return (c->last_ms << 22) | ((uint64_t)slot << 12) | c->id_seq;
+    D11_ASSERT(c->id_seq < 4096);
+    uint64_t id = (c->last_ms << 22) | ((uint64_t)slot << 12) | c->id_seq;
+    D11_ASSERT((id >> 22) == c->last_ms && ((id >> 12) & 1023) == slot); /* routable by its slot bits */
+    return id;
 }
 
 static uint64_t body_hash(const d11_msg_order_create *m)
@@ -69,6 +73,7 @@ static heap_ent *HP(cell *c) { return D11_TAB(&c->heap, heap_ent); }
 
 static void heap_push(cell *c, int64_t at, uint32_t oi)
 {
+    D11_ASSERT(oi < c->orders.n && OR(c, oi)->status == ST_PENDING);
     int64_t k = d11_table_push(&c->heap);
     D11_ASSERT(k >= 0); /* sized like the orders table: one entry per pending order at most */
     size_t i = (size_t)k;
@@ -105,6 +110,9 @@ static void heap_pop(cell *c)
 static void order_index(cell *c, uint32_t oi)
 {
     order *o = OR(c, oi);
+    uint64_t seen;
+    D11_ASSERT(!d11_imap_get(&c->order_by_id, o->id, &seen)); /* ids are unique per cell */
+    D11_ASSERT(o->nitems >= 1 && o->nitems <= D11_ORDER_ITEMS_MAX && o->items + o->nitems <= c->items.n);
     d11_imap_put(&c->order_by_id, o->id, oi);
     uint64_t ih = idem_hash(o->shadow, o->user_id, o->idem, o->idem_n), head;
     o->next_idem = d11_imap_get(&c->idem_head, ih, &head) ? (uint32_t)head : NONE32;
@@ -306,7 +314,9 @@ static int try_create(cell *c, uint32_t peer, const d11_frame_hdr *h, const d11_
             order_index(c, oi);
             heap_push(c, OR(c, oi)->expires_at, oi);
             d11__op_order_insert(c, oi);
+            c->trace = h->trace_id;
             d11__op_outbox(c, oi, "order.created");
+            c->trace = NULL;
             c->n_created++;
             d11_buf_reset(&c->scratch);
             render_order(c, &c->scratch, oi);
@@ -382,6 +392,7 @@ void d11__retry_parked(cell *c)
         else PK(c)[keep++] = p;
     }
     D11_ASSERT(c->parked.n == n); /* nothing parks while retrying */
+    D11_ASSERT(keep <= n);
     c->parked.n = keep;
 }
 
@@ -467,7 +478,9 @@ void d11__order_ref(cell *c, uint32_t peer, const d11_frame *f)
             const char *pay = d11__cell_arena_dup(c, m.payment_id.p, m.payment_id.n);
             OR(c, oi)->payment = pay;
             OR(c, oi)->payment_n = (uint16_t)m.payment_id.n;
+            c->trace = f->hdr.trace_id;
             order_transition(c, oi, ST_PAID, "order.paid");
+            c->trace = NULL;
             reply_order(c, peer, &f->hdr, 200, oi);
         }
     } else { /* cancel */
@@ -476,7 +489,9 @@ void d11__order_ref(cell *c, uint32_t peer, const d11_frame *f)
         } else if (status != ST_PENDING) {
             reply_status_conflict(c, peer, &f->hdr, "not_cancellable", oi);
         } else {
+            c->trace = f->hdr.trace_id;
             order_transition(c, oi, ST_CANCELLED, "order.cancelled");
+            c->trace = NULL;
             reply_order(c, peer, &f->hdr, 200, oi);
             d11__retry_parked(c);
         }

@@ -40,6 +40,7 @@
 #include "../core/util.h"
 #include "../rpc/link.h"
 #include "../store/center_sqlite.h"
+#include "../store/open.h"
 #include "center.h"
 
 #define CENTER_CONNS_MAX 1024 /* connections at once: gateway threads + cells + ctl */
@@ -156,7 +157,7 @@ int d11_center_main(int argc, char **argv)
         d11_error("center: data directory path too long");
         return 1;
     }
-    d11_store *st = d11_center_sqlite_open(db_path, cfg.durability);
+    d11_store *st = d11_store_open_center(&cfg); /* PostgreSQL with --store, else SQLite at db_path */
     if (!st) {
         d11_error("center: cannot open %s", db_path);
         return 1;

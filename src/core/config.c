@@ -28,11 +28,16 @@ void d11_config_defaults(d11_config *c)
     c->request_timeout_ms = D11_RPC_DEADLINE_MS_DEFAULT;
     c->grant_chunk_max = 1000;
     c->soldout_cache_ms = 100;
+    c->events_retention_ms = 24LL * 3600 * 1000;
     c->log_level = D11_LOG_INFO;
     c->slow_request_ms = 500;
     c->slow_commit_ms = 50;
     c->log_sample = 100;
     c->trace_ratio = 0.01;
+    c->protect = true;
+    c->protect_inflight_min = 256;
+    c->protect_gain_pct = 200;
+    c->protect_rt_tolerance_pct = 0;
 }
 
 const char *d11_durability_name(int d)
@@ -110,6 +115,32 @@ int d11_config_set(d11_config *c, const char *key_in, const char *val, char *err
         if (set_int(key, val, 1, D11_STOCK_MAX, &c->grant_chunk_max, err, errlen)) return -1;
     } else if (!strcmp(key, "soldout-cache-ms")) {
         if (set_int(key, val, 0, 60000, &c->soldout_cache_ms, err, errlen)) return -1;
+    } else if (!strcmp(key, "protect")) {
+        if (!strcmp(val, "on")) c->protect = true;
+        else if (!strcmp(val, "off")) c->protect = false;
+        else {
+            snprintf(err, errlen, "protect: expected on or off, got '%s'", val);
+            return -1;
+        }
+    } else if (!strcmp(key, "protect-inflight-min")) {
+        if (set_int(key, val, 1, 1000000, &c->protect_inflight_min, err, errlen)) return -1;
+    } else if (!strcmp(key, "protect-gain-pct")) {
+        if (set_int(key, val, 100, 10000, &c->protect_gain_pct, err, errlen)) return -1;
+    } else if (!strcmp(key, "protect-rt-max-ms")) {
+        if (set_int(key, val, 0, 600000, &c->protect_rt_max_ms, err, errlen)) return -1;
+    } else if (!strcmp(key, "protect-rt-tolerance-pct")) {
+        if (set_int(key, val, 0, 10000, &c->protect_rt_tolerance_pct, err, errlen)) return -1;
+    } else if (!strcmp(key, "protect-cpu-max-pct")) {
+        if (set_int(key, val, 0, 100, &c->protect_cpu_max_pct, err, errlen)) return -1;
+    } else if (!strcmp(key, "nats")) {
+        size_t n = strlen(val);
+        if (n && (strncmp(val, "nats://", 7) != 0 || n < 8 || n >= sizeof c->nats || strchr(val, ' '))) {
+            snprintf(err, errlen, "nats: expected nats://HOST:PORT (or empty for none), got '%.100s'", val);
+            return -1;
+        }
+        memcpy(c->nats, val, n + 1);
+    } else if (!strcmp(key, "events-retention-ms")) {
+        if (set_int(key, val, 0, 365LL * 24 * 3600 * 1000, &c->events_retention_ms, err, errlen)) return -1;
     } else if (!strcmp(key, "log-level")) {
         if (!strcmp(val, "debug")) c->log_level = D11_LOG_DEBUG;
         else if (!strcmp(val, "info")) c->log_level = D11_LOG_INFO;
@@ -139,6 +170,13 @@ int d11_config_set(d11_config *c, const char *key_in, const char *val, char *err
             return -1;
         }
         c->trace_ratio = d;
+    } else if (!strcmp(key, "store") || !strcmp(key, "store-center") || !strcmp(key, "store-cells")) {
+        char *dst = !strcmp(key, "store") ? c->store : !strcmp(key, "store-center") ? c->store_center : c->store_cells;
+        if (strlen(val) >= sizeof c->store) {
+            snprintf(err, errlen, "%s: longer than %zu bytes", key, sizeof c->store - 1);
+            return -1;
+        }
+        snprintf(dst, sizeof c->store, "%s", val);
     } else {
         snprintf(err, errlen, "unknown setting '%s'", key_in);
         return -1;
@@ -242,6 +280,20 @@ static const struct {
      CMD_UP | CMD_GATEWAY | CMD_CELL},
     {"trace-ratio", "R", "head sampling of new traces, 0..1 (default 0.01); errors and slow requests always kept",
      CMD_UP | CMD_GATEWAY},
+    {"store", "URL", "PostgreSQL URL for cells and center (default: SQLite in DIR); docs/postgresql.md",
+     CMD_UP | CMD_CELL | CMD_CENTER | CMD_AUDIT},
+    {"store-center", "URL", "the center's PostgreSQL URL (default: --store)", CMD_UP | CMD_CENTER | CMD_AUDIT},
+    {"store-cells", "\"URL0 URL1 ..\"", "cell i's PostgreSQL URL (default: --store)", CMD_UP | CMD_CELL | CMD_AUDIT},
+    {"protect", "on|off", "gateway adaptive overload protection (default on; docs/protection.md)", CMD_UP | CMD_GATEWAY},
+    {"protect-inflight-min", "N", "requests in flight always admitted (default 256)", CMD_UP | CMD_GATEWAY},
+    {"protect-gain-pct", "PCT", "in-flight limit = PCT% of max throughput x min RT (default 200)", CMD_UP | CMD_GATEWAY},
+    {"protect-rt-max-ms", "MS", "refuse above the floor while the mean RT exceeds MS (default 0 = off)", CMD_UP | CMD_GATEWAY},
+    {"protect-rt-tolerance-pct", "PCT", "throughput climb of the in-flight limit; flat rate and p99 > PCT% of the baseline p99 -> cut (default 0 = off)", CMD_UP | CMD_GATEWAY},
+    {"protect-cpu-max-pct", "PCT", "above this system CPU, no headroom over the BDP (default 0 = off)", CMD_UP | CMD_GATEWAY},
+    {"events-retention-ms", "MS", "prune outbox events every sink has and older than this (default 86400000; 0 = never)",
+     CMD_UP | CMD_GATEWAY},
+    {"nats", "URL", "relay the event stream to NATS JetStream at nats://HOST:PORT (default: none)",
+     CMD_UP | CMD_GATEWAY},
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
 
@@ -295,6 +347,17 @@ int d11_config_value(const d11_config *c, const char *key, char *out, size_t out
     else if (!strcmp(name, "log-sample")) n = snprintf(out, outlen, "%lld", (long long)c->log_sample);
     else if (!strcmp(name, "otlp-endpoint")) n = snprintf(out, outlen, "%s", c->otlp_endpoint);
     else if (!strcmp(name, "trace-ratio")) n = snprintf(out, outlen, "%.17g", c->trace_ratio);
+    else if (!strcmp(name, "store")) n = snprintf(out, outlen, "%s", c->store);
+    else if (!strcmp(name, "store-center")) n = snprintf(out, outlen, "%s", c->store_center);
+    else if (!strcmp(name, "store-cells")) n = snprintf(out, outlen, "%s", c->store_cells);
+    else if (!strcmp(name, "protect")) n = snprintf(out, outlen, "%s", c->protect ? "on" : "off");
+    else if (!strcmp(name, "protect-inflight-min")) n = snprintf(out, outlen, "%lld", (long long)c->protect_inflight_min);
+    else if (!strcmp(name, "protect-gain-pct")) n = snprintf(out, outlen, "%lld", (long long)c->protect_gain_pct);
+    else if (!strcmp(name, "protect-rt-max-ms")) n = snprintf(out, outlen, "%lld", (long long)c->protect_rt_max_ms);
+    else if (!strcmp(name, "protect-rt-tolerance-pct")) n = snprintf(out, outlen, "%lld", (long long)c->protect_rt_tolerance_pct);
+    else if (!strcmp(name, "protect-cpu-max-pct")) n = snprintf(out, outlen, "%lld", (long long)c->protect_cpu_max_pct);
+    else if (!strcmp(name, "events-retention-ms")) n = snprintf(out, outlen, "%lld", (long long)c->events_retention_ms);
+    else if (!strcmp(name, "nats")) n = snprintf(out, outlen, "%s", c->nats);
     else {
         D11_ASSERT(!strcmp(name, "log-level"));
         D11_ASSERT(c->log_level >= D11_LOG_DEBUG && c->log_level <= D11_LOG_ERROR);

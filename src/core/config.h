@@ -36,7 +36,18 @@ typedef struct d11_config {
     int64_t  log_sample;         /* --log-sample N, default 100: 1 in N non-5xx requests logged */
     char     otlp_endpoint[256]; /* --otlp-endpoint URL: span export (core/otlp.h); "" = off */
     double   trace_ratio;        /* --trace-ratio R in [0, 1], default 0.01: head sampling */
+    bool     protect;            /* --protect on|off (gateway adaptive protection), default on */
+    int64_t  protect_inflight_min; /* --protect-inflight-min, default 256: always admitted */
+    int64_t  protect_gain_pct;   /* --protect-gain-pct, default 200: headroom over the BDP */
+    int64_t  protect_rt_max_ms;  /* --protect-rt-max-ms, default 0 = off */
+    int64_t  protect_rt_tolerance_pct; /* --protect-rt-tolerance-pct, default 0 = off (throughput climb) */
+    int64_t  protect_cpu_max_pct; /* --protect-cpu-max-pct, default 0 = off */
+    int64_t  events_retention_ms; /* --events-retention-ms: prune delivered events older (0 = never) */
+    char     nats[256];          /* --nats nats://HOST:PORT: JetStream relay ("" = off) */
     bool     help;               /* --help seen */
+    char     store[1000];        /* --store URL: PostgreSQL for cells and center; "" = SQLite in DATA */
+    char     store_center[1000]; /* --store-center URL: the center's database (default: store) */
+    char     store_cells[1000];  /* --store-cells "URL0 URL1 ..": cell i's database (default: store) */
 } d11_config;
 
 void d11_config_defaults(d11_config *c);

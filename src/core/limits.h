@@ -75,6 +75,13 @@
 #define D11_RULES_HISTORY_MAX     16        /* previous versions kept in memory for rollback */
 #define D11_RISK_DENY_USERS_MAX   128       /* user ids in the risk deny list */
 #define D11_FLOW_QPS_MAX          10000000  /* flow rule qps and burst ceiling */
+#define D11_FLOW_CONC_MAX         1000000   /* flow rule concurrency ceiling */
+#define D11_FLOW_WARM_S_MAX       3600      /* flow rule warm_up_s ceiling */
+#define D11_FLOW_CALLERS_MAX      32        /* per-caller flow rules in one rules document */
+#define D11_FLOW_WAIT_MS_MAX      10000     /* flow rule max_wait_ms (pace behaviour) ceiling */
+#define D11_DEGRADE_SCHED_MAX     32        /* scoped / scheduled degrade switches per document */
+#define D11_HOT_EXCEPT_MAX        16        /* per-value exceptions of one hot-parameter rule */
+#define D11_HOT_SLOTS             65536     /* hot-parameter buckets (direct-mapped, per gateway) */
 #define D11_RULES_RELOAD_MS       500       /* DATA/rules.json mtime check period */
 
 /* ---- tokens (gateway auth) ---- */
@@ -110,5 +117,18 @@ _Static_assert(D11_WIRE_LIST_MAX * D11_WIRE_LIST_ENTRY_BYTES_MAX + 64 < D11_FRAM
 #define D11_PRODUCT_QUERY_BYTES_MAX 100     /* q: title search text */
 #define D11_GW_CATALOG_CACHE_N      16      /* cached listing pages per gateway thread */
 #define D11_GW_CATALOG_CACHE_MS     1000    /* how long a cached page is served */
+/* ---- event stream (docs/events.md; appended by the events helper) ---- */
+#define D11_EVENTS_LIMIT_MAX      1000      /* events per GET /v1/events page and per cell read */
+#define D11_EVENTS_LIMIT_DEFAULT  100
+#define D11_EVENTS_WAIT_MS_MAX    30000     /* long-poll ceiling (wait_ms) */
+#define D11_EVENTS_POLL_MS        20        /* long-poll: re-read the cells this often */
+#define D11_EVENTS_WAITERS_MAX    256       /* long-polls waiting per gateway thread -> 503 */
+#define D11_EVENT_JSON_BYTES_MAX  900       /* one rendered event (payload is bounded) */
+#define D11_CONSUMER_NAME_BYTES_MAX 64      /* /v1/consumers/{name}: [A-Za-z0-9_.-] */
+#define D11_CONSUMERS_MAX         256       /* named consumers per deployment -> 507 */
+#define D11_EVENTS_PRUNE_ROWS     512       /* outbox rows deleted per stream per round */
+#define D11_EVENTS_PRUNE_MS       500       /* retention round period (gateway thread 0) */
+_Static_assert(D11_EVENTS_LIMIT_MAX * (D11_EVENT_JSON_BYTES_MAX + 48) + 64 < D11_FRAME_BYTES_MAX,
+               "a full events page must fit one reply frame");
 
 #endif

@@ -9,6 +9,7 @@
  * Prints a JSON report on stdout; exit 0 when everything holds, 1 on any violation or
  * unreadable data, 2 on bad usage.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -19,6 +20,9 @@
 #include "../core/util.h"
 #include "../store/cell_sqlite.h"
 #include "../store/center_sqlite.h"
+#include "../store/cell_pg.h"
+#include "../store/center_pg.h"
+#include "../store/open.h"
 #include "audit_check.h"
 
 int d11_audit_main(int argc, char **argv)
@@ -31,35 +35,55 @@ int d11_audit_main(int argc, char **argv)
         return 2;
     }
     if (cfg.help) {
-        printf("usage: d11 audit [--data DIR]\n\n"
+        printf("usage: d11 audit [--data DIR] [--store URL]\n\n"
                "Checks the invariants (never oversell, stock conservation, never duplicate) against\n"
-               "the SQLite files in DIR. Run it on a stopped platform. Prints a JSON report; exits 0\n"
+               "the SQLite files in DIR (or the PostgreSQL schemas of --store). Run it on a stopped platform. Prints a JSON report; exits 0\n"
                "when every invariant holds, 1 on any violation.\n\n");
         d11_config_usage(stdout, "audit");
         return 0;
     }
     d11_log_init("audit", D11_LOG_WARN);
     char path[1200];
-    d11_config_path(&cfg, "center.db", path, sizeof path);
-    struct stat sb;
-    d11_store *center = stat(path, &sb) == 0 ? d11_center_sqlite_open_ro(path) : NULL;
-    if (!center) {
-        fprintf(stderr, "d11 audit: cannot open %s\n", path);
-        return 1;
-    }
+    d11_store *center = NULL;
     d11_store *cells[D11_CELLS_MAX] = {0};
     int ncells = 0;
-    for (int i = 0; i < D11_CELLS_MAX; i++) {
-        char name[32];
-        snprintf(name, sizeof name, "cell-%d.db", i);
-        d11_config_path(&cfg, name, path, sizeof path);
-        if (stat(path, &sb) != 0) continue; /* a cell that never started has no file: it holds nothing */
-        cells[i] = d11_cell_sqlite_open_ro(path);
-        if (!cells[i]) {
+    char url[sizeof cfg.store];
+    if (d11_store_url_center(&cfg, url, sizeof url) == 0 && url[0]) {
+        /* PostgreSQL: schemas d11_center and d11_cell_<i>; a missing cell schema holds nothing. */
+        if (d11_center_pg_open_ro(url, &center) < 0) {
+            fprintf(stderr, "d11 audit: cannot read the schema d11_center (see the log line above)\n");
+            return 1;
+        }
+        for (int i = 0; i < D11_CELLS_MAX; i++) {
+            if (d11_store_url_cell(&cfg, i, url, sizeof url) < 0 || !url[0]) continue;
+            int rc = d11_cell_pg_open_ro(url, i, &cells[i]);
+            if (rc == -ENOENT) continue;
+            if (rc < 0) {
+                fprintf(stderr, "d11 audit: cannot read the schema d11_cell_%d\n", i);
+                return 1;
+            }
+            ncells = i + 1;
+        }
+    } else {
+        d11_config_path(&cfg, "center.db", path, sizeof path);
+        struct stat sb;
+        center = stat(path, &sb) == 0 ? d11_center_sqlite_open_ro(path) : NULL;
+        if (!center) {
             fprintf(stderr, "d11 audit: cannot open %s\n", path);
             return 1;
         }
-        ncells = i + 1;
+        for (int i = 0; i < D11_CELLS_MAX; i++) {
+            char name[32];
+            snprintf(name, sizeof name, "cell-%d.db", i);
+            d11_config_path(&cfg, name, path, sizeof path);
+            if (stat(path, &sb) != 0) continue; /* a cell that never started has no file: it holds nothing */
+            cells[i] = d11_cell_sqlite_open_ro(path);
+            if (!cells[i]) {
+                fprintf(stderr, "d11 audit: cannot open %s\n", path);
+                return 1;
+            }
+            ncells = i + 1;
+        }
     }
     d11_audit a;
     int rc = d11_audit_stores(center, cells, ncells ? ncells : 1, &a);

@@ -21,6 +21,7 @@ static const struct {
 } scope_names[] = {
     {"read", D11_SCOPE_READ},       {"orders", D11_SCOPE_ORDERS}, {"products", D11_SCOPE_PRODUCTS},
     {"stress", D11_SCOPE_STRESS},   {"admin", D11_SCOPE_ADMIN},
+    {"events", D11_SCOPE_EVENTS},
 };
 
 int d11_scopes_parse(const char *s, size_t n, uint32_t *out)

@@ -36,7 +36,8 @@ enum {
     D11_SCOPE_PRODUCTS = 1 << 2,
     D11_SCOPE_STRESS   = 1 << 3,
     D11_SCOPE_ADMIN    = 1 << 4,
-    D11_SCOPE_ALL      = (1 << 5) - 1,
+    D11_SCOPE_EVENTS   = 1 << 5, /* GET /v1/events, /v1/consumers (docs/events.md) */
+    D11_SCOPE_ALL      = (1 << 6) - 1,
 };
 
 #define D11_TOKEN_LEN 36 /* "d11_" + 32 hex */
@@ -45,7 +46,7 @@ typedef struct d11_auth_entry {
     uint8_t  digest[32];
     uint32_t scopes;
     bool     used;
-    char     label[D11_TOKEN_LABEL_BYTES_MAX + 1]; /* for the request log; NUL-terminated */
+    char     label[D11_TOKEN_LABEL_BYTES_MAX + 1]; /* request log, per-caller flow rules; NUL-terminated */
     int64_t  expires_s; /* unix seconds; 0 = never (optional "exp=N" field of the line) */
 } d11_auth_entry;
 

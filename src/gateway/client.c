@@ -17,6 +17,9 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include "gw.h"
 
@@ -146,6 +149,14 @@ void gw_respond(gw_thread *t, gw_conn *c, int si, int status, const char *ctype,
         gw_gauge_add(&t->m.inflight, -1);
         s->counted = false;
     }
+    if (s->prot) {
+        gw_protect_leave(&t->gw->prot, us, status < 500);
+        s->prot = false;
+    }
+    if (s->conc_res >= 0) {
+        d11_flow_conc_leave(&t->gw->rules, s->conc_res);
+        s->conc_res = -1;
+    }
     request_log(t, s, status, body, blen, us);
     request_span(t, c, s, status, body, blen, us);
     if (c->tracestate_slot == si) c->tracestate_slot = -1;
@@ -195,6 +206,10 @@ static void conn_close(gw_thread *t, gw_conn *c)
         gw_slot *s = &c->slots[(c->head + k) % D11_HTTP_PIPELINE_MAX];
         if (s->counted) gw_gauge_add(&t->m.inflight, -1);
         s->counted = false;
+        if (s->prot) gw_protect_leave(&t->gw->prot, 0, false);
+        s->prot = false;
+        if (s->conc_res >= 0) d11_flow_conc_leave(&t->gw->rules, s->conc_res);
+        s->conc_res = -1;
         s->state = SLOT_FREE;
         if (s->resp.cap > 65536) d11_buf_free(&s->resp);
     }
@@ -213,6 +228,17 @@ static void conn_close(gw_thread *t, gw_conn *c)
 }
 
 static void client_on_io(d11_loop *l, d11_io *io, uint32_t events);
+
+/* The peer's address of a TCP socket as text; "" when unknown. */
+static void peer_text(int fd, char *out, size_t cap)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    out[0] = 0;
+    if (getpeername(fd, (struct sockaddr *)&ss, &sl) == -1) return;
+    if (ss.ss_family == AF_INET) inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, out, (socklen_t)cap);
+    else if (ss.ss_family == AF_INET6) inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, out, (socklen_t)cap);
+}
 
 static void conn_open(gw_thread *t, int fd)
 {
@@ -237,6 +263,7 @@ static void conn_open(gw_thread *t, int fd)
     c->out_off = 0;
     c->last_active_ms = gw_now_ms(t);
     c->req_start_ms = 0;
+    peer_text(fd, c->peer, sizeof c->peer); /* for the hot-parameter limit per client IP */
     t->cl.nopen++;
     gw_gauge_add(&t->m.conns_open, 1);
     gw_ctr_add(&t->m.conns_accepted, 1);
@@ -257,7 +284,8 @@ static int slot_alloc(gw_thread *t, gw_conn *c)
     D11_ASSERT(s->state == SLOT_FREE);
     s->state = SLOT_WAIT;
     s->route = 0; /* "other" until routed */
-    s->close_after = s->keepalive_hdr = false;
+    s->close_after = s->keepalive_hdr = s->prot = false;
+    s->conc_res = -1;
     s->start_us = d11_mono_us();
     uint64_t r = gw_rand64(t);
     d11_hex((const uint8_t *)&r, 8, s->rid);

@@ -45,6 +45,8 @@ typedef struct gw_slot {
     bool     close_after;   /* answer with Connection: close, then close */
     bool     keepalive_hdr; /* HTTP/1.0 keep-alive: say "Connection: keep-alive" */
     bool     counted;       /* counted in the in-flight gauge */
+    bool     prot;          /* admitted by adaptive protection: leave it once answered */
+    int8_t   conc_res;      /* counted by that resource's concurrency limit; -1 = none */
     int64_t  start_us;
     char     rid[17];       /* X-Request-Id */
     uint8_t  trace_id[16];
@@ -77,6 +79,7 @@ typedef struct gw_conn {
     bool     stalled;    /* parsing stopped at a full pipeline; resume when a slot frees */
     int64_t  last_active_ms;
     int64_t  req_start_ms; /* first byte of a request still being received, 0 = none */
+    char     peer[48];     /* the client's IP address as text ("" when unknown) */
     d11_buf  in;
     d11_buf  out;
     size_t   out_off;

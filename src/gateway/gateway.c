@@ -62,6 +62,13 @@ static void on_sweep(d11_loop *l, d11_timer *tm)
     gw_clients_sweep(t);
     d11_auth_maybe_reload(t->auth, now);
     if (t->id == 0) d11_rules_store_maybe_reload(&t->gw->rules, now);
+    if (t->id == 0 && t->gw->prot.cfg.on) {
+        int64_t mono = d11_mono_ms();
+        if (mono - t->gw->prot.last_tick_ms >= D11_PROTECT_BUCKET_MS / 2)
+            gw_protect_tick(&t->gw->prot, mono,
+                            t->gw->prot.cfg.cpu_max_pct ? gw_protect_cpu_sample(&t->gw->prot) : -1);
+    }
+    if (t->id == 0 && !t->stopping) gw_events_retention_tick(t); /* events.h: outbox retention */
 }
 
 static void on_sale_timer(d11_loop *l, d11_timer *tm)
@@ -164,6 +171,7 @@ static int thread_init(struct gw *g, gw_thread *t, int id, int lfd)
 
 static void thread_release(gw_thread *t)
 {
+    gw_pace_release(t);  /* before the pending table its entries point into */
     gw_up_release(t);    /* completions of what was pending find no client: dropped */
     gw_clients_drain(t); /* the listener, if still open */
     gw_clients_release(t);
@@ -232,6 +240,27 @@ static int run(struct gw *g)
         d11_error("gateway: --otlp-endpoint: %s", oerr);
         return 1;
     }
+    gw_protect_cfg pc = {
+        .on = g->cfg.protect,
+        .inflight_min = g->cfg.protect_inflight_min,
+        .gain_pct = g->cfg.protect_gain_pct,
+        .rt_max_us = g->cfg.protect_rt_max_ms * 1000,
+        .cpu_max_pct = g->cfg.protect_cpu_max_pct,
+        .tolerance_pct = g->cfg.protect_rt_tolerance_pct,
+    };
+    gw_protect_init(&g->prot, &pc, d11_mono_ms());
+    gw_breaker_cfg bc;
+    gw_breaker_cfg_default(&bc);
+    for (int u = 0; u < GW_UP_N; u++) {
+        char nm[24];
+        if (u == GW_UP_CENTER) snprintf(nm, sizeof nm, "center");
+        else snprintf(nm, sizeof nm, "cell-%d", u - 1);
+        gw_breaker_init(&g->brk[u], &bc, nm);
+    }
+    if (gw_hooks_init(&g->hooks, g->cfg.data_dir) < 0) {
+        d11_error("gateway: cannot load the webhooks registry (DATA/webhooks)");
+        return 1;
+    }
 
     signal(SIGPIPE, SIG_IGN);
     sigset_t set;
@@ -263,6 +292,14 @@ static int run(struct gw *g)
             d11_error("gateway: cannot start threads");
             return 1;
         }
+    if (gw_hooks_start(g) < 0) {
+        d11_error("gateway: cannot start the webhook worker");
+        return 1;
+    }
+    if (gw_nats_start(g) < 0) {
+        d11_error("gateway: cannot start the NATS relay");
+        return 1;
+    }
     d11_info("gateway listening on %s (%d threads, %d cells, request timeout %lld ms)",
              g->cfg.listen, g->nthreads, g->cfg.cells, (long long)g->cfg.request_timeout_ms);
     (void)sd_notify(0, "READY=1\nSTATUS=serving HTTP"); /* systemd Type=notify; no-op without NOTIFY_SOCKET */
@@ -286,6 +323,8 @@ static int run(struct gw *g)
         for (int i = 0; i < g->nthreads; i++) alive += !atomic_load(&g->threads[i].exited);
         if (!alive) break;
     }
+    gw_hooks_stop(g); /* before the threads go: it may be waiting on our own listener */
+    gw_nats_stop(g);
     for (int i = 0; i < g->nthreads; i++) {
         pthread_join(g->threads[i].th, NULL);
         thread_release(&g->threads[i]);
@@ -294,6 +333,8 @@ static int run(struct gw *g)
     d11_otlp_stop(&g->otlp); /* flushes the spans of the last requests */
     gw_sale_release(g);
     d11_rules_store_release(&g->rules);
+    for (int u = 0; u < GW_UP_N; u++) gw_breaker_release(&g->brk[u]);
+    gw_hooks_release(&g->hooks);
     d11_info("gateway stopped");
     return 0;
 }

@@ -42,8 +42,14 @@
 #include "client.h"
 #include "http.h"
 #include "metrics.h"
+#include "protect.h"
+#include "breaker.h"
+#include "pace.h"
 #include "rules.h"
 #include "upstream.h"
+#include "events.h"
+#include "webhooks.h"
+#include "nats_relay.h"
 
 /* A parsed request, handed to the layer above client.c; answer slot si of c. */
 typedef void gw_request_fn(gw_thread *t, gw_conn *c, int si, d11_http_req *r);
@@ -61,10 +67,12 @@ struct gw_thread {
     d11_timer  accept_pause; /* out of descriptors: accepts resume after this */
     gw_clients cl;         /* client.c */
     gw_upstream ups;       /* upstream.c */
+    gw_pace    pace;       /* pace.c: requests waiting their turn (flow "max_wait_ms") */
     d11_auth  *auth;
     d11_rules  rules;      /* this thread's copy of the rules in force */
     uint64_t   rules_gen;
     int        nagg;       /* probe fan-outs in flight (probes.c) */
+    int        nevpoll;    /* GET /v1/events reads in flight or waiting (events.c) */
     /* scratch, reused by every request of this thread */
     uint64_t   rng;
     d11_json   json;
@@ -89,12 +97,17 @@ struct gw {
     _Atomic int     stop;        /* set by the main thread on SIGINT/SIGTERM */
     int64_t         start_ms;
     d11_rules_store rules;
+    gw_protect      prot;        /* system adaptive protection (protect.h) */
+    gw_breaker      brk[GW_UP_N]; /* a circuit breaker per upstream (breaker.h) */
     gw_request_fn  *on_request;  /* the router's dispatch */
     int             nroutes;     /* route ids 0..nroutes-1 (0 = other) */
     const char     *route_labels[GW_ROUTES_MAX];
     d11_otlp        otlp;        /* span export (--otlp-endpoint), core/otlp.h */
     int             route_orders_create; /* route id of POST /v1/orders (router.c) */
     struct gw_sale *sale;        /* the sale dashboard's history (sale.c) */
+    gw_events       events;      /* events.c: heads seen per cell (consumer lag) */
+    gw_hooks        hooks;       /* webhooks.c registry, hook_worker.c thread */
+    gw_nats         nats;        /* nats_relay.c thread (--nats) */
 };
 
 #define GW_SWEEP_MS 100

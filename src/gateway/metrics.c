@@ -203,5 +203,46 @@ void gw_metrics_render(struct gw *g, d11_buf *b)
     d11_buf_printf(b, "# HELP d11_gateway_uptime_seconds Seconds since start.\n"
                       "# TYPE d11_gateway_uptime_seconds gauge\nd11_gateway_uptime_seconds %.3f\n",
                    (double)(d11_mono_ms() - g->start_ms) / 1000.0);
+    d11_buf_puts(b, "# HELP d11_gateway_breaker_state Circuit breaker per upstream: 0 closed, 1 open, 2 half-open.\n"
+                    "# TYPE d11_gateway_breaker_state gauge\n");
+    for (int u = 0; u < GW_UP_N; u++)
+        if (SUM(m->up_wanted[u]))
+            d11_buf_printf(b, "d11_gateway_breaker_state{target=\"%s\"} %d\n", g->threads[0].ups.up[u].name,
+                           gw_breaker_state(&g->brk[u]));
+    d11_buf_puts(b, "# HELP d11_gateway_breaker_opened_total Times the upstream's circuit breaker opened.\n"
+                    "# TYPE d11_gateway_breaker_opened_total counter\n");
+    for (int u = 0; u < GW_UP_N; u++)
+        if (SUM(m->up_wanted[u]))
+            d11_buf_printf(b, "d11_gateway_breaker_opened_total{target=\"%s\"} %llu\n", g->threads[0].ups.up[u].name,
+                           (unsigned long long)atomic_load(&g->brk[u].opened_total));
+    d11_buf_puts(b, "# HELP d11_gateway_breaker_refused_total Requests answered 503 circuit_open.\n"
+                    "# TYPE d11_gateway_breaker_refused_total counter\n");
+    for (int u = 0; u < GW_UP_N; u++)
+        if (SUM(m->up_wanted[u]))
+            d11_buf_printf(b, "d11_gateway_breaker_refused_total{target=\"%s\"} %llu\n", g->threads[0].ups.up[u].name,
+                           (unsigned long long)atomic_load(&g->brk[u].refused_total));
+    const gw_protect *pr = &g->prot;
+    d11_buf_printf(b, "# HELP d11_gateway_protect_inflight Requests admitted by adaptive protection, not yet answered.\n"
+                      "# TYPE d11_gateway_protect_inflight gauge\nd11_gateway_protect_inflight %lld\n"
+                      "# HELP d11_gateway_protect_limit In-flight limit of adaptive protection (gain x max throughput x min RT).\n"
+                      "# TYPE d11_gateway_protect_limit gauge\nd11_gateway_protect_limit %lld\n"
+                      "# HELP d11_gateway_protect_max_throughput Highest completions/s of the window.\n"
+                      "# TYPE d11_gateway_protect_max_throughput gauge\nd11_gateway_protect_max_throughput %lld\n"
+                      "# HELP d11_gateway_protect_min_rt_seconds Lowest response time of the window.\n"
+                      "# TYPE d11_gateway_protect_min_rt_seconds gauge\nd11_gateway_protect_min_rt_seconds %.6f\n"
+                      "# HELP d11_gateway_protect_refused_total Requests refused 503 overloaded, by reason.\n"
+                      "# TYPE d11_gateway_protect_refused_total counter\n"
+                      "d11_gateway_protect_refused_total{reason=\"inflight\"} %llu\n"
+                      "d11_gateway_protect_refused_total{reason=\"rt\"} %llu\n",
+                   (long long)atomic_load_explicit(&pr->inflight, memory_order_relaxed),
+                   (long long)atomic_load_explicit(&pr->limit, memory_order_relaxed),
+                   (long long)atomic_load_explicit(&pr->max_tput, memory_order_relaxed),
+                   (double)atomic_load_explicit(&pr->min_rt_us, memory_order_relaxed) / 1e6,
+                   (unsigned long long)atomic_load_explicit(&pr->refused[GW_PROTECT_INFLIGHT], memory_order_relaxed),
+                   (unsigned long long)atomic_load_explicit(&pr->refused[GW_PROTECT_RT], memory_order_relaxed));
+    gw_events_metrics(g, &g->events, b); /* events.c: heads seen, consumer lag */
+    gw_hooks_metrics(&g->hooks, b);      /* webhooks.c: delivered, retries, dead letters */
+    gw_retention_metrics(&g->events, b); /* retention.c: outbox size, oldest event age */
+    if (g->cfg.nats[0]) gw_nats_metrics(&g->nats, b); /* nats_relay.c */
 #undef SUM
 }

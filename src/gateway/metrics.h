@@ -22,7 +22,7 @@
 #include "../core/util.h"
 #include "rules.h"
 
-#define GW_ROUTES_MAX 32 /* route ids 0..GW_ROUTES_MAX-1: "other" + the route table */
+#define GW_ROUTES_MAX 48 /* route ids 0..GW_ROUTES_MAX-1: "other" + the route table */
 
 #define GW_STATUS_N 21 /* tracked statuses + "other" */
 extern const int gw_status_codes[GW_STATUS_N];

@@ -5,7 +5,46 @@
  */
 #include "orders.h"
 
+#include <stdio.h>
 #include <string.h>
+
+/* Hot-parameter limits (rules "hot": per SKU of each item, per user, per client IP);
+ * false after answering 429 rate_limited naming the value. */
+static bool hot_ok(gw_thread *t, gw_req *rq, const d11_msg_order_create *m)
+{
+    const d11_rules *r = &t->rules;
+    if (!r->hot[D11_HOT_SKU].qps && !r->hot[D11_HOT_USER].qps && !r->hot[D11_HOT_IP].qps) return true;
+    int64_t now = d11_mono_ns(), retry = 0;
+    char uid[24];
+    int un = snprintf(uid, sizeof uid, "%llu", (unsigned long long)m->user_id);
+    const char *what = NULL, *val = NULL;
+    int vn = 0;
+    for (uint32_t k = 0; k < m->nitems && !what; k++)
+        if (!d11_hot_take(&t->gw->rules, r, D11_HOT_SKU, m->items[k].sku.p, m->items[k].sku.n, now, &retry)) {
+            what = "sku";
+            val = m->items[k].sku.p;
+            vn = (int)m->items[k].sku.n;
+        }
+    if (!what && !d11_hot_take(&t->gw->rules, r, D11_HOT_USER, uid, (size_t)un, now, &retry)) {
+        what = "user";
+        val = uid;
+        vn = un;
+    }
+    const char *ip = rq->c->peer;
+    if (!what && ip[0] && !d11_hot_take(&t->gw->rules, r, D11_HOT_IP, ip, strlen(ip), now, &retry)) {
+        what = "ip";
+        val = ip;
+        vn = (int)strlen(ip);
+    }
+    if (!what) return true;
+    gw_ctr_add(&t->m.rejections[GW_RULE_FLOW][D11_RES_ORDERS_CREATE], 1);
+    int64_t secs = (retry + 999999999) / 1000000000;
+    char hdr[48], msg[160];
+    snprintf(hdr, sizeof hdr, "Retry-After: %lld\r\n", (long long)(secs < 1 ? 1 : secs));
+    snprintf(msg, sizeof msg, "hot-parameter limit: %s '%.*s' is over its rate", what, vn, val);
+    gw_respond_error(t, rq->c, rq->si, 429, "rate_limited", msg, hdr);
+    return false;
+}
 
 void gw_h_order_create(gw_thread *t, gw_req *rq)
 {
@@ -46,6 +85,17 @@ void gw_h_order_create(gw_thread *t, gw_req *rq)
             return;
         }
     }
+    if (t->rules.nsched) { /* degrade switches scoped to a SKU */
+        int64_t now = d11_wall_ms();
+        for (uint32_t k = 0; k < m->nitems; k++)
+            if (d11_rules_degraded_sku(&t->rules, res, m->items[k].sku.p, m->items[k].sku.n, now)) {
+                gw_ctr_add(&t->m.rejections[GW_RULE_DEGRADE][res], 1);
+                gw_fail(t, rq, 503, "degraded", "orders.create is degraded for SKU %.*s (switched off by the operator)",
+                        (int)m->items[k].sku.n, m->items[k].sku.p);
+                return;
+            }
+    }
+    if (!hot_ok(t, rq, m)) return;
     m->idem_key.p = ik->v;
     m->idem_key.n = ik->len;
     d11_buf_reset(&t->tmp);

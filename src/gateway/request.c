@@ -68,9 +68,18 @@ bool gw_param_sku(d11_str seg, char *buf, size_t cap, d11_str *out)
 
 /* ---- forwarding ---- */
 
+/* Tell the target's circuit breaker how the call went (error: no answer or a 5xx). */
+static void breaker_done(gw_thread *t, const gw_pend *p, bool error)
+{
+    int64_t now = gw_now_ms(t);
+    int64_t rt = now - (p->deadline_ms - t->gw->cfg.request_timeout_ms);
+    gw_breaker_done(&t->gw->brk[p->target], now, rt, error, p->brk_probe);
+}
+
 void gw_forward_done(gw_thread *t, const gw_pend *p, const d11_frame *f, int uperr)
 {
     int target = p->target, si;
+    breaker_done(t, p, !f || f->hdr.status >= 500);
     gw_conn *c = gw_slot_deref(t, p->arg, &si);
     if (!f) {
         gw_ctr_add(&t->m.uperr[target][uperr], 1);
@@ -126,13 +135,25 @@ void gw_forward_with(gw_thread *t, gw_req *rq, int target, uint16_t type, gw_up_
         gw_fail(t, rq, 503, "unavailable", "%s is overloaded", gw_up_name(t, target));
         return;
     }
+    bool probe;
+    if (!gw_breaker_allow(&t->gw->brk[target], gw_now_ms(t), &probe)) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "%s is failing: its circuit breaker is open", gw_up_name(t, target));
+        gw_respond_error(t, rq->c, rq->si, 503, "circuit_open", msg, "Retry-After: 1\r\n");
+        return;
+    }
     gw_pend *p = gw_pend_alloc(t, GW_PC_REQ, cb, ctx, gw_slot_ref_of(rq->c, rq->si));
     if (!p) {
+        if (probe) gw_breaker_done(&t->gw->brk[target], gw_now_ms(t), 0, true, true);
         gw_ctr_add(&t->m.pending_full, 1);
         gw_fail(t, rq, 503, "unavailable", "gateway is at its in-flight limit");
         return;
     }
+    p->brk_probe = probe;
     const gw_slot *s = &rq->c->slots[rq->si];
+    if (rq->pace_ms > 0 && gw_pace_push(t, gw_now_ms(t) + rq->pace_ms, target, p, type, rq->flags, s->trace_id,
+                                        s->span_id, s->trace_flags, (uint32_t)t->gw->cfg.request_timeout_ms))
+        return; /* sent when its turn comes (pace.c) */
     gw_up_send(t, target, p, type, rq->flags, s->trace_id, s->span_id, s->trace_flags,
                (uint32_t)t->gw->cfg.request_timeout_ms);
 }

@@ -43,6 +43,8 @@ struct gw_req {
     const char         *query;   /* after '?', up to '#' */
     size_t              query_len;
     uint16_t            flags;   /* wire flags for forwarded requests (D11_WF_STRESS) */
+    const char         *label;   /* the token's label (the caller), "" before/without a token */
+    int64_t             pace_ms; /* > 0: the pace behaviour gave it a turn this far away */
 };
 
 /* The request body ("" when none). */

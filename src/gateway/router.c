@@ -15,6 +15,8 @@
 #include "orders.h"
 #include "probes.h"
 #include "products.h"
+#include "events.h"
+#include "webhooks.h"
 #include "request.h"
 #include "sale.h"
 
@@ -22,6 +24,7 @@
 #define S_ORDERS   D11_SCOPE_ORDERS
 #define S_PRODUCTS D11_SCOPE_PRODUCTS
 #define S_ADMIN    D11_SCOPE_ADMIN
+#define S_EVENTS   D11_SCOPE_EVENTS
 #define NONE       D11_RES_NONE
 
 static const gw_route routes[] = {
@@ -48,6 +51,18 @@ static const gw_route routes[] = {
     {"/admin/log-level",        HTTP_PUT,  S_ADMIN,           NONE,                     gw_h_log_level_put,   "admin.log_level.put",   0},
     {"/v1/products",            HTTP_GET,  S_READ,            D11_RES_PRODUCTS_READ,    gw_h_product_list,    "products.list",         D11_MSG_PRODUCT_LIST},
     {"/dashboard/data",         HTTP_GET,  0,                 NONE,                     gw_h_sale_data,       "dashboard.data",        0},
+    {"/admin/rules",            HTTP_PATCH, S_ADMIN,          NONE,                     gw_h_rules_patch,     "admin.rules.patch",     0},
+    {"/admin/protect",          HTTP_GET,  S_ADMIN,           NONE,                     gw_h_protect_get,     "admin.protect.get",     0},
+    {"/v1/events",              HTTP_GET,  S_EVENTS,          NONE,                     gw_h_events,          "events.read",           D11_MSG_EVENTS_READ},
+    {"/v1/consumers/*",         HTTP_GET,  S_EVENTS,          NONE,                     gw_h_consumer_get,    "consumers.get",         0},
+    {"/v1/consumers/*",         HTTP_PUT,  S_EVENTS,          NONE,                     gw_h_consumer_put,    "consumers.put",         0},
+    {"/admin/webhooks",         HTTP_POST, S_ADMIN,           NONE,                     gw_h_hooks_create,    "admin.webhooks.create", 0},
+    {"/admin/webhooks",         HTTP_GET,  S_ADMIN,           NONE,                     gw_h_hooks_list,      "admin.webhooks.list",   0},
+    {"/admin/webhooks/*",       HTTP_DELETE, S_ADMIN,         NONE,                     gw_h_hooks_delete,    "admin.webhooks.delete", 0},
+    {"/admin/webhooks/*/pause", HTTP_POST, S_ADMIN,           NONE,                     gw_h_hooks_pause,     "admin.webhooks.pause",  0},
+    {"/admin/webhooks/*/resume", HTTP_POST, S_ADMIN,          NONE,                     gw_h_hooks_resume,    "admin.webhooks.resume", 0},
+    {"/admin/webhooks/*/dead",  HTTP_GET,  S_ADMIN,           NONE,                     gw_h_hooks_dead,      "admin.webhooks.dead",   0},
+    {"/admin/webhooks/*/replay", HTTP_POST, S_ADMIN,          NONE,                     gw_h_hooks_replay,    "admin.webhooks.replay", 0},
 };
 #define NROUTES ((int)(sizeof routes / sizeof routes[0]))
 _Static_assert(NROUTES + 1 <= GW_ROUTES_MAX, "raise GW_ROUTES_MAX (metrics.h)");
@@ -125,6 +140,7 @@ static const char *scope_words(uint32_t need)
            : need == D11_SCOPE_READ                     ? "'read'"
            : need == D11_SCOPE_ORDERS                   ? "'orders'"
            : need == D11_SCOPE_PRODUCTS                 ? "'products'"
+           : need == D11_SCOPE_EVENTS                   ? "'events'"
                                                         : "'admin'";
 }
 
@@ -175,10 +191,9 @@ static bool admit(gw_thread *t, gw_req *rq)
     uint32_t need = rq->route->scopes;
     if (!need) return true;
     uint32_t sc = 0;
-    const char *label = "";
     if (r->authorization.present && !r->authorization.over)
-        sc = d11_auth_check_label(t->auth, r->authorization.v, r->authorization.len, &label);
-    snprintf(rq->c->slots[rq->si].token, sizeof rq->c->slots[rq->si].token, "%s", label);
+        sc = d11_auth_check_label(t->auth, r->authorization.v, r->authorization.len, &rq->label);
+    snprintf(rq->c->slots[rq->si].token, sizeof rq->c->slots[rq->si].token, "%s", rq->label);
     if (!sc) {
         gw_respond_error(t, rq->c, rq->si, 401, "unauthorized", "missing or invalid bearer token",
                          "WWW-Authenticate: Bearer\r\n");
@@ -209,14 +224,23 @@ static bool within_rules(gw_thread *t, gw_req *rq)
     int res = rq->route->res;
     if (res == D11_RES_NONE) return true;
     D11_ASSERT(res >= 0 && res < D11_RES_COUNT);
-    if (t->rules.degrade[res]) {
+    if (t->rules.degrade[res] || (t->rules.nsched && d11_rules_degraded(&t->rules, res, d11_wall_ms()))) {
         gw_ctr_add(&t->m.rejections[GW_RULE_DEGRADE][res], 1);
         gw_fail(t, rq, 503, "degraded", "%s is degraded (switched off by the operator)",
                 d11_res_names[res]);
         return false;
     }
-    int64_t retry_ns;
-    if (!d11_flow_take(&t->gw->rules, res, d11_mono_ns(), &retry_ns)) {
+    int64_t retry_ns = 0;
+    bool flow_ok;
+    uint64_t wait_ms = t->rules.flow[res].max_wait_ms;
+    if (wait_ms) { /* pace: a turn within max_wait_ms (sent then, pace.c), or 429 */
+        int64_t w = d11_flow_reserve(&t->gw->rules, res, d11_mono_ns(), (int64_t)wait_ms * 1000000, &retry_ns);
+        flow_ok = w >= 0;
+        if (w > 0) rq->pace_ms = (w + 999999) / 1000000;
+    } else {
+        flow_ok = d11_flow_take(&t->gw->rules, res, d11_mono_ns(), &retry_ns);
+    }
+    if (!flow_ok) {
         gw_ctr_add(&t->m.rejections[GW_RULE_FLOW][res], 1);
         int64_t secs = (retry_ns + 999999999) / 1000000000;
         if (secs < 1) secs = 1;
@@ -226,7 +250,48 @@ static bool within_rules(gw_thread *t, gw_req *rq)
         gw_respond_error(t, rq->c, rq->si, 429, "rate_limited", msg, hdr);
         return false;
     }
+    for (uint32_t i = 0; i < t->rules.ncallers; i++) { /* per-caller rules (token label) */
+        if (t->rules.callers[i].res != (uint32_t)res || strcmp(t->rules.callers[i].label, rq->label)) continue;
+        if (!d11_flow_take_caller(&t->gw->rules, (int)i, d11_mono_ns(), &retry_ns)) {
+            gw_ctr_add(&t->m.rejections[GW_RULE_FLOW][res], 1);
+            int64_t secs = (retry_ns + 999999999) / 1000000000;
+            char hdr[48], msg[160];
+            snprintf(hdr, sizeof hdr, "Retry-After: %lld\r\n", (long long)(secs < 1 ? 1 : secs));
+            snprintf(msg, sizeof msg, "caller '%s' is over its flow limit on %s", rq->label, d11_res_names[res]);
+            gw_respond_error(t, rq->c, rq->si, 429, "rate_limited", msg, hdr);
+            return false;
+        }
+    }
+    uint64_t conc = t->rules.flow[res].concurrency;
+    if (conc) {
+        if (!d11_flow_conc_enter(&t->gw->rules, res, conc)) {
+            gw_ctr_add(&t->m.rejections[GW_RULE_FLOW][res], 1);
+            char msg[96];
+            snprintf(msg, sizeof msg, "%s is at its concurrency limit (%llu in flight)", d11_res_names[res],
+                     (unsigned long long)conc);
+            gw_respond_error(t, rq->c, rq->si, 429, "concurrency_limited", msg, "Retry-After: 1\r\n");
+            return false;
+        }
+        rq->c->slots[rq->si].conc_res = (int8_t)res;
+    }
     return true;
+}
+
+/* System adaptive protection (protect.h) for business routes; false after a fast 503
+ * overloaded with Retry-After. Checked before the token: a refusal must cost little. */
+static bool protected_admit(gw_thread *t, gw_req *rq)
+{
+    if (rq->route->res == D11_RES_NONE) return true;
+    int why = gw_protect_enter(&t->gw->prot);
+    if (why == GW_PROTECT_OK) {
+        rq->c->slots[rq->si].prot = t->gw->prot.cfg.on;
+        return true;
+    }
+    gw_respond_error(t, rq->c, rq->si, 503, "overloaded",
+                     why == GW_PROTECT_RT ? "overloaded: response time above its cap; retry later"
+                                          : "overloaded: too many requests in flight; retry later",
+                     "Retry-After: 1\r\n");
+    return false;
 }
 
 void gw_dispatch(gw_thread *t, gw_conn *c, int si, d11_http_req *r)
@@ -251,6 +316,7 @@ void gw_dispatch(gw_thread *t, gw_conn *c, int si, d11_http_req *r)
     /* the rules in force: one acquire load, a copy only when they changed (rare) */
     uint64_t gen = d11_rules_store_gen(&t->gw->rules);
     if (gen != t->rules_gen) d11_rules_store_get(&t->gw->rules, &t->rules, &t->rules_gen);
-    gw_req rq = {.c = c, .si = si, .http = r};
-    if (route(t, &rq) && admit(t, &rq) && within_rules(t, &rq)) rq.route->handler(t, &rq);
+    gw_req rq = {.c = c, .si = si, .http = r, .label = ""};
+    if (route(t, &rq) && protected_admit(t, &rq) && admit(t, &rq) && within_rules(t, &rq))
+        rq.route->handler(t, &rq);
 }

@@ -51,10 +51,127 @@ static int cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* Find caller rule (res, label) in out; -1 when absent. */
+static int caller_find(const d11_rules *out, int r, const char *label)
+{
+    for (uint32_t i = 0; i < out->ncallers; i++)
+        if (out->callers[i].res == (uint32_t)r && !strcmp(out->callers[i].label, label)) return (int)i;
+    return -1;
+}
+
+/* "callers": {"<token label>": {"qps","burst"} | null, ...} of resource r: merged per label
+ * into out (a full parse starts from none; null removes the label's rule). */
+static int parse_callers(d11_json *j, int cv, const char *name, d11_rules *out, int r, char *err, size_t errlen)
+{
+    if (j->tok[cv].type != D11_JT_OBJECT)
+        return bad(err, errlen, "flow.%s.callers: must be an object {\"<token label>\": {\"qps\",\"burst\"}}", name);
+    int k = cv + 1;
+    for (int e = 0; e < j->tok[cv].size; e++, k = j->tok[k + 1].next) {
+        char label[D11_TOKEN_LABEL_BYTES_MAX + 1];
+        size_t ln = 0;
+        if (d11_json_str(j, k, label, sizeof label - 1, &ln) != 0 || ln == 0)
+            return bad(err, errlen, "flow.%s.callers: a label is 1..64 characters", name);
+        label[ln] = 0;
+        int i = caller_find(out, r, label), v = k + 1;
+        if (j->tok[v].type == D11_JT_NULL) {
+            if (i >= 0) out->callers[i] = out->callers[--out->ncallers];
+            continue;
+        }
+        if (i < 0) {
+            if (out->ncallers >= D11_FLOW_CALLERS_MAX)
+                return bad(err, errlen, "flow.%s.callers: at most 32 caller rules in all", name);
+            i = (int)out->ncallers++;
+            memset(&out->callers[i], 0, sizeof out->callers[i]);
+            memcpy(out->callers[i].label, label, ln + 1);
+            out->callers[i].res = (uint32_t)r;
+        }
+        if (j->tok[v].type != D11_JT_OBJECT)
+            return bad(err, errlen, "flow.%s.callers: each is an object {\"qps\",\"burst\"}", name);
+        uint64_t old_qps = out->callers[i].qps, old_burst = out->callers[i].burst;
+        int q = v + 1;
+        for (int m = 0; m < j->tok[v].size; m++, q = j->tok[q + 1].next) {
+            uint64_t *dst = d11_json_str_eq(j, q, "qps", 3)     ? &out->callers[i].qps
+                            : d11_json_str_eq(j, q, "burst", 5) ? &out->callers[i].burst
+                                                                : NULL;
+            if (!dst) return bad(err, errlen, "flow.%s.callers: unknown field (expected qps, burst)", name);
+            if (d11_json_u64(j, q + 1, 1, D11_FLOW_QPS_MAX, dst))
+                return bad(err, errlen, "flow.%s.callers: qps and burst are integers in 1..10000000", name);
+        }
+        if (!out->callers[i].qps) return bad(err, errlen, "flow.%s.callers: qps required", name);
+        if (!out->callers[i].burst || (out->callers[i].burst == old_burst && old_burst == old_qps))
+            out->callers[i].burst = out->callers[i].qps;
+    }
+    return 0;
+}
+
+/* One flow rule object {"qps","burst","concurrency","warm_up_s","cold_factor"} at token fv
+ * into *f (fields absent keep their value: a patch starts from the rule in force). */
+static int parse_flow_rule(d11_json *j, int fv, const char *name, d11_rules *out, int r, char *err,
+                           size_t errlen)
+{
+    char path[96];
+    if (j->tok[fv].type != D11_JT_OBJECT)
+        return bad(err, errlen, "flow.%s: must be an object {\"qps\",\"burst\",...}", name);
+    uint64_t old_qps = out->flow[r].qps, old_burst = out->flow[r].burst;
+    int q = fv + 1;
+    for (int m = 0; m < j->tok[fv].size; m++, q = j->tok[q + 1].next) {
+        static const struct { const char *k; uint64_t lo, hi; } F[] = {
+            {"qps", 1, D11_FLOW_QPS_MAX}, {"burst", 1, D11_FLOW_QPS_MAX}, {"concurrency", 0, D11_FLOW_CONC_MAX},
+            {"warm_up_s", 0, D11_FLOW_WARM_S_MAX}, {"cold_factor", 2, 10}, {"max_wait_ms", 0, D11_FLOW_WAIT_MS_MAX},
+        };
+        uint64_t *dst[] = {&out->flow[r].qps, &out->flow[r].burst, &out->flow[r].concurrency,
+                           &out->flow[r].warm_up_s, &out->flow[r].cold_factor, &out->flow[r].max_wait_ms};
+        if (d11_json_str_eq(j, q, "callers", 7)) {
+            int rc = parse_callers(j, q + 1, name, out, r, err, errlen);
+            if (rc) return rc;
+            continue;
+        }
+        size_t f = 0;
+        while (f < sizeof F / sizeof F[0] && !d11_json_str_eq(j, q, F[f].k, strlen(F[f].k))) f++;
+        if (f == sizeof F / sizeof F[0])
+            return bad(err, errlen, "flow.%s: unknown field (expected qps, burst, concurrency, warm_up_s, "
+                                    "cold_factor, max_wait_ms, callers)", name);
+        snprintf(path, sizeof path, "flow.%s.%s", name, F[f].k);
+        if (d11_json_u64(j, q + 1, F[f].lo, F[f].hi, dst[f])) {
+            snprintf(err, errlen, "%s: must be an integer in %llu..%llu", path, (unsigned long long)F[f].lo,
+                     (unsigned long long)F[f].hi);
+            return D11_JSON_ERANGE;
+        }
+    }
+    bool has_callers = false;
+    for (uint32_t i = 0; i < out->ncallers; i++) has_callers |= out->callers[i].res == (uint32_t)r;
+    if (!out->flow[r].qps && !out->flow[r].concurrency && !has_callers)
+        return bad(err, errlen, "flow.%s.qps: required (or concurrency, or callers)", name);
+    /* burst defaults to qps; a patch of qps alone keeps an explicit burst */
+    if (!out->flow[r].burst || (out->flow[r].burst == old_burst && old_burst == old_qps))
+        out->flow[r].burst = out->flow[r].qps;
+    if (out->flow[r].warm_up_s && !out->flow[r].cold_factor) out->flow[r].cold_factor = 3;
+    if ((out->flow[r].warm_up_s || out->flow[r].max_wait_ms) && !out->flow[r].qps)
+        return bad(err, errlen, "flow.%s: warm_up_s and max_wait_ms need qps", name);
+    return 0;
+}
+
+static int parse_into(d11_json *j, const char *js, size_t n, d11_rules *out, bool *has_version,
+                      bool patch, char *err, size_t errlen);
+
 int d11_rules_parse(d11_json *j, const char *js, size_t n, d11_rules *out, bool *has_version,
                     char *err, size_t errlen)
 {
     memset(out, 0, sizeof *out);
+    return parse_into(j, js, n, out, has_version, false, err, errlen);
+}
+
+int d11_rules_parse_patch(d11_json *j, const char *js, size_t n, const d11_rules *base, d11_rules *out,
+                          bool *has_version, char *err, size_t errlen)
+{
+    *out = *base;
+    out->version = 0;
+    return parse_into(j, js, n, out, has_version, true, err, errlen);
+}
+
+static int parse_into(d11_json *j, const char *js, size_t n, d11_rules *out, bool *has_version,
+                      bool patch, char *err, size_t errlen)
+{
     *has_version = false;
     if (d11_json_parse(j, js, n) != 0) {
         snprintf(err, errlen, "%s", j->err);
@@ -77,26 +194,22 @@ int d11_rules_parse(d11_json *j, const char *js, size_t n, d11_rules *out, bool 
                 int r = res_find(j, fk), fv = fk + 1;
                 key_name(j, fk, name, sizeof name);
                 if (r < 0) return bad(err, errlen, "flow.%s: unknown resource", name);
-                if (j->tok[fv].type == D11_JT_NULL) continue;
-                if (j->tok[fv].type != D11_JT_OBJECT)
-                    return bad(err, errlen, "flow.%s: must be an object {\"qps\",\"burst\"}", name);
-                int q = fv + 1;
-                bool seen_qps = false;
-                for (int m = 0; m < j->tok[fv].size; m++, q = j->tok[q + 1].next) {
-                    if (d11_json_str_eq(j, q, "qps", 3)) {
-                        if (d11_json_u64(j, q + 1, 1, D11_FLOW_QPS_MAX, &out->flow[r].qps))
-                            return bad(err, errlen, "flow.%s.qps: must be an integer in 1..10000000", name);
-                        seen_qps = true;
-                    } else if (d11_json_str_eq(j, q, "burst", 5)) {
-                        if (d11_json_u64(j, q + 1, 1, D11_FLOW_QPS_MAX, &out->flow[r].burst))
-                            return bad(err, errlen, "flow.%s.burst: must be an integer in 1..10000000", name);
-                    } else {
-                        return bad(err, errlen, "flow.%s: unknown field (expected qps, burst)", name);
-                    }
+                memset(&out->flow[r], 0, patch && j->tok[fv].type != D11_JT_NULL ? 0 : sizeof out->flow[r]);
+                if (j->tok[fv].type == D11_JT_NULL) { /* no rule (a patch: remove it, callers too) */
+                    for (uint32_t c = 0; c < out->ncallers;)
+                        if (out->callers[c].res == (uint32_t)r) out->callers[c] = out->callers[--out->ncallers];
+                        else c++;
+                    continue;
                 }
-                if (!seen_qps) return bad(err, errlen, "flow.%s.qps: required", name);
-                if (!out->flow[r].burst) out->flow[r].burst = out->flow[r].qps;
+                int rc = parse_flow_rule(j, fv, name, out, r, err, errlen);
+                if (rc) return rc;
             }
+        } else if (d11_json_str_eq(j, k, "degrade_schedule", 16)) {
+            int rc = d11__sched_parse(j, v, out, err, errlen);
+            if (rc) return rc;
+        } else if (d11_json_str_eq(j, k, "hot", 3)) {
+            int rc = d11__hot_parse(j, v, out, patch, err, errlen);
+            if (rc) return rc;
         } else if (d11_json_str_eq(j, k, "degrade", 7)) {
             if (j->tok[v].type != D11_JT_OBJECT) return bad(err, errlen, "%s: must be an object", "degrade");
             int dk = v + 1;
@@ -128,7 +241,10 @@ int d11_rules_parse(d11_json *j, const char *js, size_t n, d11_rules *out, bool 
                         if (u == 0 || out->deny[u - 1] != out->deny[e]) out->deny[u++] = out->deny[e];
                     out->ndeny = u;
                 } else if (d11_json_str_eq(j, rk, "max_order_quantity", 18)) {
-                    if (j->tok[rv].type == D11_JT_NULL) continue;
+                    if (j->tok[rv].type == D11_JT_NULL) {
+                        out->max_order_qty = 0;
+                        continue;
+                    }
                     if (d11_json_u64(j, rv, 0, (uint64_t)D11_ORDER_ITEMS_MAX * D11_ITEM_QTY_MAX,
                                      &out->max_order_qty))
                         return bad(err, errlen, "%s: must be an integer in 0..16000", "risk.max_order_quantity");
@@ -139,7 +255,7 @@ int d11_rules_parse(d11_json *j, const char *js, size_t n, d11_rules *out, bool 
             }
         } else {
             key_name(j, k, name, sizeof name);
-            return bad(err, errlen, "%s: unknown field (expected version, flow, degrade, risk)", name);
+            return bad(err, errlen, "%s: unknown field (expected version, flow, hot, degrade, degrade_schedule, risk)", name);
         }
     }
     return 0;
@@ -153,17 +269,54 @@ void d11_rules_render(const d11_rules *r, d11_buf *out)
                    (unsigned long long)r->version, ts);
     bool first = true;
     for (int i = 0; i < D11_RES_COUNT; i++) {
-        if (!r->flow[i].qps) continue;
-        d11_buf_printf(out, "%s\"%s\":{\"qps\":%llu,\"burst\":%llu}", first ? "" : ",",
-                       d11_res_names[i], (unsigned long long)r->flow[i].qps,
-                       (unsigned long long)r->flow[i].burst);
+        bool has_callers = false;
+        for (uint32_t k = 0; k < r->ncallers; k++) has_callers |= r->callers[k].res == (uint32_t)i;
+        if (!r->flow[i].qps && !r->flow[i].concurrency && !has_callers) continue;
+        d11_buf_printf(out, "%s\"%s\":{", first ? "" : ",", d11_res_names[i]);
+        const char *sep = "";
+        if (r->flow[i].qps) {
+            d11_buf_printf(out, "\"qps\":%llu,\"burst\":%llu", (unsigned long long)r->flow[i].qps,
+                           (unsigned long long)r->flow[i].burst);
+            sep = ",";
+        }
+        if (r->flow[i].concurrency) {
+            d11_buf_printf(out, "%s\"concurrency\":%llu", sep, (unsigned long long)r->flow[i].concurrency);
+            sep = ",";
+        }
+        if (r->flow[i].warm_up_s) {
+            d11_buf_printf(out, "%s\"warm_up_s\":%llu,\"cold_factor\":%llu", sep,
+                           (unsigned long long)r->flow[i].warm_up_s, (unsigned long long)r->flow[i].cold_factor);
+            sep = ",";
+        }
+        if (r->flow[i].max_wait_ms) {
+            d11_buf_printf(out, "%s\"max_wait_ms\":%llu", sep, (unsigned long long)r->flow[i].max_wait_ms);
+            sep = ",";
+        }
+        if (has_callers) {
+            d11_buf_printf(out, "%s\"callers\":{", sep);
+            bool f1 = true;
+            for (uint32_t k = 0; k < r->ncallers; k++) {
+                if (r->callers[k].res != (uint32_t)i) continue;
+                d11_buf_printf(out, "%s", f1 ? "" : ",");
+                d11_buf_json_str(out, r->callers[k].label, strlen(r->callers[k].label));
+                d11_buf_printf(out, ":{\"qps\":%llu,\"burst\":%llu}", (unsigned long long)r->callers[k].qps,
+                               (unsigned long long)r->callers[k].burst);
+                f1 = false;
+            }
+            d11_buf_puts(out, "}");
+        }
+        d11_buf_puts(out, "}");
         first = false;
     }
-    d11_buf_puts(out, "},\"degrade\":{");
+    d11_buf_puts(out, "},");
+    d11__hot_render(r, out);
+    d11_buf_puts(out, ",\"degrade\":{");
     for (int i = 0; i < D11_RES_COUNT; i++)
         d11_buf_printf(out, "%s\"%s\":%s", i ? "," : "", d11_res_names[i],
                        r->degrade[i] ? "true" : "false");
-    d11_buf_puts(out, "},\"risk\":{\"deny_users\":[");
+    d11_buf_puts(out, "},");
+    d11__sched_render(r, out);
+    d11_buf_puts(out, ",\"risk\":{\"deny_users\":[");
     for (uint32_t i = 0; i < r->ndeny; i++)
         d11_buf_printf(out, "%s%llu", i ? "," : "", (unsigned long long)r->deny[i]);
     d11_buf_printf(out, "],\"max_order_quantity\":%llu}}", (unsigned long long)r->max_order_qty);
@@ -181,44 +334,6 @@ bool d11_rules_denied(const d11_rules *r, uint64_t user_id)
     return false;
 }
 
-/* ---- flow buckets (GCRA) ---- */
-
-bool d11_flow_take(d11_rules_store *s, int res, int64_t now_ns, int64_t *retry_ns)
-{
-    D11_ASSERT(res >= 0 && res < D11_RES_COUNT);
-    d11_flow_bucket *b = &s->buckets[res];
-    int64_t T = atomic_load_explicit(&b->interval_ns, memory_order_relaxed);
-    if (T == 0) return true;
-    int64_t tau = atomic_load_explicit(&b->tau_ns, memory_order_relaxed);
-    int64_t tat = atomic_load_explicit(&b->tat_ns, memory_order_relaxed);
-    for (;;) {
-        int64_t next = (tat > now_ns ? tat : now_ns) + T;
-        if (next - now_ns > tau) {
-            *retry_ns = next - now_ns - tau;
-            return false;
-        }
-        if (atomic_compare_exchange_weak_explicit(&b->tat_ns, &tat, next, memory_order_relaxed,
-                                                  memory_order_relaxed))
-            return true;
-    }
-}
-
-static void buckets_apply(d11_rules_store *s, const d11_rules *r)
-{
-    for (int i = 0; i < D11_RES_COUNT; i++) {
-        d11_flow_bucket *b = &s->buckets[i];
-        int64_t T = r->flow[i].qps ? (int64_t)(1000000000ULL / r->flow[i].qps) : 0;
-        if (T == 0 && r->flow[i].qps) T = 1;
-        int64_t tau = T * (int64_t)r->flow[i].burst;
-        if (atomic_load(&b->interval_ns) != T || atomic_load(&b->tau_ns) != tau) {
-            atomic_store(&b->interval_ns, 0); /* unlimited while switching */
-            atomic_store(&b->tau_ns, tau);
-            atomic_store(&b->tat_ns, 0);
-            atomic_store(&b->interval_ns, T);
-        }
-    }
-}
-
 /* ---- the store: files ---- */
 
 #define STATE_MAGIC "d11 rules history 1"
@@ -226,10 +341,21 @@ static void buckets_apply(d11_rules_store *s, const d11_rules *r)
 /* Same rules (everything but version and updated_at)? */
 static bool same_content(const d11_rules *a, const d11_rules *b)
 {
-    for (int i = 0; i < D11_RES_COUNT; i++)
-        if (a->flow[i].qps != b->flow[i].qps || a->flow[i].burst != b->flow[i].burst ||
-            a->degrade[i] != b->degrade[i])
+    if (memcmp(a->flow, b->flow, sizeof a->flow) != 0 || a->ncallers != b->ncallers) return false;
+    if (a->nsched != b->nsched || memcmp(a->sched, b->sched, sizeof a->sched[0] * a->nsched) != 0) return false;
+    for (int d = 0; d < D11_HOT_DIMS; d++) {
+        if (a->hot[d].qps != b->hot[d].qps || a->hot[d].burst != b->hot[d].burst || a->hot[d].nexc != b->hot[d].nexc)
             return false;
+        for (uint32_t e = 0; e < a->hot[d].nexc; e++)
+            if (a->hot[d].exc[e].qps != b->hot[d].exc[e].qps || strcmp(a->hot[d].exc[e].value, b->hot[d].exc[e].value))
+                return false;
+    }
+    for (uint32_t i = 0; i < a->ncallers; i++)
+        if (a->callers[i].res != b->callers[i].res || a->callers[i].qps != b->callers[i].qps ||
+            a->callers[i].burst != b->callers[i].burst || strcmp(a->callers[i].label, b->callers[i].label))
+            return false;
+    for (int i = 0; i < D11_RES_COUNT; i++)
+        if (a->degrade[i] != b->degrade[i]) return false;
     return a->ndeny == b->ndeny && a->max_order_qty == b->max_order_qty &&
            memcmp(a->deny, b->deny, sizeof a->deny[0] * a->ndeny) == 0;
 }
@@ -366,7 +492,8 @@ static void make_current(d11_rules_store *s, const d11_rules *r)
 {
     s->cur = *r;
     if (r->version > s->max_version) s->max_version = r->version;
-    buckets_apply(s, r);
+    d11__hot_alloc(s, r);
+    d11__flow_buckets_apply(s, r);
     atomic_fetch_add(&s->gen, 1);
 }
 
@@ -427,13 +554,18 @@ int d11_rules_store_init(d11_rules_store *s, const char *data_dir)
     if (rc && rc != -ENOENT && rc != D11_ECONFIG)
         d11_error("cannot read %s: %s", s->path, d11_strerror(rc));
     if (!have_history) (void)persist_state(s, s->max_version, &s->cur, NULL); /* start one */
-    buckets_apply(s, &s->cur);
+    d11__hot_alloc(s, &s->cur);
+    d11__flow_buckets_apply(s, &s->cur);
     atomic_fetch_add(&s->gen, 1);
     atomic_store(&s->next_check_ms, d11_mono_ms() + D11_RULES_RELOAD_MS);
     return 0;
 }
 
-void d11_rules_store_release(d11_rules_store *s) { pthread_mutex_destroy(&s->mu); }
+void d11_rules_store_release(d11_rules_store *s)
+{
+    d11__hot_free(s);
+    pthread_mutex_destroy(&s->mu);
+}
 
 uint64_t d11_rules_store_gen(d11_rules_store *s)
 {

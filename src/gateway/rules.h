@@ -70,11 +70,44 @@ enum d11_res {
 };
 extern const char *const d11_res_names[D11_RES_COUNT];
 
+enum d11_hot_dim { D11_HOT_SKU, D11_HOT_USER, D11_HOT_IP, D11_HOT_DIMS };
+extern const char *const d11_hot_dim_names[D11_HOT_DIMS];
+
 typedef struct d11_rules {
     uint64_t version;
     int64_t  updated_ms; /* wall clock */
-    struct { uint64_t qps, burst; } flow[D11_RES_COUNT]; /* qps 0: unlimited */
+    struct {
+        uint64_t qps, burst;   /* qps 0: no rate limit */
+        uint64_t concurrency;  /* requests of the resource in flight at once; 0: no limit */
+        uint64_t warm_up_s;    /* 0: no warm-up; else the rate starts at qps/cold_factor */
+        uint64_t cold_factor;  /* 2..10 (default 3) when warm_up_s > 0 */
+        uint64_t max_wait_ms;  /* > 0: the pace behaviour (spaced at 1/qps, wait <= this) */
+    } flow[D11_RES_COUNT];
+    uint32_t ncallers;     /* per-caller rules: a token label's own rate on one resource */
+    struct {
+        char     label[D11_TOKEN_LABEL_BYTES_MAX + 1];
+        uint32_t res;
+        uint64_t qps, burst;
+    } callers[D11_FLOW_CALLERS_MAX];
+    /* hot-parameter limits on orders.create, per value of the SKU (each item's), the user
+     * id and the client IP; qps 0 = none; exceptions give one value its own qps */
+    struct {
+        uint64_t qps, burst;
+        uint32_t nexc;
+        struct {
+            char     value[D11_SKU_BYTES_MAX + 1];
+            uint64_t qps;
+        } exc[D11_HOT_EXCEPT_MAX];
+    } hot[D11_HOT_DIMS];
     bool     degrade[D11_RES_COUNT];
+    /* scoped and scheduled degrade switches: resource res is degraded (for one SKU when
+     * sku is not empty) while from_ms <= now < until_ms (wall clock; 0 = no bound) */
+    uint32_t nsched;
+    struct {
+        uint32_t res;
+        char     sku[D11_SKU_BYTES_MAX + 1];
+        int64_t  from_ms, until_ms;
+    } sched[D11_DEGRADE_SCHED_MAX];
     uint32_t ndeny;
     uint64_t deny[D11_RISK_DENY_USERS_MAX]; /* sorted ascending, unique */
     uint64_t max_order_qty;                 /* 0: off */
@@ -88,6 +121,15 @@ typedef struct d11_rules {
  */
 int d11_rules_parse(d11_json *j, const char *js, size_t n, d11_rules *out, bool *has_version,
                     char *err, size_t errlen);
+/*
+ * A partial update (PATCH /admin/rules, JSON merge-patch semantics): out = base with the
+ * patch's fields applied. A field present replaces that field only (flow.R.qps changes
+ * the qps and keeps R's burst, concurrency, warm-up); null removes (a flow rule, the
+ * max_order_quantity); arrays (deny_users) replace the whole array. Same errors as
+ * d11_rules_parse.
+ */
+int d11_rules_parse_patch(d11_json *j, const char *js, size_t n, const d11_rules *base, d11_rules *out,
+                          bool *has_version, char *err, size_t errlen);
 /* Render as the JSON document above (appends to out). */
 void d11_rules_render(const d11_rules *r, d11_buf *out);
 /* Risk: is user_id on the deny list? (binary search) */
@@ -99,6 +141,14 @@ typedef struct d11_flow_bucket {
     _Atomic int64_t tat_ns;      /* theoretical arrival time of the next request */
     _Atomic int64_t interval_ns; /* 1e9 / qps; 0 = unlimited */
     _Atomic int64_t tau_ns;      /* burst * interval */
+    /* warm-up (Sentinel's "warm up" behaviour, as a GCRA whose interval shrinks): after
+     * warm_ns of no admission the bucket is cold again; from the first admission after
+     * that, the interval is interval x f, f falling linearly from cold to 1 over warm_ns */
+    _Atomic int64_t warm_ns;     /* 0 = no warm-up */
+    _Atomic int64_t cold;        /* cold factor */
+    _Atomic int64_t warm_start_ns;
+    _Atomic int64_t last_ns;     /* last admission */
+    _Atomic int64_t inflight;    /* concurrency limit: requests of the resource in flight */
 } d11_flow_bucket;
 
 typedef struct d11_rules_store {
@@ -117,6 +167,9 @@ typedef struct d11_rules_store {
     _Atomic int64_t  next_check_ms;
     d11_json         json;         /* parse scratch, under mu */
     d11_flow_bucket  buckets[D11_RES_COUNT]; /* lock-free, outside mu */
+    d11_flow_bucket  caller_buckets[D11_FLOW_CALLERS_MAX]; /* by index in cur.callers */
+    struct d11_hot_slot *_Atomic hot; /* [D11_HOT_SLOTS] hot-parameter buckets (hot.c), allocated
+                                          with the first document that has a hot rule */
 } d11_rules_store;
 
 /*
@@ -152,5 +205,49 @@ void d11_rules_store_maybe_reload(d11_rules_store *s, int64_t now_ms);
  * long until a request would be admitted. Lock-free; any thread.
  */
 bool d11_flow_take(d11_rules_store *s, int res, int64_t now_ns, int64_t *retry_ns);
+/*
+ * The pace behaviour: reserve the next turn of resource res, turns spaced at the bucket's
+ * interval (no burst). Returns the wait until that turn (>= 0, the turn is taken), or -1
+ * when it would be more than max_wait_ns away (nothing taken; *retry_ns = how long until
+ * a turn within max_wait_ns frees up). Lock-free; any thread.
+ */
+int64_t d11_flow_reserve(d11_rules_store *s, int res, int64_t now_ns, int64_t max_wait_ns, int64_t *retry_ns);
+/*
+ * Concurrency limit of resource res (limit from the caller's copy of the rules; 0 = none):
+ * true when one more request may be in flight (then counted: call d11_flow_conc_leave once
+ * it is answered). Lock-free; any thread.
+ */
+bool d11_flow_conc_enter(d11_rules_store *s, int res, uint64_t limit);
+void d11_flow_conc_leave(d11_rules_store *s, int res);
+/*
+ * Hot-parameter check (hot.c) of one value of dimension dim ("SKU-1", "42", "10.0.0.7")
+ * against r's rule for that dimension (r: the caller's copy of the rules in force): true
+ * to admit. Buckets are per value, in a direct-mapped table of D11_HOT_SLOTS keyed by a
+ * 64-bit hash: two values that share a slot take it over from each other (the bucket
+ * restarts), so a limit can only be looser than configured, never stricter. Lock-free.
+ */
+bool d11_hot_take(d11_rules_store *s, const d11_rules *r, int dim, const char *v, size_t n, int64_t now_ns,
+                  int64_t *retry_ns);
+/* (rules.c -> hot.c) the "hot" section: parse into out (patch: merge per dimension and
+ * exception value, null removes) / render. */
+int  d11__hot_parse(d11_json *j, int v, d11_rules *out, bool patch, char *err, size_t errlen);
+void d11__hot_render(const d11_rules *r, d11_buf *out);
+void d11__hot_alloc(d11_rules_store *s, const d11_rules *r);
+void d11__hot_free(d11_rules_store *s);
+/*
+ * Degrade switches in force at wall time now_ms for resource res: the plain switch, or a
+ * scheduled entry without a SKU (d11_rules_degraded), or one naming this SKU
+ * (d11_rules_degraded_sku). degrade.c.
+ */
+bool d11_rules_degraded(const d11_rules *r, int res, int64_t now_ms);
+bool d11_rules_degraded_sku(const d11_rules *r, int res, const char *sku, size_t n, int64_t now_ms);
+/* (rules.c -> degrade.c) "degrade_schedule": [{"resource","sku","from_ms","until_ms"}, ...]
+ * (an array: a patch replaces it whole) / render. */
+int  d11__sched_parse(d11_json *j, int v, d11_rules *out, char *err, size_t errlen);
+void d11__sched_render(const d11_rules *r, d11_buf *out);
+/* (rules.c -> flow.c) Re-arm the buckets for r, the rules now in force. */
+void d11__flow_buckets_apply(d11_rules_store *s, const d11_rules *r);
+/* Per-caller rule i of the rules in force (index into d11_rules.callers): as d11_flow_take. */
+bool d11_flow_take_caller(d11_rules_store *s, int i, int64_t now_ns, int64_t *retry_ns);
 
 #endif

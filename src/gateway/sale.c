@@ -242,8 +242,11 @@ void gw_h_sale_data(gw_thread *t, gw_req *rq)
     first = true;
     for (int u = 0; u < GW_UP_N; u++) {
         if (!atomic_load(&t->m.up_wanted[u])) continue;
-        d11_buf_printf(b, "%s{\"target\":\"%s\",\"connected\":%s}", first ? "" : ",", t->ups.up[u].name,
-                       atomic_load(&t->m.up_connected[u]) ? "true" : "false");
+        static const char *const brk_names[] = {"closed", "open", "half-open"}; /* breaker.h states */
+        int bs = gw_breaker_state(&g->brk[u]);
+        d11_buf_printf(b, "%s{\"target\":\"%s\",\"connected\":%s,\"breaker\":\"%s\"}", first ? "" : ",",
+                       t->ups.up[u].name, atomic_load(&t->m.up_connected[u]) ? "true" : "false",
+                       bs >= 0 && bs < 3 ? brk_names[bs] : "unknown");
         first = false;
     }
     d11_buf_puts(b, "],\"rules\":");

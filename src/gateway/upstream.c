@@ -192,6 +192,17 @@ static gw_pend *pend_lookup(gw_thread *t, uint64_t req_id)
     return (req_id != 0 && p->req_id == req_id) ? p : NULL;
 }
 
+bool gw_pend_waiting(gw_thread *t, const gw_pend *p, uint64_t req_id)
+{
+    return req_id != 0 && p->req_id == req_id && pend_lookup(t, req_id) == p;
+}
+
+void gw_pend_fail(gw_thread *t, gw_pend *p, int uperr)
+{
+    D11_ASSERT(p->req_id != 0);
+    pend_complete(t, p, NULL, uperr);
+}
+
 /* ---- sending ---- */
 
 void gw_up_send(gw_thread *t, int target, gw_pend *p, uint16_t type, uint16_t flags,

@@ -62,6 +62,7 @@ struct gw_pend {
     void     *ctx;     /* the caller's */
     uint64_t  arg;     /* the caller's */
     uint8_t   target, cls;
+    bool      brk_probe; /* a forwarded request that is its breaker's HALF_OPEN probe (request.c) */
 };
 
 typedef struct gw_up {
@@ -119,6 +120,11 @@ gw_pend *gw_pend_alloc(gw_thread *t, int cls, gw_up_cb *cb, void *ctx, uint64_t 
 void gw_up_send(gw_thread *t, int target, gw_pend *p, uint16_t type, uint16_t flags,
                 const uint8_t trace_id[16], const uint8_t span_id[8], uint8_t trace_flags,
                 uint32_t deadline_ms);
+
+/* Is p still the pending entry req_id (not completed or expired meanwhile)? */
+bool gw_pend_waiting(gw_thread *t, const gw_pend *p, uint64_t req_id);
+/* Complete pending p now as failed with uperr (GW_UPERR_*): its callback runs. */
+void gw_pend_fail(gw_thread *t, gw_pend *p, int uperr);
 
 /* The cell serving a slot per the current table, as an upstream target index. */
 int gw_target_of_slot(gw_thread *t, unsigned slot);

@@ -470,7 +470,7 @@ static void step(sim *s)
         did = deliver_one(s);
     } else if (r < 85) {
         for (int i = 0; i < s->ncells && !did; i++) {
-            int ci = (int)((i + sim_below(&s->rng, (uint32_t)s->ncells)) % (uint32_t)s->ncells);
+            int ci = (int)(((uint32_t)i + sim_below(&s->rng, (uint32_t)s->ncells)) % (uint32_t)s->ncells);
             if (s->cells[ci].up && s->cells[ci].committing && s->cells[ci].commit_at <= s->now) {
                 finish_commit(s, ci);
                 did = true;

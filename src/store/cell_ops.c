@@ -74,6 +74,13 @@ void cell_op_outbox_enc(d11_buf *b, const cell_op_outbox *e)
     d11_wenc_u64(b, (uint64_t)e->created_at);
 }
 
+void cell_op_prune_enc(d11_buf *b, const cell_op_prune *p)
+{
+    d11_wenc_u8(b, CELL_OP_OUTBOX_PRUNE);
+    d11_wenc_u8(b, p->shadow);
+    d11_wenc_u64(b, p->through);
+}
+
 static d11_str dec_str(d11_wdec *d)
 {
     d11_str s;
@@ -143,6 +150,13 @@ int cell_op_next(d11_wdec *d, cell_op *out)
         if (!e->payload.p) e->payload.n = 0;
         e->created_at = (int64_t)d11_wdec_u64(d);
         if (d->err || e->shadow > 1) return D11_EPROTO;
+        return 0;
+    }
+    case CELL_OP_OUTBOX_PRUNE: {
+        cell_op_prune *pr = &out->u.prune;
+        pr->shadow = d11_wdec_u8(d);
+        pr->through = d11_wdec_u64(d);
+        if (d->err || pr->shadow > 1) return D11_EPROTO;
         return 0;
     }
     default: return D11_EPROTO;

@@ -13,6 +13,10 @@
  *   OUTBOX        u8 shadow, u64 event_id, u64 order_id, str type, blob payload, i64 created
  *                 (load may return only the newest event per shadow: the cell needs the
  *                 next event id, not the events; consumers read the outbox table)
+ *   OUTBOX_PRUNE  u8 shadow, u64 through: retention deleted that stream's events with
+ *                 id <= through (and recorded the watermark, table outbox_pruned). Never
+ *                 the newest event of a stream (load derives the next event id from it).
+ *                 load never returns it; replay ignores it.
  *
  * Decoders are bounds-checked (limits of limits.h) and return 0 or D11_EPROTO; decoded
  * strings point into the record.
@@ -31,6 +35,7 @@ enum cell_op_kind {
     CELL_OP_ORDER_UPDATE = 2,
     CELL_OP_STOCK        = 3,
     CELL_OP_OUTBOX       = 4,
+    CELL_OP_OUTBOX_PRUNE = 5,
 };
 
 enum cell_order_status { ST_PENDING = 0, ST_PAID = 1, ST_CANCELLED = 2, ST_EXPIRED = 3 };
@@ -73,6 +78,11 @@ typedef struct cell_op_outbox {
     int64_t  created_at;
 } cell_op_outbox;
 
+typedef struct cell_op_prune {
+    uint8_t  shadow;
+    uint64_t through;
+} cell_op_prune;
+
 /* A decoded record of any kind. */
 typedef struct cell_op {
     uint8_t kind; /* enum cell_op_kind */
@@ -81,6 +91,7 @@ typedef struct cell_op {
         cell_op_update update;
         cell_op_stock  stock;
         cell_op_outbox outbox;
+        cell_op_prune  prune;
     } u;
 } cell_op;
 
@@ -88,6 +99,7 @@ void cell_op_order_enc(d11_buf *b, const cell_op_order *o);
 void cell_op_update_enc(d11_buf *b, const cell_op_update *u);
 void cell_op_stock_enc(d11_buf *b, const cell_op_stock *s);
 void cell_op_outbox_enc(d11_buf *b, const cell_op_outbox *e);
+void cell_op_prune_enc(d11_buf *b, const cell_op_prune *p);
 
 /* Decode the next record from *d (advancing it). 0 or D11_EPROTO. */
 int cell_op_next(d11_wdec *d, cell_op *out);

@@ -29,6 +29,7 @@ typedef struct cell_sqlite {
     sqlite3      *db;
     int           durability;
     sqlite3_stmt *ins_order[2], *ins_item[2], *upd_order[2], *ins_outbox[2], *up_stock;
+    sqlite3_stmt *del_outbox[2], *mark_pruned; /* OUTBOX_PRUNE (retention) */
 } cell_sqlite;
 
 static const char *SCHEMA =
@@ -50,7 +51,8 @@ static const char *SCHEMA =
     "CREATE TABLE IF NOT EXISTS outbox(event_id INTEGER PRIMARY KEY, order_id INTEGER NOT NULL,"
     " type TEXT NOT NULL, payload TEXT NOT NULL, created_at INTEGER NOT NULL);"
     "CREATE TABLE IF NOT EXISTS shadow_outbox(event_id INTEGER PRIMARY KEY, order_id INTEGER NOT NULL,"
-    " type TEXT NOT NULL, payload TEXT NOT NULL, created_at INTEGER NOT NULL);";
+    " type TEXT NOT NULL, payload TEXT NOT NULL, created_at INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS outbox_pruned(shadow INTEGER PRIMARY KEY, through INTEGER NOT NULL);";
 
 #define BIND_STR(st, i, s) sqlite3_bind_text(st, i, (s).n ? (s).p : "", (int)(s).n, SQLITE_STATIC)
 
@@ -117,6 +119,15 @@ static int apply(cell_sqlite *s, const cell_op *op)
         BIND_STR(st, 4, e->payload);
         sqlite3_bind_int64(st, 5, e->created_at);
         return d11_sqlite_step_done(db, st) < 0 ? D11_ESTORE : 0;
+    }
+    case CELL_OP_OUTBOX_PRUNE: { /* retention: a bounded range (outbox_read.c chose it) */
+        const cell_op_prune *pr = &op->u.prune;
+        sqlite3_stmt *del = s->del_outbox[pr->shadow], *mark = s->mark_pruned;
+        sqlite3_bind_int64(del, 1, (int64_t)pr->through);
+        if (d11_sqlite_step_done(db, del) < 0) return D11_ESTORE;
+        sqlite3_bind_int64(mark, 1, pr->shadow);
+        sqlite3_bind_int64(mark, 2, (int64_t)pr->through);
+        return d11_sqlite_step_done(db, mark) < 0 ? D11_ESTORE : 0;
     }
     }
     return D11_EPROTO;
@@ -294,8 +305,10 @@ static void cs_close(d11_store *base)
         sqlite3_finalize(s->ins_item[i]);
         sqlite3_finalize(s->upd_order[i]);
         sqlite3_finalize(s->ins_outbox[i]);
+        sqlite3_finalize(s->del_outbox[i]);
     }
     sqlite3_finalize(s->up_stock);
+    sqlite3_finalize(s->mark_pruned);
     d11_sqlite_close(s->db);
     free(s);
 }
@@ -328,7 +341,11 @@ d11_store *d11_cell_sqlite_open(const char *path, int durability)
         s->upd_order[i] = d11_sqlite_prepare(s->db, sql);
         snprintf(sql, sizeof sql, "INSERT INTO %soutbox VALUES(?,?,?,?,?)", pre[i]);
         s->ins_outbox[i] = d11_sqlite_prepare(s->db, sql);
+        snprintf(sql, sizeof sql, "DELETE FROM %soutbox WHERE event_id <= ?", pre[i]);
+        s->del_outbox[i] = d11_sqlite_prepare(s->db, sql);
     }
+    s->mark_pruned = d11_sqlite_prepare(s->db, "INSERT INTO outbox_pruned VALUES(?1, ?2) ON CONFLICT(shadow)"
+                                               " DO UPDATE SET through = max(through, ?2)");
     s->up_stock = d11_sqlite_prepare(s->db, "INSERT OR REPLACE INTO stock VALUES(?,?,?,?,?,?)");
     return &s->base;
 }
@@ -338,11 +355,9 @@ d11_store *d11_cell_sqlite_open_ro(const char *path)
     cell_sqlite *s = calloc(1, sizeof *s);
     if (!s) return NULL;
     s->base.ops = &cell_sqlite_ops;
-    if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
-        sqlite3_close(s->db);
+    if (d11_sqlite_open_ro(path, &s->db) < 0) {
         free(s);
         return NULL;
     }
-    sqlite3_busy_timeout(s->db, 5000);
     return &s->base;
 }

@@ -283,12 +283,10 @@ d11_store *d11_center_sqlite_open_ro(const char *path)
     center_sqlite *s = calloc(1, sizeof *s);
     if (!s) return NULL;
     s->base.ops = &center_sqlite_ops;
-    if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
-        sqlite3_close(s->db);
+    if (d11_sqlite_open_ro(path, &s->db) < 0) {
         free(s);
         return NULL;
     }
-    sqlite3_busy_timeout(s->db, 5000);
     d11_buf_init(&s->rec, 4096);
     return &s->base;
 }

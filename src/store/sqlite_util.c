@@ -35,6 +35,18 @@ int d11_sqlite_open(const char *path, int durability, sqlite3 **out)
     return 0;
 }
 
+int d11_sqlite_open_ro(const char *path, sqlite3 **out)
+{
+    sqlite3 *db = NULL;
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
+        sqlite3_close(db);
+        return D11_ESTORE;
+    }
+    sqlite3_busy_timeout(db, 5000);
+    *out = db;
+    return 0;
+}
+
 void d11_sqlite_close(sqlite3 *db)
 {
     if (db) sqlite3_close_v2(db);

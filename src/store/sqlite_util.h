@@ -23,6 +23,9 @@
  * with the SQLite message logged. */
 int d11_sqlite_open(const char *path, int durability, sqlite3 **out);
 void d11_sqlite_close(sqlite3 *db);
+/* Open an existing database read-only (`d11 audit`: never writes, never recovers a WAL it
+ * does not own beyond what SQLite does for readers). 0 or D11_ESTORE. */
+int d11_sqlite_open_ro(const char *path, sqlite3 **out);
 /* Run one or more SQL statements without results. 0 or D11_ESTORE (logged). */
 int d11_sqlite_exec(sqlite3 *db, const char *sql);
 /* Prepare a persistent statement or die (statements are fixed at build time). */

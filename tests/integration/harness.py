@@ -1121,13 +1121,24 @@ def spread_users(n, base=1):
     return [base * 1024 + (i * 1024) // n + (i * 1024 * 7) for i in range(n)]
 
 
+def until_served(fn, timeout_s=15):
+    """fn() again while it answers 503/504 (a cell restarting, its circuit breaker open
+    after a fault): "not available yet" is not "lost". Bounded; returns the last answer."""
+    deadline = time.monotonic() + scaled(timeout_s)
+    while True:
+        r = fn()
+        if r.status not in (503, 504) or time.monotonic() >= deadline:
+            return r
+        time.sleep(0.05)  # polling a condition with a deadline
+
+
 def verify_acked_orders(p, ledger, ck, c=None):
     """Every acknowledged order is readable with its last acknowledged status (or the
     status of a transition whose answer was lost)."""
     c = c or p.client()
     missing = 0
     for oid, o in sorted(ledger.orders.items()):
-        r = c.get_order(oid)
+        r = until_served(lambda: c.get_order(oid))
         if r.status != 200:
             missing += 1
             ck.fail("acknowledged order lost: %r (acked status %s)" % (r, o["status"]))
@@ -1154,7 +1165,7 @@ def verify_idempotent_replay(p, ledger, ck):
     c = p.client()
     for (user, key), oid in sorted(ledger.by_key.items()):
         items = ledger.orders[oid]["items"]
-        r = c.order(user, items, key)
+        r = until_served(lambda: c.order(user, items, key))
         if r.status not in (200, 201) or r.json.get("order_id") != oid:
             ck.fail("replay of key %r (user %d) should return order %s: %r" % (key, user, oid, r))
     c.close()
@@ -1849,3 +1860,167 @@ def replay_unresolved(c, ledger, limit=None, rng=None, deadline_s=60):
             elif r.status not in (503, 504):
                 ledger.error("replay of an unanswered create: %r" % r)
     return len(todo), found
+
+
+# ---------------------------------------------------------------- PostgreSQL (issue 10)
+
+PG_BIN = os.environ.get("D11_PG_BIN") or "/usr/lib/postgresql/15/bin"
+
+
+class Postgres:
+    """A private PostgreSQL 15 (Debian) for one test: initdb into a fresh temp dir, its own
+    port on 127.0.0.1, fsync on, trust auth for user d11, database d11. Started and
+    stopped with pg_ctl; the postmaster is found by the PID in postmaster.pid. As root the
+    server runs as the `postgres` user (initdb refuses root) with our environment, so the
+    runner's D11_TEST_TMP marker finds any leftover. Use as a context manager; raises Skip
+    when the binaries are missing."""
+
+    def __init__(self, extra_conf="", autostart=True):
+        self.autostart = autostart
+        if not os.path.exists(os.path.join(PG_BIN, "initdb")):
+            raise Skip("PostgreSQL binaries not found in %s (apt-get install postgresql-15)" % PG_BIN)
+        import tempfile
+        self.dir = tempfile.mkdtemp(prefix="d11pg.", dir="/tmp")
+        self.data = os.path.join(self.dir, "data")
+        self.port = free_port()
+        self.extra_conf = extra_conf
+        self.logf = os.path.join(self.dir, "pg.log")
+        self.as_root = os.geteuid() == 0
+        if self.as_root:
+            import pwd
+            pw = pwd.getpwnam("postgres")
+            os.chown(self.dir, pw.pw_uid, pw.pw_gid)
+        with open(os.path.join(test_tmp(), "started.pids"), "a") as f:
+            f.write("0 %s\n" % self.dir)
+
+    def _run(self, args, check=True, timeout_s=60):
+        argv = list(args)
+        if self.as_root:
+            argv = ["setpriv", "--reuid=postgres", "--regid=postgres", "--clear-groups", "--"] + argv
+        env = dict(os.environ)
+        env["D11_TEST_TMP"] = test_tmp()
+        cp = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=env, timeout=scaled(timeout_s), cwd=self.dir)
+        if check and cp.returncode != 0:
+            raise AssertionError("%s: exit %d\n%s%s" % (" ".join(args), cp.returncode,
+                                                         cp.stdout.decode(errors="replace"),
+                                                         cp.stderr.decode(errors="replace")))
+        return cp
+
+    def init(self):
+        self._run([os.path.join(PG_BIN, "initdb"), "-D", self.data, "-U", "d11", "-A", "trust",
+                   "--no-sync", "-E", "UTF8"])
+        with open(os.path.join(self.data, "postgresql.conf"), "a") as f:
+            f.write("\nlisten_addresses = '127.0.0.1'\nport = %d\nunix_socket_directories = '%s'\n"
+                    "fsync = on\nsynchronous_commit = on\nmax_connections = 100\n"
+                    "shared_buffers = 64MB\nwal_level = replica\nmax_wal_senders = 4\n%s\n"
+                    % (self.port, self.dir, self.extra_conf))
+        return self
+
+    def start(self, timeout_s=30):
+        if not os.path.exists(self.data):
+            self.init()
+        self._run([os.path.join(PG_BIN, "pg_ctl"), "-D", self.data, "-l", self.logf, "-w",
+                   "-t", str(int(scaled(timeout_s))), "start"], timeout_s=timeout_s + 5)
+        if not getattr(self, "_db", False):
+            self._run([os.path.join(PG_BIN, "createdb"), "-h", "127.0.0.1", "-p", str(self.port),
+                       "-U", "d11", "d11"])
+            self._db = True
+        log("postgresql pid %s on port %d, data %s" % (self.pid(), self.port, self.data))
+        return self
+
+    def pid(self):
+        try:
+            with open(os.path.join(self.data, "postmaster.pid")) as f:
+                return int(f.readline())
+        except (OSError, ValueError):
+            return None
+
+    def stop(self, mode="fast"):
+        """pg_ctl stop -m fast|immediate (immediate = crash: no checkpoint, WAL replay on start)."""
+        if self.pid() is None or not pid_alive(self.pid()):
+            return
+        self._run([os.path.join(PG_BIN, "pg_ctl"), "-D", self.data, "-m", mode, "-w", "stop"], check=False)
+        log("postgresql stopped (%s)" % mode)
+
+    def url(self, db="d11"):
+        return "postgresql://d11@127.0.0.1:%d/%s" % (self.port, db)
+
+    def standby_of(self, primary, name="standby1"):
+        """Make this (not yet initialised) server a streaming standby of primary
+        (pg_basebackup -R), reporting application_name `name`; then start it."""
+        self._run([os.path.join(PG_BIN, "pg_basebackup"), "-h", "127.0.0.1", "-p", str(primary.port),
+                   "-U", "d11", "-D", self.data, "-R", "-X", "stream", "--no-sync", "-c", "fast"], timeout_s=120)
+        # postgresql.auto.conf (where -R wrote primary_conninfo) is read last: override there.
+        with open(os.path.join(self.data, "postgresql.auto.conf"), "a") as f:
+            f.write("\nport = %d\nunix_socket_directories = '%s'\nsynchronous_standby_names = ''\n"
+                    "primary_conninfo = 'host=127.0.0.1 port=%d user=d11 application_name=%s'\n"
+                    % (self.port, self.dir, primary.port, name))
+        self._db = True
+        return self.start()
+
+    def promote(self):
+        self._run([os.path.join(PG_BIN, "pg_ctl"), "-D", self.data, "-w", "promote"])
+        log("postgresql on port %d promoted" % self.port)
+
+    def psql(self, sql):
+        """Rows of sql as lists of strings (psql -At, '|' separated)."""
+        cp = subprocess.run([os.path.join(PG_BIN, "psql"), "-X", "-At", "-F", "|", "-v", "ON_ERROR_STOP=1",
+                             "-h", "127.0.0.1", "-p", str(self.port), "-U", "d11", "-d", "d11", "-c", sql],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            timeout=scaled(60))
+        if cp.returncode != 0:
+            raise AssertionError("psql %r: %s" % (sql, cp.stderr.decode(errors="replace")))
+        return [line.split("|") for line in cp.stdout.decode().splitlines() if line]
+
+    def __enter__(self):
+        return self.start() if self.autostart else self
+
+    def __exit__(self, et, ev, tb):
+        if et is not None:
+            try:
+                with open(self.logf, errors="replace") as f:
+                    sys.stderr.write("\n----- tail of the postgresql log -----\n%s\n" % "".join(f.readlines()[-30:]))
+            except OSError:
+                pass
+        try:
+            self.stop("immediate")
+        finally:
+            if not os.environ.get("D11_KEEP_TMP"):
+                shutil.rmtree(self.dir, ignore_errors=True)
+        return False
+
+
+def pg_platform(pg, cells=2, **kw):
+    """A Platform whose DATA/d11.conf says `store = URL` of pg: every process (and
+    `d11 audit --data DIR`) uses PostgreSQL."""
+    p = Platform(cells=cells, **kw)
+    with open(os.path.join(p.data, "d11.conf"), "w") as f:
+        f.write("store = %s\n" % pg.url())
+    return p
+
+
+def pg_holding(pg, sku, cells, table="orders"):
+    """Units of sku held by stored orders in pending_payment or paid, over every cell schema."""
+    items = "shadow_order_items" if table == "shadow_orders" else "order_items"
+    total = 0
+    for i in range(cells):
+        rows = pg.psql("SELECT coalesce(sum(it.quantity), 0) FROM d11_cell_%d.%s it JOIN d11_cell_%d.%s o"
+                       " ON o.order_id = it.order_id WHERE it.sku = '%s' AND o.status IN"
+                       " ('pending_payment', 'paid')" % (i, items, i, table, sku))
+        total += int(rows[0][0])
+    return total
+
+
+def pg_no_duplicate_keys(pg, cells, ck):
+    """Invariant 3 on the stored data: one (user, key) -> at most one order over every cell."""
+    seen = {}
+    for i in range(cells):
+        for user, key, cnt in pg.psql("SELECT user_id, idem_key, count(*) FROM d11_cell_%d.orders"
+                                      " GROUP BY user_id, idem_key" % i):
+            if int(cnt) > 1:
+                ck.fail("d11_cell_%d.orders: %s orders for user %s key %r" % (i, cnt, user, key))
+            if (user, key) in seen:
+                ck.fail("user %s key %r stored in cells %d and %d" % (user, key, seen[(user, key)], i))
+            seen[(user, key)] = i
+    return seen

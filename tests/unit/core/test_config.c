@@ -62,6 +62,7 @@ static long long get_int(const d11_config *c, const char *key)
     if (!strcmp(key, "request-timeout-ms")) return c->request_timeout_ms;
     if (!strcmp(key, "grant-chunk-max")) return c->grant_chunk_max;
     if (!strcmp(key, "soldout-cache-ms")) return c->soldout_cache_ms;
+    if (!strcmp(key, "events-retention-ms")) return c->events_retention_ms;
     return -999;
 }
 
@@ -102,6 +103,7 @@ static void test_set_ints(void)
         {"request-timeout-ms", 10, 600000},
         {"grant-chunk-max", 1, D11_STOCK_MAX},
         {"soldout-cache-ms", 0, 60000},
+        {"events-retention-ms", 0, 365LL * 24 * 3600 * 1000},
     };
     static const char *const garbage[] = {
         "", "abc", "-1", "+1", " 1", "1 ", "1.5", "0x10", "1e3", "1_000", "12a", "99999999999999999999999",
@@ -520,19 +522,24 @@ static void test_from_args(const char *tmp)
 }
 
 /* The subcommands and the flags each one reads: the contract (docs/operations.md). */
+#define PER_CMD_FLAGS_MAX 32
 static const struct {
     const char *cmd;
-    const char *flags[20];
+    const char *flags[PER_CMD_FLAGS_MAX];
 } per_cmd[] = {
     {"up", {"data", "listen", "cells", "threads", "durability", "async-flush-ms", "order-ttl-ms",
             "request-timeout-ms", "grant-chunk-max", "soldout-cache-ms", "log-level", "slow-request-ms",
-            "slow-commit-ms", "log-sample", "otlp-endpoint", "trace-ratio"}},
+            "slow-commit-ms", "log-sample", "otlp-endpoint", "trace-ratio", "store", "store-center",
+            "store-cells", "protect", "protect-inflight-min", "protect-gain-pct", "protect-rt-max-ms",
+            "protect-rt-tolerance-pct", "protect-cpu-max-pct", "events-retention-ms", "nats"}},
     {"gateway", {"data", "listen", "cells", "threads", "request-timeout-ms", "log-level", "slow-request-ms",
-                 "log-sample", "otlp-endpoint", "trace-ratio"}},
+                 "log-sample", "otlp-endpoint", "trace-ratio", "protect",
+                 "protect-inflight-min", "protect-gain-pct", "protect-rt-max-ms", "protect-rt-tolerance-pct",
+                 "protect-cpu-max-pct", "events-retention-ms", "nats"}},
     {"cell", {"id", "data", "durability", "async-flush-ms", "order-ttl-ms", "soldout-cache-ms", "log-level",
-              "slow-commit-ms", "otlp-endpoint"}},
-    {"center", {"data", "cells", "durability", "grant-chunk-max", "log-level"}},
-    {"audit", {"data"}},
+              "slow-commit-ms", "otlp-endpoint", "store", "store-cells"}},
+    {"center", {"data", "cells", "durability", "grant-chunk-max", "log-level", "store", "store-center"}},
+    {"audit", {"data", "store", "store-center", "store-cells"}},
 };
 
 /* A valid value of every setting. */
@@ -546,6 +553,11 @@ static const char *valid_value(const char *key)
         {"request-timeout-ms", "700"}, {"grant-chunk-max", "5"}, {"soldout-cache-ms", "7"},
         {"log-level", "warn"}, {"slow-request-ms", "250"}, {"slow-commit-ms", "20"}, {"log-sample", "10"},
         {"otlp-endpoint", "http://127.0.0.1:9/v1/traces"}, {"trace-ratio", "0.5"},
+        {"store", "postgresql://d11@127.0.0.1:1/d11"},
+        {"store-center", "host=127.0.0.1 dbname=d11"}, {"store-cells", "postgresql://a/b postgresql://c/d"},
+        {"protect", "off"}, {"protect-inflight-min", "32"}, {"protect-gain-pct", "150"},
+        {"protect-rt-max-ms", "50"}, {"protect-rt-tolerance-pct", "300"}, {"protect-cpu-max-pct", "90"},
+        {"events-retention-ms", "60000"}, {"nats", "nats://127.0.0.1:4222"},
     };
     for (size_t i = 0; i < sizeof vals / sizeof vals[0]; i++)
         if (!strcmp(vals[i].k, key)) return vals[i].v;
@@ -554,7 +566,7 @@ static const char *valid_value(const char *key)
 
 static bool listed(const char *const *flags, const char *key)
 {
-    for (int i = 0; i < 20 && flags[i]; i++)
+    for (int i = 0; i < PER_CMD_FLAGS_MAX && flags[i]; i++)
         if (!strcmp(flags[i], key)) return true;
     return false;
 }
@@ -574,7 +586,7 @@ static void test_flags_per_command(const char *tmp)
     char err[512], flag[128];
     size_t nkeys = 0;
     while (d11_config_key(nkeys)) nkeys++;
-    CHECK_EQ(nkeys, 17);
+    CHECK_EQ(nkeys, 28);
     for (size_t ci = 0; ci < sizeof per_cmd / sizeof per_cmd[0]; ci++) {
         const char *cmd = per_cmd[ci].cmd;
         for (size_t k = 0; k < nkeys; k++) {
@@ -627,7 +639,7 @@ static void test_flags_per_command(const char *tmp)
             CHECKF(!strcmp(name, "help") || listed(per_cmd[ci].flags, name), "d11 %s --help lists --%s", cmd, name);
         }
         int nwant = 0;
-        while (nwant < 20 && per_cmd[ci].flags[nwant]) nwant++;
+        while (nwant < PER_CMD_FLAGS_MAX && per_cmd[ci].flags[nwant]) nwant++;
         CHECKF(nlisted == nwant + 1, "d11 %s --help lists %d flags, want %d", cmd, nlisted, nwant + 1);
         free(text);
     }

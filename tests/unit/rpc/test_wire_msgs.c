@@ -394,14 +394,15 @@ static void test_type_names(void)
     CHECK_STREQ(d11_msg_type_name(D11_MSG_ORDER_CREATE), "order_create");
     CHECK_STREQ(d11_msg_type_name(D11_MSG_CELL_HELLO), "cell_hello");
     CHECK_STREQ(d11_msg_type_name(D11_MSG_RECLAIM), "reclaim");
-    CHECK_STREQ(d11_msg_type_name(7), "unknown");
+    CHECK_STREQ(d11_msg_type_name(8), "unknown");
+    CHECK_STREQ(d11_msg_type_name(D11_MSG_EVENTS_READ), "events_read");
     /* every type has a distinct name; the values are the wire's (docs/wire-protocol.md) */
     static const struct { unsigned v; const char *n; } t[] = {
 #define D11_WIRE_TYPE(NAME, value, log_name) {value, log_name},
 #include "rpc/wire_msgs.def"
     };
     size_t nt = sizeof t / sizeof t[0];
-    CHECK_EQ(nt, 19);
+    CHECK_EQ(nt, 21); /* + METRICS, PRODUCT_LIST (issue 12); + EVENTS_READ, EVENTS_PRUNE (docs/events.md) */
     for (size_t i = 0; i < nt; i++) {
         CHECK_STREQ(d11_msg_type_name(t[i].v), t[i].n);
         for (size_t j = 0; j < i; j++) CHECKF(t[i].v != t[j].v && strcmp(t[i].n, t[j].n) != 0, "type %zu/%zu", i, j);

@@ -1,0 +1,320 @@
+#!/usr/bin/env python3
+"""
+events_bench.py — the cost of events out, and commit -> webhook latency (bench/RESULTS.md).
+
+  python3 bench/events_bench.py cost  [SECONDS] [ROUNDS] [MODES]  orders/s per mode
+        MODES: comma list of off, nats, consumer, hook-filtered, on (default off,on)
+  python3 bench/events_bench.py latency-nats [RATE] [SECONDS]    commit -> JetStream ack p50/p99
+  python3 bench/events_bench.py latency [RATE] [SECONDS]   commit -> webhook delivery p50/p99
+  python3 bench/events_bench.py latency-nginx [RATE] [SECONDS]   the same with nginx as the receiver
+
+Starts its own `bin/d11 up` (2 cells, durability sync) on a temporary data dir and port,
+drives it with `bin/d11 bench`, and stops everything it started by PID. The webhook
+receiver is a Python HTTP/1.1 server in this process (it acknowledges at once); latency
+is the receiver's arrival time minus the event's `at` (the change's time: it includes the
+group commit, the 20 ms read poll of the worker and the POST).
+"""
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+D11 = os.path.join(ROOT, "bin", "d11")
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+class Up:
+    def __init__(self, extra=()):
+        self.data = tempfile.mkdtemp(prefix="d11evb.")
+        self.port = free_port()
+        self.log = open(os.path.join(self.data, "up.log"), "w")
+        self.proc = subprocess.Popen([D11, "up", "--data", self.data, "--listen", "127.0.0.1:%d" % self.port,
+                                      "--cells", "2", "--durability", "sync"] + list(extra),
+                                     stdout=self.log, stderr=self.log)
+        tok = os.path.join(self.data, "admin.token")
+        for _ in range(200):
+            try:
+                urllib.request.urlopen("http://127.0.0.1:%d/readyz" % self.port, timeout=1)
+                if os.path.exists(tok):
+                    break
+            except Exception:
+                pass
+            time.sleep(0.05)
+        self.token = open(tok).read().strip()
+
+    def call(self, method, path, body=None):
+        req = urllib.request.Request("http://127.0.0.1:%d%s" % (self.port, path), method=method,
+                                     data=json.dumps(body).encode() if body is not None else None,
+                                     headers={"Authorization": "Bearer " + self.token,
+                                              "Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return json.loads(r.read() or b"null")
+
+    def raw(self, method, path):
+        """GET a page and return its "next" without parsing the events (a cheap client)."""
+        req = urllib.request.Request("http://127.0.0.1:%d%s" % (self.port, path), method=method,
+                                     headers={"Authorization": "Bearer " + self.token})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            b = r.read()
+        i = b.rindex(b'"next":"') + 8
+        return b[i:b.index(b'"', i)].decode(), b.count(b'{"id":') >= 1000
+
+    def bench(self, *args):
+        out = subprocess.run([D11, "bench", "--url", "http://127.0.0.1:%d" % self.port, "--token", self.token,
+                              "--setup", "--mix", "order=1", "--skus", "100", "--hot-sku-share", "0"] + list(args),
+                             capture_output=True, text=True, timeout=600).stdout
+        m = re.search(r"2xx ([0-9.]+)/s", out)
+        return out, float(m.group(1)) if m else None
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(60)
+
+
+class Receiver:
+    def __init__(self):
+        self.lat_ms = []
+        self.n = 0
+        rcv = self
+
+        class H(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                now = time.time() * 1000
+                ev = json.loads(body)
+                rcv.lat_ms.append(now - ev["at"])
+                rcv.n += 1
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = "http://127.0.0.1:%d/hook" % self.srv.server_address[1]
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+
+
+class Nginx:
+    """A receiver that costs next to nothing: nginx, 1 worker, `return 200`."""
+
+    def __init__(self, log=False):
+        self.dir = tempfile.mkdtemp(prefix="d11evn.")
+        self.log = os.path.join(self.dir, "hooks.log")
+        self.port = free_port()
+        conf = os.path.join(self.dir, "nginx.conf")
+        d = self.dir
+        head = ("worker_processes 1; daemon off; pid %s/nginx.pid; error_log %s/error.log warn;\n"
+                "events { worker_connections 1024; }\n" % (d, d))
+        logging = ("access_log %s t buffer=256k flush=1s; " % self.log) if log else "access_log off; "
+        http = ("http { log_format t '$msec $http_x_d11_event_id'; " + logging +
+                "client_body_temp_path %s/b; proxy_temp_path %s/p; fastcgi_temp_path %s/f;"
+                " uwsgi_temp_path %s/u; scgi_temp_path %s/s; keepalive_requests 100000000;"
+                " server { listen 127.0.0.1:%d; location / { return 200; } } }\n" % (d, d, d, d, d, self.port))
+        open(conf, "w").write(head + http)
+        self.proc = subprocess.Popen(["nginx", "-c", conf, "-p", d], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        self.url = "http://127.0.0.1:%d/hook" % self.port
+        time.sleep(0.3)
+        self.n = 0
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(10)
+
+
+class Nats:
+    """nats-server -js on its own port and store dir, stopped by PID."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="d11evnats.")
+        self.port = free_port()
+        self.proc = subprocess.Popen(["nats-server", "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", self.dir],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.5)
+        self.url = "nats://127.0.0.1:%d" % self.port
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(10)
+
+
+def metric_lines(up, prefix):
+    req = urllib.request.Request("http://127.0.0.1:%d/metrics" % up.port)
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return [l for l in r.read().decode().splitlines() if l.startswith(prefix)]
+
+
+def hist_quantile(lines, q):
+    """Quantile from Prometheus cumulative buckets (linear inside a bucket)."""
+    b = []
+    for l in lines:
+        m = re.match(r'.*_bucket\{le="([^"]+)"\} (\d+)', l)
+        if m:
+            b.append((float("inf") if m.group(1) == "+Inf" else float(m.group(1)), int(m.group(2))))
+    total = b[-1][1]
+    want, prev_le, prev_c = q * total, 0.0, 0
+    for le, c in b:
+        if c >= want:
+            if le == float("inf"):
+                return prev_le
+            return prev_le + (le - prev_le) * ((want - prev_c) / max(1, c - prev_c))
+        prev_le, prev_c = le, c
+    return prev_le
+
+
+def consumer(up, stop):
+    """Reads everything as it comes (long-poll, re-reading 20 ms after a short page) and
+    commits its cursor once a second: what a sensible consumer does."""
+    cur = None
+    last = 0
+    while not stop.is_set():
+        q = "/v1/events?limit=1000&wait_ms=1000" + ("&after=" + cur if cur else "")
+        try:
+            cur, full = up.raw("GET", q)
+            if not full:
+                time.sleep(0.02)  # micro-batching: at the head, read again in 20 ms
+            if time.monotonic() - last >= 1:
+                up.call("PUT", "/v1/consumers/bench", {"cursor": cur})
+                last = time.monotonic()
+        except Exception:  # the platform stopped under us: the run is over
+            return
+
+
+MODES = {
+    "off": (False, None),                  # nothing reads the outbox
+    "nats": (False, None),                 # the NATS JetStream relay to a local nats-server
+    "consumer": (True, None),              # one named consumer long-polling GET /v1/events
+    "hook-filtered": (False, ["order.paid"]),  # a webhook that reads every event, POSTs none (no pays)
+    "on": (True, []),                      # consumer + a webhook POSTing every event to nginx
+}
+
+
+def cost(seconds, rounds, modes=("off", "on")):
+    res = {m: [] for m in modes}
+    for r in range(rounds):
+        for mode in modes:
+            nats = Nats() if mode == "nats" else None
+            up = Up(["--nats", nats.url] if nats else [])
+            stop = threading.Event()
+            use_consumer, types = MODES[mode]
+            rcv = None
+            if types is not None:
+                rcv = Nginx()
+                body = {"url": rcv.url, "secret": "b"}
+                if types:
+                    body["types"] = types
+                up.call("POST", "/admin/webhooks", body)
+            if use_consumer:
+                threading.Thread(target=consumer, args=(up, stop), daemon=True).start()
+            out, rate = up.bench("--connections", "64", "--duration", str(seconds))
+            stop.set()
+            res[mode].append(rate)
+            extra = ""
+            if rcv:
+                wh = up.call("GET", "/admin/webhooks")["webhooks"][0]
+                extra = " (webhook delivered %d so far)" % wh["delivered"]
+                rcv.stop()
+            if nats:
+                extra = " (%s)" % metric_lines(up, "d11_nats_published_total")[0]
+            print("round %d %s: %s orders/s%s" % (r + 1, mode, rate, extra), flush=True)
+            up.stop()
+            if nats:
+                nats.stop()
+    for k, v in res.items():
+        v = [x for x in v if x]
+        print("%s: median %.0f orders/s over %d runs %s" % (k, sorted(v)[len(v) // 2], len(v), v))
+
+
+def latency_nginx(rate, seconds):
+    """commit -> delivery with nginx as the receiver (it logs arrival time + event id; the
+    events' `at` come from GET /v1/events afterwards)."""
+    up = Up()
+    rcv = Nginx(log=True)
+    up.call("POST", "/admin/webhooks", {"url": rcv.url, "secret": "b"})
+    out, got = up.bench("--rate", str(rate), "--connections", "64", "--duration", str(seconds))
+    at, cur = {}, None
+    while True:
+        page = up.call("GET", "/v1/events?limit=1000" + ("&after=" + cur if cur else ""))
+        for e in page["events"]:
+            at[e["id"]] = e["at"]
+        if not page["events"]:
+            break
+        cur = page["next"]
+    end = time.time() + 60
+    while time.time() < end and up.call("GET", "/admin/webhooks")["webhooks"][0]["delivered"] < len(at):
+        time.sleep(0.2)
+    time.sleep(1.2)  # nginx flushes its log buffer every second
+    rcv.stop()
+    lat = []
+    for line in open(rcv.log):
+        t, eid = line.split()
+        if eid in at:
+            lat.append(float(t) * 1000 - at[eid])
+    lat.sort()
+    pick = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))]
+    print("nginx receiver, rate %s/s for %ss: %s orders/s answered, %d events, %d delivered; commit->webhook "
+          "p50 %.1f ms, p99 %.1f ms, max %.1f ms" % (rate, seconds, got, len(at), len(lat), pick(0.5), pick(0.99),
+                                                     lat[-1]))
+    up.stop()
+
+
+def latency_nats(rate, seconds):
+    """commit -> JetStream ack, from the relay's histogram (d11_nats_ack_latency_seconds)."""
+    nats = Nats()
+    up = Up(["--nats", nats.url])
+    out, got = up.bench("--rate", str(rate), "--connections", "64", "--duration", str(seconds))
+    time.sleep(2)
+    lines = metric_lines(up, "d11_nats_ack_latency_seconds")
+    pub = metric_lines(up, "d11_nats_published_total")[0]
+    print("NATS relay, rate %s/s for %ss: %s orders/s answered, %s; commit->ack p50 %.1f ms, p99 %.1f ms "
+          "(histogram buckets, interpolated)" % (rate, seconds, got, pub, hist_quantile(lines, 0.5) * 1000,
+                                                 hist_quantile(lines, 0.99) * 1000))
+    up.stop()
+    nats.stop()
+
+
+def latency(rate, seconds):
+    up = Up()
+    rcv = Receiver()
+    up.call("POST", "/admin/webhooks", {"url": rcv.url, "secret": "b"})
+    out, got = up.bench("--rate", str(rate), "--connections", "32", "--duration", str(seconds))
+    end = time.time() + 30
+    while time.time() < end and rcv.n < got * seconds * 0.99:
+        time.sleep(0.2)
+    lat = sorted(rcv.lat_ms)
+    pick = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))]
+    print("rate %s/s for %ss: %d orders/s answered, %d events delivered; commit->webhook p50 %.1f ms, "
+          "p99 %.1f ms, max %.1f ms" % (rate, seconds, got or 0, len(lat), pick(0.5), pick(0.99), lat[-1]))
+    up.stop()
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "cost":
+        cost(int(sys.argv[2]) if len(sys.argv) > 2 else 8, int(sys.argv[3]) if len(sys.argv) > 3 else 3,
+             sys.argv[4].split(",") if len(sys.argv) > 4 else ("off", "on"))
+    elif sys.argv[1] == "latency-nats":
+        latency_nats(int(sys.argv[2]) if len(sys.argv) > 2 else 10000, int(sys.argv[3]) if len(sys.argv) > 3 else 10)
+    elif sys.argv[1] == "latency-nginx":
+        latency_nginx(int(sys.argv[2]) if len(sys.argv) > 2 else 10000, int(sys.argv[3]) if len(sys.argv) > 3 else 10)
+    else:
+        latency(int(sys.argv[2]) if len(sys.argv) > 2 else 1000, int(sys.argv[3]) if len(sys.argv) > 3 else 10)

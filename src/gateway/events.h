@@ -1,0 +1,51 @@
+/*
+ * events.h — the event stream API (docs/events.md): GET /v1/events (a merge of every
+ * cell's committed outbox behind one opaque cursor, long-poll) and named durable
+ * consumers (/v1/consumers/{name}: a committed cursor per name, DATA/consumers/<name>).
+ * Thread: the connection's thread; consumer files are shared by all threads (atomic
+ * rename) and the per-cell heads seen (struct gw_events) are atomics.
+ */
+#ifndef D11_GW_EVENTS_H
+#define D11_GW_EVENTS_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "../core/limits.h"
+#include "../core/util.h"
+
+struct gw;
+
+/* Process-wide: the newest committed event id each cell reported, per stream (lag). */
+typedef struct gw_events {
+    _Atomic uint64_t head[2][D11_CELLS_MAX];
+    _Atomic uint64_t pruned[2][D11_CELLS_MAX];    /* retention watermark (retention.c) */
+    _Atomic int64_t  oldest_at[2][D11_CELLS_MAX]; /* oldest kept event's time, 0 = none */
+    _Atomic uint64_t prune_rounds;
+    /* retention.c, gateway thread 0 only */
+    int              prune_outstanding;
+    int64_t          prune_next_ms;
+} gw_events;
+
+typedef struct gw_req gw_req;
+typedef struct gw_thread gw_thread;
+
+void gw_h_events(gw_thread *t, gw_req *rq);
+void gw_h_consumer_get(gw_thread *t, gw_req *rq);
+void gw_h_consumer_put(gw_thread *t, gw_req *rq);
+
+/* Cursor codec (pure; unit-tested): "<e|s>1" then ".<pos>" per cell, pos = the last
+ * event id delivered from that cell. Decode: 0, or -1 when malformed; missing cells = 0. */
+int  gw_cursor_decode(const char *s, size_t n, int *shadow, uint64_t pos[D11_CELLS_MAX]);
+void gw_cursor_encode(d11_buf *b, int shadow, const uint64_t *pos, int ncells);
+
+/* Retention (retention.c): on gateway thread 0's sweep, every D11_EVENTS_PRUNE_MS, ask
+ * every cell to prune what every sink has and is older than --events-retention-ms. */
+void gw_events_retention_tick(gw_thread *t);
+/* Outbox size (id distance) and oldest event age per cell and stream, for /metrics. */
+void gw_retention_metrics(gw_events *ev, d11_buf *b);
+
+/* d11_consumer_lag_events{consumer="..."} lines for /metrics. */
+void gw_events_metrics(struct gw *g, gw_events *ev, d11_buf *b);
+
+#endif

@@ -1,0 +1,295 @@
+/*
+ * nats_relay.c — the NATS JetStream relay thread (nats_relay.h).
+ *
+ * Round, per stream: GET a page after the stream's committed position; publish every
+ * event with js_PublishMsgAsync; js_PublishAsyncComplete (bounded wait); only when it
+ * returns OK and the publish-error handler counted nothing new, store the page's `next`
+ * as the new position (DATA/consumers/nats.events|nats.stress, atomic rename). Otherwise
+ * the pending list is dropped and the same page is published again after
+ * D11_NATS_RETRY_MS: a message the broker did get is a duplicate it discards by its
+ * Nats-Msg-Id. The connection reconnects by itself (libnats); while NATS is down the
+ * rounds fail and the position waits.
+ * Thread: the relay's own (libnats runs its own I/O threads behind the connection).
+ */
+#include "nats_relay.h"
+
+#include <errno.h>
+#include <nats/nats.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../bench/httpc.h"
+#include "gw.h"
+
+const int gw_nats_lat_le_ms[GW_NATS_LAT_BUCKETS - 1] = {1,  2,   3,   5,   7,   10,  15,   20,   30,   50,
+                                                        75, 100, 150, 200, 300, 500, 750, 1000, 2000, 5000};
+
+/* The event's top-level "at" (it comes before "data"); 0 when absent. */
+static int64_t event_at(const char *ev, size_t n)
+{
+    for (size_t i = 0; i + 6 < n; i++)
+        if (!memcmp(ev + i, ",\"at\":", 6)) return strtoll(ev + i + 6, NULL, 10);
+    return 0;
+}
+
+static void record_latency(gw_nats *n, int64_t ms)
+{
+    if (ms < 0) ms = 0;
+    int b = 0;
+    while (b < GW_NATS_LAT_BUCKETS - 1 && ms > gw_nats_lat_le_ms[b]) b++;
+    atomic_fetch_add(&n->lat[b], 1);
+    atomic_fetch_add(&n->lat_sum_ms, (uint64_t)ms);
+}
+
+static const char *const stream_name[2] = {"D11_EVENTS", "D11_STRESS"};
+static const char *const stream_subj[2] = {"d11.events.>", "d11.stress.>"};
+static const char *const subj_prefix[2] = {"d11.events.", "d11.stress."};
+static const char *const consumer_name[2] = {"nats.events", "nats.stress"};
+
+typedef struct relay {
+    struct gw      *g;
+    d11_httpc       self;
+    bool            self_ok;
+    char            auth[64 + D11_TOKEN_BYTES_MAX];
+    natsConnection *nc;
+    jsCtx          *js;
+    char            cur[2][D11_HOOK_CURSOR_BYTES_MAX + 1];
+    char            next[D11_HOOK_CURSOR_BYTES_MAX + 1];
+    uint32_t        spans[D11_NATS_PAGE][2];
+} relay;
+
+static void on_pub_err(jsCtx *js, jsPubAckErr *pae, void *closure)
+{
+    (void)js;
+    (void)pae; /* the library destroys the message; the whole page is published again */
+    gw_nats *n = closure;
+    atomic_fetch_add(&n->failures, 1);
+}
+
+static void disconnect(relay *r)
+{
+    if (r->js) jsCtx_Destroy(r->js);
+    if (r->nc) natsConnection_Destroy(r->nc);
+    r->js = NULL;
+    r->nc = NULL;
+    atomic_store(&r->g->nats.connected, 0);
+}
+
+static int ensure_stream(relay *r, int sh)
+{
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr = 0;
+    natsStatus s = js_GetStreamInfo(&si, r->js, stream_name[sh], NULL, &jerr);
+    if (s == NATS_OK) {
+        jsStreamInfo_Destroy(si);
+        return 0;
+    }
+    if (s != NATS_NOT_FOUND) return -1;
+    jsStreamConfig cfg;
+    jsStreamConfig_Init(&cfg);
+    cfg.Name = stream_name[sh];
+    const char *subj[1] = {stream_subj[sh]};
+    cfg.Subjects = subj;
+    cfg.SubjectsLen = 1;
+    cfg.Storage = js_FileStorage;
+    s = js_AddStream(&si, r->js, &cfg, NULL, &jerr);
+    if (s == NATS_OK) jsStreamInfo_Destroy(si);
+    if (s != NATS_OK) d11_warn("nats: cannot create stream %s: %s", stream_name[sh], natsStatus_GetText(s));
+    return s == NATS_OK ? 0 : -1;
+}
+
+static int connect_js(relay *r)
+{
+    natsOptions *o = NULL;
+    if (natsOptions_Create(&o) != NATS_OK) return -1;
+    natsOptions_SetURL(o, r->g->cfg.nats);
+    natsOptions_SetTimeout(o, 2000);
+    natsOptions_SetAllowReconnect(o, true);
+    natsOptions_SetMaxReconnect(o, -1);
+    natsOptions_SetReconnectWait(o, 200);
+    natsStatus s = natsConnection_Connect(&r->nc, o);
+    natsOptions_Destroy(o);
+    if (s != NATS_OK) {
+        r->nc = NULL;
+        return -1;
+    }
+    jsOptions jo;
+    jsOptions_Init(&jo);
+    jo.PublishAsync.MaxPending = D11_NATS_PAGE * 2;
+    jo.PublishAsync.ErrHandler = on_pub_err;
+    jo.PublishAsync.ErrHandlerClosure = &r->g->nats;
+    if (natsConnection_JetStream(&r->js, r->nc, &jo) != NATS_OK || ensure_stream(r, 0) < 0 || ensure_stream(r, 1) < 0) {
+        disconnect(r);
+        return -1;
+    }
+    atomic_store(&r->g->nats.connected, 1);
+    d11_info("nats: connected to %s (streams %s, %s)", r->g->cfg.nats, stream_name[0], stream_name[1]);
+    return 0;
+}
+
+static void load_cursor(relay *r, int sh)
+{
+    char path[1200];
+    snprintf(path, sizeof path, "%.1100s/consumers/%s", r->g->cfg.data_dir, consumer_name[sh]);
+    r->cur[sh][0] = 0;
+    FILE *f = fopen(path, "re");
+    if (!f) return;
+    size_t n = fread(r->cur[sh], 1, sizeof r->cur[sh] - 1, f);
+    fclose(f);
+    while (n && (r->cur[sh][n - 1] == '\n' || r->cur[sh][n - 1] == ' ')) n--;
+    r->cur[sh][n] = 0;
+}
+
+static int save_cursor(relay *r, int sh)
+{
+    char path[1300], dir[1200];
+    snprintf(dir, sizeof dir, "%.1100s/consumers", r->g->cfg.data_dir);
+    if (mkdir(dir, 0700) < 0 && errno != EEXIST) return -errno;
+    snprintf(path, sizeof path, "%s/%s", dir, consumer_name[sh]);
+    char line[sizeof r->cur[sh] + 1];
+    int n = snprintf(line, sizeof line, "%s\n", r->cur[sh]);
+    return d11_write_file_atomic(path, line, (size_t)n, 0600);
+}
+
+/* One round of stream sh: 1 = a full page went out (more may wait), 0 = caught up or
+ * failed (sleep before the next round). */
+static int round_once(relay *r, int sh)
+{
+    gw_nats *n = &r->g->nats;
+    char q[D11_HOOK_CURSOR_BYTES_MAX + 64], hdrs[sizeof r->auth + 32];
+    snprintf(q, sizeof q, "/v1/events?limit=%d%s%s", D11_NATS_PAGE, r->cur[sh][0] ? "&after=" : "", r->cur[sh]);
+    snprintf(hdrs, sizeof hdrs, "%s%s", r->auth, sh ? "X-D11-Stress: 1\r\n" : "");
+    if (d11_httpc_do(&r->self, "GET", q, hdrs, NULL, 0) < 0 || r->self.status != 200) return 0;
+    const char *body = r->self.body.data;
+    int k = gw_split_events(body, r->self.body.len, r->spans, D11_NATS_PAGE, r->next, sizeof r->next);
+    if (k < 0) return 0;
+    if (k == 0) {
+        if (strcmp(r->next, r->cur[sh]) != 0) {
+            snprintf(r->cur[sh], sizeof r->cur[sh], "%s", r->next);
+            save_cursor(r, sh);
+        }
+        return 0;
+    }
+    atomic_fetch_add(&n->rounds, 1);
+    uint64_t fail0 = atomic_load(&n->failures);
+    bool ok = true;
+    for (int i = 0; i < k && ok; i++) {
+        const char *ev = body + r->spans[i][0];
+        size_t len = r->spans[i][1];
+        char id[48], type[48], subj[128];
+        if (d11_json_find_str(ev, len, "id", id, sizeof id) < 0 || d11_json_find_str(ev, len, "type", type, sizeof type) < 0)
+            continue;
+        const char *cell = strchr(id, '-');
+        snprintf(subj, sizeof subj, "%s%s.%.*s", subj_prefix[sh], type, cell ? (int)(cell - id) : 1, cell ? id : "0");
+        natsMsg *m = NULL;
+        ok = natsMsg_Create(&m, subj, NULL, ev, (int)len) == NATS_OK && natsMsgHeader_Set(m, "Nats-Msg-Id", id) == NATS_OK &&
+             js_PublishMsgAsync(r->js, &m, NULL) == NATS_OK;
+        natsMsg_Destroy(m); /* no effect when the library took it */
+    }
+    jsPubOptions po;
+    jsPubOptions_Init(&po);
+    po.MaxWait = D11_NATS_ACK_WAIT_MS;
+    if (ok) ok = js_PublishAsyncComplete(r->js, &po) == NATS_OK;
+    if (!ok || atomic_load(&n->failures) != fail0) {
+        natsMsgList pending;
+        if (js_PublishAsyncGetPendingList(&pending, r->js) == NATS_OK) natsMsgList_Destroy(&pending);
+        atomic_fetch_add(&n->failures, ok ? 0 : 1);
+        return -1;
+    }
+    atomic_fetch_add(&n->published, (uint64_t)k);
+    int64_t now = d11_wall_ms();
+    for (int i = 0; i < k; i++) record_latency(n, now - event_at(body + r->spans[i][0], r->spans[i][1]));
+    snprintf(r->cur[sh], sizeof r->cur[sh], "%s", r->next);
+    if (save_cursor(r, sh) < 0) d11_warn("nats: cannot store the relay position");
+    return k == D11_NATS_PAGE;
+}
+
+static void nap(gw_nats *n, int ms)
+{
+    for (int i = 0; i < ms / 10 && !atomic_load(&n->stop); i++) usleep(10000);
+}
+
+static void *relay_main(void *arg)
+{
+    relay *r = arg;
+    gw_nats *n = &r->g->nats;
+    load_cursor(r, 0);
+    load_cursor(r, 1);
+    while (!atomic_load(&n->stop)) {
+        if (!r->self_ok) r->self_ok = gw_self_client(r->g, &r->self, r->auth, sizeof r->auth);
+        if (!r->self_ok) {
+            nap(n, 100);
+            continue;
+        }
+        if (!r->js && connect_js(r) < 0) {
+            nap(n, D11_NATS_RETRY_MS);
+            continue;
+        }
+        int busy = 0, failed = 0;
+        for (int sh = 0; sh < 2; sh++) {
+            int rc = round_once(r, sh);
+            if (rc > 0) busy = 1;
+            if (rc < 0) failed = 1;
+        }
+        if (failed) {
+            if (natsConnection_IsClosed(r->nc)) disconnect(r);
+            nap(n, D11_NATS_RETRY_MS);
+        } else if (!busy) {
+            nap(n, D11_HOOK_IDLE_MS);
+        }
+    }
+    disconnect(r);
+    if (r->self_ok) d11_httpc_release(&r->self);
+    free(r);
+    return NULL;
+}
+
+int gw_nats_start(struct gw *g)
+{
+    if (!g->cfg.nats[0]) return 0;
+    relay *r = calloc(1, sizeof *r);
+    if (!r) return -ENOMEM;
+    r->g = g;
+    if (pthread_create(&g->nats.th, NULL, relay_main, r) != 0) {
+        free(r);
+        return -EAGAIN;
+    }
+    g->nats.started = true;
+    return 0;
+}
+
+void gw_nats_stop(struct gw *g)
+{
+    if (!g->nats.started) return;
+    atomic_store(&g->nats.stop, 1);
+    pthread_join(g->nats.th, NULL);
+    g->nats.started = false;
+}
+
+void gw_nats_metrics(gw_nats *n, d11_buf *b)
+{
+    d11_buf_printf(b,
+                   "# HELP d11_nats_connected 1 while the JetStream relay is connected (absent: no --nats).\n"
+                   "# TYPE d11_nats_connected gauge\nd11_nats_connected %d\n"
+                   "# HELP d11_nats_published_total Events acknowledged by JetStream.\n"
+                   "# TYPE d11_nats_published_total counter\nd11_nats_published_total %llu\n"
+                   "# HELP d11_nats_publish_failures_total Failed publishes or rounds (re-published).\n"
+                   "# TYPE d11_nats_publish_failures_total counter\nd11_nats_publish_failures_total %llu\n",
+                   atomic_load(&n->connected), (unsigned long long)atomic_load(&n->published),
+                   (unsigned long long)atomic_load(&n->failures));
+    d11_buf_puts(b, "# HELP d11_nats_ack_latency_seconds From an event's commit (its `at`) to JetStream's ack.\n"
+                    "# TYPE d11_nats_ack_latency_seconds histogram\n");
+    uint64_t cum = 0;
+    for (int i = 0; i < GW_NATS_LAT_BUCKETS; i++) {
+        cum += atomic_load(&n->lat[i]);
+        if (i < GW_NATS_LAT_BUCKETS - 1)
+            d11_buf_printf(b, "d11_nats_ack_latency_seconds_bucket{le=\"%.3f\"} %llu\n", gw_nats_lat_le_ms[i] / 1000.0,
+                           (unsigned long long)cum);
+        else d11_buf_printf(b, "d11_nats_ack_latency_seconds_bucket{le=\"+Inf\"} %llu\n", (unsigned long long)cum);
+    }
+    d11_buf_printf(b, "d11_nats_ack_latency_seconds_sum %.3f\nd11_nats_ack_latency_seconds_count %llu\n",
+                   (double)atomic_load(&n->lat_sum_ms) / 1000.0, (unsigned long long)cum);
+}

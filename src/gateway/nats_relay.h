@@ -1,0 +1,49 @@
+/*
+ * nats_relay.h — the NATS JetStream relay (docs/events.md): with --nats nats://HOST:PORT
+ * one more gateway thread reads both event streams through GET /v1/events (loopback,
+ * admin token) and publishes every event asynchronously to JetStream: stream D11_EVENTS
+ * (subjects d11.events.>, file storage, created if missing) with subject
+ * d11.events.<type>.<cell>, stress events to D11_STRESS / d11.stress.<type>.<cell>,
+ * header Nats-Msg-Id = the event id (the broker drops a re-publish within its duplicate
+ * window). Its position advances only when every message of a page is acknowledged, and
+ * is stored as the named consumers "nats.events" / "nats.stress" (DATA/consumers: durable,
+ * a retention sink, lag in /metrics). A NATS outage only stops this thread's progress:
+ * orders never wait for it; the events wait in the outbox and catch up.
+ * Thread: its own; the counters are atomics read by /metrics.
+ */
+#ifndef D11_GW_NATS_RELAY_H
+#define D11_GW_NATS_RELAY_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "../core/util.h"
+
+struct gw;
+
+#define D11_NATS_PAGE        500   /* events published per acknowledged round */
+#define D11_NATS_ACK_WAIT_MS 5000  /* a round not fully acknowledged by then is re-published */
+#define D11_NATS_RETRY_MS    500   /* reconnect / re-publish backoff */
+
+#define GW_NATS_LAT_BUCKETS 21
+/* commit -> JetStream ack latency histogram upper bounds (ms); the last is +Inf */
+extern const int gw_nats_lat_le_ms[GW_NATS_LAT_BUCKETS - 1];
+
+typedef struct gw_nats {
+    pthread_t        th;
+    bool             started;
+    _Atomic int      stop;
+    _Atomic int      connected;
+    _Atomic uint64_t published, failures, rounds;
+    _Atomic uint64_t lat[GW_NATS_LAT_BUCKETS]; /* event `at` -> ack, per bucket */
+    _Atomic uint64_t lat_sum_ms;
+} gw_nats;
+
+/* Start the relay when cfg.nats is set (else nothing). 0 or -errno. */
+int  gw_nats_start(struct gw *g);
+void gw_nats_stop(struct gw *g);
+void gw_nats_metrics(gw_nats *n, d11_buf *b);
+
+#endif
