@@ -17,12 +17,14 @@ CFLAGS   += -std=gnu11 $(OPT) -Wall -Wextra -Werror -Wshadow -Wno-missing-field-
             -D_GNU_SOURCE -MMD -MP $(SAN)
 LDFLAGS  += $(SAN)
 LDLIBS   += -lsqlite3 -lhttp_parser -lcrypto -lpthread -lm
+LDLIBS   += -lsystemd
 LDLIBS   += -lpq
 CFLAGS   += -I$(shell pg_config --includedir 2>/dev/null || echo /usr/include/postgresql)
 LDLIBS   += -lnats
 
 BUILD    ?= build
 BIN      ?= bin/d11
+$(BUILD)/src/core/promtext.o: CFLAGS += -DD11_GIT_REV=\"$(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)\"
 SRCS     := $(shell find src -name '*.c' -not -path 'src/sim/*' | sort)
 OBJS     := $(SRCS:%.c=$(BUILD)/%.o)
 LIBOBJS  := $(filter-out $(BUILD)/src/main.o,$(OBJS))

@@ -4,6 +4,9 @@
 set -euo pipefail
 pkgs=(build-essential pkg-config libsqlite3-dev sqlite3 libhttp-parser-dev libjsmn-dev
       libssl-dev python3 wrk clang libclang-rt-14-dev)
+pkgs+=(prometheus)  # promtool + a real server for test_metrics.py (metrics, alert rules)
+pkgs+=(libsystemd-dev python3-yaml)  # sd_notify readiness (deploy/systemd); YAML checks of deploy/
+pkgs+=(chromium fonts-dejavu-core)   # test_dashboard.py: headless screenshot of the sale dashboard
 pkgs+=(libpq-dev postgresql-15)  # the PostgreSQL store (docs/postgresql.md) and its tests
 pkgs+=(libnats-dev nats-server)  # the NATS JetStream relay (docs/events.md) and its tests
 if [ "${1:-}" = "--bench" ]; then

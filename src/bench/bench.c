@@ -25,6 +25,7 @@
 #include "hist.h"
 #include "httpc.h"
 #include "loadgen.h"
+#include "report.h"
 #include "workload.h"
 
 #define DEFAULT_URL "http://127.0.0.1:8080"
@@ -38,14 +39,17 @@ static const char usage_text[] =
     "omission). Progress every second on stderr; the report on stdout.\n"
     "\n"
     "target\n"
-    "  --url URL              server base URL (default " DEFAULT_URL ")\n"
-    "  --token T              bearer token\n"
-    "  --token-file F         read the bearer token from F (e.g. DATA/admin.token)\n"
+    "  --url URL              server base URL (default $D11_URL, else " DEFAULT_URL ")\n"
+    "  --token T              bearer token (default $D11_TOKEN)\n"
+    "  --token-file F         read the bearer token from F (default $D11_TOKEN_FILE, else\n"
+    "                         DATA/admin.token when readable; DATA: $D11_DATA or ./data)\n"
     "  --header 'N: V'        extra request header (repeatable)\n"
     "  --stress               tag every request X-D11-Stress: 1 (shadow tables; scope stress)\n"
     "\n"
     "load shape\n"
     "  --rate R               open loop: R requests/s in total, on a fixed schedule\n"
+    "  --stages SPEC          open loop on a ramp, e.g. 10s:1000,30s:20000 (the rate goes\n"
+    "                         linearly from the previous stage's, 0 at first, to each one's)\n"
     "                         (omit or 0: closed loop, each connection resends on reply)\n"
     "  --connections C        keep-alive connections in total (default 32)\n"
     "  --threads T            client threads, each with its own epoll loop (default 1)\n"
@@ -95,12 +99,15 @@ static const char usage_text[] =
     "  --cap-pause MS         pause between steps for the server to drain (default 1000)\n"
     "\n"
     "output\n"
-    "  --json                 machine-readable result on stdout instead of the table\n"
+    "  --json                 machine-readable result on stdout instead of the table, with\n"
+    "                         the per-second series\n"
+    "  --html FILE            also write an HTML report (throughput and latency over time,\n"
+    "                         the percentile spectrum; SVG, works offline)\n"
     "  --quiet                no progress line\n"
     "  --show-errors          print the first 5 unexpected answers per thread on stderr\n"
     "\n"
-    "exit status: 0 ok; 1 failure (setup failed, no answers, interrupted); 2 usage error;\n"
-    "3 an --slo-* limit was broken.\n";
+    "exit status: 0 ok; 1 failure (setup failed, no answers, interrupted); 2 usage error,\n"
+    "or most answers were 401/403 (a missing or wrong token); 3 an --slo-* limit was broken.\n";
 
 typedef struct bench_cli {
     d11_bench_opts o;
@@ -117,6 +124,7 @@ typedef struct bench_cli {
     char    mix_text[128];
     char    user_dist_text[32];
     char    token[D11_TOKEN_BYTES_MAX + 1];
+    const char *html;        /* --html FILE */
 } bench_cli;
 
 static void on_signal(int sig)
@@ -181,7 +189,7 @@ static int parse_args(bench_cli *b, int argc, char **argv)
             "--mix", "--skus", "--hot-sku-share", "--sku-prefix", "--users", "--user-dist",
             "--quantity", "--seed", "--stock", "--price-cents", "--slo-p99", "--slo-errors",
             "--cap-start", "--cap-factor", "--cap-step", "--cap-max-steps", "--cap-refine",
-            "--cap-pause"};
+            "--cap-pause", "--stages", "--html"};
         bool is_bool = false, known = false;
         for (size_t k = 0; k < sizeof booleans / sizeof booleans[0]; k++)
             if (!strcmp(name, booleans[k])) is_bool = known = true;
@@ -301,6 +309,32 @@ static int parse_args(bench_cli *b, int argc, char **argv)
         } else if (!strcmp(name, "--cap-pause")) {
             if (!parse_int(val, 0, 60000, &u)) BAD("milliseconds 0..60000");
             b->cap_pause_ms = (int)u;
+        } else if (!strcmp(name, "--html")) {
+            b->html = val;
+        } else if (!strcmp(name, "--stages")) {
+            o->nstages = 0;
+            b->duration_s = 0;
+            b->rate = 0;
+            for (const char *p = val; *p;) {
+                char *end;
+                double dur = strtod(p, &end), rate;
+                if (end == p || dur <= 0) BAD("stages like 10s:1000,30s:20000");
+                if (*end == 's') end++;
+                else if (*end == 'm') dur *= 60, end++;
+                if (*end != ':') BAD("stages like 10s:1000,30s:20000");
+                p = end + 1;
+                rate = strtod(p, &end);
+                if (end == p || rate < 0 || rate > 1e8) BAD("stage rates 0..1e8");
+                if (o->nstages == D11_BENCH_STAGES_MAX) BAD("at most 32 stages");
+                o->stages[o->nstages++] = (d11_bench_stage){dur, rate};
+                b->duration_s += dur;
+                if (rate > b->rate) b->rate = rate;
+                p = end;
+                if (*p == ',') p++;
+                else if (*p) BAD("stages like 10s:1000,30s:20000");
+            }
+            if (b->rate <= 0) BAD("a stage with a rate above 0");
+            b->duration_given = true;
         } else if (!strcmp(name, "--json")) b->json = true;
         else if (!strcmp(name, "--quiet")) o->quiet = true;
         else if (!strcmp(name, "--show-errors")) o->verbose_errors = true;
@@ -308,8 +342,19 @@ static int parse_args(bench_cli *b, int argc, char **argv)
 #undef BAD
     }
 
-    if (d11_url_parse(url, &o->url, err, sizeof err) < 0) return usage_err("--url: %s", err);
     if (token && token_file) return usage_err("give --token or --token-file, not both");
+    /* defaults like d11 ctl's: $D11_URL, $D11_TOKEN, $D11_TOKEN_FILE, DATA/admin.token */
+    const char *env_url = getenv("D11_URL"), *env_tok = getenv("D11_TOKEN"), *env_tf = getenv("D11_TOKEN_FILE");
+    if (!strcmp(url, DEFAULT_URL) && env_url && *env_url) url = env_url;
+    static char deflt_tf[1100];
+    if (!token && !token_file) {
+        const char *data = getenv("D11_DATA");
+        snprintf(deflt_tf, sizeof deflt_tf, "%s/admin.token", data && *data ? data : "./data");
+        if (env_tok && *env_tok) token = env_tok;
+        else if (env_tf && *env_tf) token_file = env_tf;
+        else if (access(deflt_tf, R_OK) == 0) token_file = deflt_tf;
+    }
+    if (d11_url_parse(url, &o->url, err, sizeof err) < 0) return usage_err("--url: %s", err);
     if (d11_httpc_token_load(token, token_file, b->token, sizeof b->token, err, sizeof err) < 0) {
         fprintf(stderr, "d11 bench: %s\n", err);
         return token_file ? 1 : 2;
@@ -329,6 +374,7 @@ static int parse_args(bench_cli *b, int argc, char **argv)
         if (b->slo_p99_ms <= 0) return usage_err("--find-capacity needs --slo-p99 MS");
         if (b->requests > 0) return usage_err("--find-capacity runs by time: drop --requests");
         if (b->rate > 0) return usage_err("--find-capacity sets the rate itself: drop --rate (use --cap-start)");
+        if (o->nstages) return usage_err("--find-capacity and --stages do not go together");
         if (b->slo_errors < 0) b->slo_errors = 0.01;
     }
     return -1; /* parsed; go on */
@@ -606,6 +652,8 @@ static int run_once(bench_cli *b)
         json_result(&j, &r);
         d11_buf_puts(&j, ",");
         json_slo(&j, b, ok, why);
+        d11_buf_puts(&j, ",");
+        d11_bench_json_series(&j, &r);
         d11_buf_puts(&j, "}\n");
         fwrite(j.data, 1, j.len, stdout);
         d11_buf_free(&j);
@@ -615,8 +663,22 @@ static int run_once(bench_cli *b)
             printf("\nSLO        %s%s%s\n", ok ? "met" : "BROKEN: ", ok ? "" : why, "");
     }
     fflush(stdout);
+    if (b->html) {
+        char about[512];
+        snprintf(about, sizeof about, "%s %s, %s, %d connections, mix %s", b->o.url.hostport,
+                 b->o.nstages ? "ramp" : b->rate > 0 ? "open loop" : "closed loop",
+                 b->o.nstages ? "stages" : "fixed rate", b->o.connections, b->mix_text);
+        int hrc = d11_bench_html(b->html, about, &r);
+        if (hrc < 0) fprintf(stderr, "d11 bench: cannot write %s: %s\n", b->html, d11_strerror(hrc));
+    }
     int ret = 0;
-    if (r.c.done == 0) {
+    int64_t auth_bad = d11_bench_auth_failures(&r);
+    if (r.c.done > 0 && auth_bad * 2 > r.c.done) {
+        fprintf(stderr, "d11 bench: %lld of %lld answers were 401/403: the token is missing, wrong or lacks a "
+                        "scope (--token-file DATA/admin.token, or d11 ctl token create)\n",
+                (long long)auth_bad, (long long)r.c.done);
+        ret = 2;
+    } else if (r.c.done == 0) {
         fprintf(stderr, "d11 bench: no request was answered (%lld connect failures): is %s up?\n",
                 (long long)r.c.connect_errors, b->o.url.hostport);
         ret = 1;

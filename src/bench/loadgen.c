@@ -97,6 +97,7 @@ struct worker {
     int64_t                t0_ns, deadline_ns, drain_end_ns;
     int64_t                budget;      /* max sends, -1 = unbounded */
     int64_t                k;           /* sends so far (= next schedule index) */
+    int                    nthreads;    /* workers of the run (ramp stages split by id) */
     bool                   issuing;
     int64_t                stop_ns;
     int64_t                inflight_total;
@@ -190,6 +191,9 @@ void d11_bench_result_init(d11_bench_result *r)
 
 void d11_bench_result_release(d11_bench_result *r)
 {
+    free(r->series);
+    r->series = NULL;
+    r->nseries = r->capseries = 0;
     d11_hist_release(&r->lat);
     d11_hist_release(&r->svc);
     for (int i = 0; i < D11_OP_COUNT; i++) d11_hist_release(&r->lat_op[i]);
@@ -203,6 +207,7 @@ static void result_reset(d11_bench_result *r)
     r->elapsed_s = 0;
     r->unsent = r->unfinished = 0;
     r->interrupted = false;
+    r->nseries = 0;
     d11_hist_reset(&r->lat);
     d11_hist_reset(&r->svc);
     for (int i = 0; i < D11_OP_COUNT; i++) d11_hist_reset(&r->lat_op[i]);
@@ -214,6 +219,57 @@ double d11_bench_error_ratio(const d11_bench_result *r)
     int64_t attempted = r->c.sent + r->unsent;
     if (attempted <= 0) return 0;
     return (double)(r->c.cls[D11_CLS_ERROR] + r->unsent + r->unfinished) / (double)attempted;
+}
+
+/* ---- ramp stages ---- */
+
+double d11_bench_stage_rate(const d11_bench_opts *o, double t)
+{
+    D11_ASSERT(o->nstages > 0);
+    double r0 = 0;
+    for (int i = 0; i < o->nstages; i++) {
+        const d11_bench_stage *s = &o->stages[i];
+        if (t < s->dur_s) return r0 + (s->rate - r0) * t / s->dur_s;
+        t -= s->dur_s;
+        r0 = s->rate;
+    }
+    return r0;
+}
+
+double d11_bench_stage_count(const d11_bench_opts *o, double t)
+{
+    D11_ASSERT(o->nstages > 0);
+    double r0 = 0, n = 0;
+    for (int i = 0; i < o->nstages && t > 0; i++) {
+        const d11_bench_stage *s = &o->stages[i];
+        double tau = t < s->dur_s ? t : s->dur_s;
+        n += r0 * tau + (s->rate - r0) * tau * tau / (2 * s->dur_s);
+        t -= s->dur_s;
+        r0 = s->rate;
+    }
+    return n;
+}
+
+double d11_bench_stage_time(const d11_bench_opts *o, double n)
+{
+    D11_ASSERT(o->nstages > 0);
+    double r0 = 0, t0 = 0;
+    for (int i = 0; i < o->nstages; i++) {
+        const d11_bench_stage *s = &o->stages[i];
+        double in = (r0 + s->rate) / 2 * s->dur_s; /* requests of this stage */
+        if (n <= in) {
+            double a = (s->rate - r0) / (2 * s->dur_s), b = r0, tau;
+            if (fabs(a) < 1e-12) tau = b > 0 ? n / b : 0;
+            else tau = (-b + sqrt(b * b + 4 * a * n)) / (2 * a);
+            if (tau < 0) tau = 0;
+            if (tau > s->dur_s) tau = s->dur_s;
+            return t0 + tau;
+        }
+        n -= in;
+        t0 += s->dur_s;
+        r0 = s->rate;
+    }
+    return INFINITY;
 }
 
 /* ---- ready list ---- */
@@ -467,6 +523,10 @@ static void fill(bconn *c)
 
 static int64_t intended_at(const worker *w, int64_t k)
 {
+    if (w->o->nstages > 0) { /* this worker's k-th of every `threads` requests of the ramp */
+        double t = d11_bench_stage_time(w->o, (double)k * w->nthreads + w->id); /* request k*T+id at N(t) */
+        return isinf(t) || t > 1e6 ? INT64_MAX / 2 : w->t0_ns + (int64_t)(t * (double)NS_PER_S);
+    }
     return w->t0_ns + (int64_t)((double)k * w->period_ns);
 }
 
@@ -653,6 +713,11 @@ static void stop_issuing(worker *w, int64_t now)
     w->drain_end_ns = now + (int64_t)w->o->drain_ms * NS_PER_MS;
     if (w->period_ns > 0) {
         int64_t due = (int64_t)ceil((double)(w->stop_ns - w->t0_ns) / w->period_ns);
+        if (w->o->nstages > 0) {
+            double n = d11_bench_stage_count(w->o, (double)(w->stop_ns - w->t0_ns) / NS_PER_S);
+            /* indices k*T+id below N(stop) were due before the stop */
+            due = n > w->id ? (int64_t)ceil((n - w->id) / w->nthreads - 1e-9) : 0;
+        }
         if (due < 0) due = 0;
         if (w->budget >= 0 && due > w->budget) due = w->budget;
         if (due < w->k) due = w->k;
@@ -860,6 +925,33 @@ static void progress_line(const char *label, double t_s, const d11_bench_counts 
     fprintf(stderr, "%s\n", line);
 }
 
+/* One second of the run into res->series (bounded by D11_BENCH_SERIES_MAX). */
+static void series_add(d11_bench_result *res, const d11_bench_opts *o, double rate, double t_s, double dt_s,
+                       const d11_bench_counts *cur, const d11_bench_counts *prev, const d11_hist *h, int64_t inflight)
+{
+    if (res->nseries >= D11_BENCH_SERIES_MAX) return;
+    if (res->nseries == res->capseries) {
+        int cap = res->capseries ? res->capseries * 2 : 64;
+        d11_bench_sec *v = realloc(res->series, (size_t)cap * sizeof *v);
+        if (!v) return;
+        res->series = v;
+        res->capseries = cap;
+    }
+    d11_bench_sec *s = &res->series[res->nseries++];
+    s->t_s = t_s;
+    s->target_rps = o->nstages > 0 ? d11_bench_stage_rate(o, t_s) : rate;
+    s->rps = dt_s > 0 ? (double)(cur->done - prev->done) / dt_s : 0;
+    s->ok = cur->cls[D11_CLS_OK] - prev->cls[D11_CLS_OK];
+    s->rejected = cur->cls[D11_CLS_REJECT] - prev->cls[D11_CLS_REJECT];
+    s->errors = cur->cls[D11_CLS_ERROR] - prev->cls[D11_CLS_ERROR];
+    s->p50_us = d11_hist_percentile(h, 50);
+    s->p90_us = d11_hist_percentile(h, 90);
+    s->p99_us = d11_hist_percentile(h, 99);
+    s->p999_us = d11_hist_percentile(h, 99.9);
+    s->max_us = h->max;
+    s->inflight = inflight;
+}
+
 /* ---- the run ---- */
 
 int d11_bench_run(const d11_bench_opts *o, double rate, double duration_s, int64_t requests,
@@ -891,6 +983,7 @@ int d11_bench_run(const d11_bench_opts *o, double rate, double duration_s, int64
         d11_rng_seed(&w->rng, seed + 0x9e3779b97f4a7c15ULL * (uint64_t)(i + 1));
         w->period_ns = rate > 0 ? (double)NS_PER_S * threads / rate : 0;
         w->duration_s = duration_s;
+        w->nthreads = threads;
         w->budget = requests > 0 ? requests / threads + (i < requests % threads) : -1;
         w->ep = epoll_create1(EPOLL_CLOEXEC);
         if (w->ep == -1) rc = -errno;
@@ -950,6 +1043,8 @@ int d11_bench_run(const d11_bench_opts *o, double rate, double duration_s, int64
             if (!o->quiet)
                 progress_line(label, (double)(now - t0) / NS_PER_S, &cur, &prev,
                               (double)(now - prev_line) / NS_PER_S, &tick_hist, inflight);
+            series_add(res, o, rate, (double)(now - t0) / NS_PER_S, (double)(now - prev_line) / NS_PER_S, &cur,
+                       &prev, &tick_hist, inflight);
             prev = cur;
             prev_line = now;
             next_line += NS_PER_S;
@@ -961,6 +1056,23 @@ int d11_bench_run(const d11_bench_opts *o, double rate, double duration_s, int64
             struct timespec ts = {.tv_sec = 0, .tv_nsec = wait};
             nanosleep(&ts, NULL); /* EINTR (a signal) just shortens the wait */
         }
+    }
+    { /* the last, partial second of the series (the workers published their final state) */
+        int64_t now = d11_mono_ns();
+        memset(&cur, 0, sizeof cur);
+        int64_t inflight = 0;
+        d11_hist_reset(&tick_hist);
+        for (int i = 0; i < started; i++) {
+            pthread_mutex_lock(&ws[i].mu);
+            (void)d11_hist_merge(&tick_hist, &ws[i].pub_hist);
+            d11_hist_reset(&ws[i].pub_hist);
+            d11_bench_counts_merge(&cur, &ws[i].pub_c);
+            inflight += ws[i].pub_inflight;
+            pthread_mutex_unlock(&ws[i].mu);
+        }
+        if (cur.done > prev.done)
+            series_add(res, o, rate, (double)(now - t0) / NS_PER_S, (double)(now - prev_line) / NS_PER_S, &cur,
+                       &prev, &tick_hist, inflight);
     }
     d11_hist_release(&tick_hist);
 

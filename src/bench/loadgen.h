@@ -40,6 +40,24 @@
 #define D11_BENCH_HEADERS_BYTES_MAX 4096     /* --header lines together */
 #define D11_BENCH_HIST_HIGHEST_US  (3600LL * 1000000) /* 1 h */
 #define D11_BENCH_HIST_DIGITS      3
+#define D11_BENCH_STAGES_MAX       32        /* --stages entries */
+#define D11_BENCH_SERIES_MAX       86400     /* per-second samples kept (24 h) */
+
+/* One ramp stage (--stages 10s:1000,30s:20000): the target rate goes linearly from the
+ * previous stage's rate (0 before the first) to `rate` over `dur_s` seconds. */
+typedef struct d11_bench_stage {
+    double dur_s, rate;
+} d11_bench_stage;
+
+/* One second of a run, as the progress line saw it. */
+typedef struct d11_bench_sec {
+    double  t_s;          /* end of the second, from the start */
+    double  target_rps;   /* open loop: the schedule's rate then; 0 closed loop */
+    double  rps;          /* answers per second */
+    int64_t ok, rejected, errors;
+    int64_t p50_us, p90_us, p99_us, p999_us, max_us; /* of the answers of that second */
+    int64_t inflight;
+} d11_bench_sec;
 
 /* Outcome classes. OK: 2xx. REJECT: an answer a flash sale expects (409 out_of_stock,
  * not_payable, not_cancellable; 403 risk_rejected). ERROR: everything else (5xx, 429,
@@ -59,7 +77,15 @@ typedef struct d11_bench_opts {
     uint64_t     seed;          /* 0 = random */
     bool         quiet;         /* no progress line */
     bool         verbose_errors;/* print the first few unexpected bodies on stderr */
+    int          nstages;       /* > 0: open loop on the ramp of stages[] (rate = their max) */
+    d11_bench_stage stages[D11_BENCH_STAGES_MAX];
 } d11_bench_opts;
+
+/* The ramp: target rate at t, requests due by t (the integral), and its inverse (the time
+ * the n-th request is due; +inf past the last stage). nstages must be > 0. */
+double d11_bench_stage_rate(const d11_bench_opts *o, double t_s);
+double d11_bench_stage_count(const d11_bench_opts *o, double t_s);
+double d11_bench_stage_time(const d11_bench_opts *o, double n);
 
 typedef struct d11_bench_outcome {
     int     status;                          /* HTTP status, or 0 for transport failures */
@@ -95,6 +121,8 @@ typedef struct d11_bench_result {
     d11_hist lat_op[D11_OP_COUNT];
     d11_hist lat_ok;         /* like lat, 2xx answers only (what admitted requests saw) */
     bool     interrupted;    /* SIGINT/SIGTERM stopped the run early */
+    d11_bench_sec *series;   /* one entry per second of the run (owned) */
+    int      nseries, capseries;
 } d11_bench_result;
 
 /* Set from a signal handler: workers stop sending and drain. */

@@ -44,13 +44,17 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
+#include <systemd/sd-daemon.h>
 
 #include "../cmd.h"
 #include "../core/config.h"
 #include "../core/datadir.h"
 #include "../core/fault.h"
 #include "../core/loop.h"
+#include "../core/otlp.h"
+#include "../core/promtext.h"
 #include "../rpc/link.h"
 #include "../store/cell_sqlite.h"
 #include "../store/open.h"
@@ -85,7 +89,20 @@ typedef struct cell_proc {
     int              lfd;
     bool             draining;
     int64_t          quiet_since_ms; /* draining: when the machine was first seen quiet */
-    d11_buf          stats_body, stats_frame; /* STATS replies */
+    d11_buf          stats_body, stats_frame; /* STATS and METRICS replies */
+    d11_hist_us      commit_hist; /* storage thread round trips (loop thread only) */
+    d11_hist_n       batch_hist;  /* ops per batch handed to the storage thread */
+    uint32_t         last_nops;   /* ops of the batch at the storage thread */
+    uint64_t         slow_commits; /* commits >= --slow-commit-ms (each logged) */
+    /* tracing (--otlp-endpoint): see "spans" below */
+    d11_otlp         otlp;
+    struct cell_rq  *rq;          /* CELL_SPAN_SLOTS requests being handled, by (peer, req_id) */
+    struct cell_rq  *cur;         /* the request being handled now (a GRANT it causes is its child) */
+    struct cell_rq  *grants;      /* CELL_SPAN_SLOTS grants in flight, by req_id */
+    int64_t          commit_start_ns, commit_end_ns; /* the batch whose replies are being released */
+    uint32_t         commit_ops;
+    bool             releasing;   /* inside cell_batch_done: replies waited for that commit */
+    uint64_t         rng;
     d11_outbox_reader *outbox; /* EVENTS_PRUNE (events_read.h); NULL: answered 503 */
     cell_evthread    evt;     /* EVENTS_READ, off this thread (events_thread.h) */
     d11_io           evt_io;
@@ -93,6 +110,132 @@ typedef struct cell_proc {
 } cell_proc;
 
 static volatile sig_atomic_t stop_flag;
+
+/* ---- spans (core/otlp.h) ----
+ * cell.<request type> (SERVER, parent: the gateway's span carried in the frame header) from
+ * the frame's arrival to its reply; cell.batch_commit (INTERNAL, child of it) when the
+ * reply waited for a group commit; cell.grant (CLIENT, child of the request that caused
+ * it) for the GRANT round trip to the center. The W3C sampled flag of the frame header is
+ * the head decision; errors (status >= 500) and slow ones (>= --slow-commit-ms) are kept
+ * anyway. Entries live in two small direct-mapped tables (a collision forgets the older
+ * one: its span is simply not exported). Loop thread only. */
+#define CELL_SPAN_SLOTS 4096
+
+typedef struct cell_rq {
+    uint64_t req_id;
+    uint32_t peer;
+    bool     used;
+    uint8_t  trace_id[16], parent_id[8], span_id[8], flags;
+    int64_t  start_ns;
+} cell_rq;
+
+static int64_t wall_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static uint64_t span_rand(cell_proc *p)
+{
+    uint64_t z = (p->rng += 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return (z ^ (z >> 31)) | 1;
+}
+
+static cell_rq *rq_slot(cell_rq *tab, uint32_t peer, uint64_t req_id)
+{
+    return &tab[d11_hash64(&req_id, sizeof req_id, peer) % CELL_SPAN_SLOTS];
+}
+
+/* A request frame arrived: remember its trace context and start time. */
+static void span_begin(cell_proc *p, uint32_t peer, const d11_frame_hdr *h)
+{
+    p->cur = NULL;
+    if (!p->otlp.on) return;
+    cell_rq *r = rq_slot(p->rq, peer, h->req_id);
+    *r = (cell_rq){.req_id = h->req_id, .peer = peer, .used = true, .flags = h->trace_flags, .start_ns = wall_ns()};
+    memcpy(r->trace_id, h->trace_id, 16);
+    memcpy(r->parent_id, h->span_id, 8);
+    uint64_t sid = span_rand(p);
+    memcpy(r->span_id, &sid, 8);
+    p->cur = r;
+}
+
+/* A reply leaves: end the request's span (and its batch_commit child). */
+static void span_end(cell_proc *p, uint32_t peer, const uint8_t *frame, size_t n)
+{
+    d11_frame_hdr h;
+    if (!p->otlp.on || d11_frame_hdr_decode(frame, n, &h) != 0 || !(h.flags & D11_WF_REPLY)) return;
+    cell_rq *r = rq_slot(p->rq, peer, h.req_id);
+    if (!r->used || r->req_id != h.req_id || r->peer != peer) return;
+    r->used = false;
+    d11_span s;
+    memset(&s, 0, sizeof s);
+    memcpy(s.trace_id, r->trace_id, 16);
+    memcpy(s.span_id, r->span_id, 8);
+    memcpy(s.parent_id, r->parent_id, 8);
+    snprintf(s.name, sizeof s.name, "cell.%s", d11_msg_type_name(h.type));
+    s.kind = D11_SPAN_SERVER;
+    s.error = h.status >= 500;
+    s.start_ns = r->start_ns;
+    s.end_ns = wall_ns();
+    d11_span_attr_int(&s, "d11.cell", p->opts.id);
+    d11_span_attr_int(&s, "rpc.status", h.status);
+    bool head = r->flags & 1;
+    if (p->releasing) {
+        d11_span b;
+        memset(&b, 0, sizeof b);
+        memcpy(b.trace_id, r->trace_id, 16);
+        uint64_t bid = span_rand(p);
+        memcpy(b.span_id, &bid, 8);
+        memcpy(b.parent_id, r->span_id, 8);
+        snprintf(b.name, sizeof b.name, "cell.batch_commit");
+        b.kind = D11_SPAN_INTERNAL;
+        b.start_ns = p->commit_start_ns;
+        b.end_ns = p->commit_end_ns;
+        d11_span_attr_int(&b, "d11.batch_ops", p->commit_ops);
+        d11_span_attr_int(&b, "d11.cell", p->opts.id);
+        bool keep = head || s.error || s.end_ns - s.start_ns >= p->otlp.slow_ns;
+        d11_otlp_end(&p->otlp, &b, keep);
+        if (keep) head = true; /* keep the parent with its child */
+    }
+    d11_otlp_end(&p->otlp, &s, head);
+}
+
+/* A GRANT leaves for the center while a request is handled: its round trip is a child. */
+static void grant_begin(cell_proc *p, const uint8_t *frame, size_t n)
+{
+    d11_frame_hdr h;
+    if (!p->otlp.on || !p->cur || d11_frame_hdr_decode(frame, n, &h) != 0 || h.type != D11_MSG_GRANT) return;
+    cell_rq *g = rq_slot(p->grants, 0, h.req_id);
+    *g = *p->cur;
+    g->req_id = h.req_id;
+    g->start_ns = wall_ns();
+}
+
+static void grant_end(cell_proc *p, const d11_frame *f)
+{
+    if (!p->otlp.on || f->hdr.type != D11_MSG_GRANT) return;
+    cell_rq *g = rq_slot(p->grants, 0, f->hdr.req_id);
+    if (!g->used || g->req_id != f->hdr.req_id) return;
+    g->used = false;
+    d11_span s;
+    memset(&s, 0, sizeof s);
+    memcpy(s.trace_id, g->trace_id, 16);
+    uint64_t sid = span_rand(p);
+    memcpy(s.span_id, &sid, 8);
+    memcpy(s.parent_id, g->span_id, 8);
+    snprintf(s.name, sizeof s.name, "cell.grant");
+    s.kind = D11_SPAN_CLIENT;
+    s.error = f->hdr.status >= 500;
+    s.start_ns = g->start_ns;
+    s.end_ns = wall_ns();
+    d11_span_attr_int(&s, "d11.cell", p->opts.id);
+    d11_span_attr_int(&s, "rpc.status", f->hdr.status);
+    d11_otlp_end(&p->otlp, &s, g->flags & 1);
+}
 
 static void on_signal(int sig)
 {
@@ -126,6 +269,7 @@ static void host_send_peer(void *data, uint32_t peer, const uint8_t *frame, size
     d11_fault_hit fh = d11_fault(D11_FP_CELL_REPLY);
     if (fh.action == D11_FA_DROP) return; /* chaos: the gateway times out (504) */
     if (fh.action == D11_FA_DELAY) usleep((useconds_t)fh.delay_ms * 1000); /* chaos: a stalled cell */
+    span_end(p, peer, frame, n);
     d11_link_send(k, frame, n);
 }
 
@@ -162,6 +306,66 @@ static void reply_stats(cell_proc *p, const d11_link *k, const d11_frame_hdr *h)
     host_send_peer(p, peer_of(k), (const uint8_t *)p->stats_frame.data, p->stats_frame.len); /* cell.reply applies */
 }
 
+/* METRICS (gateway /metrics): this cell's families in the Prometheus text format, every
+ * sample labelled part="cellN" (the gateway merges the parts, core/promtext.h). */
+static void reply_metrics(cell_proc *p, const d11_link *k, const d11_frame_hdr *h)
+{
+    cell_counts cc;
+    uint64_t commits, syncs, unsynced;
+    cell_get_counts(p->cell, &cc);
+    d11_store_thread_counts(&p->st, &commits, &syncs, &unsynced);
+    d11_buf *b = &p->stats_body;
+    d11_buf_reset(b);
+    char part[32], lb[48];
+    snprintf(part, sizeof part, "cell-%d", p->opts.id);
+    snprintf(lb, sizeof lb, "part=\"%s\"", part);
+#define U(x) ((unsigned long long)(x))
+    d11_prom_head(b, "d11_cell_commit_duration_seconds", "histogram",
+                  "Group commit round trip to the storage thread (write, and fsync when durable).");
+    d11_prom_hist_us(b, "d11_cell_commit_duration_seconds", lb, &p->commit_hist);
+    d11_prom_head(b, "d11_cell_batch_ops", "histogram", "Operations per committed batch (batch size).");
+    d11_prom_hist_n(b, "d11_cell_batch_ops", lb, &p->batch_hist);
+    d11_prom_head(b, "d11_cell_slow_commits_total", "counter", "Commits slower than --slow-commit-ms (each logged).");
+    d11_buf_printf(b, "d11_cell_slow_commits_total{%s} %llu\n", lb, U(p->slow_commits));
+    d11_prom_head(b, "d11_cell_orders_total", "counter",
+                  "Order creations decided by the cell, by outcome and error code.");
+    d11_buf_printf(b, "d11_cell_orders_total{%s,outcome=\"created\",code=\"ok\"} %llu\n", lb, U(cc.created));
+    d11_buf_printf(b, "d11_cell_orders_total{%s,outcome=\"rejected\",code=\"out_of_stock\"} %llu\n", lb,
+                   U(cc.rejected_oos));
+    d11_buf_printf(b, "d11_cell_orders_total{%s,outcome=\"rejected\",code=\"table_full\"} %llu\n", lb,
+                   U(cc.rejected_full));
+    d11_buf_printf(b, "d11_cell_orders_total{%s,outcome=\"expired\",code=\"deadline\"} %llu\n", lb,
+                   U(cc.expired_deadline));
+    d11_prom_head(b, "d11_cell_parked_orders", "gauge", "Orders parked waiting for a grant from the center.");
+    d11_buf_printf(b, "d11_cell_parked_orders{%s} %llu\n", lb, U(cc.parked));
+    d11_prom_head(b, "d11_cell_parked_total", "counter", "Orders ever parked for a grant.");
+    d11_buf_printf(b, "d11_cell_parked_total{%s} %llu\n", lb, U(cc.parked_total));
+    d11_prom_head(b, "d11_cell_orders", "gauge", "Orders held in the cell's table.");
+    d11_buf_printf(b, "d11_cell_orders{%s} %llu\n", lb, U(cc.orders));
+    d11_prom_head(b, "d11_cell_orders_max", "gauge", "Capacity of the cell's order table.");
+    d11_buf_printf(b, "d11_cell_orders_max{%s} %u\n", lb, p->opts.orders_max);
+    d11_prom_head(b, "d11_cell_skus", "gauge", "SKU ledgers held by the cell.");
+    d11_buf_printf(b, "d11_cell_skus{%s} %llu\n", lb, U(cc.ledgers));
+    d11_prom_head(b, "d11_cell_batches_total", "counter", "Batches committed.");
+    d11_buf_printf(b, "d11_cell_batches_total{%s} %llu\n", lb, U(cc.batches));
+    d11_prom_head(b, "d11_cell_commits_total", "counter", "Storage commits.");
+    d11_buf_printf(b, "d11_cell_commits_total{%s} %llu\n", lb, U(commits));
+    d11_prom_head(b, "d11_cell_syncs_total", "counter", "Storage fsyncs.");
+    d11_buf_printf(b, "d11_cell_syncs_total{%s} %llu\n", lb, U(syncs));
+    d11_prom_head(b, "d11_cell_unsynced_commits", "gauge", "Commits not yet fsynced (async durability).");
+    d11_buf_printf(b, "d11_cell_unsynced_commits{%s} %llu\n", lb, U(unsynced));
+    d11_prom_head(b, "d11_cell_center_up", "gauge", "1 when the cell is connected to the center.");
+    d11_buf_printf(b, "d11_cell_center_up{%s} %d\n", lb, cc.center_up ? 1 : 0);
+    d11_prom_head(b, "d11_cell_links_open", "gauge", "Gateway connections open at the cell.");
+    d11_buf_printf(b, "d11_cell_links_open{%s} %u\n", lb, p->gw.nopen);
+#undef U
+    d11_prom_process(b, part);
+    d11_otlp_metrics(&p->otlp, b, part);
+    d11_buf_reset(&p->stats_frame);
+    d11_reply_enc(&p->stats_frame, h, 200, NULL, b->data, b->len);
+    host_send_peer(p, peer_of(k), (const uint8_t *)p->stats_frame.data, p->stats_frame.len);
+}
+
 static void on_gw_frame(d11_links *t, d11_link *k, const d11_frame *f)
 {
     cell_proc *p = t->data;
@@ -175,6 +379,7 @@ static void on_gw_frame(d11_links *t, d11_link *k, const d11_frame *f)
         return;
     }
     if (f->hdr.type == D11_MSG_STATS && !(f->hdr.flags & D11_WF_REPLY)) reply_stats(p, k, &f->hdr);
+    else if (f->hdr.type == D11_MSG_METRICS && !(f->hdr.flags & D11_WF_REPLY)) reply_metrics(p, k, &f->hdr);
     else if (f->hdr.type == D11_MSG_EVENTS_READ && !(f->hdr.flags & D11_WF_REPLY)) {
         /* the committed outbox, read by the reader thread: never delays an order */
         if (!cell_evthread_submit(&p->evt, peer_of(k), f)) {
@@ -186,7 +391,11 @@ static void on_gw_frame(d11_links *t, d11_link *k, const d11_frame *f)
     } else if (f->hdr.type == D11_MSG_EVENTS_PRUNE && !(f->hdr.flags & D11_WF_REPLY)) {
         d11_cell_events_prune(p->outbox, p->cell, f, &p->stats_body, &p->stats_frame);
         host_send_peer(p, peer_of(k), (const uint8_t *)p->stats_frame.data, p->stats_frame.len);
-    } else cell_on_request(p->cell, peer_of(k), f);
+    } else {
+        span_begin(p, peer_of(k), &f->hdr);
+        cell_on_request(p->cell, peer_of(k), f);
+        p->cur = NULL;
+    }
 }
 
 static void on_gw_close(d11_links *t, d11_link *k, int why)
@@ -204,13 +413,17 @@ static void host_send_center(void *data, const uint8_t *frame, size_t n)
 {
     cell_proc *p = data;
     d11_link *k = d11_links_get(&p->up, 0, p->center_gen);
-    if (k) d11_link_send(k, frame, n);
+    if (k) {
+        grant_begin(p, frame, n);
+        d11_link_send(k, frame, n);
+    }
 }
 
 static void on_center_frame(d11_links *t, d11_link *k, const d11_frame *f)
 {
     cell_proc *p = t->data;
     (void)k;
+    if (f->hdr.flags & D11_WF_REPLY) grant_end(p, f);
     cell_on_center(p->cell, f);
 }
 
@@ -267,7 +480,21 @@ static void on_store_done(d11_loop *l, d11_io *io, uint32_t events)
     int64_t us;
     if (!d11_store_thread_collect(&p->st, &result, &us)) return;
     cell_set_last_commit_us(p->cell, us);
+    d11_hist_us_add(&p->commit_hist, us);
+    p->commit_end_ns = wall_ns();
+    p->commit_start_ns = p->commit_end_ns - us * 1000;
+    p->commit_ops = p->last_nops;
+    if (us >= p->cfg.slow_commit_ms * 1000) {
+        p->slow_commits++;
+        char kv[160];
+        snprintf(kv, sizeof kv, "\"event\":\"slow_commit\",\"cell\":%d,\"latency_us\":%lld,\"ops\":%u",
+                 p->opts.id, (long long)us, p->last_nops);
+        d11_log_kv(D11_LOG_WARN, kv, "cell %d: slow commit: %lld us for %u ops (threshold %lld ms)", p->opts.id,
+                   (long long)us, p->last_nops, (long long)p->cfg.slow_commit_ms);
+    }
+    p->releasing = true; /* the replies sent now waited for this commit (spans) */
     cell_batch_done(p->cell, result); /* releases the batch's replies (or its 503s) */
+    p->releasing = false;
     if (cell_failed(p->cell)) {
         /* Memory is now ahead of the database: answer, then restart from what is durable. */
         d11_links_flush(&p->gw);
@@ -292,7 +519,11 @@ static void group_commit(d11_loop *l, void *data)
     const uint8_t *ops;
     size_t len;
     uint32_t nops;
-    if (cell_batch_take(p->cell, &ops, &len, &nops)) d11_store_thread_submit(&p->st, ops, len, nops);
+    if (cell_batch_take(p->cell, &ops, &len, &nops)) {
+        d11_hist_n_add(&p->batch_hist, nops);
+        p->last_nops = nops;
+        d11_store_thread_submit(&p->st, ops, len, nops);
+    }
 }
 
 /* Before-sleep hook 2 (last): write every link with output. */
@@ -349,7 +580,7 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: d11 cell --id N [--data DIR] [--durability sync|async|none]\n"
                "                [--async-flush-ms MS] [--order-ttl-ms MS] [--soldout-cache-ms MS]\n"
-               "                [--log-level LEVEL]\n\n"
+               "                [--log-level LEVEL] [--slow-commit-ms MS] [--otlp-endpoint URL]\n\n"
                "Runs one cell: orders, allotments and expiry for the users whose slot it owns.\n"
                "Listens on DIR/cell-N.sock; stores in DIR/cell-N.db. Normally started by `d11 up`.\n\n"
                "  --id N               this cell's number (0-based)\n"
@@ -358,7 +589,9 @@ static void usage(FILE *f)
                "  --async-flush-ms MS  fsync interval in async mode (default 10)\n"
                "  --order-ttl-ms MS    unpaid orders expire after this (default 900000 = 15 min)\n"
                "  --soldout-cache-ms MS  how long a sold-out answer from the center is trusted (default 100)\n"
-               "  --log-level LEVEL    debug, info (default), warn, error\n");
+               "  --log-level LEVEL    debug, info (default), warn, error\n"
+               "  --slow-commit-ms MS  commits at least this slow are logged and counted (default 50)\n"
+               "  --otlp-endpoint URL  export trace spans as OTLP/HTTP JSON (default off)\n");
 }
 
 /* Open the store, recover the machine, start the storage thread, listen, and register
@@ -400,6 +633,17 @@ static int setup(cell_proc *p)
     if (cell_evthread_start(&p->evt, evr, id) < 0) d11_fatal("cell %d: cannot start the event reader thread", id);
     d11_buf_init(&p->stats_body, 1024);
     d11_buf_init(&p->stats_frame, 1024);
+    char oerr[200];
+    if (d11_otlp_start(&p->otlp, p->cfg.otlp_endpoint, "d11-cell", 0, p->cfg.slow_commit_ms, oerr, sizeof oerr) < 0) {
+        d11_error("cell %d: --otlp-endpoint: %s", id, oerr);
+        return 1;
+    }
+    if (p->otlp.on) {
+        p->rq = calloc(CELL_SPAN_SLOTS, sizeof *p->rq);
+        p->grants = calloc(CELL_SPAN_SLOTS, sizeof *p->grants);
+        if (!p->rq || !p->grants) d11_fatal("out of memory");
+        d11_random_bytes(&p->rng, sizeof p->rng);
+    }
     if ((rc = d11_loop_init(&p->loop)) < 0 ||
         (rc = d11_links_init(&p->gw, &p->loop, CELL_CONNS_MAX, on_gw_frame, on_gw_close, p)) < 0 ||
         (rc = d11_links_init(&p->up, &p->loop, 1, on_center_frame, on_center_close, p)) < 0 ||
@@ -455,6 +699,7 @@ int d11_cell_main(int argc, char **argv)
         return rc;
     }
     d11_info("cell %d listening on %s (durability %s)", id, p->sock_path, d11_durability_name(p->cfg.durability));
+    (void)sd_notify(0, "READY=1\nSTATUS=recovered, serving"); /* systemd Type=notify (deploy/systemd) */
     rc = run(p);
     d11_timer_stop(&p->loop, &p->tick);
     d11_timer_stop(&p->loop, &p->center_retry);
@@ -470,6 +715,9 @@ int d11_cell_main(int argc, char **argv)
     d11_loop_release(&p->loop);
     d11_buf_free(&p->stats_body);
     d11_buf_free(&p->stats_frame);
+    d11_otlp_stop(&p->otlp); /* flushes the last spans */
+    free(p->rq);
+    free(p->grants);
     d11_info("cell %d stopped", id);
     d11_datadir_unlock(lock_fd); /* the file no longer names a live pid */
     return rc;

@@ -4,6 +4,7 @@
 #include "catalog.h"
 
 #include <stdlib.h>
+#include <ctype.h>
 #include <string.h>
 
 static void *xcalloc(size_t n, size_t size)
@@ -139,4 +140,63 @@ void center_ledger_render(d11_buf *b, const center_product *p)
         d11_buf_puts(b, "]}");
     }
     d11_buf_puts(b, "}");
+}
+
+/* ---- listing (GET /v1/products) ---- */
+
+static int sku_cmp(const center_product *a, const center_product *b)
+{
+    size_t n = a->skun < b->skun ? a->skun : b->skun;
+    int r = memcmp(a->sku, b->sku, n);
+    return r ? r : (a->skun > b->skun) - (a->skun < b->skun);
+}
+
+/* Case-insensitive (ASCII) substring test; an empty needle matches. */
+static bool contains_ci(const char *hay, const char *needle, size_t nn)
+{
+    if (nn == 0) return true;
+    for (const char *h = hay; *h; h++) {
+        size_t k = 0;
+        while (k < nn && h[k] && tolower((unsigned char)h[k]) == tolower((unsigned char)needle[k])) k++;
+        if (k == nn) return true;
+    }
+    return false;
+}
+
+void center_catalog_list(const center_catalog *cat, const d11_msg_product_list *m, int shadow, d11_buf *out)
+{
+    D11_ASSERT(m->limit >= 1 && m->limit <= D11_LIST_LIMIT_MAX);
+    const center_product *page[D11_LIST_LIMIT_MAX + 1]; /* the limit+1 smallest SKUs > after, sorted */
+    uint32_t n = 0, cap = m->limit + 1;
+    center_product after = {0};
+    memcpy(after.sku, m->after.p, m->after.n);
+    after.skun = (uint8_t)m->after.n;
+    for (size_t i = 0; i < cat->n; i++) {
+        const center_product *p = cat->v[i];
+        if (m->after.n && sku_cmp(p, &after) <= 0) continue;
+        if (m->category.n && (strlen(p->category) != m->category.n || memcmp(p->category, m->category.p, m->category.n)))
+            continue;
+        if (!contains_ci(p->title, m->q.p, m->q.n)) continue;
+        if (n == cap && sku_cmp(p, page[n - 1]) >= 0) continue;
+        uint32_t lo = 0, hi = n; /* insertion point */
+        while (lo < hi) {
+            uint32_t mid = (lo + hi) / 2;
+            if (sku_cmp(page[mid], p) < 0) lo = mid + 1;
+            else hi = mid;
+        }
+        if (n < cap) n++;
+        memmove(&page[lo + 1], &page[lo], (n - 1 - lo) * sizeof page[0]);
+        page[lo] = p;
+    }
+    bool more = n > m->limit;
+    uint32_t shown = more ? m->limit : n;
+    d11_buf_puts(out, "{\"items\":[");
+    for (uint32_t k = 0; k < shown; k++) {
+        if (k) d11_buf_puts(out, ",");
+        center_product_render(out, page[k], shadow);
+    }
+    d11_buf_puts(out, "],\"next_after\":");
+    if (more) d11_buf_json_str(out, page[shown - 1]->sku, page[shown - 1]->skun);
+    else d11_buf_puts(out, "null");
+    d11_buf_puts(out, "}");
 }

@@ -82,5 +82,13 @@ int center_stock_park(center_stock *s, const center_pending *pg);
 void center_product_render(d11_buf *b, const center_product *p, int shadow);
 /* The admin ledger view of both shadows, per cell. */
 void center_ledger_render(d11_buf *b, const center_product *p);
+/*
+ * One page of the catalog for GET /v1/products: products whose SKU is after m->after,
+ * whose category equals m->category (when given) and whose title contains m->q (ASCII
+ * case-insensitive, when given), SKUs ascending, at most m->limit, rendered as
+ * {"items":[...],"next_after":SKU|null} (next_after: the last SKU shown when more match).
+ * O(n log limit) over the catalog.
+ */
+void center_catalog_list(const center_catalog *cat, const d11_msg_product_list *m, int shadow, d11_buf *out);
 
 #endif

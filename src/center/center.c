@@ -28,6 +28,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <systemd/sd-daemon.h>
 
 #include "../cmd.h"
 #include "../core/clock.h"
@@ -195,6 +196,7 @@ int d11_center_main(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
     d11_info("center listening on %s", sock_path);
+    (void)sd_notify(0, "READY=1\nSTATUS=serving"); /* systemd Type=notify (deploy/systemd) */
 
     d11_loop_run(&P.loop);
 

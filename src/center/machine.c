@@ -28,6 +28,7 @@
 
 #include "../core/limits.h"
 #include "../core/util.h"
+#include "../core/promtext.h"
 #include "../store/center_ops.h"
 #include "center_int.h"
 #include "routing.h"
@@ -195,6 +196,73 @@ static void handle_stats(center *c, uint32_t peer, const d11_frame *f)
     center__reply(c, peer, &f->hdr, 200, NULL, c->scratch.data, c->scratch.len);
 }
 
+#define CENTER_METRICS_TOP_SKUS 20 /* SKUs with stock series: the most sold */
+
+/* METRICS (gateway /metrics): the center's counters, stock total / sold / available and
+ * the per-cell allotment of the CENTER_METRICS_TOP_SKUS most sold SKUs (live stock, not
+ * shadow), and process_* when running as a process (o.pid != 0). part="center". */
+static void handle_metrics(center *c, uint32_t peer, const d11_frame *f)
+{
+    d11_buf *b = &c->scratch;
+    d11_buf_reset(b);
+#define U(x) ((unsigned long long)(x))
+    d11_prom_head(b, "d11_center_grants_total", "counter", "Stock grants handed to cells.");
+    d11_buf_printf(b, "d11_center_grants_total{part=\"center\"} %llu\n", U(c->n_grants));
+    d11_prom_head(b, "d11_center_returns_total", "counter", "Stock returns received from cells.");
+    d11_buf_printf(b, "d11_center_returns_total{part=\"center\"} %llu\n", U(c->n_returns));
+    d11_prom_head(b, "d11_center_reclaims_total", "counter", "Reclaim requests pushed to cells.");
+    d11_buf_printf(b, "d11_center_reclaims_total{part=\"center\"} %llu\n", U(c->n_reclaims));
+    d11_prom_head(b, "d11_center_commits_total", "counter", "Center storage commits.");
+    d11_buf_printf(b, "d11_center_commits_total{part=\"center\"} %llu\n", U(c->n_commits));
+    d11_prom_head(b, "d11_center_products", "gauge", "Products in the catalog.");
+    d11_buf_printf(b, "d11_center_products{part=\"center\"} %zu\n", c->cat.n);
+    d11_prom_head(b, "d11_center_cells", "gauge", "Cells of the deployment.");
+    d11_buf_printf(b, "d11_center_cells{part=\"center\"} %u\n", c->cat.ncells);
+    /* the top SKUs by sold: a selection over the catalog, at most TOP entries */
+    size_t top[CENTER_METRICS_TOP_SKUS];
+    size_t ntop = 0;
+    for (size_t i = 0; i < c->cat.n; i++) {
+        uint64_t s = center_inv_sold(&c->cat.v[i]->st[0].inv);
+        size_t k = ntop < CENTER_METRICS_TOP_SKUS ? ntop++ : CENTER_METRICS_TOP_SKUS;
+        while (k > 0 && center_inv_sold(&c->cat.v[top[k - 1]]->st[0].inv) < s) {
+            if (k < CENTER_METRICS_TOP_SKUS) top[k] = top[k - 1];
+            k--;
+        }
+        if (k < CENTER_METRICS_TOP_SKUS) top[k] = i;
+    }
+    static const char *fam[3][2] = {
+        {"d11_stock_total_units", "Units of stock of the SKU (top SKUs by sold)."},
+        {"d11_stock_sold_units", "Units sold of the SKU, as reported by the cells (top SKUs by sold)."},
+        {"d11_stock_available_units", "Units not yet sold: total - sold (top SKUs by sold)."}};
+    for (int m = 0; m < 3; m++) {
+        d11_prom_head(b, fam[m][0], "gauge", fam[m][1]);
+        for (size_t k = 0; k < ntop; k++) {
+            const center_product *p = c->cat.v[top[k]];
+            uint64_t total = p->st[0].inv.total, sold = center_inv_sold(&p->st[0].inv);
+            if (sold > total) sold = total;
+            uint64_t v = m == 0 ? total : m == 1 ? sold : total - sold;
+            d11_buf_printf(b, "%s{part=\"center\",sku=\"%s\"} %llu\n", fam[m][0], p->sku, U(v));
+        }
+    }
+    d11_prom_head(b, "d11_center_allotment_units", "gauge",
+                  "Units out at a cell for the SKU: granted - returned (top SKUs by sold).");
+    for (size_t k = 0; k < ntop; k++) {
+        const center_product *p = c->cat.v[top[k]];
+        for (uint16_t ci = 0; ci < p->st[0].inv.ncells; ci++) {
+            const center_inv_cell *ic = &p->st[0].inv.cells[ci];
+            d11_buf_printf(b, "d11_center_allotment_units{part=\"center\",sku=\"%s\",cell=\"%u\"} %llu\n", p->sku,
+                           ci, U(ic->granted - ic->returned));
+        }
+    }
+    d11_prom_head(b, "d11_center_free_units", "gauge", "Units held at the center, not granted (top SKUs by sold).");
+    for (size_t k = 0; k < ntop; k++)
+        d11_buf_printf(b, "d11_center_free_units{part=\"center\",sku=\"%s\"} %llu\n", c->cat.v[top[k]]->sku,
+                       U(c->cat.v[top[k]]->st[0].inv.free));
+#undef U
+    if (c->o.pid) d11_prom_process(b, "center");
+    center__reply(c, peer, &f->hdr, 200, NULL, b->data, b->len);
+}
+
 void center_on_frame(center *c, uint32_t peer, const d11_frame *f)
 {
     D11_ASSERT(!c->flushing);
@@ -215,6 +283,18 @@ void center_on_frame(center *c, uint32_t peer, const d11_frame *f)
     case D11_MSG_REPORT: center__handle_report(c, peer, f); break;
     case D11_MSG_PING: center__reply(c, peer, &f->hdr, 200, NULL, "center", 6); break;
     case D11_MSG_STATS: handle_stats(c, peer, f); break;
+    case D11_MSG_PRODUCT_LIST: {
+        d11_msg_product_list m;
+        if (d11_msg_product_list_dec(f->payload, f->payload_len, &m) < 0) {
+            center__reply_err(c, peer, &f->hdr, 422, "invalid", "malformed request");
+            break;
+        }
+        d11_buf_reset(&c->scratch);
+        center_catalog_list(&c->cat, &m, (f->hdr.flags & D11_WF_STRESS) ? 1 : 0, &c->scratch);
+        center__reply(c, peer, &f->hdr, 200, NULL, c->scratch.data, c->scratch.len);
+        break;
+    }
+    case D11_MSG_METRICS: handle_metrics(c, peer, f); break;
     default: center__reply_err(c, peer, &f->hdr, 400, "bad_request", "unknown message type");
     }
 }

@@ -30,6 +30,10 @@ void d11_config_defaults(d11_config *c)
     c->soldout_cache_ms = 100;
     c->events_retention_ms = 24LL * 3600 * 1000;
     c->log_level = D11_LOG_INFO;
+    c->slow_request_ms = 500;
+    c->slow_commit_ms = 50;
+    c->log_sample = 100;
+    c->trace_ratio = 0.01;
     c->protect = true;
     c->protect_inflight_min = 256;
     c->protect_gain_pct = 200;
@@ -146,6 +150,26 @@ int d11_config_set(d11_config *c, const char *key_in, const char *val, char *err
             snprintf(err, errlen, "log-level: expected debug, info, warn or error, got '%s'", val);
             return -1;
         }
+    } else if (!strcmp(key, "slow-request-ms")) {
+        if (set_int(key, val, 1, 600000, &c->slow_request_ms, err, errlen)) return -1;
+    } else if (!strcmp(key, "slow-commit-ms")) {
+        if (set_int(key, val, 1, 600000, &c->slow_commit_ms, err, errlen)) return -1;
+    } else if (!strcmp(key, "log-sample")) {
+        if (set_int(key, val, 0, 1000000, &c->log_sample, err, errlen)) return -1;
+    } else if (!strcmp(key, "otlp-endpoint")) {
+        if (strlen(val) >= sizeof c->otlp_endpoint || (val[0] && strncmp(val, "http://", 7))) {
+            snprintf(err, errlen, "otlp-endpoint: expected http://HOST:PORT[/path], got '%.60s'", val);
+            return -1;
+        }
+        snprintf(c->otlp_endpoint, sizeof c->otlp_endpoint, "%s", val);
+    } else if (!strcmp(key, "trace-ratio")) {
+        char *end;
+        double d = strtod(val, &end);
+        if (!val[0] || *end || !(d >= 0 && d <= 1)) {
+            snprintf(err, errlen, "trace-ratio: expected a number in 0..1, got '%s'", val);
+            return -1;
+        }
+        c->trace_ratio = d;
     } else if (!strcmp(key, "store") || !strcmp(key, "store-center") || !strcmp(key, "store-cells")) {
         char *dst = !strcmp(key, "store") ? c->store : !strcmp(key, "store-center") ? c->store_center : c->store_cells;
         if (strlen(val) >= sizeof c->store) {
@@ -247,6 +271,15 @@ static const struct {
      CMD_UP | CMD_CENTER},
     {"soldout-cache-ms", "MS", "how long a cell trusts a sold-out answer (default 100)", CMD_UP | CMD_CELL},
     {"log-level", "LEVEL", "debug, info (default), warn, error", CMD_UP | CMD_GATEWAY | CMD_CELL | CMD_CENTER},
+    {"slow-request-ms", "MS", "requests slower than this are logged and counted (default 500)",
+     CMD_UP | CMD_GATEWAY},
+    {"slow-commit-ms", "MS", "cell commits slower than this are logged and counted (default 50)", CMD_UP | CMD_CELL},
+    {"log-sample", "N", "request log: every 5xx and 1 in N other requests (default 100; 0 = 5xx only)",
+     CMD_UP | CMD_GATEWAY},
+    {"otlp-endpoint", "URL", "export trace spans as OTLP/HTTP JSON to URL (default: off)",
+     CMD_UP | CMD_GATEWAY | CMD_CELL},
+    {"trace-ratio", "R", "head sampling of new traces, 0..1 (default 0.01); errors and slow requests always kept",
+     CMD_UP | CMD_GATEWAY},
     {"store", "URL", "PostgreSQL URL for cells and center (default: SQLite in DIR); docs/postgresql.md",
      CMD_UP | CMD_CELL | CMD_CENTER | CMD_AUDIT},
     {"store-center", "URL", "the center's PostgreSQL URL (default: --store)", CMD_UP | CMD_CENTER | CMD_AUDIT},
@@ -309,6 +342,11 @@ int d11_config_value(const d11_config *c, const char *key, char *out, size_t out
     else if (!strcmp(name, "request-timeout-ms")) n = snprintf(out, outlen, "%lld", (long long)c->request_timeout_ms);
     else if (!strcmp(name, "grant-chunk-max")) n = snprintf(out, outlen, "%lld", (long long)c->grant_chunk_max);
     else if (!strcmp(name, "soldout-cache-ms")) n = snprintf(out, outlen, "%lld", (long long)c->soldout_cache_ms);
+    else if (!strcmp(name, "slow-request-ms")) n = snprintf(out, outlen, "%lld", (long long)c->slow_request_ms);
+    else if (!strcmp(name, "slow-commit-ms")) n = snprintf(out, outlen, "%lld", (long long)c->slow_commit_ms);
+    else if (!strcmp(name, "log-sample")) n = snprintf(out, outlen, "%lld", (long long)c->log_sample);
+    else if (!strcmp(name, "otlp-endpoint")) n = snprintf(out, outlen, "%s", c->otlp_endpoint);
+    else if (!strcmp(name, "trace-ratio")) n = snprintf(out, outlen, "%.17g", c->trace_ratio);
     else if (!strcmp(name, "store")) n = snprintf(out, outlen, "%s", c->store);
     else if (!strcmp(name, "store-center")) n = snprintf(out, outlen, "%s", c->store_center);
     else if (!strcmp(name, "store-cells")) n = snprintf(out, outlen, "%s", c->store_cells);

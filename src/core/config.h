@@ -31,6 +31,11 @@ typedef struct d11_config {
     int64_t  grant_chunk_max;    /* --grant-chunk-max, default 1000: largest allotment grant */
     int64_t  soldout_cache_ms;   /* --soldout-cache-ms, default 100 */
     int      log_level;          /* --log-level debug|info|warn|error */
+    int64_t  slow_request_ms;    /* --slow-request-ms, default 500: logged + counted (gateway) */
+    int64_t  slow_commit_ms;     /* --slow-commit-ms, default 50: logged + counted (cell) */
+    int64_t  log_sample;         /* --log-sample N, default 100: 1 in N non-5xx requests logged */
+    char     otlp_endpoint[256]; /* --otlp-endpoint URL: span export (core/otlp.h); "" = off */
+    double   trace_ratio;        /* --trace-ratio R in [0, 1], default 0.01: head sampling */
     bool     protect;            /* --protect on|off (gateway adaptive protection), default on */
     int64_t  protect_inflight_min; /* --protect-inflight-min, default 256: always admitted */
     int64_t  protect_gain_pct;   /* --protect-gain-pct, default 200: headroom over the BDP */

@@ -14,7 +14,8 @@
  * Points (see docs/reliability.md for what each does where it sits):
  *   cell.recv     a frame from the gateway, before it is handled (drop | garble | delay)
  *   cell.reply    a reply, just before it is queued to the gateway (drop | delay)
- *   store.commit  a cell's batch commit (fail: the batch is answered 503, the cell restarts)
+ *   store.commit  a cell's batch commit (fail: the batch is answered 503, the cell restarts;
+ *                 delay: a slow disk, counted in the commit latency)
  *   center.grant  a grant request at the center (drop | delay)
  *
  * Unarmed points cost one predictable branch. Thread-safe for reading; arming happens once

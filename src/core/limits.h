@@ -113,6 +113,10 @@ _Static_assert(D11_GW_PROBE_TIMEOUT_MS < D11_RPC_DEADLINE_MS_DEFAULT, "probes ar
 _Static_assert(D11_WIRE_LIST_MAX * D11_WIRE_LIST_ENTRY_BYTES_MAX + 64 < D11_FRAME_BYTES_MAX,
                "a full HELLO reply or REPORT must fit one frame");
 
+/* catalog listing (GET /v1/products, issue 12) */
+#define D11_PRODUCT_QUERY_BYTES_MAX 100     /* q: title search text */
+#define D11_GW_CATALOG_CACHE_N      16      /* cached listing pages per gateway thread */
+#define D11_GW_CATALOG_CACHE_MS     1000    /* how long a cached page is served */
 /* ---- event stream (docs/events.md; appended by the events helper) ---- */
 #define D11_EVENTS_LIMIT_MAX      1000      /* events per GET /v1/events page and per cell read */
 #define D11_EVENTS_LIMIT_DEFAULT  100

@@ -7,6 +7,7 @@
 #include "util.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <fcntl.h>
 #include <libgen.h>
 #include <stdio.h>
@@ -85,25 +86,46 @@ void d11_fmt_iso8601(int64_t wall_ms, char out[25])
 /* ---- logging ---- */
 
 static char log_proc[32] = "d11";
-static int  log_level_min = D11_LOG_INFO;
+static _Atomic int log_level_min = D11_LOG_INFO; /* set at run time by the admin API */
+static const char *const log_names[] = {"debug", "info", "warn", "error"};
 
 void d11_log_init(const char *proc_name, int level_min)
 {
     snprintf(log_proc, sizeof log_proc, "%s", proc_name);
-    log_level_min = level_min;
+    atomic_store(&log_level_min, level_min);
 }
 
-static void log_v(int level, const char *fmt, va_list ap)
+void d11_log_set_level(int level_min)
 {
-    static const char *names[] = {"debug", "info", "warn", "error"};
-    char msg[1024], ts[25], line[1400];
+    D11_ASSERT(level_min >= D11_LOG_DEBUG && level_min <= D11_LOG_ERROR);
+    atomic_store(&log_level_min, level_min);
+}
+
+int d11_log_level(void) { return atomic_load_explicit(&log_level_min, memory_order_relaxed); }
+
+const char *d11_log_level_name(int level)
+{
+    return level >= D11_LOG_DEBUG && level <= D11_LOG_ERROR ? log_names[level] : NULL;
+}
+
+int d11_log_level_parse(const char *s, size_t n)
+{
+    for (int i = D11_LOG_DEBUG; i <= D11_LOG_ERROR; i++)
+        if (strlen(log_names[i]) == n && memcmp(log_names[i], s, n) == 0) return i;
+    return -1;
+}
+
+static void log_v(int level, const char *kv, const char *fmt, va_list ap)
+{
+    const char *const *names = log_names;
+    char msg[1024], ts[25], line[2000];
     vsnprintf(msg, sizeof msg, fmt, ap);
     d11_fmt_iso8601(d11_wall_ms(), ts);
     d11_buf b = {line, 0, sizeof line};
     /* A stack buffer dressed as d11_buf: we must not grow it, so bound msg first. */
-    int n = snprintf(line, sizeof line, "{\"ts\":\"%s\",\"level\":\"%s\",\"proc\":\"%s\",\"pid\":%d,\"msg\":",
-                     ts, names[level & 3], log_proc, (int)getpid());
-    if (n < 0) return;
+    int n = snprintf(line, sizeof line, "{\"ts\":\"%s\",\"level\":\"%s\",\"proc\":\"%s\",\"pid\":%d,%s%s\"msg\":",
+                     ts, names[level & 3], log_proc, (int)getpid(), kv ? kv : "", kv && kv[0] ? "," : "");
+    if (n < 0 || (size_t)n >= sizeof line - 64) return;
     b.len = (size_t)n;
     /* escape msg by hand into the remaining space */
     size_t room = sizeof line - b.len - 4;
@@ -122,10 +144,19 @@ static void log_v(int level, const char *fmt, va_list ap)
 
 void d11_log(int level, const char *fmt, ...)
 {
-    if (level < log_level_min) return;
+    if (level < d11_log_level()) return;
     va_list ap;
     va_start(ap, fmt);
-    log_v(level, fmt, ap);
+    log_v(level, NULL, fmt, ap);
+    va_end(ap);
+}
+
+void d11_log_kv(int level, const char *kv, const char *fmt, ...)
+{
+    if (level < d11_log_level()) return;
+    va_list ap;
+    va_start(ap, fmt);
+    log_v(level, kv, fmt, ap);
     va_end(ap);
 }
 
@@ -133,7 +164,7 @@ void d11_fatal(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    log_v(D11_LOG_ERROR, fmt, ap);
+    log_v(D11_LOG_ERROR, NULL, fmt, ap);
     va_end(ap);
     exit(1);
 }

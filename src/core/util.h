@@ -47,6 +47,15 @@ void d11_fmt_iso8601(int64_t wall_ms, char out[25]);
 enum { D11_LOG_DEBUG, D11_LOG_INFO, D11_LOG_WARN, D11_LOG_ERROR };
 void d11_log_init(const char *proc_name, int level_min);
 void d11_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The minimum level logged, changeable at run time from any thread (admin API). */
+void d11_log_set_level(int level_min);
+int  d11_log_level(void);
+/* Name of a level ("debug".."error"), or NULL; and back (-1 when unknown). */
+const char *d11_log_level_name(int level);
+int  d11_log_level_parse(const char *s, size_t n);
+/* One line with extra top-level fields: kv is a JSON fragment `"k":v,"k2":v2` (trusted,
+ * already escaped by the caller), placed before "msg". */
+void d11_log_kv(int level, const char *kv, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 #define d11_info(...)  d11_log(D11_LOG_INFO, __VA_ARGS__)
 #define d11_warn(...)  d11_log(D11_LOG_WARN, __VA_ARGS__)
 #define d11_error(...) d11_log(D11_LOG_ERROR, __VA_ARGS__)

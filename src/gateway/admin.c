@@ -1,9 +1,128 @@
 /*
  * admin.c — the admin API answered locally (see admin.h). Thread: the connection's thread.
+ *
+ * Every rule change (PUT, rollback) is logged at info with who made it (the token's
+ * label) and a diff: the top-level keys of the rules document whose value changed, old
+ * and new ("event":"rules_change"). GET/PUT /admin/log-level read and set this gateway
+ * process's log level at run time.
  */
 #include "admin.h"
 
 #include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define RULES_DIFF_KEYS_MAX 32
+
+typedef struct key_span {
+    const char *k, *v;
+    size_t      kn, vn;
+} key_span;
+
+/* Top-level keys of a rendered rules document and their value texts (spans into txt). */
+static int doc_keys(d11_json *j, const d11_buf *txt, key_span *out)
+{
+    if (d11_json_parse(j, txt->data, txt->len) < 0) return -1;
+    int n = 0;
+    int t = 1;
+    for (int i = 0; i < j->tok[0].size && n < RULES_DIFF_KEYS_MAX; i++) {
+        const d11_json_tok *k = &j->tok[t], *v = &j->tok[t + 1];
+        int vs = v->type == D11_JT_STRING ? v->start - 1 : v->start;
+        int ve = v->type == D11_JT_STRING ? v->end + 1 : v->end;
+        out[n++] = (key_span){txt->data + k->start, txt->data + vs, (size_t)(k->end - k->start), (size_t)(ve - vs)};
+        t = v->next;
+    }
+    return n;
+}
+
+/* Log a rules change: who, versions and the changed top-level keys (old -> new). */
+static void log_rules_change(gw_thread *t, gw_req *rq, const char *what, const d11_rules *before,
+                             const d11_rules *after)
+{
+    d11_buf a, b, diff;
+    d11_buf_init(&a, 512);
+    d11_buf_init(&b, 512);
+    d11_buf_init(&diff, 512);
+    d11_rules_render(before, &a);
+    d11_rules_render(after, &b);
+    key_span ka[RULES_DIFF_KEYS_MAX], kb[RULES_DIFF_KEYS_MAX];
+    int na = doc_keys(&t->json, &a, ka);
+    int nb = doc_keys(&t->json, &b, kb);
+    d11_buf_puts(&diff, "{");
+    bool first = true;
+    for (int i = 0; i < nb; i++) {
+        if ((kb[i].kn == 7 && memcmp(kb[i].k, "version", 7) == 0) ||
+            (kb[i].kn == 10 && memcmp(kb[i].k, "updated_at", 10) == 0))
+            continue;
+        const key_span *old = NULL;
+        for (int k = 0; k < na; k++)
+            if (ka[k].kn == kb[i].kn && memcmp(ka[k].k, kb[i].k, kb[i].kn) == 0) old = &ka[k];
+        if (old && old->vn == kb[i].vn && memcmp(old->v, kb[i].v, kb[i].vn) == 0) continue;
+        d11_buf_printf(&diff, "%s\"%.*s\":{\"old\":", first ? "" : ",", (int)kb[i].kn, kb[i].k);
+        if (old) d11_buf_append(&diff, old->v, old->vn);
+        else d11_buf_puts(&diff, "null");
+        d11_buf_puts(&diff, ",\"new\":");
+        d11_buf_append(&diff, kb[i].v, kb[i].vn);
+        d11_buf_puts(&diff, "}");
+        first = false;
+    }
+    d11_buf_puts(&diff, "}");
+    d11_buf_append(&diff, "", 1);
+    const char *who = rq->c->slots[rq->si].token;
+    char head[200];
+    snprintf(head, sizeof head, "\"event\":\"rules_change\",\"action\":\"%s\",\"token\":\"%s\",\"from_version\":%llu,"
+             "\"to_version\":%llu,\"diff\":", what, who, (unsigned long long)before->version,
+             (unsigned long long)after->version);
+    d11_buf kv;
+    d11_buf_init(&kv, strlen(head) + diff.len + 1);
+    d11_buf_puts(&kv, head);
+    d11_buf_puts(&kv, na < 0 || nb < 0 ? "null" : diff.data);
+    d11_buf_append(&kv, "", 1);
+    d11_log_kv(D11_LOG_INFO, kv.data, "rules version %llu %s by %s", (unsigned long long)after->version, what,
+               who[0] ? who : "?");
+    d11_buf_free(&kv);
+    d11_buf_free(&diff);
+    d11_buf_free(&b);
+    d11_buf_free(&a);
+}
+
+void gw_h_log_level_get(gw_thread *t, gw_req *rq)
+{
+    d11_buf *b = &t->tmp;
+    d11_buf_reset(b);
+    d11_buf_printf(b, "{\"level\":\"%s\"}", d11_log_level_name(d11_log_level()));
+    gw_respond_json(t, rq->c, rq->si, 200, b->data, b->len);
+}
+
+void gw_h_log_level_put(gw_thread *t, gw_req *rq)
+{
+    size_t blen;
+    const char *body = gw_body(rq, &blen);
+    if (d11_json_parse(&t->json, body, blen) < 0) {
+        gw_fail(t, rq, 400, "bad_json", "malformed JSON: %s", t->json.err);
+        return;
+    }
+    int v = d11_json_find(&t->json, 0, "level");
+    char lv[16];
+    size_t n;
+    int level = -1;
+    if (d11_json_str(&t->json, v, lv, sizeof lv, &n) == 0) level = d11_log_level_parse(lv, n);
+    if (level < 0) {
+        gw_fail(t, rq, 422, "invalid", "level: must be one of debug, info, warn, error");
+        return;
+    }
+    int old = d11_log_level();
+    d11_log_set_level(level);
+    const char *who = rq->c->slots[rq->si].token;
+    char kv[160];
+    snprintf(kv, sizeof kv, "\"event\":\"log_level\",\"token\":\"%s\",\"old\":\"%s\",\"new\":\"%s\"", who,
+             d11_log_level_name(old), d11_log_level_name(level));
+    /* logged at warn so the change shows whatever the new level is */
+    d11_log_kv(D11_LOG_WARN, kv, "log level %s -> %s by %s", d11_log_level_name(old), d11_log_level_name(level),
+               who[0] ? who : "?");
+    gw_h_log_level_get(t, rq);
+}
 
 void gw_h_admin_routing(gw_thread *t, gw_req *rq)
 {
@@ -54,7 +173,16 @@ void gw_h_rules_put(gw_thread *t, gw_req *rq)
         gw_fail(t, rq, 422, "invalid", "%s", msg);
         return;
     }
+    d11_rules *before = malloc(sizeof *before); /* admin path: rare */
+    if (!before) {
+        gw_fail(t, rq, 503, "unavailable", "out of memory");
+        return;
+    }
+    uint64_t g;
+    d11_rules_store_get(&t->gw->rules, before, &g);
     rc = d11_rules_store_put(&t->gw->rules, &t->doc, has_version, &t->applied);
+    if (rc == 0) log_rules_change(t, rq, "put", before, &t->applied);
+    free(before);
     if (rc == -ESTALE) {
         gw_fail(t, rq, 409, "version_conflict", "version %llu is not the current version %llu",
                 (unsigned long long)t->doc.version, (unsigned long long)t->applied.version);
@@ -64,13 +192,21 @@ void gw_h_rules_put(gw_thread *t, gw_req *rq)
         gw_fail(t, rq, 500, "internal", "cannot persist the rules: %s", d11_strerror(rc));
         return;
     }
-    d11_info("rules version %llu applied (admin API)", (unsigned long long)t->applied.version);
     rules_reply(t, rq, &t->applied);
 }
 
 void gw_h_rules_rollback(gw_thread *t, gw_req *rq)
 {
+    d11_rules *before = malloc(sizeof *before);
+    if (!before) {
+        gw_fail(t, rq, 503, "unavailable", "out of memory");
+        return;
+    }
+    uint64_t g;
+    d11_rules_store_get(&t->gw->rules, before, &g);
     int rc = d11_rules_store_rollback(&t->gw->rules, &t->applied);
+    if (rc == 0) log_rules_change(t, rq, "rollback", before, &t->applied);
+    free(before);
     if (rc == -ENOENT) {
         gw_fail(t, rq, 409, "no_history", "no previous rules version to roll back to");
         return;
@@ -79,7 +215,6 @@ void gw_h_rules_rollback(gw_thread *t, gw_req *rq)
         gw_fail(t, rq, 500, "internal", "cannot persist the rules: %s", d11_strerror(rc));
         return;
     }
-    d11_info("rules rolled back to version %llu", (unsigned long long)t->applied.version);
     rules_reply(t, rq, &t->applied);
 }
 

@@ -97,6 +97,13 @@ static int tokens_path(const char *data_dir, const char *name, char *out, size_t
 int d11_token_create(const char *data_dir, uint32_t scopes, const char *label,
                      char tok_out[D11_TOKEN_LEN + 1])
 {
+    return d11_token_create_exp(data_dir, scopes, label, 0, tok_out);
+}
+
+int d11_token_create_exp(const char *data_dir, uint32_t scopes, const char *label, int64_t expires_s,
+                         char tok_out[D11_TOKEN_LEN + 1])
+{
+    if (expires_s < 0) return -EINVAL;
     if (!label_ok(label) || scopes == 0 || (scopes & ~(uint32_t)D11_SCOPE_ALL)) return -EINVAL;
     char path[1100];
     int rc = tokens_path(data_dir, "tokens", path, sizeof path);
@@ -105,7 +112,8 @@ int d11_token_create(const char *data_dir, uint32_t scopes, const char *label,
     d11_token_generate(tok);
     d11_token_hash_hex(tok, D11_TOKEN_LEN, hex);
     d11_scopes_format(scopes, sc, sizeof sc);
-    int n = snprintf(line, sizeof line, "%s %s %s\n", hex, sc, label);
+    int n = expires_s ? snprintf(line, sizeof line, "%s %s %s exp=%lld\n", hex, sc, label, (long long)expires_s)
+                      : snprintf(line, sizeof line, "%s %s %s\n", hex, sc, label);
     D11_ASSERT(n > 0 && (size_t)n < sizeof line);
     int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
     if (fd == -1) return -errno;
@@ -186,18 +194,11 @@ static int parse_file(const char *text, size_t len, d11_auth_entry *table, size_
             else d[i] = (uint8_t)b;
         }
         uint32_t scopes = 0;
-        const char *lab = "";
-        size_t labn = 0;
         if (ok) {
             const char *sc = l + 65;
             const char *sp = memchr(sc, ' ', ln - 65);
             size_t scn = sp ? (size_t)(sp - sc) : ln - 65;
             if (d11_scopes_parse(sc, scn, &scopes) < 0) ok = false;
-            if (sp) {
-                lab = sp + 1;
-                labn = ln - 65 - scn - 1;
-                if (labn > D11_TOKEN_LABEL_BYTES_MAX) labn = D11_TOKEN_LABEL_BYTES_MAX;
-            }
         }
         if (!ok) {
             (*skipped)++;
@@ -211,8 +212,27 @@ static int parse_file(const char *text, size_t len, d11_auth_entry *table, size_
         table[s].used = true;
         memcpy(table[s].digest, d, 32);
         table[s].scopes = scopes;
-        memcpy(table[s].label, lab, labn);
-        table[s].label[labn] = 0;
+        const char *lb = memchr(l + 65, ' ', ln - 65);
+        size_t lbn = lb ? ln - (size_t)(lb + 1 - l) : 0;
+        table[s].expires_s = 0;
+        const char *lsp = lb ? memchr(lb + 1, ' ', lbn) : NULL;
+        if (lsp) { /* "<label> exp=<unix seconds>" */
+            size_t rest = ln - (size_t)(lsp + 1 - l);
+            uint64_t ex;
+            if (rest > 4 && !memcmp(lsp + 1, "exp=", 4) && d11_parse_u64(lsp + 5, rest - 4, INT64_MAX, &ex) == 0)
+                table[s].expires_s = (int64_t)ex;
+            else
+                table[s].expires_s = 1; /* an unreadable expiry: treat the token as expired */
+            lbn = (size_t)(lsp - lb - 1);
+        }
+        if (lbn > D11_TOKEN_LABEL_BYTES_MAX) lbn = D11_TOKEN_LABEL_BYTES_MAX;
+        for (size_t i = 0; i < lbn; i++) { /* labels are [A-Za-z0-9_.-]; anything else is masked */
+            char ch = lb[1 + i];
+            bool okc = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+                       ch == '_' || ch == '.' || ch == '-';
+            table[s].label[i] = okc ? ch : '_';
+        }
+        table[s].label[lbn] = 0;
     }
     return ntok;
 }
@@ -301,6 +321,7 @@ uint32_t d11_auth_check_label(const d11_auth *a, const char *hdr, size_t n, cons
     size_t s = slot_of(d);
     for (size_t probes = 0; probes < D11_TOKENS_MAX * 2 && a->table[s].used; probes++) {
         if (CRYPTO_memcmp(a->table[s].digest, d, 32) == 0) {
+            if (a->table[s].expires_s && d11_wall_ms() / 1000 >= a->table[s].expires_s) return 0; /* expired */
             *label = a->table[s].label;
             return a->table[s].scopes;
         }

@@ -4,7 +4,7 @@
  * A token is "d11_" followed by 32 lowercase hex characters (128 random bits from
  * getrandom). Tokens are never stored: DATA/tokens holds one line per token,
  *
- *     <sha256 of the token, 64 hex> <scopes, comma-separated> <label>
+ *     <sha256 of the token, 64 hex> <scopes, comma-separated> <label> [exp=<unix seconds>]
  *
  * with scopes from: read, orders, products, stress, admin (admin implies all). Blank
  * lines and lines starting with '#' are ignored; a malformed line is skipped with a
@@ -46,7 +46,8 @@ typedef struct d11_auth_entry {
     uint8_t  digest[32];
     uint32_t scopes;
     bool     used;
-    char     label[D11_TOKEN_LABEL_BYTES_MAX + 1]; /* the caller, for per-caller flow rules */
+    char     label[D11_TOKEN_LABEL_BYTES_MAX + 1]; /* request log, per-caller flow rules; NUL-terminated */
+    int64_t  expires_s; /* unix seconds; 0 = never (optional "exp=N" field of the line) */
 } d11_auth_entry;
 
 typedef struct d11_auth {
@@ -81,6 +82,10 @@ void d11_token_hash_hex(const char *tok, size_t n, char out[65]);
  */
 int d11_token_create(const char *data_dir, uint32_t scopes, const char *label,
                      char tok_out[D11_TOKEN_LEN + 1]);
+/* The same with an expiry (unix seconds, 0 = never): the line gets " exp=N" and gateways
+ * answer 401 for the token from that second on. */
+int d11_token_create_exp(const char *data_dir, uint32_t scopes, const char *label, int64_t expires_s,
+                         char tok_out[D11_TOKEN_LEN + 1]);
 
 /*
  * First start: when DATA/admin.token does not exist, create an admin token (all scopes,
@@ -102,8 +107,8 @@ int d11_auth_load(d11_auth *a);
  * expanded), or 0 when the header is missing, malformed or the token is unknown.
  */
 uint32_t d11_auth_check(const d11_auth *a, const char *hdr, size_t n);
-/* d11_auth_check that also tells the token's label (*label points into a's table: valid
- * until the next reload of a; "" when the token is refused). */
+/* The same, and *label = the token's label (owned by a, valid until its next reload), or
+ * "" when the token is unknown. */
 uint32_t d11_auth_check_label(const d11_auth *a, const char *hdr, size_t n, const char **label);
 
 /* Does a token with scopes `have` satisfy any of the scopes in `need_any`? */

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -52,6 +53,68 @@ static void slot_pop(gw_conn *c)
     c->nslots--;
 }
 
+/*
+ * The request log (docs/operations.md): every 5xx and every slow request (>=
+ * --slow-request-ms, also counted) at info/warn, 1 in --log-sample of the others at info,
+ * everything at debug. Fields: request id, route, status, error code, trace id, token
+ * label, latency. Personal data masked: the user id only as a salted hash, the Idempotency-Key cut to 8
+ * bytes; bodies are never logged.
+ */
+static void request_log(gw_thread *t, gw_slot *s, int status, const char *body, size_t blen, int64_t us)
+{
+    const d11_config *cfg = &t->gw->cfg;
+    bool slow = us >= cfg->slow_request_ms * 1000;
+    if (slow) gw_ctr_add(&t->m.slow_requests[s->route], 1);
+    int level = D11_LOG_DEBUG;
+    if (status >= 500) level = D11_LOG_INFO;
+    else if (slow) level = D11_LOG_WARN;
+    else if (cfg->log_sample > 0 && t->log_seq++ % (uint64_t)cfg->log_sample == 0) level = D11_LOG_INFO;
+    if (slow && level < D11_LOG_WARN) level = D11_LOG_WARN;
+    if (level < d11_log_level()) return;
+    int ci = status >= 400 ? gw_errcode_idx(body, blen) : -1;
+    char tid[33], kv[400];
+    d11_hex(s->trace_id, 16, tid);
+    snprintf(kv, sizeof kv,
+             "\"event\":\"request\",\"request_id\":\"%s\",\"route\":\"%s\",\"status\":%d,\"code\":\"%s\","
+             "\"trace_id\":\"%s\",\"token\":\"%s\",\"latency_us\":%lld,\"slow\":%s",
+             s->rid, t->gw->route_labels[s->route], status, ci >= 0 ? gw_errcodes[ci] : "", tid, s->token,
+             (long long)us, slow ? "true" : "false");
+    if (s->user_hash) {
+        size_t kl = strlen(kv);
+        snprintf(kv + kl, sizeof kv - kl, ",\"user\":\"u:%016llx\",\"key\":\"%s...\"",
+                 (unsigned long long)s->user_hash, s->key_prefix);
+    }
+    d11_log_kv(level, kv, "%s %d in %lld us", t->gw->route_labels[s->route], status, (long long)us);
+}
+
+/* The gateway's span of a request (SERVER): exported per the sampling of core/otlp.h. */
+static void request_span(gw_thread *t, gw_conn *c, gw_slot *s, int status, const char *body, size_t blen,
+                         int64_t us)
+{
+    d11_otlp *o = &t->gw->otlp;
+    if (!o->on) return;
+    d11_span sp;
+    memset(&sp, 0, sizeof sp);
+    memcpy(sp.trace_id, s->trace_id, 16);
+    memcpy(sp.span_id, s->span_id, 8);
+    memcpy(sp.parent_id, s->parent_id, 8);
+    snprintf(sp.name, sizeof sp.name, "%s", t->gw->route_labels[s->route]);
+    sp.kind = D11_SPAN_SERVER;
+    sp.error = status >= 500;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    sp.end_ns = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
+    sp.start_ns = sp.end_ns - us * 1000;
+    if (c->tracestate_slot == (int8_t)(s - c->slots)) snprintf(sp.tracestate, sizeof sp.tracestate, "%s", c->tracestate);
+    d11_span_attr_str(&sp, "http.route", t->gw->route_labels[s->route]);
+    d11_span_attr_int(&sp, "http.response.status_code", status);
+    d11_span_attr_str(&sp, "d11.request_id", s->rid);
+    int ci = status >= 400 ? gw_errcode_idx(body, blen) : -1;
+    if (ci >= 0) d11_span_attr_str(&sp, "error.type", gw_errcodes[ci]);
+    if (s->token[0]) d11_span_attr_str(&sp, "d11.token", s->token);
+    d11_otlp_end(o, &sp, s->trace_flags & 1);
+}
+
 void gw_respond(gw_thread *t, gw_conn *c, int si, int status, const char *ctype,
                 const char *extra_hdrs, const char *body, size_t blen)
 {
@@ -69,15 +132,19 @@ void gw_respond(gw_thread *t, gw_conn *c, int si, int status, const char *ctype,
     d11_hex(s->trace_id, 16, tid);
     d11_hex(s->span_id, 8, sid);
     snprintf(tp, sizeof tp, "traceparent: 00-%s-%s-%02x\r\n", tid, sid, s->trace_flags);
+    char ts[sizeof c->tracestate + 16] = "";
+    if (c->tracestate_slot == si) snprintf(ts, sizeof ts, "tracestate: %s\r\n", c->tracestate);
     d11_buf_printf(dst,
                    "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-                   "X-Request-Id: %s\r\n%s%s%s\r\n",
-                   status, reason, ctype, blen, s->rid, tp, extra_hdrs ? extra_hdrs : "", conn_hdr);
+                   "X-Request-Id: %s\r\n%s%s%s%s\r\n",
+                   status, reason, ctype, blen, s->rid, tp, ts, extra_hdrs ? extra_hdrs : "", conn_hdr);
     d11_buf_append(dst, body, blen);
 
     /* metrics */
     int64_t us = d11_mono_us() - s->start_us;
     gw_metrics_request(&t->m, s->route, status, us);
+    if (status >= 400) gw_metrics_errcode(&t->m, s->route, body, blen);
+    if (s->route == t->gw->route_orders_create && s->route) gw_metrics_order(&t->m, status, body, blen, us);
     if (s->counted) {
         gw_gauge_add(&t->m.inflight, -1);
         s->counted = false;
@@ -90,9 +157,9 @@ void gw_respond(gw_thread *t, gw_conn *c, int si, int status, const char *ctype,
         d11_flow_conc_leave(&t->gw->rules, s->conc_res);
         s->conc_res = -1;
     }
-    if (status >= 400)
-        d11_log(D11_LOG_DEBUG, "request %s route=%s status=%d us=%lld", s->rid,
-                t->gw->route_labels[s->route], status, (long long)us);
+    request_log(t, s, status, body, blen, us);
+    request_span(t, c, s, status, body, blen, us);
+    if (c->tracestate_slot == si) c->tracestate_slot = -1;
 
     if (!at_head) {
         s->state = SLOT_READY;
@@ -192,6 +259,7 @@ static void conn_open(gw_thread *t, int fd)
     c->open = true;
     c->closing = c->rd_eof = c->dirty = c->stalled = false;
     c->head = c->nslots = 0;
+    c->tracestate_slot = -1;
     c->out_off = 0;
     c->last_active_ms = gw_now_ms(t);
     c->req_start_ms = 0;

@@ -51,9 +51,23 @@ typedef struct gw_slot {
     char     rid[17];       /* X-Request-Id */
     uint8_t  trace_id[16];
     uint8_t  span_id[8];    /* the gateway's span: sent upstream, returned in traceparent */
-    uint8_t  trace_flags;
+    uint8_t  trace_flags;   /* bit 0: sampled (head decision, or the caller's) */
+    uint8_t  parent_id[8];  /* the caller's span (traceparent), zero for a new trace */
+    char     token[D11_TOKEN_LABEL_BYTES_MAX + 1]; /* label of the request's token ("" = none) */
+    uint64_t user_hash;     /* masked user id for the request log (0 = none) */
+    char     key_prefix[9]; /* first 8 bytes of the Idempotency-Key, printable only ("" = none) */
     d11_buf  resp;          /* only for a response completed out of order */
 } gw_slot;
+
+/* Remember the request's user (hashed with a fixed salt: lines of one user correlate, the id
+ * is not readable) and the first 8 printable bytes of its key, for the request log. */
+static inline void gw_slot_set_user(gw_slot *s, uint64_t user_id, const char *key, size_t keyn)
+{
+    s->user_hash = d11_hash64(&user_id, sizeof user_id, 0x6431315f6d61736bULL) | 1;
+    size_t n = 0;
+    for (; n < keyn && n < 8; n++) s->key_prefix[n] = (key[n] > 0x20 && key[n] < 0x7f && key[n] != '"' && key[n] != '\\') ? key[n] : '_';
+    s->key_prefix[n] = 0;
+}
 
 typedef struct gw_conn {
     d11_io   io;         /* the socket; io.want = the readiness currently asked for */
@@ -72,6 +86,8 @@ typedef struct gw_conn {
     uint8_t  head, nslots;
     d11_http_in http;
     gw_slot  slots[D11_HTTP_PIPELINE_MAX];
+    int8_t   tracestate_slot; /* the slot whose tracestate is below, -1 none (one per connection) */
+    char     tracestate[192];
 } gw_conn;
 
 /* The client side of one thread. */

@@ -20,6 +20,8 @@
  * with status 1.
  */
 #include "gw.h"
+#include "products.h"
+#include "sale.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -29,6 +31,7 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include <systemd/sd-daemon.h>
 
 #include "../cmd.h"
 #include "router.h"
@@ -66,6 +69,13 @@ static void on_sweep(d11_loop *l, d11_timer *tm)
                             t->gw->prot.cfg.cpu_max_pct ? gw_protect_cpu_sample(&t->gw->prot) : -1);
     }
     if (t->id == 0 && !t->stopping) gw_events_retention_tick(t); /* events.h: outbox retention */
+}
+
+static void on_sale_timer(d11_loop *l, d11_timer *tm)
+{
+    (void)tm;
+    gw_thread *t = gw_thread_of(l);
+    if (!t->stopping) gw_sale_fanout(t);
 }
 
 static void on_up_timer(d11_loop *l, d11_timer *tm)
@@ -113,6 +123,7 @@ static void *thread_main(void *arg)
 {
     gw_thread *t = arg;
     d11_timer_start(&t->loop, &t->sweep, GW_SWEEP_MS, GW_SWEEP_MS, on_sweep, t);
+    if (t->id == 0) d11_timer_start(&t->loop, &t->sale_timer, GW_SALE_MS, GW_SALE_MS, on_sale_timer, t);
     while (!(t->stopping && (t->cl.nopen == 0 || gw_now_ms(t) >= t->drain_deadline_ms))) {
         int rc = d11_loop_run_once(&t->loop, GW_SWEEP_MS);
         if (rc < 0) d11_fatal("thread %d: event loop: %s", t->id, d11_strerror(rc));
@@ -123,6 +134,7 @@ static void *thread_main(void *arg)
     }
     gw_clients_close_all(t);
     d11_timer_stop(&t->loop, &t->sweep);
+    if (t->id == 0) d11_timer_stop(&t->loop, &t->sale_timer);
     atomic_store(&t->exited, 1);
     return NULL;
 }
@@ -166,8 +178,10 @@ static void thread_release(gw_thread *t)
     d11_wake_release(&t->loop, &t->wake);
     d11_timer_stop(&t->loop, &t->up_timer);
     d11_timer_stop(&t->loop, &t->sweep);
+    if (t->id == 0) d11_timer_stop(&t->loop, &t->sale_timer);
     free(t->scratch);
     free(t->auth);
+    gw_catcache_free(t);
     d11_buf_free(&t->tmp);
     d11_loop_release(&t->loop);
 }
@@ -189,6 +203,12 @@ static void usage(FILE *f)
             "                            (SO_REUSEPORT); default nproc\n"
             "  --request-timeout-ms MS   upstream deadline per request (504 after it); default 3000\n"
             "  --log-level LEVEL         debug|info|warn|error; default info\n"
+            "  --slow-request-ms MS      requests at least this slow are logged (warn) and counted;\n"
+            "                            default 500\n"
+            "  --log-sample N            request log: every 5xx and 1 in N others at info;\n"
+            "                            default 100 (0: 5xx and slow only)\n"
+            "  --otlp-endpoint URL       export trace spans as OTLP/HTTP JSON (default off)\n"
+            "  --trace-ratio R           head sampling of new traces, 0..1; default 0.01\n"
             "  --help                    this text\n"
             "\n"
             "Settings may also come from DIR/d11.conf (key = value). SIGINT/SIGTERM drain\n"
@@ -210,6 +230,16 @@ static int run(struct gw *g)
         return 1;
     }
     gw_router_init(g);
+    if (gw_sale_init(g) < 0) {
+        d11_error("gateway: out of memory");
+        return 1;
+    }
+    char oerr[200];
+    if (d11_otlp_start(&g->otlp, g->cfg.otlp_endpoint, "d11-gateway", g->cfg.trace_ratio, g->cfg.slow_request_ms,
+                       oerr, sizeof oerr) < 0) {
+        d11_error("gateway: --otlp-endpoint: %s", oerr);
+        return 1;
+    }
     gw_protect_cfg pc = {
         .on = g->cfg.protect,
         .inflight_min = g->cfg.protect_inflight_min,
@@ -272,6 +302,7 @@ static int run(struct gw *g)
     }
     d11_info("gateway listening on %s (%d threads, %d cells, request timeout %lld ms)",
              g->cfg.listen, g->nthreads, g->cfg.cells, (long long)g->cfg.request_timeout_ms);
+    (void)sd_notify(0, "READY=1\nSTATUS=serving HTTP"); /* systemd Type=notify; no-op without NOTIFY_SOCKET */
 
     /* wait for a signal or for every thread to have exited */
     bool stopping = false;
@@ -299,6 +330,8 @@ static int run(struct gw *g)
         thread_release(&g->threads[i]);
     }
     free(g->threads);
+    d11_otlp_stop(&g->otlp); /* flushes the spans of the last requests */
+    gw_sale_release(g);
     d11_rules_store_release(&g->rules);
     for (int u = 0; u < GW_UP_N; u++) gw_breaker_release(&g->brk[u]);
     gw_hooks_release(&g->hooks);

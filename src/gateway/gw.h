@@ -35,6 +35,7 @@
 #include "../core/json.h"
 #include "../core/limits.h"
 #include "../core/loop.h"
+#include "../core/otlp.h"
 #include "../core/util.h"
 #include "../rpc/wire.h"
 #include "auth.h"
@@ -84,6 +85,9 @@ struct gw_thread {
     int64_t    drain_deadline_ms;
     _Atomic int exited;
     gw_metrics m;
+    uint64_t   log_seq;    /* request-log sampling (client.c) */
+    d11_timer  sale_timer; /* thread 0: the dashboard's sample every second (sale.c) */
+    struct gw_catcache *catcache; /* GET /v1/products pages (products.c; owned, lazily made) */
 };
 
 struct gw {
@@ -98,6 +102,9 @@ struct gw {
     gw_request_fn  *on_request;  /* the router's dispatch */
     int             nroutes;     /* route ids 0..nroutes-1 (0 = other) */
     const char     *route_labels[GW_ROUTES_MAX];
+    d11_otlp        otlp;        /* span export (--otlp-endpoint), core/otlp.h */
+    int             route_orders_create; /* route id of POST /v1/orders (router.c) */
+    struct gw_sale *sale;        /* the sale dashboard's history (sale.c) */
     gw_events       events;      /* events.c: heads seen per cell (consumer lag) */
     gw_hooks        hooks;       /* webhooks.c registry, hook_worker.c thread */
     gw_nats         nats;        /* nats_relay.c thread (--nats) */

@@ -22,7 +22,7 @@ enum {
     ST_ERROR,
 };
 
-enum { F_OTHER = 0, F_AUTH, F_IDEM, F_TRACE, F_STRESS, F_CL, F_TE, F_EXPECT };
+enum { F_OTHER = 0, F_AUTH, F_IDEM, F_TRACE, F_STRESS, F_CL, F_TE, F_EXPECT, F_TRACESTATE };
 
 #define LEADING_EMPTY_LINES_MAX 16
 
@@ -58,6 +58,7 @@ static d11_hval *field_hval(d11_http_in *h, int f)
     case F_IDEM: return &h->req.idempotency_key;
     case F_TRACE: return &h->req.traceparent;
     case F_STRESS: return &h->req.stress;
+    case F_TRACESTATE: return &h->req.tracestate;
     default: return NULL;
     }
 }
@@ -73,6 +74,7 @@ static void begin_value(d11_http_in *h)
         else if (d11_http_ieq(f, n, "idempotency-key")) id = F_IDEM;
         else if (d11_http_ieq(f, n, "traceparent")) id = F_TRACE;
         else if (d11_http_ieq(f, n, "x-d11-stress")) id = F_STRESS;
+        else if (d11_http_ieq(f, n, "tracestate")) id = F_TRACESTATE;
         else if (d11_http_ieq(f, n, "content-length")) id = F_CL;
         else if (d11_http_ieq(f, n, "transfer-encoding")) id = F_TE;
         else if (d11_http_ieq(f, n, "expect")) id = F_EXPECT;
@@ -185,6 +187,8 @@ static void req_reset(d11_http_in *h)
     r->authorization.present = r->authorization.over = r->authorization.dup = false;
     r->idempotency_key.present = r->idempotency_key.over = r->idempotency_key.dup = false;
     r->traceparent.present = r->traceparent.over = r->traceparent.dup = false;
+    r->tracestate.present = r->tracestate.over = r->tracestate.dup = false;
+    r->tracestate.len = 0;
     r->stress.present = r->stress.over = r->stress.dup = false;
     r->authorization.len = r->idempotency_key.len = r->traceparent.len = r->stress.len = 0;
     d11_buf_reset(&r->body);
@@ -359,6 +363,8 @@ static int finish_headers(d11_http_in *h, const char *b, size_t block_len)
     trim(&r->authorization);
     trim(&r->idempotency_key);
     trim(&r->traceparent);
+    trim(&r->tracestate);
+    if (r->tracestate.dup) r->tracestate.over = true; /* several lines: not propagated (kept simple) */
     trim(&r->stress);
     /* Repeated singleton headers are ambiguous: refuse them outright. A repeated
      * traceparent is invalid per W3C Trace Context: ignore it (start a new trace). */

@@ -66,6 +66,7 @@ typedef struct d11_http_req {
     size_t   url_len;
     char     url[D11_HTTP_URL_BYTES_MAX + 1];
     d11_hval authorization, idempotency_key, traceparent, stress;
+    d11_hval tracestate;  /* W3C; propagated when it fits and comes on one line */
     d11_buf  body;        /* NUL-terminated; capacity reused across requests */
     /* set with D11_HTTP_ERROR */
     int         err_status;

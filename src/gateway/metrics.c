@@ -23,6 +23,50 @@ int gw_status_idx(int status)
 const int64_t gw_lat_bounds_us[GW_LAT_N] = {500,    1000,   2000,    5000,    10000,  20000, 50000,
                                             100000, 200000, 500000, 1000000, 2000000, 5000000};
 
+const char *const gw_errcodes[GW_ERRCODE_N] = {
+    "bad_request",    "bad_json",       "invalid",         "unauthorized",    "forbidden",
+    "not_found",      "method_not_allowed", "exists",      "unknown_sku",     "out_of_stock",
+    "not_payable",    "not_cancellable", "idempotency_mismatch", "version_conflict", "rate_limited",
+    "degraded",       "risk_rejected",  "too_large",       "uri_too_long",    "headers_too_large",
+    "request_timeout", "timeout",       "unavailable",     "internal",        "no_history",
+    "expired",        "conflict",       "other"};
+
+int gw_errcode_idx(const char *body, size_t n)
+{
+    static const char pre[] = "{\"error\":{\"code\":\"";
+    size_t pl = sizeof pre - 1;
+    if (n <= pl || memcmp(body, pre, pl) != 0) return -1;
+    const char *c = body + pl;
+    const char *e = memchr(c, '"', n - pl);
+    if (!e) return -1;
+    size_t cn = (size_t)(e - c);
+    for (int i = 0; i < GW_ERRCODE_N - 1; i++)
+        if (strlen(gw_errcodes[i]) == cn && memcmp(gw_errcodes[i], c, cn) == 0) return i;
+    return GW_ERRCODE_N - 1;
+}
+
+void gw_metrics_order(gw_metrics *m, int status, const char *body, size_t n, int64_t us)
+{
+    int k = 0;
+    while (k < D11_HIST_US_N && us > d11_hist_us_bounds[k]) k++;
+    gw_ctr_add(&m->order_lat[k], 1);
+    if (status != 201) return;
+    static const char key[] = "\"total_cents\":";
+    const char *p = memmem(body, n, key, sizeof key - 1);
+    if (!p) return;
+    p += sizeof key - 1;
+    uint64_t v = 0;
+    while (p < body + n && *p >= '0' && *p <= '9' && v < UINT64_MAX / 10) v = v * 10 + (uint64_t)(*p++ - '0');
+    gw_ctr_add(&m->gmv_cents, v);
+}
+
+void gw_metrics_errcode(gw_metrics *m, int route, const char *body, size_t n)
+{
+    D11_ASSERT(route >= 0 && route < GW_ROUTES_MAX);
+    int i = gw_errcode_idx(body, n);
+    if (i >= 0) gw_ctr_add(&m->errcodes[route][i], 1);
+}
+
 void gw_metrics_request(gw_metrics *m, int route, int status, int64_t us)
 {
     D11_ASSERT(route >= 0 && route < GW_ROUTES_MAX);
@@ -79,6 +123,26 @@ void gw_metrics_render(struct gw *g, d11_buf *b)
         d11_buf_printf(b, "d11_gateway_request_duration_seconds_count{route=\"%s\"} %llu\n", g->route_labels[r],
                        (unsigned long long)total);
     }
+    d11_buf_puts(b, "# HELP d11_gateway_errors_total Error answers by route and error code (out_of_stock included).\n"
+                    "# TYPE d11_gateway_errors_total counter\n");
+    for (int r = 0; r < g->nroutes; r++)
+        for (int k = 0; k < GW_ERRCODE_N; k++) {
+            uint64_t v = SUM(m->errcodes[r][k]);
+            if (v)
+                d11_buf_printf(b, "d11_gateway_errors_total{route=\"%s\",code=\"%s\"} %llu\n", g->route_labels[r],
+                               gw_errcodes[k], (unsigned long long)v);
+        }
+    d11_buf_puts(b, "# HELP d11_gateway_slow_requests_total Requests slower than --slow-request-ms (each logged).\n"
+                    "# TYPE d11_gateway_slow_requests_total counter\n");
+    for (int r = 0; r < g->nroutes; r++) {
+        uint64_t v = SUM(m->slow_requests[r]);
+        if (v)
+            d11_buf_printf(b, "d11_gateway_slow_requests_total{route=\"%s\"} %llu\n", g->route_labels[r],
+                           (unsigned long long)v);
+    }
+    d11_buf_printf(b, "# HELP d11_gateway_gmv_cents_total Sum of total_cents of the orders created (201) through this gateway.\n"
+                      "# TYPE d11_gateway_gmv_cents_total counter\nd11_gateway_gmv_cents_total %llu\n",
+                   (unsigned long long)SUM(m->gmv_cents));
     int64_t inflight = 0, open = 0;
     for (int i = 0; i < T; i++) {
         inflight += atomic_load_explicit(&g->threads[i].m.inflight, memory_order_relaxed);

@@ -18,10 +18,11 @@
 #include <stdint.h>
 
 #include "../core/limits.h"
+#include "../core/promtext.h"
 #include "../core/util.h"
 #include "rules.h"
 
-#define GW_ROUTES_MAX 32 /* route ids 0..GW_ROUTES_MAX-1: "other" + the route table */
+#define GW_ROUTES_MAX 48 /* route ids 0..GW_ROUTES_MAX-1: "other" + the route table */
 
 #define GW_STATUS_N 21 /* tracked statuses + "other" */
 extern const int gw_status_codes[GW_STATUS_N];
@@ -30,6 +31,12 @@ int gw_status_idx(int status);
 
 #define GW_LAT_N 13 /* finite latency buckets; +1 for +Inf */
 extern const int64_t gw_lat_bounds_us[GW_LAT_N];
+
+/* Error codes of 4xx/5xx JSON answers (docs/api.md), counted by route; the last is "other". */
+#define GW_ERRCODE_N 28
+extern const char *const gw_errcodes[GW_ERRCODE_N];
+/* Index of the code of an error body ({"error":{"code":"X",...), or -1 when body is not one. */
+int gw_errcode_idx(const char *body, size_t n);
 
 enum { GW_RULE_FLOW, GW_RULE_DEGRADE, GW_RULE_RISK, GW_RULE_N };
 enum { GW_UPERR_UNAVAILABLE, GW_UPERR_TIMEOUT, GW_UPERR_DROPPED, GW_UPERR_PROTOCOL, GW_UPERR_5XX,
@@ -55,6 +62,10 @@ typedef struct gw_metrics {
     _Atomic uint8_t  up_connected[GW_UP_N];
     _Atomic uint8_t  up_wanted[GW_UP_N];
     _Atomic uint32_t routing_version;
+    _Atomic uint64_t errcodes[GW_ROUTES_MAX][GW_ERRCODE_N];
+    _Atomic uint64_t slow_requests[GW_ROUTES_MAX];
+    _Atomic uint64_t order_lat[D11_HIST_US_N + 1]; /* POST /v1/orders, fine buckets (sale.c) */
+    _Atomic uint64_t gmv_cents;                    /* total_cents of the orders created (201) */
 } gw_metrics;
 
 /* Single-writer counter bump (the owning thread), readable by any thread. */
@@ -71,6 +82,11 @@ static inline void gw_gauge_add(_Atomic int64_t *g, int64_t v)
 
 /* One answered request: status and latency by route (owning thread only). */
 void gw_metrics_request(gw_metrics *m, int route, int status, int64_t us);
+/* POST /v1/orders answered: its latency in fine buckets, and on 201 the order's total_cents
+ * (GMV) read from the body (owning thread only). */
+void gw_metrics_order(gw_metrics *m, int status, const char *body, size_t n, int64_t us);
+/* The error code of an answered request with a JSON error body (owning thread only). */
+void gw_metrics_errcode(gw_metrics *m, int route, const char *body, size_t n);
 
 struct gw;
 /* Append the Prometheus text exposition of every thread's counters (any thread). */

@@ -66,6 +66,7 @@ void gw_h_order_create(gw_thread *t, gw_req *rq)
         gw_fail_body(t, rq, &e);
         return;
     }
+    gw_slot_set_user(&rq->c->slots[rq->si], m->user_id, ik->v, ik->len); /* masked in the request log */
     int res = rq->route->res;
     D11_ASSERT(res == D11_RES_ORDERS_CREATE);
     if (t->rules.ndeny && d11_rules_denied(&t->rules, m->user_id)) {

@@ -2,7 +2,8 @@
  * probes.c — the operations endpoints (see probes.h): /healthz, /readyz and /admin/cells
  * (a fan-out of PING, and STATS for /admin/cells, to the center and every cell of the
  * routing table, D11_GW_PROBE_TIMEOUT_MS budget, answered when the last part is in),
- * /metrics and the dashboard.
+ * /metrics (a fan-out of METRICS to the same parts, merged with the gateway's own
+ * families into one exposition) and the dashboard.
  *
  * A fan-out (gw_agg) is allocated per probe (rare, not the order path), at most
  * D11_GW_AGG_MAX per thread; each of its pending requests carries the gw_agg as context
@@ -16,10 +17,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../core/promtext.h"
 #include "metrics.h"
+#include "sale.h"
 
-enum { AGG_READY = 0, AGG_CELLS };
-enum { SUB_PING = 0, SUB_STATS };
+enum { AGG_READY = 0, AGG_CELLS, AGG_METRICS, AGG_SAMPLE };
+enum { SUB_PING = 0, SUB_STATS, SUB_METRICS };
 
 typedef struct gw_agg_part {
     uint8_t  target;
@@ -51,9 +54,10 @@ static void agg_send(gw_thread *t, gw_conn *c, int si, gw_agg *a, int k, int sub
         return;
     }
     d11_buf_reset(&t->tmp);
-    gw_slot *s = &c->slots[si];
-    gw_up_send(t, pt->target, p, sub == SUB_PING ? D11_MSG_PING : D11_MSG_STATS, 0, s->trace_id,
-               s->span_id, s->trace_flags, D11_GW_PROBE_TIMEOUT_MS);
+    gw_slot *s = c ? &c->slots[si] : NULL; /* NULL: the dashboard's own sample (no client) */
+    int type = sub == SUB_PING ? D11_MSG_PING : sub == SUB_STATS ? D11_MSG_STATS : D11_MSG_METRICS;
+    gw_up_send(t, pt->target, p, type, 0, s ? s->trace_id : NULL, s ? s->span_id : NULL, s ? s->trace_flags : 0,
+               D11_GW_PROBE_TIMEOUT_MS);
     a->outstanding++;
 }
 
@@ -83,6 +87,11 @@ static void agg_start(gw_thread *t, gw_req *rq, int kind)
         pt->sent_us = now;
         if (!gw_up_writable(t, pt->target)) {
             pt->ping_ok = pt->stats_ok = 0;
+            continue;
+        }
+        if (kind == AGG_METRICS) {
+            pt->ping_ok = 0;
+            agg_send(t, c, si, a, k, SUB_METRICS);
             continue;
         }
         agg_send(t, c, si, a, k, SUB_PING);
@@ -153,11 +162,77 @@ static void render_routing_brief(gw_thread *t, d11_buf *b)
                    live ? "center" : "default", rt->ncells);
 }
 
+/* /metrics: the gateway's own families, then every part's (METRICS replies), merged into
+ * one exposition (core/promtext.h); d11_part_up says which parts answered. */
+static void metrics_finish(gw_thread *t, gw_conn *c, int si, gw_agg *a)
+{
+    d11_buf own;
+    d11_buf_init(&own, 16384);
+    gw_metrics_render(t->gw, &own);
+    d11_prom_process(&own, "gateway");
+    d11_otlp_metrics(&t->gw->otlp, &own, "gateway");
+    d11_prom_head(&own, "d11_part_up", "gauge", "1 when the part answered the gateway's metrics fan-out.");
+    d11_buf_puts(&own, "d11_part_up{part=\"gateway\"} 1\n");
+    for (int k = 0; k < a->nparts; k++) {
+        if (k == 0) d11_buf_printf(&own, "d11_part_up{part=\"center\"} %d\n", a->part[k].stats_ok == 1);
+        else d11_buf_printf(&own, "d11_part_up{part=\"cell-%d\"} %d\n", k - 1, a->part[k].stats_ok == 1);
+    }
+    const char *texts[GW_UP_N + 1];
+    size_t lens[GW_UP_N + 1];
+    int n = 0;
+    texts[n] = own.data;
+    lens[n++] = own.len;
+    for (int k = 0; k < a->nparts; k++)
+        if (a->part[k].stats_ok == 1) {
+            texts[n] = a->part[k].stats_txt.data;
+            lens[n++] = a->part[k].stats_txt.len;
+        }
+    d11_buf_reset(&t->tmp);
+    d11_prom_merge(&t->tmp, texts, lens, n);
+    d11_buf_free(&own);
+    gw_respond(t, c, si, 200, "text/plain; version=0.0.4; charset=utf-8", "", t->tmp.data, t->tmp.len);
+}
+
+void gw_sale_fanout(gw_thread *t)
+{
+    if (t->nagg >= D11_GW_AGG_MAX) return;
+    gw_agg *a = calloc(1, sizeof *a);
+    if (!a) return;
+    t->nagg++;
+    bool live;
+    a->kind = AGG_SAMPLE;
+    a->nparts = 1 + (int)gw_routing(t, &live)->ncells;
+    for (int k = 0; k < a->nparts; k++) {
+        gw_agg_part *pt = &a->part[k];
+        pt->target = (uint8_t)(k == 0 ? GW_UP_CENTER : gw_up_cell(k - 1));
+        pt->ping_ok = 0;
+        pt->stats_ok = -1;
+        if (!gw_up_writable(t, pt->target)) {
+            pt->stats_ok = 0;
+            continue;
+        }
+        agg_send(t, NULL, 0, a, k, SUB_METRICS);
+    }
+    if (a->outstanding == 0) agg_finish(t, a);
+}
+
 static void agg_finish(gw_thread *t, gw_agg *a)
 {
     int si;
-    gw_conn *c = gw_slot_deref(t, a->ref, &si);
-    if (c) {
+    gw_conn *c = a->kind == AGG_SAMPLE ? NULL : gw_slot_deref(t, a->ref, &si);
+    if (a->kind == AGG_SAMPLE) {
+        const char *texts[GW_UP_N];
+        size_t lens[GW_UP_N];
+        bool ok[GW_UP_N];
+        for (int k = 0; k < a->nparts; k++) {
+            ok[k] = a->part[k].stats_ok == 1;
+            texts[k] = a->part[k].stats_txt.data ? a->part[k].stats_txt.data : "";
+            lens[k] = ok[k] ? a->part[k].stats_txt.len : 0;
+        }
+        gw_sale_ingest(t, texts, lens, ok, a->nparts);
+    } else if (c && a->kind == AGG_METRICS) {
+        metrics_finish(t, c, si, a);
+    } else if (c) {
         d11_buf *b = &t->tmp;
         d11_buf_reset(b);
         bool all_ok = true;
@@ -222,13 +297,7 @@ void gw_h_readyz(gw_thread *t, gw_req *rq) { agg_start(t, rq, AGG_READY); }
 
 void gw_h_admin_cells(gw_thread *t, gw_req *rq) { agg_start(t, rq, AGG_CELLS); }
 
-void gw_h_metrics(gw_thread *t, gw_req *rq)
-{
-    d11_buf_reset(&t->tmp);
-    gw_metrics_render(t->gw, &t->tmp);
-    gw_respond(t, rq->c, rq->si, 200, "text/plain; version=0.0.4; charset=utf-8", "", t->tmp.data,
-               t->tmp.len);
-}
+void gw_h_metrics(gw_thread *t, gw_req *rq) { agg_start(t, rq, AGG_METRICS); }
 
 void gw_h_dashboard(gw_thread *t, gw_req *rq)
 {

@@ -14,4 +14,10 @@ gw_handler gw_h_product_create;
 gw_handler gw_h_product_get;
 gw_handler gw_h_product_restock;
 
+/* GET /v1/products?category=&q=&limit=&after= — a catalog page from the center, served
+ * from this thread's cache for D11_GW_CATALOG_CACHE_MS when the same query was answered. */
+void gw_h_product_list(gw_thread *t, gw_req *rq);
+/* Free the thread's listing cache (thread exit). */
+void gw_catcache_free(gw_thread *t);
+
 #endif

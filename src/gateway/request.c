@@ -68,19 +68,15 @@ bool gw_param_sku(d11_str seg, char *buf, size_t cap, d11_str *out)
 
 /* ---- forwarding ---- */
 
-/* The ctx of a pending request that is its breaker's HALF_OPEN probe (forwarded requests
- * have no other ctx). */
-#define GW_PROBE_CTX ((void *)(uintptr_t)1)
-
 /* Tell the target's circuit breaker how the call went (error: no answer or a 5xx). */
 static void breaker_done(gw_thread *t, const gw_pend *p, bool error)
 {
     int64_t now = gw_now_ms(t);
     int64_t rt = now - (p->deadline_ms - t->gw->cfg.request_timeout_ms);
-    gw_breaker_done(&t->gw->brk[p->target], now, rt, error, p->ctx == GW_PROBE_CTX);
+    gw_breaker_done(&t->gw->brk[p->target], now, rt, error, p->brk_probe);
 }
 
-static void forward_done(gw_thread *t, const gw_pend *p, const d11_frame *f, int uperr)
+void gw_forward_done(gw_thread *t, const gw_pend *p, const d11_frame *f, int uperr)
 {
     int target = p->target, si;
     breaker_done(t, p, !f || f->hdr.status >= 500);
@@ -123,6 +119,11 @@ static void forward_done(gw_thread *t, const gw_pend *p, const d11_frame *f, int
 
 void gw_forward(gw_thread *t, gw_req *rq, int target, uint16_t type)
 {
+    gw_forward_with(t, rq, target, type, gw_forward_done, NULL);
+}
+
+void gw_forward_with(gw_thread *t, gw_req *rq, int target, uint16_t type, gw_up_cb *cb, void *ctx)
+{
     D11_ASSERT(target >= 0 && target < GW_UP_N);
     if (!gw_up_ready(t, target)) {
         gw_ctr_add(&t->m.uperr[target][GW_UPERR_UNAVAILABLE], 1);
@@ -141,14 +142,14 @@ void gw_forward(gw_thread *t, gw_req *rq, int target, uint16_t type)
         gw_respond_error(t, rq->c, rq->si, 503, "circuit_open", msg, "Retry-After: 1\r\n");
         return;
     }
-    gw_pend *p = gw_pend_alloc(t, GW_PC_REQ, forward_done, probe ? GW_PROBE_CTX : NULL,
-                               gw_slot_ref_of(rq->c, rq->si));
+    gw_pend *p = gw_pend_alloc(t, GW_PC_REQ, cb, ctx, gw_slot_ref_of(rq->c, rq->si));
     if (!p) {
         if (probe) gw_breaker_done(&t->gw->brk[target], gw_now_ms(t), 0, true, true);
         gw_ctr_add(&t->m.pending_full, 1);
         gw_fail(t, rq, 503, "unavailable", "gateway is at its in-flight limit");
         return;
     }
+    p->brk_probe = probe;
     const gw_slot *s = &rq->c->slots[rq->si];
     if (rq->pace_ms > 0 && gw_pace_push(t, gw_now_ms(t) + rq->pace_ms, target, p, type, rq->flags, s->trace_id,
                                         s->span_id, s->trace_flags, (uint32_t)t->gw->cfg.request_timeout_ms))

@@ -81,5 +81,9 @@ bool gw_param_sku(d11_str seg, char *buf, size_t cap, d11_str *out);
  * table is full.
  */
 void gw_forward(gw_thread *t, gw_req *rq, int target, uint16_t type);
+/* The same with a completion of the caller's (ctx is the gw_pend's ctx; p->arg is the
+ * client slot ref): it may look at the reply, then call gw_forward_done to answer. */
+void gw_forward_with(gw_thread *t, gw_req *rq, int target, uint16_t type, gw_up_cb *cb, void *ctx);
+void gw_forward_done(gw_thread *t, const gw_pend *p, const d11_frame *f, int uperr);
 
 #endif

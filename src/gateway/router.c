@@ -18,6 +18,7 @@
 #include "events.h"
 #include "webhooks.h"
 #include "request.h"
+#include "sale.h"
 
 #define S_READ     D11_SCOPE_READ
 #define S_ORDERS   D11_SCOPE_ORDERS
@@ -46,6 +47,10 @@ static const gw_route routes[] = {
     {"/admin/rules",            HTTP_GET,  S_ADMIN,           NONE,                     gw_h_rules_get,       "admin.rules.get",       0},
     {"/admin/rules",            HTTP_PUT,  S_ADMIN,           NONE,                     gw_h_rules_put,       "admin.rules.put",       0},
     {"/admin/rules/rollback",   HTTP_POST, S_ADMIN,           NONE,                     gw_h_rules_rollback,  "admin.rules.rollback",  0},
+    {"/admin/log-level",        HTTP_GET,  S_ADMIN,           NONE,                     gw_h_log_level_get,   "admin.log_level.get",   0},
+    {"/admin/log-level",        HTTP_PUT,  S_ADMIN,           NONE,                     gw_h_log_level_put,   "admin.log_level.put",   0},
+    {"/v1/products",            HTTP_GET,  S_READ,            D11_RES_PRODUCTS_READ,    gw_h_product_list,    "products.list",         D11_MSG_PRODUCT_LIST},
+    {"/dashboard/data",         HTTP_GET,  0,                 NONE,                     gw_h_sale_data,       "dashboard.data",        0},
     {"/admin/rules",            HTTP_PATCH, S_ADMIN,          NONE,                     gw_h_rules_patch,     "admin.rules.patch",     0},
     {"/admin/protect",          HTTP_GET,  S_ADMIN,           NONE,                     gw_h_protect_get,     "admin.protect.get",     0},
     {"/v1/events",              HTTP_GET,  S_EVENTS,          NONE,                     gw_h_events,          "events.read",           D11_MSG_EVENTS_READ},
@@ -70,6 +75,7 @@ void gw_router_init(struct gw *g)
     for (int i = 0; i < NROUTES; i++) {
         D11_ASSERT(routes[i].handler && routes[i].label);
         g->route_labels[1 + i] = routes[i].label;
+        if (!strcmp(routes[i].label, "orders.create")) g->route_orders_create = 1 + i;
     }
 }
 
@@ -114,15 +120,16 @@ static bool hexlower(const char *s, size_t n, uint8_t *out)
 }
 
 /* W3C traceparent "00-<32 hex>-<16 hex>-<2 hex>"; false when invalid (start a new trace). */
-static bool parse_traceparent(const char *v, size_t n, uint8_t tid[16], uint8_t *flags)
+static bool parse_traceparent(const char *v, size_t n, uint8_t tid[16], uint8_t pid[8], uint8_t *flags)
 {
     if (n != 55 || v[0] != '0' || v[1] != '0' || v[2] != '-' || v[35] != '-' || v[52] != '-')
         return false;
-    uint8_t t[16], f;
-    if (!hexlower(v + 3, 32, t) || !hexlower(v + 36, 16, NULL)) return false;
+    uint8_t t[16], f, par[8];
+    if (!hexlower(v + 3, 32, t) || !hexlower(v + 36, 16, par)) return false;
     if (!hexlower(v + 53, 2, &f) && !(v[53] == '0' && v[54] == '0')) return false;
     if (v[53] == '0' && v[54] == '0') f = 0;
     memcpy(tid, t, 16);
+    memcpy(pid, par, 8);
     *flags = f;
     return true;
 }
@@ -186,6 +193,7 @@ static bool admit(gw_thread *t, gw_req *rq)
     uint32_t sc = 0;
     if (r->authorization.present && !r->authorization.over)
         sc = d11_auth_check_label(t->auth, r->authorization.v, r->authorization.len, &rq->label);
+    snprintf(rq->c->slots[rq->si].token, sizeof rq->c->slots[rq->si].token, "%s", rq->label);
     if (!sc) {
         gw_respond_error(t, rq->c, rq->si, 401, "unauthorized", "missing or invalid bearer token",
                          "WWW-Authenticate: Bearer\r\n");
@@ -290,8 +298,21 @@ void gw_dispatch(gw_thread *t, gw_conn *c, int si, d11_http_req *r)
 {
     gw_slot *s = &c->slots[si];
     D11_ASSERT(s->state == SLOT_WAIT);
-    if (r->traceparent.present && !r->traceparent.over)
-        parse_traceparent(r->traceparent.v, r->traceparent.len, s->trace_id, &s->trace_flags);
+    s->token[0] = 0;
+    s->user_hash = 0;
+    s->key_prefix[0] = 0;
+    memset(s->parent_id, 0, sizeof s->parent_id);
+    bool continued = r->traceparent.present && !r->traceparent.over &&
+                     parse_traceparent(r->traceparent.v, r->traceparent.len, s->trace_id, s->parent_id, &s->trace_flags);
+    if (!continued) /* a new trace: the head-sampling decision, carried by the sampled flag */
+        s->trace_flags = d11_otlp_head_sampled(&t->gw->otlp, s->trace_id) ? 1 : 0;
+    if (continued && r->tracestate.present && !r->tracestate.over && r->tracestate.len < sizeof c->tracestate) {
+        memcpy(c->tracestate, r->tracestate.v, r->tracestate.len); /* honoured: echoed and exported */
+        c->tracestate[r->tracestate.len] = 0;
+        c->tracestate_slot = (int8_t)si;
+    } else if (c->tracestate_slot == si) {
+        c->tracestate_slot = -1;
+    }
     /* the rules in force: one acquire load, a copy only when they changed (rare) */
     uint64_t gen = d11_rules_store_gen(&t->gw->rules);
     if (gen != t->rules_gen) d11_rules_store_get(&t->gw->rules, &t->rules, &t->rules_gen);

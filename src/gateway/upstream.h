@@ -62,6 +62,7 @@ struct gw_pend {
     void     *ctx;     /* the caller's */
     uint64_t  arg;     /* the caller's */
     uint8_t   target, cls;
+    bool      brk_probe; /* a forwarded request that is its breaker's HALF_OPEN probe (request.c) */
 };
 
 typedef struct gw_up {

@@ -65,7 +65,7 @@
 #define D11_WIRE_VERSION 1
 #define D11_FRAME_HDR_BYTES 52
 
-/* Frame types (wire_msgs.def): D11_MSG_ORDER_CREATE = 1, ... D11_MSG_STATS = 91. */
+/* Frame types (wire_msgs.def): D11_MSG_ORDER_CREATE = 1, ... D11_MSG_METRICS = 92. */
 enum d11_msg_type {
 #define D11_WIRE_TYPE(NAME, value, log_name) D11_MSG_##NAME = value,
 #include "wire_msgs.def"

@@ -32,10 +32,12 @@ int d11_store_thread_init(d11_store_thread *t, d11_store *st, int durability, in
 static int commit_one(d11_store_thread *t, const uint8_t *ops, size_t len, uint32_t nops)
 {
     if (nops == 0) return 0;
-    if (d11_fault(D11_FP_STORE_COMMIT).action == D11_FA_FAIL) {
+    d11_fault_hit fh = d11_fault(D11_FP_STORE_COMMIT);
+    if (fh.action == D11_FA_FAIL) {
         d11_error("fault injection: failing a commit of %u records", nops);
         return D11_ESTORE;
     }
+    if (fh.action == D11_FA_DELAY) usleep((useconds_t)fh.delay_ms * 1000); /* chaos: a slow disk */
     return d11_store_commit(t->store, ops, len, nops);
 }
 

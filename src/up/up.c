@@ -158,6 +158,9 @@ static int spawn(child *c)
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
+        char rs[16];
+        snprintf(rs, sizeof rs, "%d", c->restarts);
+        setenv("D11_RESTARTS", rs, 1); /* shown as d11_process_restarts_total (core/promtext.h) */
         execv(U.self, c->argv);
         d11_error("exec %s failed: %s", U.self, strerror(errno));
         _exit(127);

@@ -25,7 +25,8 @@ SUBCOMMANDS = ("up", "gateway", "cell", "center", "audit")
 VALID = {"data": None, "listen": "127.0.0.1:9", "cells": "3", "threads": "2", "id": "1",
          "durability": "async", "async-flush-ms": "20", "order-ttl-ms": "5000",
          "request-timeout-ms": "700", "grant-chunk-max": "5", "soldout-cache-ms": "7",
-         "log-level": "warn"}
+         "log-level": "warn", "slow-request-ms": "250", "slow-commit-ms": "20", "log-sample": "10",
+         "otlp-endpoint": "http://127.0.0.1:9/v1/traces", "trace-ratio": "0.5"}
 
 
 def _env(extra=None):

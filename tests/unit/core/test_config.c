@@ -522,20 +522,22 @@ static void test_from_args(const char *tmp)
 }
 
 /* The subcommands and the flags each one reads: the contract (docs/operations.md). */
-#define PER_CMD_FLAGS_MAX 24
+#define PER_CMD_FLAGS_MAX 32
 static const struct {
     const char *cmd;
     const char *flags[PER_CMD_FLAGS_MAX];
 } per_cmd[] = {
     {"up", {"data", "listen", "cells", "threads", "durability", "async-flush-ms", "order-ttl-ms",
-            "request-timeout-ms", "grant-chunk-max", "soldout-cache-ms", "log-level", "store", "store-center",
+            "request-timeout-ms", "grant-chunk-max", "soldout-cache-ms", "log-level", "slow-request-ms",
+            "slow-commit-ms", "log-sample", "otlp-endpoint", "trace-ratio", "store", "store-center",
             "store-cells", "protect", "protect-inflight-min", "protect-gain-pct", "protect-rt-max-ms",
             "protect-rt-tolerance-pct", "protect-cpu-max-pct", "events-retention-ms", "nats"}},
-    {"gateway", {"data", "listen", "cells", "threads", "request-timeout-ms", "log-level", "protect",
+    {"gateway", {"data", "listen", "cells", "threads", "request-timeout-ms", "log-level", "slow-request-ms",
+                 "log-sample", "otlp-endpoint", "trace-ratio", "protect",
                  "protect-inflight-min", "protect-gain-pct", "protect-rt-max-ms", "protect-rt-tolerance-pct",
                  "protect-cpu-max-pct", "events-retention-ms", "nats"}},
-    {"cell", {"id", "data", "durability", "async-flush-ms", "order-ttl-ms", "soldout-cache-ms", "log-level", "store",
-              "store-cells"}},
+    {"cell", {"id", "data", "durability", "async-flush-ms", "order-ttl-ms", "soldout-cache-ms", "log-level",
+              "slow-commit-ms", "otlp-endpoint", "store", "store-cells"}},
     {"center", {"data", "cells", "durability", "grant-chunk-max", "log-level", "store", "store-center"}},
     {"audit", {"data", "store", "store-center", "store-cells"}},
 };
@@ -549,7 +551,9 @@ static const char *valid_value(const char *key)
         {"data", "/tmp/d11-no-such-dir"}, {"listen", "127.0.0.1:9"}, {"cells", "3"}, {"threads", "2"},
         {"id", "1"}, {"durability", "async"}, {"async-flush-ms", "20"}, {"order-ttl-ms", "5000"},
         {"request-timeout-ms", "700"}, {"grant-chunk-max", "5"}, {"soldout-cache-ms", "7"},
-        {"log-level", "warn"}, {"store", "postgresql://d11@127.0.0.1:1/d11"},
+        {"log-level", "warn"}, {"slow-request-ms", "250"}, {"slow-commit-ms", "20"}, {"log-sample", "10"},
+        {"otlp-endpoint", "http://127.0.0.1:9/v1/traces"}, {"trace-ratio", "0.5"},
+        {"store", "postgresql://d11@127.0.0.1:1/d11"},
         {"store-center", "host=127.0.0.1 dbname=d11"}, {"store-cells", "postgresql://a/b postgresql://c/d"},
         {"protect", "off"}, {"protect-inflight-min", "32"}, {"protect-gain-pct", "150"},
         {"protect-rt-max-ms", "50"}, {"protect-rt-tolerance-pct", "300"}, {"protect-cpu-max-pct", "90"},
@@ -582,7 +586,7 @@ static void test_flags_per_command(const char *tmp)
     char err[512], flag[128];
     size_t nkeys = 0;
     while (d11_config_key(nkeys)) nkeys++;
-    CHECK_EQ(nkeys, 23);
+    CHECK_EQ(nkeys, 28);
     for (size_t ci = 0; ci < sizeof per_cmd / sizeof per_cmd[0]; ci++) {
         const char *cmd = per_cmd[ci].cmd;
         for (size_t k = 0; k < nkeys; k++) {

@@ -1,0 +1,176 @@
+"""
+test_traces.py — spans exported as OTLP/HTTP JSON (issue 12, part 7) to a receiver that
+this test runs (a Python HTTP server on its own port), with the platform started with
+--otlp-endpoint:
+
+  - an order sent with a sampled traceparent and a tracestate gives, in the same trace,
+    the gateway's SERVER span (parent = the caller's span, traceState kept and echoed in
+    the answer), the cell's SERVER span (parent = the gateway's span: the link across
+    processes), a cell.batch_commit child and, for the first order of a SKU, a cell.grant
+    CLIENT span (the round trip to the center); ids are lowercase hex of 32/16 digits,
+    times decimal strings of nanoseconds, end >= start;
+  - head sampling: with --trace-ratio 0 a request without traceparent exports nothing,
+    but a 5xx (a stopped cell: 504) is always kept;
+  - an endpoint that refuses connections costs nothing to the requests and the lost spans
+    are counted (d11_otlp_spans_failed_total).
+"""
+
+import json
+import os
+import re
+import signal
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from harness import Checks, Platform, free_port, new_key, poll, scaled, timeout
+
+CALLER_TRACE = "0af7651916cd43dd8448eb211c80319c"
+CALLER_SPAN = "b7ad6b7169203331"
+
+
+class Receiver:
+    def __init__(self):
+        self.docs = []
+        self.paths = []
+        self.lock = threading.Lock()
+        rec = self
+
+        class H(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                n = int(self.headers.get("Content-Length", "0"))
+                body = self.rfile.read(n)
+                with rec.lock:
+                    rec.paths.append((self.path, self.headers.get("Content-Type")))
+                    rec.docs.append(json.loads(body))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, *a):
+                pass
+        self.port = free_port()
+        self.srv = ThreadingHTTPServer(("127.0.0.1", self.port), H)
+        self.th = threading.Thread(target=self.srv.serve_forever, daemon=True)
+        self.th.start()
+
+    def spans(self):
+        out = []
+        with self.lock:
+            for d in self.docs:
+                for rs in d["resourceSpans"]:
+                    svc = [a["value"]["stringValue"] for a in rs["resource"]["attributes"]
+                           if a["key"] == "service.name"][0]
+                    for ss in rs["scopeSpans"]:
+                        for s in ss["spans"]:
+                            out.append(dict(s, service=svc))
+        return out
+
+    def close(self):
+        self.srv.shutdown()
+        self.srv.server_close()
+
+
+def _attrs(s):
+    return {a["key"]: list(a["value"].values())[0] for a in s.get("attributes", [])}
+
+
+@timeout(60)
+def test_spans_across_processes():
+    rcv = Receiver()
+    try:
+        with Checks() as ck, Platform(cells=2, extra_args=["--otlp-endpoint",
+                                                           "http://127.0.0.1:%d/v1/traces" % rcv.port,
+                                                           "--trace-ratio", "1"]) as p:
+            c = p.client()
+            ck.status(c.create_product("TR-1", stock=10), 201, "create")
+            r = c.order(7, [("TR-1", 1)], key=new_key(),
+                        headers={"traceparent": "00-%s-%s-01" % (CALLER_TRACE, CALLER_SPAN),
+                                 "tracestate": "vendor=abc,other=1"})
+            ck.status(r, 201, "order")
+            ck.eq(r.headers.get("tracestate"), "vendor=abc,other=1", "tracestate echoed")
+            tp = r.headers.get("traceparent")
+            gw_span = tp.split("-")[2]
+
+            def complete():
+                ss = [s for s in rcv.spans() if s["traceId"] == CALLER_TRACE]
+                names = {s["name"] for s in ss}
+                return ss if {"orders.create", "cell.order_create", "cell.batch_commit", "cell.grant"} <= names \
+                    else None
+            ss = poll(complete, scaled(10), "gateway, cell, batch commit and grant spans of the trace")
+            by = {s["name"]: s for s in ss}
+            g, cs, bc, gr = by["orders.create"], by["cell.order_create"], by["cell.batch_commit"], by["cell.grant"]
+            for s in ss:
+                ck.true(re.fullmatch(r"[0-9a-f]{32}", s["traceId"]) and re.fullmatch(r"[0-9a-f]{16}", s["spanId"]),
+                        "hex ids: %r" % s)
+                ck.true(re.fullmatch(r"[0-9]{19}", s["startTimeUnixNano"]) and
+                        re.fullmatch(r"[0-9]{19}", s["endTimeUnixNano"]) and
+                        int(s["endTimeUnixNano"]) >= int(s["startTimeUnixNano"]),
+                        "nanosecond strings: %r" % s)
+            ck.eq(g["service"], "d11-gateway", "gateway service name")
+            ck.eq(g["spanId"], gw_span, "the gateway span is the one in the answer's traceparent")
+            ck.eq(g["parentSpanId"], CALLER_SPAN, "parent: the caller's span")
+            ck.eq(g["traceState"], "vendor=abc,other=1", "traceState exported")
+            ck.eq(g["kind"], 2, "SERVER")
+            ck.eq(_attrs(g).get("http.response.status_code"), "201", "status attribute (int as string)")
+            ck.eq(cs["service"], "d11-cell", "cell service name")
+            ck.eq(cs["parentSpanId"], g["spanId"], "cell span is a child of the gateway span (across processes)")
+            ck.eq(bc["parentSpanId"], cs["spanId"], "batch commit is a child of the cell span")
+            ck.eq(gr["parentSpanId"], cs["spanId"], "grant round trip is a child of the cell span")
+            ck.eq(gr["kind"], 3, "grant is CLIENT")
+            ck.true(int(g["startTimeUnixNano"]) <= int(cs["startTimeUnixNano"]) and
+                    int(cs["endTimeUnixNano"]) <= int(g["endTimeUnixNano"]) + 5_000_000,
+                    "cell span within the gateway span (clock of one machine)")
+            ck.true(all(path == "/v1/traces" and ctype == "application/json" for path, ctype in rcv.paths),
+                    "POST /v1/traces, JSON: %r" % rcv.paths[:3])
+            m = c.get("/metrics", token=None).text
+            ck.true(re.search(r'^d11_otlp_spans_exported_total\{part="gateway"\} [1-9]', m, re.M), "exported counted")
+            p.stop()
+    finally:
+        rcv.close()
+
+
+@timeout(60)
+def test_head_ratio_zero_keeps_errors_and_failed_export_is_counted():
+    rcv = Receiver()
+    try:
+        with Checks() as ck, Platform(cells=2, request_timeout_ms=300,
+                                      extra_args=["--otlp-endpoint", "http://127.0.0.1:%d" % rcv.port,
+                                                  "--trace-ratio", "0"]) as p:
+            c = p.client()
+            ck.status(c.create_product("TR-2", stock=10), 201, "create")
+            ok = c.order(8, [("TR-2", 1)], key=new_key())
+            ck.status(ok, 201, "order")
+            ck.true(ok.headers.get("traceparent").endswith("-00"), "not sampled: flag 00 sent on")
+            pid = p.pids()["cell-0"], p.pids()["cell-1"]
+            for x in pid:
+                os.kill(x, signal.SIGSTOP)
+            try:
+                bad = c.order(9, [("TR-2", 1)], key=new_key())
+            finally:
+                for x in pid:
+                    os.kill(x, signal.SIGCONT)
+            ck.true(bad.status >= 500, "a 5xx: %r" % bad)
+            bad_trace = bad.headers.get("traceparent").split("-")[1]
+            ok_trace = ok.headers.get("traceparent").split("-")[1]
+            s = poll(lambda: [x for x in rcv.spans() if x["traceId"] == bad_trace] or None, scaled(10),
+                     "the 5xx span exported")
+            ck.eq(s[0]["status"]["code"], 2, "error status")
+            ck.eq([x for x in rcv.spans() if x["traceId"] == ok_trace], [], "the unsampled 201 was not exported")
+            p.stop()
+        # an endpoint nobody listens on: requests are fine, lost spans counted
+        dead = free_port()
+        with Checks() as ck, Platform(cells=2, extra_args=["--otlp-endpoint", "http://127.0.0.1:%d" % dead,
+                                                           "--trace-ratio", "1"]) as p:
+            c = p.client()
+            ck.status(c.create_product("TR-3", stock=10), 201, "create with a dead collector")
+
+            def failed():
+                m = c.get("/metrics", token=None).text
+                v = re.search(r'^d11_otlp_spans_failed_total\{part="gateway"\} (\d+)', m, re.M)
+                return v and int(v.group(1)) >= 1
+            poll(failed, scaled(10), "failed exports counted")
+            p.stop()
+    finally:
+        rcv.close()
