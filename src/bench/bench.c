@@ -3,6 +3,9 @@
  * report (table on stdout, or --json). The engine is loadgen.c; the histogram hist.c;
  * the HTTP client httpc.c; the workload (mix, users, SKUs) workload.c.
  *
+ * Length (~870 lines): one file per command is the bench tool's rule; most of it is the
+ * flag table, their validation and the two report formats, which read best together.
+ *
  * Exit status: 0 the run completed and met the SLO flags given; 1 failure (setup failed,
  * nothing could be sent or answered, interrupted); 2 usage error (one-line reason);
  * 3 the run completed but broke --slo-p99 / --slo-errors (for --find-capacity: even the

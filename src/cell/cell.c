@@ -1,6 +1,11 @@
 /*
  * cell.c — `d11 cell --id N`: the process around the cell state machine (cell.h).
  *
+ * Length (~720 lines, over the house's ~700): everything here is transport — links, the
+ * storage thread hand-off, drain, the STATS / METRICS answers and the spans of the
+ * process — and splitting it would scatter one loop's state over files; the cell's
+ * logic is in the machine files.
+ *
  * One logic thread runs a d11_loop (core/loop.h) over: the listener DATA/cell-<id>.sock
  * and the gateway connections it accepts (a d11_links table, rpc/link.h); the center, an
  * outgoing link in a one-slot table of its own, reconnected by a one-shot timer
