@@ -74,7 +74,10 @@ static int token_list(ctl_ctx *x)
                 struct tm tm;
                 gmtime_r(&t, &tm);
                 strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
-                if (exp <= now) strcat(when, " (expired)");
+                if (exp <= now) {
+                    size_t wn = strlen(when);
+                    snprintf(when + wn, sizeof when - wn, " (expired)");
+                }
             }
             if (x->json)
                 printf("%s{\"label\":\"%s\",\"scopes\":\"%s\",\"hash\":\"%.12s\",\"expires\":%lld,\"expired\":%s}",

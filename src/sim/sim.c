@@ -636,7 +636,11 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--first") && has) first = strtoull(argv[++i], NULL, 10);
         else if (!strcmp(a, "--seed") && has) first = strtoull(argv[++i], NULL, 10), nseeds = 1;
         else if (!strcmp(a, "--steps") && has) steps = (uint32_t)strtoul(argv[++i], NULL, 10);
-        else if (!strcmp(a, "--cells") && has) cells = atoi(argv[++i]);
+        else if (!strcmp(a, "--cells") && has) {
+            char *end;
+            long v = strtol(argv[++i], &end, 10);
+            cells = (*end || v < 0 || v > SIM_CELLS_MAX) ? -1 : (int)v; /* checked below */
+        }
         else if (!strcmp(a, "--regressions") && has) regress = argv[++i];
         else if (!strcmp(a, "-v")) verbose = 1;
         else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {

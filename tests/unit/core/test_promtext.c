@@ -85,7 +85,7 @@ static void test_process(void)
     d11_buf_append(&b, "", 1);
     CHECKF(strstr(b.data, "# TYPE process_cpu_seconds_total counter\n") != NULL, "%s", b.data);
     const char *p = strstr(b.data, "process_open_fds{part=\"cell-3\"} ");
-    CHECKF(p && atoi(p + strlen("process_open_fds{part=\"cell-3\"} ")) >= 3, "%s", b.data);
+    CHECKF(p && strtol(p + strlen("process_open_fds{part=\"cell-3\"} "), NULL, 10) >= 3, "%s", b.data);
     p = strstr(b.data, "process_resident_memory_bytes{part=\"cell-3\"} ");
     CHECKF(p && atof(p + strlen("process_resident_memory_bytes{part=\"cell-3\"} ")) > 100000, "%s", b.data);
     p = strstr(b.data, "process_start_time_seconds{part=\"cell-3\"} ");

@@ -88,7 +88,7 @@ static int64_t seq_of(const char *url)
 {
     PGconn *c = PQconnectdb(url);
     PGresult *r = PQexec(c, "SELECT seq FROM d11_cell_61.batch_seq");
-    int64_t v = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 ? atoll(PQgetvalue(r, 0, 0)) : -1;
+    int64_t v = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 ? strtoll(PQgetvalue(r, 0, 0), NULL, 10) : -1;
     PQclear(r);
     PQfinish(c);
     return v;
