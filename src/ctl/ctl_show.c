@@ -13,6 +13,20 @@ static void raw(ctl_ctx *x)
     if (x->c.body.len && x->c.body.data[x->c.body.len - 1] != '\n') putchar('\n');
 }
 
+/* GET path and expect 200. 0: the body is in x->c.body; 1: failed (reported). With
+ * --json the body is also printed as it came. */
+static int get_ok(ctl_ctx *x, const char *path)
+{
+    int st = ctl_http(x, "GET", path, NULL, 0, NULL);
+    if (st < 0) return 1;
+    if (st != 200) {
+        ctl_report(x, "GET", path);
+        return 1;
+    }
+    if (x->json) raw(x);
+    return 0;
+}
+
 static void field(jw_span obj, const char *key, char *out, size_t cap)
 {
     jw_span v;
@@ -40,16 +54,8 @@ static void cell_row(const char *name, jw_span part)
 
 int ctl_show_cells(ctl_ctx *x)
 {
-    int st = ctl_http(x, "GET", "/admin/cells", NULL, 0, NULL);
-    if (st < 0) return 1;
-    if (st != 200) {
-        ctl_report(x, "GET", "/admin/cells");
-        return 1;
-    }
-    if (x->json) {
-        raw(x);
-        return 0;
-    }
+    if (get_ok(x, "/admin/cells")) return 1;
+    if (x->json) return 0;
     jw_span doc = {x->c.body.data, x->c.body.len}, center, cells, v;
     printf("%-8s %-5s %10s %10s %8s %10s %12s %10s %14s %9s\n", "PART", "UP", "LATENCY_MS", "ORDERS", "PARKED",
            "CREATED", "OUT_OF_STOCK", "BATCHES", "LAST_COMMIT_US", "CENTER_UP");
@@ -73,16 +79,8 @@ int ctl_show_cells(ctl_ctx *x)
 
 int ctl_show_rules(ctl_ctx *x)
 {
-    int st = ctl_http(x, "GET", "/admin/rules", NULL, 0, NULL);
-    if (st < 0) return 1;
-    if (st != 200) {
-        ctl_report(x, "GET", "/admin/rules");
-        return 1;
-    }
-    if (x->json) {
-        raw(x);
-        return 0;
-    }
+    if (get_ok(x, "/admin/rules")) return 1;
+    if (x->json) return 0;
     jw_span doc = {x->c.body.data, x->c.body.len}, v, k, e;
     char ver[32], upd[48];
     field(doc, "version", ver, sizeof ver);
@@ -158,16 +156,8 @@ int ctl_products_list(ctl_ctx *x, int nargs, char **args)
             snprintf(path, sizeof path, "/v1/products%s%safter=%s", query, ql ? "&" : "?", after);
         else
             snprintf(path, sizeof path, "/v1/products%s", query);
-        int st = ctl_http(x, "GET", path, NULL, 0, NULL);
-        if (st < 0) return 1;
-        if (st != 200) {
-            ctl_report(x, "GET", path);
-            return 1;
-        }
-        if (x->json) {
-            raw(x);
-            if (!all) return 0;
-        }
+        if (get_ok(x, path)) return 1;
+        if (x->json && !all) return 0;
         jw_span doc = {x->c.body.data, x->c.body.len}, items, v, nx;
         if (!x->json && !header) {
             printf("%-24s %-32s %-14s %12s %10s %10s %10s\n", "SKU", "TITLE", "CATEGORY", "PRICE_CENTS", "TOTAL",
