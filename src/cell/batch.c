@@ -121,20 +121,13 @@ void d11__op_outbox(cell *c, uint32_t oi, const char *type)
     d11_buf_u64(p, o->nitems);
     d11_buf_puts(p, ",\"at\":");
     d11_buf_u64(p, (uint64_t)o->updated_at);
-    if (c->trace) { /* the change's trace (W3C trace id of the request), for the event stream */
-        static const char hx[] = "0123456789abcdef";
-        char tid[32];
-        bool nz = false;
-        for (int i = 0; i < 16; i++) {
-            tid[2 * i] = hx[c->trace[i] >> 4];
-            tid[2 * i + 1] = hx[c->trace[i] & 15];
-            nz |= c->trace[i] != 0;
-        }
-        if (nz) {
-            d11_buf_puts(p, ",\"trace_id\":\"");
-            d11_buf_append(p, tid, 32);
-            d11_buf_puts(p, "\"");
-        }
+    static const uint8_t no_trace[16];
+    if (c->trace && memcmp(c->trace, no_trace, 16) != 0) { /* the request's W3C trace id, for the event stream */
+        char tid[33];
+        d11_hex(c->trace, 16, tid);
+        d11_buf_puts(p, ",\"trace_id\":\"");
+        d11_buf_append(p, tid, 32);
+        d11_buf_puts(p, "\"");
     }
     d11_buf_puts(p, "}");
     cell_op_outbox e = {.shadow = o->shadow, .event_id = c->next_event_id++, .order_id = o->id,
