@@ -7,7 +7,7 @@
  *              end of a call, once the window holds >= min_calls calls: slow calls
  *              (rt >= slow_ms) / calls >= slow_ratio_pct, or errors / calls >=
  *              error_ratio_pct, or errors >= error_count (when set) -> OPEN.
- *   OPEN       every call refused (the gateway answers 503 circuit_open at once) until
+ *   OPEN       every call refused (the gateway answers 503 unavailable at once) until
  *              open_ms have passed; then the next call is let through as the one probe ->
  *              HALF_OPEN.
  *   HALF_OPEN  the probe is out; every other call refused. Probe fine (no error, not slow)

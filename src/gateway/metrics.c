@@ -215,7 +215,7 @@ void gw_metrics_render(struct gw *g, d11_buf *b)
         if (SUM(m->up_wanted[u]))
             d11_buf_printf(b, "d11_gateway_breaker_opened_total{target=\"%s\"} %llu\n", g->threads[0].ups.up[u].name,
                            (unsigned long long)atomic_load(&g->brk[u].opened_total));
-    d11_buf_puts(b, "# HELP d11_gateway_breaker_refused_total Requests answered 503 circuit_open.\n"
+    d11_buf_puts(b, "# HELP d11_gateway_breaker_refused_total Requests answered 503 unavailable because the breaker is open.\n"
                     "# TYPE d11_gateway_breaker_refused_total counter\n");
     for (int u = 0; u < GW_UP_N; u++)
         if (SUM(m->up_wanted[u]))

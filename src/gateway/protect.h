@@ -29,7 +29,7 @@
  * last D11_PROTECT_BASE_S seconds), else raise. Steps are limit/8 + 1.
  *
  * CPU cap: when system CPU (from /proc/stat) is above cpu_max_pct, the BDP's gain is
- * dropped and the climb does not rise. A refused request gets 503 "overloaded" with
+ * dropped and the climb does not rise. A refused request gets 503 "unavailable" (API.md; reason overloaded) with
  * Retry-After: 1 at once; it never waits, so nothing times out because of the excess.
  *
  * Window: D11_PROTECT_BUCKETS buckets of D11_PROTECT_BUCKET_MS. The bucket being filled is

@@ -139,7 +139,7 @@ void gw_forward_with(gw_thread *t, gw_req *rq, int target, uint16_t type, gw_up_
     if (!gw_breaker_allow(&t->gw->brk[target], gw_now_ms(t), &probe)) {
         char msg[96];
         snprintf(msg, sizeof msg, "%s is failing: its circuit breaker is open", gw_up_name(t, target));
-        gw_respond_error(t, rq->c, rq->si, 503, "circuit_open", msg, "Retry-After: 1\r\n");
+        gw_respond_error(t, rq->c, rq->si, 503, "unavailable", msg, "Retry-After: 1\r\n");
         return;
     }
     gw_pend *p = gw_pend_alloc(t, GW_PC_REQ, cb, ctx, gw_slot_ref_of(rq->c, rq->si));

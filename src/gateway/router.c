@@ -269,7 +269,7 @@ static bool within_rules(gw_thread *t, gw_req *rq)
             char msg[96];
             snprintf(msg, sizeof msg, "%s is at its concurrency limit (%llu in flight)", d11_res_names[res],
                      (unsigned long long)conc);
-            gw_respond_error(t, rq->c, rq->si, 429, "concurrency_limited", msg, "Retry-After: 1\r\n");
+            gw_respond_error(t, rq->c, rq->si, 429, "rate_limited", msg, "Retry-After: 1\r\n");
             return false;
         }
         rq->c->slots[rq->si].conc_res = (int8_t)res;
@@ -287,7 +287,7 @@ static bool protected_admit(gw_thread *t, gw_req *rq)
         rq->c->slots[rq->si].prot = t->gw->prot.cfg.on;
         return true;
     }
-    gw_respond_error(t, rq->c, rq->si, 503, "overloaded",
+    gw_respond_error(t, rq->c, rq->si, 503, "unavailable",
                      why == GW_PROTECT_RT ? "overloaded: response time above its cap; retry later"
                                           : "overloaded: too many requests in flight; retry later",
                      "Retry-After: 1\r\n");

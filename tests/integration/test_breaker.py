@@ -1,7 +1,7 @@
 """
 test_breaker.py — circuit breakers per upstream (docs/protection.md): SIGSTOP a cell; its
 requests time out (504) until its breaker opens; from then on its users get a fast 503
-circuit_open with Retry-After while the other cell's users are served (201); /metrics
+503 unavailable (breaker open) with Retry-After while the other cell's users are served (201); /metrics
 shows the breaker open; after SIGCONT the half-open probe succeeds and the breaker closes
 (orders for that cell are placed again). The breaker's defaults: 10 calls, 50% errors,
 open for 2 s.
@@ -58,9 +58,9 @@ def test_stopped_cell_opens_its_breaker_and_others_are_served():
             r = c.order(u0[20], [("BRK-1", 1)])
             el = time.monotonic() - t0
             ck.status(r, 503, "an order for the stopped cell while its breaker is open")
-            ck.eq(r.error_code, "circuit_open", "503 code")
-            ck.true(r.headers.get("retry-after") == "1", "Retry-After on circuit_open")
-            ck.true(el < 0.3, "circuit_open is answered at once (%.3f s; the timeout is 0.4 s)" % el)
+            ck.eq(r.error_code, "unavailable", "503 code (API.md: a breaker is open)")
+            ck.true(r.headers.get("retry-after") == "1", "Retry-After on a breaker refusal")
+            ck.true(el < 0.3, "a breaker refusal is answered at once (%.3f s; the timeout is 0.4 s)" % el)
             for u in u1[:5]:
                 ck.status(c.order(u, [("BRK-1", 1)]), 201, "the other cell's users are served")
             ck.eq(_metric(c, "d11_gateway_breaker_state", "cell-1"), 0, "cell-1 breaker closed")

@@ -4,7 +4,7 @@ test_flow_rules.py — flow rules through the admin API (docs/protection.md, doc
   - PATCH /admin/rules changes one field and keeps every other one (a PUT of the same
     text would drop them); null removes a rule; a stale "version" is refused (409);
   - a concurrency limit on orders.create: with slow cells, a burst of concurrent orders
-    gets 429 concurrency_limited (with Retry-After) beyond the limit, the rest 201, and
+    gets 429 rate_limited (with Retry-After) beyond the limit, the rest 201, and
     once the burst is over the limit frees (a new order is admitted).
 """
 
@@ -87,7 +87,7 @@ def test_concurrency_limit_refuses_beyond_the_limit():
         ck.true(len(n429) >= 6, "most of the burst is over the limit: %s" % codes)
         ck.true(codes.count(201) >= 2, "the limit's worth is admitted: %s" % codes)
         for r in n429:
-            ck.eq(r.error_code, "concurrency_limited", "429 code")
+            ck.eq(r.error_code, "rate_limited", "429 code (API.md: flow control)")
             ck.true(r.headers.get("retry-after") == "1", "Retry-After on 429")
         ck.status(c.order(6000, [{"sku": "CONC-1", "quantity": 1}]), 201,
                   "after the burst the limit is free again")

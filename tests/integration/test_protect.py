@@ -7,7 +7,7 @@ most ~200 frames/s), the in-flight floor is lowered to 4, and a burst of concurr
 requests far above that capacity arrives at once:
 
   - protection on: every request is answered well within the request timeout (no 504, no
-    connection left hanging); the excess gets 503 "overloaded" with Retry-After; every
+    connection left hanging); the excess gets 503 "unavailable" (overloaded) with Retry-After; every
     admitted request (201) placed a real order (GET finds it); /admin/protect and
     /metrics count the refusals.
   - protection off (the same burst): nothing is refused — which is what makes the first
@@ -77,7 +77,7 @@ def test_overload_gets_fast_503_with_retry_after():
         ck.true(slowest < 2.5, "no request waits near the 3 s timeout (slowest %.3f s)" % slowest)
         for st, h, j, e in res:
             if st == 503:
-                ck.eq((j or {}).get("error", {}).get("code"), "overloaded", "503 code")
+                ck.eq((j or {}).get("error", {}).get("code"), "unavailable", "503 code (API.md)")
                 ck.true(h.get("retry-after", "").isdigit() and int(h["retry-after"]) >= 1,
                         "503 carries Retry-After (%r)" % h.get("retry-after"))
         for st, _h, j, _e in res:
