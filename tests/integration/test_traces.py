@@ -12,7 +12,11 @@ this test runs (a Python HTTP server on its own port), with the platform started
   - head sampling: with --trace-ratio 0 a request without traceparent exports nothing,
     but a 5xx (a stopped cell: 504) is always kept;
   - an endpoint that refuses connections costs nothing to the requests and the lost spans
-    are counted (d11_otlp_spans_failed_total).
+    are counted (d11_otlp_spans_failed_total);
+  - the center (started by `d11 up` with the same --otlp-endpoint) exports a SERVER span
+    center.product_create whose parent is the gateway's span of the same trace (the link
+    across processes through the wire frame header), and an order's event delivered to a
+    webhook gives an event.publish PRODUCER span in the order's trace.
 """
 
 import json
@@ -129,6 +133,62 @@ def test_spans_across_processes():
             p.stop()
     finally:
         rcv.close()
+
+
+@timeout(60)
+def test_center_span_and_event_publish_span():
+    rcv, hook = Receiver(), Receiver()
+    trace_p, trace_o = "4bf92f3577b34da6a3ce929d0e0e4736", "5cf92f3577b34da6a3ce929d0e0e4737"
+    try:
+        with Checks() as ck, Platform(cells=2, extra_args=["--otlp-endpoint",
+                                                           "http://127.0.0.1:%d/v1/traces" % rcv.port,
+                                                           "--trace-ratio", "1"]) as p:
+            c = p.client()
+            r = c.create_product("TR-4", stock=10, headers={"traceparent": "00-%s-%s-01" % (trace_p, CALLER_SPAN)})
+            ck.status(r, 201, "create with a traceparent")
+            gw_span = r.headers.get("traceparent").split("-")[2]
+            wh = c.post("/admin/webhooks", {"url": "http://127.0.0.1:%d/hook" % hook.port, "secret": "s"})
+            ck.status(wh, 201, "webhook registered")
+            o = c.order(11, [("TR-4", 1)], key=new_key(),
+                        headers={"traceparent": "00-%s-%s-01" % (trace_o, CALLER_SPAN)})
+            ck.status(o, 201, "order")
+
+            def center_span():
+                ss = [s for s in rcv.spans() if s["traceId"] == trace_p and s["service"] == "d11-center"]
+                return ss or None
+            cs = poll(center_span, scaled(10), "a center span in the product's trace")
+            ck.eq([s["name"] for s in cs], ["center.product_create"], "one center span, named by the message")
+            cs = cs[0]
+            ck.eq(cs["parentSpanId"], gw_span, "center span's parent: the gateway span (across processes)")
+            ck.eq(cs["kind"], 2, "center span is SERVER")
+            ck.eq(_attrs(cs).get("rpc.status"), "201", "center span carries the reply status")
+            ck.true(re.fullmatch(r"[0-9a-f]{16}", cs["spanId"]) and cs["spanId"] != gw_span, "own span id")
+            g = poll(lambda: [s for s in rcv.spans() if s["spanId"] == gw_span] or None, scaled(10),
+                     "the parent gateway span exported too")
+            ck.eq([(s["traceId"], s["service"]) for s in g], [(trace_p, "d11-gateway")], "in the same trace")
+            ck.true(int(g[0]["startTimeUnixNano"]) <= int(cs["startTimeUnixNano"]) and
+                    int(cs["endTimeUnixNano"]) <= int(g[0]["endTimeUnixNano"]) + 5_000_000,
+                    "center span within the gateway span")
+
+            def publish_span():
+                ss = [s for s in rcv.spans() if s["traceId"] == trace_o and s["name"] == "event.publish"]
+                return ss or None
+            ps = poll(publish_span, scaled(15), "an event.publish span in the order's trace")[0]
+            a = _attrs(ps)
+            ck.eq(ps["service"], "d11-gateway", "published by the gateway's webhook worker")
+            ck.eq(ps["kind"], 4, "PRODUCER")
+            ck.eq(a.get("messaging.system"), "webhook", "webhook path")
+            ck.eq(a.get("http.response.status_code"), "200", "delivery status")
+            ck.true(re.fullmatch(r"\d+-\d+", a.get("d11.event_id", "")), "event id attribute: %r" % a)
+            ck.eq(ps["status"]["code"], 0, "a delivered event is not an error")
+            with hook.lock:
+                got = [d for d in hook.docs if d.get("trace_id") == trace_o]
+            ck.true(got and any(d["id"] == a.get("d11.event_id") for d in got),
+                    "the span names an event the webhook received: %r" % got[:1])
+            p.stop()
+    finally:
+        rcv.close()
+        hook.close()
 
 
 @timeout(60)
