@@ -16,17 +16,20 @@ this test runs (a Python HTTP server on its own port), with the platform started
   - the center (started by `d11 up` with the same --otlp-endpoint) exports a SERVER span
     center.product_create whose parent is the gateway's span of the same trace (the link
     across processes through the wire frame header), and an order's event delivered to a
-    webhook gives an event.publish PRODUCER span in the order's trace.
+    webhook and relayed to NATS JetStream (a real nats-server started by the test, as in
+    test_events.py) gives one event.publish PRODUCER span per sink in the order's trace.
 """
 
 import json
 import os
 import re
+import shutil
 import signal
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from harness import Checks, Platform, free_port, new_key, poll, scaled, timeout
+from test_events import NatsServer
 
 CALLER_TRACE = "0af7651916cd43dd8448eb211c80319c"
 CALLER_SPAN = "b7ad6b7169203331"
@@ -137,12 +140,15 @@ def test_spans_across_processes():
 
 @timeout(60)
 def test_center_span_and_event_publish_span():
-    rcv, hook = Receiver(), Receiver()
+    if not shutil.which("nats-server"):
+        raise AssertionError("nats-server is not installed (scripts/deps.sh installs it)")
+    rcv, hook, nats = Receiver(), Receiver(), NatsServer().start()
     trace_p, trace_o = "4bf92f3577b34da6a3ce929d0e0e4736", "5cf92f3577b34da6a3ce929d0e0e4737"
     try:
         with Checks() as ck, Platform(cells=2, extra_args=["--otlp-endpoint",
                                                            "http://127.0.0.1:%d/v1/traces" % rcv.port,
-                                                           "--trace-ratio", "1"]) as p:
+                                                           "--trace-ratio", "1",
+                                                           "--nats", "nats://127.0.0.1:%d" % nats.port]) as p:
             c = p.client()
             r = c.create_product("TR-4", stock=10, headers={"traceparent": "00-%s-%s-01" % (trace_p, CALLER_SPAN)})
             ck.status(r, 201, "create with a traceparent")
@@ -170,11 +176,18 @@ def test_center_span_and_event_publish_span():
                     int(cs["endTimeUnixNano"]) <= int(g[0]["endTimeUnixNano"]) + 5_000_000,
                     "center span within the gateway span")
 
-            def publish_span():
-                ss = [s for s in rcv.spans() if s["traceId"] == trace_o and s["name"] == "event.publish"]
-                return ss or None
-            ps = poll(publish_span, scaled(15), "an event.publish span in the order's trace")[0]
-            a = _attrs(ps)
+            def publish_spans():
+                ss = {_attrs(s).get("messaging.system"): s for s in rcv.spans()
+                      if s["traceId"] == trace_o and s["name"] == "event.publish"}
+                return ss if {"webhook", "nats"} <= set(ss) else None
+            both = poll(publish_spans, scaled(15), "event.publish spans (webhook, nats) in the order's trace")
+            ps, ns = both["webhook"], both["nats"]
+            a, na = _attrs(ps), _attrs(ns)
+            ck.eq((ns["service"], ns["kind"], ns["status"]["code"]), ("d11-gateway", 4, 0), "NATS span: PRODUCER, ok")
+            ck.true(re.fullmatch(r"d11\.events\.order\.created\.\d+", na.get("messaging.destination", "")),
+                    "NATS span names the subject: %r" % na)
+            ck.eq(na.get("d11.event_id"), a.get("d11.event_id"), "the same event through both sinks")
+            ck.true(int(ns["endTimeUnixNano"]) >= int(ns["startTimeUnixNano"]), "publish .. ack")
             ck.eq(ps["service"], "d11-gateway", "published by the gateway's webhook worker")
             ck.eq(ps["kind"], 4, "PRODUCER")
             ck.eq(a.get("messaging.system"), "webhook", "webhook path")
@@ -189,6 +202,7 @@ def test_center_span_and_event_publish_span():
     finally:
         rcv.close()
         hook.close()
+        nats.stop()
 
 
 @timeout(60)
