@@ -1,6 +1,7 @@
 /*
  * otlp.h — trace spans and their export as OTLP/HTTP JSON (POST {"resourceSpans":...} to
- * --otlp-endpoint, e.g. http://collector:4318/v1/traces), used by the gateway and the cells.
+ * --otlp-endpoint, e.g. http://collector:4318/v1/traces), used by the gateway, the cells
+ * and the center.
  *
  * Sampling: head sampling by ratio on the trace id (d11_otlp_head_sampled: the same
  * decision in every process for one trace, and the W3C sampled flag carries it), plus tail

@@ -260,7 +260,7 @@ static void replay(hw *w, hw_state *s)
         char *end = strstr(line, ",\"attempts\":");
         if (!ev || !end) continue;
         ev += 9;
-        if (deliver(s, ev, (size_t)(end - ev))) s->delivered++;
+        if (deliver_traced(w, s, ev, (size_t)(end - ev))) s->delivered++;
         else d11_buf_puts(&keep, line);
     }
     fclose(f);
