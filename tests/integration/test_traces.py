@@ -131,8 +131,10 @@ def test_spans_across_processes():
                     "cell span within the gateway span (clock of one machine)")
             ck.true(all(path == "/v1/traces" and ctype == "application/json" for path, ctype in rcv.paths),
                     "POST /v1/traces, JSON: %r" % rcv.paths[:3])
-            m = c.get("/metrics", token=None).text
-            ck.true(re.search(r'^d11_otlp_spans_exported_total\{part="gateway"\} [1-9]', m, re.M), "exported counted")
+            # the exporter counts a batch once the receiver has answered it, just after the
+            # receiver recorded it: poll
+            poll(lambda: re.search(r'^d11_otlp_spans_exported_total\{part="gateway"\} [1-9]',
+                                   c.get("/metrics", token=None).text, re.M), scaled(5), "exported spans counted")
             p.stop()
     finally:
         rcv.close()
