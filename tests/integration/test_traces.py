@@ -126,6 +126,10 @@ def test_spans_across_processes():
             ck.eq(bc["parentSpanId"], cs["spanId"], "batch commit is a child of the cell span")
             ck.eq(gr["parentSpanId"], cs["spanId"], "grant round trip is a child of the cell span")
             ck.eq(gr["kind"], 3, "grant is CLIENT")
+            cg = poll(lambda: [s for s in rcv.spans() if s["traceId"] == CALLER_TRACE and s["name"] == "center.grant"] or None,
+                      scaled(10), "center.grant span")
+            ck.eq(cg[0]["parentSpanId"], gr["spanId"], "center.grant child of cell.grant")
+            ck.eq(cg[0]["service"], "d11-center", "center service")
             ck.true(int(g["startTimeUnixNano"]) <= int(cs["startTimeUnixNano"]) and
                     int(cs["endTimeUnixNano"]) <= int(g["endTimeUnixNano"]) + 5_000_000,
                     "cell span within the gateway span (clock of one machine)")
