@@ -115,6 +115,8 @@ typedef struct gw_ctl {
     gw_slot_ref ref;
     int         outstanding, nparts;
     uint64_t    exp_id;
+    bool        put;     /* K_LEVEL: a PUT, on `set` */
+    gw_ctl_set  set;
     gw_ctl_part part[GW_UP_N];
 } gw_ctl;
 
@@ -263,7 +265,21 @@ static void ctl_finish(gw_thread *t, gw_ctl *a)
                 d11_buf_printf(b, ",\"%s\":null", nm);
         }
         d11_buf_puts(b, "}}");
-        if (c) gw_respond_json(t, c, si, 200, b->data, b->len);
+        char failed[400] = "";
+        size_t fl = 0;
+        for (int k = 0; a->put && k < a->nparts; k++)
+            if (part_in(&a->set, k) && a->part[k].ok != 1) {
+                part_name(k, nm, sizeof nm);
+                int w = snprintf(failed + fl, sizeof failed - fl, "%s%s", fl ? ", " : "", nm);
+                if (w > 0 && (size_t)w < sizeof failed - fl) fl += (size_t)w;
+            }
+        if (c && fl) {
+            char msg[480];
+            snprintf(msg, sizeof msg, "level not set on %s (did not answer); set on the others; retry", failed);
+            gw_respond_error(t, c, si, 503, "unavailable", msg, "Retry-After: 1\r\n");
+        } else if (c) {
+            gw_respond_json(t, c, si, 200, b->data, b->len);
+        }
     } else if (a->kind == K_CREATE && have) {
         char failed[400] = "";
         size_t fl = 0;
@@ -331,6 +347,8 @@ void gw_ctl_log_level(gw_thread *t, gw_req *rq, int level, const gw_ctl_set *set
     if (level >= 0 && set->gateway) d11_log_set_level(level);
     gw_ctl *a = ctl_new(t, rq, K_LEVEL);
     if (!a) return;
+    a->put = level >= 0;
+    a->set = *set;
     d11_msg_control m = {.op = level >= 0 ? 1 : 0, .level = (uint8_t)(level >= 0 ? level : 0)};
     gw_ctl_set none = {0};
     ctl_fan(t, a, level >= 0 ? set : &none, &m, true);

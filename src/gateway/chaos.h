@@ -40,7 +40,8 @@ int gw_ctl_target_parse(const char *s, size_t n, unsigned ncells, bool allow_all
 
 /* GET (level < 0) or PUT (level: D11_LOG_*, set on `set`) /admin/log-level: fans a CONTROL
  * out to the center and every cell and answers {"level":GATEWAY,"processes":{...}} with
- * null for a process that did not answer. */
+ * null for a process that did not answer; a PUT that a targeted process did not answer is
+ * 503 unavailable naming it (the others keep the new level). */
 void gw_ctl_log_level(gw_thread *t, gw_req *rq, int level, const gw_ctl_set *set);
 
 #endif
