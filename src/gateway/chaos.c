@@ -259,7 +259,7 @@ static void ctl_finish(gw_thread *t, gw_ctl *a)
         for (int k = 0; k < a->nparts; k++) {
             part_name(k, nm, sizeof nm);
             const gw_ctl_part *pt = &a->part[k];
-            if (pt->ok == 1 && d11_json_find_str(pt->txt.data, pt->txt.len, "level", lv, sizeof lv) == 0)
+            if (pt->ok == 1 && d11_json_find_str(pt->txt.data, pt->txt.len, "level", lv, sizeof lv) > 0)
                 d11_buf_printf(b, ",\"%s\":\"%s\"", nm, lv);
             else
                 d11_buf_printf(b, ",\"%s\":null", nm);
