@@ -125,13 +125,12 @@ static int list(ctl_ctx *x)
     int st = ctl_http(x, "GET", "/admin/chaos", NULL, 0, NULL);
     if (st < 0) return 1;
     if (x->json || st != 200) return print_answer(x, st, "GET", "/admin/chaos");
-    const char *b = x->c.body.data, *end = b + x->c.body.len, *it;
-    jw_span root = {b, x->c.body.len}, arr, e;
+    const char *it;
+    jw_span root = {x->c.body.data, x->c.body.len}, arr, e;
     printf("%-16s  %-8s  %-16s  %-6s  %-8s  %-9s  %s\n", "ID", "TARGET", "POINT", "ACTION", "PARAMS", "STATE",
            "EXPIRES_AT");
     if (!jw_get(root, "experiments", &arr)) return 0;
     it = arr.p;
-    (void)end;
     while (jw_elem(&it, arr.p + arr.n, &e)) {
         char id[24], tg[16], pt[24], ac[12], stt[12], ex[24], ms[12] = "", pc[8] = "";
         jw_span v, prm;
