@@ -234,3 +234,30 @@ def test_ctl_chaos_drills():
         cp = _ctl(p, "chaos", "create", "--target", "cell:0", "--point", "store.commit", "--action", "drop",
                   "--timeout", "5")
         ck.true(cp.returncode == 1 and "bad_action" in cp.stderr, "create refused: %r" % (cp,))
+
+
+@timeout(60)
+def test_relay_publish_error_holds_webhooks_until_it_expires():
+    from test_events import Receiver  # the signed webhook endpoint of the events tests
+    rcv = Receiver("k")
+    try:
+        with Platform(cells=2) as p, Checks() as ck:
+            c = p.client()
+            _control_ready(c)
+            r = c.post("/admin/chaos", {"target": "gateway", "point": "relay.publish", "action": "error",
+                                        "timeout_s": 2})
+            ck.status(r, 201, "relay.publish error")
+            eid = r.json["id"]
+            ck.status(c.post("/admin/webhooks", {"url": rcv.url, "secret": "k", "max_attempts": 20}), 201, "webhook")
+            ck.status(c.create_product("CH-4", stock=10), 201, "create")
+            ck.status(c.order(5, [("CH-4", 1)], key=new_key()), 201, "order")
+            poll(lambda: (_fired(c, "gateway", "relay.publish") or 0) >= 1, 10, "a delivery hit the fault")
+            with rcv.lock:
+                early = list(rcv.attempts)
+            still = _exp(c, eid)[0]["state"]
+            if still == "armed":
+                ck.eq(early, [], "nothing reaches the endpoint while the relay fails")
+            poll(lambda: len(rcv.delivered()) >= 1, 15, "delivered once the experiment expired")
+            ck.eq(_exp(c, eid)[0]["state"], "expired", "expired by itself")
+    finally:
+        rcv.close()
