@@ -60,6 +60,7 @@
 #include "../core/loop.h"
 #include "../core/otlp.h"
 #include "../core/promtext.h"
+#include "../rpc/control.h"
 #include "../rpc/link.h"
 #include "../store/cell_sqlite.h"
 #include "../store/open.h"
@@ -382,6 +383,7 @@ static void reply_metrics(cell_proc *p, const d11_link *k, const d11_frame_hdr *
 static void on_gw_frame(d11_links *t, d11_link *k, const d11_frame *f)
 {
     cell_proc *p = t->data;
+    if (d11_control_frame(k, f)) return; /* log level, chaos arms: before the fault points (rpc/control.h) */
     d11_fault_hit fh = d11_fault(D11_FP_CELL_RECV);
     if (fh.action == D11_FA_DROP) return; /* chaos: a lost request; the gateway answers 504 */
     if (fh.action == D11_FA_DELAY) usleep((useconds_t)fh.delay_ms * 1000); /* chaos: a stalled cell */

@@ -41,6 +41,7 @@
 #include "../core/loop.h"
 #include "../core/otlp.h"
 #include "../core/util.h"
+#include "../rpc/control.h"
 #include "../rpc/link.h"
 #include "../store/center_sqlite.h"
 #include "../store/open.h"
@@ -162,6 +163,7 @@ static void on_close(d11_links *t, d11_link *k, int why)
 static void on_frame(d11_links *t, d11_link *k, const d11_frame *f)
 {
     center_proc *P = t->data;
+    if (d11_control_frame(k, f)) return; /* log level, chaos arms (rpc/control.h) */
     if (f->hdr.type == D11_MSG_GRANT && !(f->hdr.flags & D11_WF_REPLY)) {
         d11_fault_hit fh = d11_fault(D11_FP_CENTER_GRANT);
         if (fh.action == D11_FA_DROP) return; /* chaos: a lost grant; the cell asks again */

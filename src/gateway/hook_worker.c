@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "../bench/httpc.h"
+#include "../core/fault.h"
 #include "events.h"
 #include "gw.h"
 
@@ -200,6 +201,7 @@ static void append_dead(hw *w, hw_state *s, const char *ev, size_t n)
 /* One POST of event ev; true on 2xx (last_err set otherwise). */
 static bool deliver(hw_state *s, const char *ev, size_t n)
 {
+    if (d11_fault_trip(D11_FP_RELAY_PUBLISH)) return snprintf(s->last_err, sizeof s->last_err, "chaos: relay.publish"), false;
     char id[48] = "", ts[24], sig[80], hdr[256];
     d11_json_find_str(ev, n, "id", id, sizeof id);
     snprintf(ts, sizeof ts, "%lld", (long long)(d11_wall_ms() / 1000));

@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "../bench/httpc.h"
+#include "../core/fault.h"
 #include "gw.h"
 
 const int gw_nats_lat_le_ms[GW_NATS_LAT_BUCKETS - 1] = {1,  2,   3,   5,   7,   10,  15,   20,   30,   50,
@@ -195,6 +196,7 @@ static int round_once(relay *r, int sh)
         }
         return 0;
     }
+    if (d11_fault_trip(D11_FP_RELAY_PUBLISH)) return atomic_fetch_add(&n->failures, 1), -1; /* chaos (core/fault.h) */
     atomic_fetch_add(&n->rounds, 1);
     uint64_t fail0 = atomic_load(&n->failures);
     bool ok = true;
