@@ -35,6 +35,7 @@
 
 #include "../cmd.h"
 #include "router.h"
+#include "../core/fault.h"
 
 /* ---- the loop's callbacks ---- */
 
@@ -219,6 +220,7 @@ static void usage(FILE *f)
 static int run(struct gw *g)
 {
     d11_log_init("gateway", g->cfg.log_level);
+    d11_fault_init_from_env("gateway"); /* gateway.upstream and relay.publish armable at start too */
     g->start_ms = d11_mono_ms();
     if (mkdir(g->cfg.data_dir, 0700) == -1 && errno != EEXIST) {
         d11_error("gateway: cannot create %s: %s", g->cfg.data_dir, strerror(errno));
