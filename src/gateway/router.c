@@ -63,6 +63,8 @@ static const gw_route routes[] = {
     {"/admin/webhooks/*/resume", HTTP_POST, S_ADMIN,          NONE,                     gw_h_hooks_resume,    "admin.webhooks.resume", 0},
     {"/admin/webhooks/*/dead",  HTTP_GET,  S_ADMIN,           NONE,                     gw_h_hooks_dead,      "admin.webhooks.dead",   0},
     {"/admin/webhooks/*/replay", HTTP_POST, S_ADMIN,          NONE,                     gw_h_hooks_replay,    "admin.webhooks.replay", 0},
+    {"/admin/risk/decisions",   HTTP_GET,  S_ADMIN,           NONE,                     gw_h_risk_decisions,  "admin.risk.decisions",  0},
+    {"/admin/risk/decisions/*", HTTP_GET,  S_ADMIN,           NONE,                     gw_h_risk_decision,   "admin.risk.decision",   0},
 };
 #define NROUTES ((int)(sizeof routes / sizeof routes[0]))
 _Static_assert(NROUTES + 1 <= GW_ROUTES_MAX, "raise GW_ROUTES_MAX (metrics.h)");

@@ -58,6 +58,7 @@
 #include "../core/json.h"
 #include "../core/limits.h"
 #include "../core/util.h"
+#include "risk.h"
 
 enum d11_res {
     D11_RES_ORDERS_CREATE,
@@ -111,6 +112,7 @@ typedef struct d11_rules {
     uint32_t ndeny;
     uint64_t deny[D11_RISK_DENY_USERS_MAX]; /* sorted ascending, unique */
     uint64_t max_order_qty;                 /* 0: off */
+    d11_risk_rules risk;                    /* risk control beyond the two above (risk.h) */
 } d11_rules;
 
 /*
