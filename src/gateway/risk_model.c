@@ -47,6 +47,7 @@ static int json_num(const d11_json *j, int t, double lo, double hi, double *out)
 static bool get_name(const d11_json *j, int t, char *out)
 {
     size_t n = 0;
+    memset(out, 0, D11_RISK_NAME_BYTES_MAX + 1); /* whole buffer: documents compare with memcmp */
     if (d11_json_str(j, t, out, D11_RISK_NAME_BYTES_MAX, &n) != 0 || n == 0) return false;
     out[n] = 0;
     for (size_t i = 0; i < n; i++) {
