@@ -154,11 +154,31 @@ static int parse_flow_rule(d11_json *j, int fv, const char *name, d11_rules *out
 static int parse_into(d11_json *j, const char *js, size_t n, d11_rules *out, bool *has_version,
                       bool patch, char *err, size_t errlen);
 
+/*
+ * The document as it will be rendered (rules.json, rules.history, GET) must parse again
+ * within D11_JSON_TOKENS_MAX: a patch can merge sections (risk models, velocity rules, a
+ * long deny list) that each fit into one that does not, and a rules.json that cannot be
+ * read back would be ignored at the next start. j's tokens are no longer needed here.
+ */
+static int fits(d11_json *j, const d11_rules *out, char *err, size_t errlen)
+{
+    d11_buf b;
+    d11_buf_init(&b, 2048);
+    d11_rules_render(out, &b);
+    int rc = d11_json_parse(j, b.data, b.len);
+    d11_buf_free(&b);
+    if (rc == 0) return 0;
+    snprintf(err, errlen, "the rules document would be too large once merged (over %d JSON tokens): "
+                          "remove something first", D11_JSON_TOKENS_MAX);
+    return D11_JSON_ERANGE;
+}
+
 int d11_rules_parse(d11_json *j, const char *js, size_t n, d11_rules *out, bool *has_version,
                     char *err, size_t errlen)
 {
     memset(out, 0, sizeof *out);
-    return parse_into(j, js, n, out, has_version, false, err, errlen);
+    int rc = parse_into(j, js, n, out, has_version, false, err, errlen);
+    return rc ? rc : fits(j, out, err, errlen);
 }
 
 int d11_rules_parse_patch(d11_json *j, const char *js, size_t n, const d11_rules *base, d11_rules *out,
@@ -166,7 +186,8 @@ int d11_rules_parse_patch(d11_json *j, const char *js, size_t n, const d11_rules
 {
     *out = *base;
     out->version = 0;
-    return parse_into(j, js, n, out, has_version, true, err, errlen);
+    int rc = parse_into(j, js, n, out, has_version, true, err, errlen);
+    return rc ? rc : fits(j, out, err, errlen);
 }
 
 static int parse_into(d11_json *j, const char *js, size_t n, d11_rules *out, bool *has_version,

@@ -102,6 +102,7 @@ static void test_parse_render(void)
 
 static void test_patch(void)
 {
+    int rc;
     d11_rules base, r;
     CHECK_RC(parse(DOC, &base), 0);
     /* one field of one rule; the other rule, the models and deny list kept */
@@ -121,8 +122,33 @@ static void test_patch(void)
     CHECK_STREQ(r.risk.vel[0].name, "ip60");
     CHECK(!r.risk.has_model_b && r.risk.has_model);
     CHECK_EQ(r.risk.mode, D11_RISK_ENFORCE);
+    /* a merge whose rendered document would not parse again (over D11_JSON_TOKENS_MAX) is
+     * refused: rules.json must always load at the next start */
+    char big[2048], vel[1024];
+    size_t o = (size_t)snprintf(big, sizeof big, "{\"risk\":{\"deny_users\":[");
+    for (int u = 1; u <= 128; u++) o += (size_t)snprintf(big + o, sizeof big - o, "%s%d", u > 1 ? "," : "", u);
+    snprintf(big + o, sizeof big - o, "]}}");
+    d11_rules full;
+    CHECKF(parse(big, &full) == 0, "%s", err);
+    o = (size_t)snprintf(vel, sizeof vel, "{\"risk\":{\"velocity\":{");
+    for (int v = 0; v < 8; v++)
+        o += (size_t)snprintf(vel + o, sizeof vel - o, "%s\"v%d\":{\"key\":\"user\",\"window_s\":10,\"max\":%d,\"action\":\"deny\"}",
+                              v ? "," : "", v, v + 1);
+    snprintf(vel + o, sizeof vel - o, "}}}");
+    d11_rules empty;
+    CHECK_RC(parse("{}", &empty), 0);
+    CHECKF(patch(&empty, vel, &r) == 0, "%s", err); /* fits without the long deny list */
+    const char *m12 = "{\"risk\":{\"model\":{\"name\":\"m\",\"bias\":-3,\"weights\":{\"user_10s\":0.5,\"user_60s\":0.1,"
+                      "\"user_3600s\":0.01,\"ip_10s\":0.2,\"ip_60s\":0.05,\"ip_3600s\":0.001,\"device_10s\":0.3,"
+                      "\"device_60s\":0.1,\"device_3600s\":0.01,\"quantity\":0.1,\"items\":0.2,\"no_device\":1},"
+                      "\"challenge\":0.7,\"deny\":0.95}}}";
+    d11_rules r2;
+    CHECKF(patch(&empty, m12, &r2) == 0, "%s", err);
+    rc = patch(&full, vel, &r2);
+    if (rc == 0) rc = patch(&r2, m12, &r);
+    CHECKF(rc == D11_JSON_ERANGE && strstr(err, "too large"), "%d %s", rc, err);
     /* a patch that leaves a rule on an untracked window is refused */
-    int rc = patch(&base, "{\"risk\":{\"windows_s\":[10,3600]}}", &r);
+    rc = patch(&base, "{\"risk\":{\"windows_s\":[10,3600]}}", &r);
     CHECKF(rc == D11_JSON_ERANGE && strstr(err, "risk.velocity.ip60.window_s"), "%d %s", rc, err);
 }
 
