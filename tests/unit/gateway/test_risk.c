@@ -367,7 +367,12 @@ static void bench_eval(void)
     double step_ns = (now_s() - a) * 1e9 / M;
     printf("risk model eval: %.1f ns (12 features); risk check step: %.1f ns (3 table hits x 3 windows, 2 rules, "
            "model; %d of %d not allow)\n", eval_ns, step_ns, acts, M);
-    CHECKF(eval_ns < 5000, "%.1f ns per model evaluation (budget 5 us)", eval_ns);
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+    const double budget_ns = 50000; /* instrumented build (make test-full): behaviour, not speed */
+#else
+    const double budget_ns = 5000; /* the budget: inline in < 5 us */
+#endif
+    CHECKF(eval_ns < budget_ns, "%.1f ns per model evaluation (budget %.0f ns)", eval_ns, budget_ns);
     CHECKF(step_ns < 50000, "%.1f ns per risk check step", step_ns); /* loose: a shared machine */
     CHECK(sink > 0);
     d11_risk_table_release(&t);
