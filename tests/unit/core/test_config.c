@@ -540,7 +540,8 @@ static const struct {
                  "risk-model", "risk-keys", "risk-log-size"}},
     {"cell", {"id", "data", "durability", "async-flush-ms", "order-ttl-ms", "soldout-cache-ms", "log-level",
               "slow-commit-ms", "otlp-endpoint", "store", "store-cells"}},
-    {"center", {"data", "cells", "durability", "grant-chunk-max", "log-level", "store", "store-center"}},
+    {"center", {"data", "cells", "durability", "grant-chunk-max", "log-level", "store", "store-center",
+                "otlp-endpoint"}},
     {"audit", {"data", "store", "store-center", "store-cells"}},
 };
 
