@@ -68,6 +68,8 @@ static const gw_route routes[] = {
     {"/admin/chaos",            HTTP_GET,  S_ADMIN,           NONE,                     gw_h_chaos_list,      "admin.chaos.list",      0},
     {"/admin/chaos/*",          HTTP_GET,  S_ADMIN,           NONE,                     gw_h_chaos_get,       "admin.chaos.get",       0},
     {"/admin/chaos/*",          HTTP_DELETE, S_ADMIN,         NONE,                     gw_h_chaos_delete,    "admin.chaos.delete",    0},
+    {"/admin/risk/decisions",   HTTP_GET,  S_ADMIN,           NONE,                     gw_h_risk_decisions,  "admin.risk.decisions",  0},
+    {"/admin/risk/decisions/*", HTTP_GET,  S_ADMIN,           NONE,                     gw_h_risk_decision,   "admin.risk.decision",   0},
 };
 #define NROUTES ((int)(sizeof routes / sizeof routes[0]))
 _Static_assert(NROUTES + 1 <= GW_ROUTES_MAX, "raise GW_ROUTES_MAX (metrics.h)");
