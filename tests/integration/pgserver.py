@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """
 pgserver.py — run a command with ONE private PostgreSQL 15 server for the whole run, so that
-the integration suite runs on the PostgreSQL backend (issue 10; docs/testing.md).
+the integration suite runs on the PostgreSQL backend (issue 10; docs/postgresql.md §Tests).
 
     python3 tests/integration/pgserver.py [--fsync on|off] CMD [ARG ...]
     e.g. python3 tests/integration/pgserver.py bash tests/run.sh test_orders.py   (make test-pg)
