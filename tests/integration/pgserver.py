@@ -12,9 +12,9 @@ D11_TEST_STORE=postgresql and D11_TEST_PG_PORT=<port> in its environment (harnes
 gives every Platform a fresh database on this server and starts it with --store), and at
 the end stops the server (pg_ctl stop -m immediate, then SIGKILL of the postmaster's PID
 from postmaster.pid if it is still there) and removes the temp dir. Exit status: CMD's, or
-1 when the server cannot be started (the message says why); 77 when PostgreSQL is not
-installed — as a `N passed, N failed` summary line is still printed then, sum.sh / .ci/run
-count it.
+1 when the server cannot be started (the message says why, and a `0 passed, 1 failed`
+line follows); 0 with `0 passed, 0 failed, 1 skipped` when PostgreSQL is not installed
+(tests/sum.sh and .ci/run count that line).
 
 Ownership: the server's processes carry this script's own D11_TEST_TMP (not a test's), so
 run.py's per-test cleanup never touches them; only this script stops them, by PID.
@@ -55,7 +55,7 @@ def main(argv):
     except harness.Skip as e:
         print("pgserver: %s" % e, flush=True)
         print("0 passed, 0 failed, 1 skipped", flush=True)
-        return 77
+        return 0
     stopping = []
 
     def on_signal(signum, _frame):
