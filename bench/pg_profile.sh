@@ -76,8 +76,8 @@ reqs=$(awk '/requests in/ {print $1}' "$TMP/wrk.txt"); non=$(awk -F': *' '/Non-2
 ok=$((reqs - ${non:-0}))
 HZ=$(getconf CLK_TCK)
 echo "== d11 on PostgreSQL, wrk -c$CONNS ${DURATION}s, d11 args '${D11ARGS}', pg sets '${PG_SETS[*]}', load $(cut -d' ' -f1-3 /proc/loadavg)"
-awk -v ok="$ok" -v d="$DURATION" -v dd=$((d1 - d0)) -v pp=$((p1 - p0)) -v hz="$HZ" -v b=$(awk -v a="$b0" -v c="$b1" 'BEGIN{print c-a}') \
-    -v o=$(awk -v a="$o0" -v c="$o1" 'BEGIN{print c-a}') -v cs=$(awk -v a="$c0" -v c="$c1" 'BEGIN{print c-a}') 'BEGIN{
+awk -v ok="$ok" -v d="$DURATION" -v dd=$((d1 - d0)) -v pp=$((p1 - p0)) -v hz="$HZ" -v b="$(awk -v a="$b0" -v c="$b1" 'BEGIN{print c-a}')" \
+    -v o="$(awk -v a="$o0" -v c="$o1" 'BEGIN{print c-a}')" -v cs="$(awk -v a="$c0" -v c="$c1" 'BEGIN{print c-a}')" 'BEGIN{
   printf "orders/s %.0f   batches/s %.0f   ops/batch %.1f   commit latency %.2f ms (mean)\n", ok/d, b/d, (b ? o/b : 0), (b ? cs*1000/b : 0)
   printf "CPU per order: d11 %.1f us, PostgreSQL %.1f us (total %.1f us); CPU use d11 %.0f%%, PostgreSQL %.0f%% of one core\n",
          dd*1e6/hz/ok, pp*1e6/hz/ok, (dd+pp)*1e6/hz/ok, dd*100/hz/d, pp*100/hz/d }'
