@@ -35,7 +35,12 @@ void gw_h_consumer_get(gw_thread *t, gw_req *rq);
 void gw_h_consumer_put(gw_thread *t, gw_req *rq);
 
 /* Cursor codec (pure; unit-tested): "<e|s>1" then ".<pos>" per cell, pos = the last
- * event id delivered from that cell. Decode: 0, or -1 when malformed; missing cells = 0. */
+ * event id delivered from that cell, then ".c<pos>" for the center's events when not 0
+ * (added later: a cursor without it = the center from its oldest kept event). Decode: 0,
+ * or -1 when malformed; missing cells = 0. In the array the center's position lives at
+ * index GW_EV_CENTER (the last; a 64th cell's number decodes there too, so the center's
+ * stream is served only while the routing table has fewer than D11_CELLS_MAX cells). */
+#define GW_EV_CENTER (D11_CELLS_MAX - 1)
 int  gw_cursor_decode(const char *s, size_t n, int *shadow, uint64_t pos[D11_CELLS_MAX]);
 void gw_cursor_encode(d11_buf *b, int shadow, const uint64_t *pos, int ncells);
 

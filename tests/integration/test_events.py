@@ -19,8 +19,9 @@ from harness import (Checks, OrderLoad, Platform, expect, heavy, poll, spread_us
 TERMINAL = {"order.paid", "order.cancelled", "order.expired"}
 
 
-def read_all(c, after=None, limit=1000, headers=None, max_pages=10000):
-    """Every event from `after` to the end, page by page; returns (events, next cursor)."""
+def read_all(c, after=None, limit=1000, headers=None, max_pages=10000, products=False):
+    """Every event from `after` to the end, page by page; returns (events, next cursor).
+    The center's product events (ids "center-N") are left out unless products=True."""
     out = []
     cur = after
     for _ in range(max_pages):
@@ -29,13 +30,22 @@ def read_all(c, after=None, limit=1000, headers=None, max_pages=10000):
         page = expect(r, 200, "GET %s" % q)
         out += page["events"]
         if not page["events"] and cur == page["next"]:
+            if not products:
+                out = [e for e in out if not e["id"].startswith("center-")]
             return out, cur
         cur = page["next"]
     raise AssertionError("event stream did not end")
 
 
+def _orders(events):
+    """The ids of the order events (the center's product events left out)."""
+    return [e["id"] for e in events if not e["id"].startswith("center-")]
+
+
 def check_order_sequences(events, ck, what):
-    """Per order: one order.created first, then at most one terminal event; ids unique."""
+    """Per order: one order.created first, then at most one terminal event; ids unique.
+    The center's product events (no order) are left out."""
+    events = [e for e in events if not e["id"].startswith("center-")]
     ids = [e["id"] for e in events]
     ck.eq(len(ids), len(set(ids)), "%s: event ids are unique" % what)
     by_order = {}
@@ -189,9 +199,9 @@ def test_pruned_cursor_is_410():
         c = p.client()
         ck.error(c.get("/v1/events?after=%s" % old), 410, "cursor_expired", what="cursor before the pruned watermark")
         r = expect(c.get("/v1/events?after=e1.%d" % ids[2]), 200)
-        ck.eq([e["id"] for e in r["events"]], [e["id"] for e in evs[3:]], "a cursor at the watermark still reads")
+        ck.eq(_orders(r["events"]), [e["id"] for e in evs[3:]], "a cursor at the watermark still reads")
         r = expect(c.get("/v1/events"), 200)
-        ck.eq([e["id"] for e in r["events"]], [e["id"] for e in evs[3:]], "no cursor: from the oldest retained")
+        ck.eq(_orders(r["events"]), [e["id"] for e in evs[3:]], "no cursor: from the oldest retained")
 
 
 @heavy
@@ -351,7 +361,8 @@ def test_webhook_dead_letters_replay_pause_delete():
             poll(lambda: len(expect(c.get("/admin/webhooks/%s/dead" % wid), 200)["dead"]) >= 2, 20,
                  "both events in the dead letters")
             dead = expect(c.get("/admin/webhooks/%s/dead" % wid), 200)["dead"]
-            ck.eq(sorted(d["event"]["order_id"] for d in dead), sorted(oids), "the dead letters are the events")
+            ck.eq(sorted(d["event"]["order_id"] for d in dead if d["event"]["order_id"]), sorted(oids),
+                  "the dead letters are the events")
             ck.true(all(d["attempts"] == 2 and d["error"] == "HTTP 500" for d in dead), "attempts/error: %r" % dead)
             ck.eq(rcv.delivered(), [], "nothing delivered while failing")
             rcv.fail_always = False
@@ -514,7 +525,7 @@ def test_nats_relay_outage_and_crash_exactly_one_message_per_event():
             c = p.client()
             st = {"X-D11-Stress": "1"}
             expect(c.order(users[0], [("N", 1)], headers=st), 201)
-            evs, _ = read_all(c)
+            evs, _ = read_all(c, products=True)  # the center's product events are published too
             sevs, _ = read_all(c, headers=st)
             ids = {e["id"] for e in evs}
             ck.true(len(ids) == len(evs) and len(evs) >= 400, "%d distinct real events" % len(evs))
@@ -540,3 +551,54 @@ def test_nats_relay_outage_and_crash_exactly_one_message_per_event():
             ck.true('d11_events_consumer_lag{consumer="nats.events"}' in m, "relay lag in /metrics")
     finally:
         nats.stop()
+
+
+def _center(events):
+    return [e for e in events if e["id"].startswith("center-")]
+
+
+@timeout(90)
+def test_center_product_events_committed_once_across_kill9():
+    """product.created / product.restocked come from the center's outbox (same commit as
+    the change): right fields and data, cursor with the center's position, and after a
+    kill -9 of the whole platform each event exactly once, ids continuing, cursor valid."""
+    with Platform(cells=2) as p, Checks() as ck:
+        c = p.client()
+        tp = "00-%s-%s-01" % ("ef" * 16, "12" * 8)
+        t0 = int(time.time() * 1000)
+        expect(c.create_product("CEV", stock=10, price=300, headers={"traceparent": tp}), 201)
+        expect(c.post("/v1/products/CEV/restock", {"quantity": 5}), 200)
+        u = spread_users(1, base=21)[0]
+        oid = expect(c.order(u, [("CEV", 1)]), 201)["order_id"]
+        evs, cur = read_all(c, products=True)
+        ce = _center(evs)
+        ck.eq([(e["type"], e["sku"]) for e in ce], [("product.created", "CEV"), ("product.restocked", "CEV")],
+              "the center's two events, in commit order")
+        if len(ce) == 2:
+            cr, rs = ce
+            ck.eq((cr["cell"], cr["order_id"], cr["user_id"], cr["stress"]), ("center", None, None, False),
+                  "center event fields")
+            ck.eq(cr["trace_id"], "ef" * 16, "trace id of the creating request")
+            ck.true(t0 - 5000 <= cr["at"] <= rs["at"] <= int(time.time() * 1000) + 5000, "at = commit time, ordered")
+            ck.eq((cr["data"]["stock_total"], cr["data"]["price_cents"]), (10, 300), "created: the product")
+            ck.eq((rs["data"]["stock_total"], rs["data"]["quantity"]), (15, 5), "restocked: the new total and qty")
+            ck.true(cr["id"] != rs["id"], "ids differ")
+        ck.true(".c" in cur, "the cursor holds the center's position: %s" % cur)
+        ck.eq([e["order_id"] for e in evs if e["type"] == "order.created"], [oid], "the order's event is merged in")
+        old = expect(c.get("/v1/events?after=e1&limit=1000"), 200)
+        ck.eq([e["id"] for e in _center(old["events"])], [e["id"] for e in ce],
+              "a cursor without the center's part reads the center from its oldest event")
+        p.kill9_all()
+        p.start()
+        c = p.client()
+        expect(c.post("/v1/products/CEV/restock", {"quantity": 7}), 200)
+        rest, _ = read_all(c, after=cur, products=True)
+        ck.eq([(e["type"], e["data"]["stock_total"]) for e in _center(rest)], [("product.restocked", 22)],
+              "after kill -9 the old cursor yields exactly the new event")
+        every, _ = read_all(c, products=True)
+        ids = [e["id"] for e in _center(every)]
+        ck.eq(len(ids), 3, "three center events in all: %r" % ids)
+        ck.eq(len(set(ids)), len(ids), "no center event twice")
+        ck.eq(ids, sorted(ids, key=lambda i: int(i.split("-")[1])), "ids grow in commit order")
+        m = c.get("/metrics").text
+        ck.true('d11_events_head{cell="center",stream="real"}' in m, "the center's head in /metrics")
