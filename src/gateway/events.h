@@ -16,6 +16,10 @@
 
 struct gw;
 
+#define GW_PC_GEN_N          1024 /* product cache: SKU-hash buckets of invalidation generations */
+#define GW_HOT_THREADS_MAX   256  /* gateway threads whose hot-SKU summary is merged */
+struct gw_hot_box;
+
 /* Process-wide: the newest committed event id each cell reported, per stream (lag). */
 typedef struct gw_events {
     _Atomic uint64_t head[2][D11_CELLS_MAX];
@@ -25,6 +29,14 @@ typedef struct gw_events {
     /* retention.c, gateway thread 0 only */
     int              prune_outstanding;
     int64_t          prune_next_ms;
+    /* the product cache (products.c): invalidation driven by the center's events */
+    _Atomic uint32_t pc_gen[GW_PC_GEN_N];  /* bumped per product event, bucket = SKU hash */
+    _Atomic uint32_t pc_list_gen;          /* bumped by any product event: listing pages */
+    _Atomic uint64_t pc_center_pos;        /* the center event id the tail has applied */
+    _Atomic int64_t  pc_tail_ok_ms;        /* monotonic send time of the last answered tail */
+    _Atomic int      pc_tail_busy;         /* one tail read in flight per process */
+    _Atomic uint64_t pc_invalidations;
+    _Atomic(struct gw_hot_box *) hot[GW_HOT_THREADS_MAX]; /* per thread, made by its owner */
 } gw_events;
 
 typedef struct gw_req gw_req;

@@ -20,4 +20,12 @@ void gw_h_product_list(gw_thread *t, gw_req *rq);
 /* Free the thread's listing cache (thread exit). */
 void gw_catcache_free(gw_thread *t);
 
+/* The product cache's hot SKUs and hit/miss counts (any thread): /metrics lines
+ * (d11_gateway_hot_sku_requests{sku}, d11_gateway_product_cache_total{result},
+ * d11_gateway_product_invalidations_total), and the /dashboard/data object
+ * {"k","half_life_ms","cache_hits","cache_misses","skus":[{"sku","requests","error"}]}. */
+struct gw;
+void gw_products_metrics(struct gw *g, d11_buf *b);
+void gw_products_hot_json(struct gw *g, d11_buf *b);
+
 #endif
