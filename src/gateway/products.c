@@ -18,7 +18,8 @@
  *   - the process's last answered tail of the center's event stream was sent at most
  *     D11_GW_PRODUCT_TAIL_MS ago. The tail is one EVENTS_READ to the center (after =
  *     pc_center_pos), at most one in flight per process, started by a product read that
- *     finds the tail older than that; until it is answered reads go to the center.
+ *     finds the last one older than half that bound (so under steady reads freshness
+ *     never lapses); when it has lapsed, reads go to the center until a tail answers.
  * So a hit at time T reflects every product event committed before T - TAIL_MS: product
  * metadata and stock_total are never staler than the event stream by more than
  * D11_GW_PRODUCT_TAIL_MS (docs/events.md, "Product cache").
@@ -328,23 +329,24 @@ static void tail_done(gw_thread *t, const gw_pend *pd, const d11_frame *f, int u
 static bool tail_fresh(gw_thread *t)
 {
     gw_events *ev = &t->gw->events;
-    int64_t now = gw_now_ms(t);
-    if (now - atomic_load(&ev->pc_tail_ok_ms) <= D11_GW_PRODUCT_TAIL_MS) return true;
+    int64_t now = gw_now_ms(t), age = now - atomic_load(&ev->pc_tail_ok_ms);
+    bool fresh = age <= D11_GW_PRODUCT_TAIL_MS;
+    if (age < D11_GW_PRODUCT_TAIL_MS / 2) return fresh; /* renewed at half the bound: no gap under load */
     bool live;
     int expect = 0;
     if (gw_routing(t, &live)->ncells >= D11_CELLS_MAX || !gw_up_writable(t, GW_UP_CENTER) ||
         !atomic_compare_exchange_strong(&ev->pc_tail_busy, &expect, 1))
-        return false;
+        return fresh;
     gw_pend *pd = gw_pend_alloc(t, GW_PC_PROBE, tail_done, NULL, (uint64_t)now);
     if (!pd) {
         atomic_store(&ev->pc_tail_busy, 0);
-        return false;
+        return fresh;
     }
     d11_msg_events_read m = {.shadow = 0, .after = atomic_load(&ev->pc_center_pos), .limit = D11_GW_PRODUCT_TAIL_PAGE};
     d11_buf_reset(&t->tmp);
     d11_msg_events_read_enc(&t->tmp, &m);
     gw_up_send(t, GW_UP_CENTER, pd, D11_MSG_EVENTS_READ, 0, NULL, NULL, 0, D11_GW_PROBE_TIMEOUT_MS);
-    return false;
+    return fresh;
 }
 
 static void product_done(gw_thread *t, const gw_pend *p, const d11_frame *f, int uperr)

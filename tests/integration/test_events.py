@@ -603,3 +603,74 @@ def test_center_product_events_committed_once_across_kill9():
         ck.eq(ids, sorted(ids, key=lambda i: int(i.split("-")[1])), "ids grow in commit order")
         m = c.get("/metrics").text
         ck.true('d11_events_head{cell="center",stream="real"}' in m, "the center's head in /metrics")
+
+
+def _cache_hits(c):
+    for line in c.get("/metrics").text.splitlines():
+        if line.startswith('d11_gateway_product_cache_total{result="hit"}'):
+            return int(float(line.split()[-1]))
+    return 0
+
+
+@timeout(60)
+def test_product_cache_invalidated_by_center_events_and_hot_skus():
+    """GET /v1/products/{sku} is served from the gateway's cache (hits in /metrics); with
+    a 60 s TTL only the center's event stream can refresh it: a restock is read within
+    the documented bound (D11_GW_PRODUCT_TAIL_MS = 20 ms after its event, plus a round
+    trip) once product.restocked is in the stream. The hot-SKU top-K names the hottest
+    SKU in /metrics and /dashboard/data."""
+    os.environ["D11_GW_PRODUCT_TTL_MS"] = "60000"  # the TTL cannot be what refreshes it
+    with Platform(cells=1) as p, Checks() as ck:
+        c = p.client()
+        expect(c.create_product("HOTP", stock=10), 201)
+        expect(c.create_product("COLD", stock=10), 201)
+        for _ in range(5):
+            expect(c.get("/v1/products/COLD"), 200)
+        deadline = time.time() + 10
+        n = 0
+        while _cache_hits(c) < 20 and time.time() < deadline:
+            for _ in range(20):
+                ck.eq(expect(c.get("/v1/products/HOTP"), 200)["stock_total"], 10, "before the restock")
+                n += 1
+        hits = _cache_hits(c)
+        ck.true(hits >= 20, "reads are served from the cache: %d hits of %d reads" % (hits, n))
+        # readers keep the cache hot (and the tail fresh) throughout, as in a sale
+        stop = threading.Event()
+
+        def reader():
+            rc = p.client()
+            while not stop.is_set():
+                rc.get("/v1/products/HOTP")
+        bg = [threading.Thread(target=reader, daemon=True) for _ in range(2)]
+        for th in bg:
+            th.start()
+        try:
+            h0 = _cache_hits(c)
+            poll(lambda: _cache_hits(c) > h0 + 50, 10, "the background readers hit the cache")
+            expect(c.post("/v1/products/HOTP/restock", {"quantity": 5}), 200)
+            poll(lambda: any(e["type"] == "product.restocked" and e["sku"] == "HOTP"
+                             for e in read_all(c, products=True)[0]), 10, "product.restocked in the stream")
+            t0 = time.time()
+            seen = []
+            while time.time() - t0 < 3:
+                seen.append(expect(c.get("/v1/products/HOTP"), 200)["stock_total"])
+                if seen[-1] == 15:
+                    break
+        finally:
+            stop.set()
+            for th in bg:
+                th.join(10)
+        ck.eq(seen[-1], 15, "the restock is read from the gateway within the bound (60 s TTL: invalidation did it)")
+        ck.true(time.time() - t0 < 1.0, "within 1 s of the event being in the stream (bound 20 ms + a round trip):"
+                " %.3f s, %d stale reads" % (time.time() - t0, len(seen) - 1))
+        m = c.get("/metrics").text
+        hot = [l for l in m.splitlines() if l.startswith("d11_gateway_hot_sku_requests{")]
+        ck.true(hot and hot[0].startswith('d11_gateway_hot_sku_requests{sku="HOTP"}'),
+                "the hottest SKU first in /metrics: %r" % hot[:3])
+        ck.true(any('sku="COLD"' in l for l in hot), "the colder SKU is listed too")
+        ck.true(any(l.startswith("d11_gateway_product_invalidations_total ") and float(l.split()[-1]) >= 3
+                    for l in m.splitlines()), "invalidations counted (2 created + 1 restocked)")
+        d = expect(c.get("/dashboard/data"), 200)
+        ck.eq(d["hot_skus"]["k"], 10, "K in /dashboard/data")
+        ck.eq(d["hot_skus"]["skus"][0]["sku"] if d["hot_skus"]["skus"] else None, "HOTP",
+              "the hottest SKU first on the dashboard")
