@@ -375,7 +375,8 @@ static bool pcache_get(gw_thread *t, gw_req *rq, d11_str sku)
     uint64_t h = sku_hash(sku.p, sku.n);
     uint32_t gen = atomic_load_explicit(&t->gw->events.pc_gen[h % GW_PC_GEN_N], memory_order_acquire);
     gw_pcentry *e = &cc->pc[h % D11_GW_PRODUCT_CACHE_N];
-    bool hit = fresh && e->skun == sku.n && !memcmp(e->sku, sku.p, sku.n) && now < e->until_ms && e->gen == gen;
+    bool valid = e->skun == sku.n && !memcmp(e->sku, sku.p, sku.n) && now < e->until_ms && e->gen == gen;
+    bool hit = fresh && valid;
     if (cc->hot) {
         pthread_mutex_lock(&cc->hot->mu);
         gw_topk_add(&cc->hot->k, sku.p, sku.n, 1, now);
@@ -387,6 +388,7 @@ static bool pcache_get(gw_thread *t, gw_req *rq, d11_str sku)
         gw_respond_json(t, rq->c, rq->si, 200, e->body.data, e->body.len);
         return true;
     }
+    if (valid) return false; /* only the tail lapsed: read through, the entry stays (events refresh it) */
     memcpy(e->sku, sku.p, sku.n);
     e->sku[sku.n] = 0;
     e->skun = (uint8_t)sku.n;
