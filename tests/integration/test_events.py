@@ -650,19 +650,25 @@ def test_product_cache_invalidated_by_center_events_and_hot_skus():
             expect(c.post("/v1/products/HOTP/restock", {"quantity": 5}), 200)
             poll(lambda: any(e["type"] == "product.restocked" and e["sku"] == "HOTP"
                              for e in read_all(c, products=True)[0]), 10, "product.restocked in the stream")
+            # the bound: every read that starts D11_GW_PRODUCT_TAIL_MS (20 ms) after the event
+            # is in the stream sees the restock, hit or miss, for as long as we look
             t0 = time.time()
-            seen = []
-            while time.time() - t0 < 3:
-                seen.append(expect(c.get("/v1/products/HOTP"), 200)["stock_total"])
-                if seen[-1] == 15:
-                    break
+            h1 = _cache_hits(c)
+            late = []
+            while time.time() - t0 < 0.5:
+                start = time.time()
+                v = expect(c.get("/v1/products/HOTP"), 200)["stock_total"]
+                if start - t0 >= 0.020:
+                    late.append(v)
+            window_hits = _cache_hits(c) - h1
         finally:
             stop.set()
             for th in bg:
                 th.join(10)
-        ck.eq(seen[-1], 15, "the restock is read from the gateway within the bound (60 s TTL: invalidation did it)")
-        ck.true(time.time() - t0 < 1.0, "within 1 s of the event being in the stream (bound 20 ms + a round trip):"
-                " %.3f s, %d stale reads" % (time.time() - t0, len(seen) - 1))
+        ck.true(late and all(v == 15 for v in late),
+                "every read 20 ms after the event sees the restock (60 s TTL: the invalidation did it): "
+                "%d reads, %d stale" % (len(late), sum(1 for v in late if v != 15)))
+        ck.true(window_hits > 0, "the cache kept serving meanwhile: %d hits" % window_hits)
         m = c.get("/metrics").text
         hot = [l for l in m.splitlines() if l.startswith("d11_gateway_hot_sku_requests{")]
         ck.true(hot and hot[0].startswith('d11_gateway_hot_sku_requests{sku="HOTP"}'),
