@@ -122,7 +122,7 @@ static void render(d11_buf *b, const d11_center_event *e)
 static int on_event(void *ctx, const d11_center_event *e)
 {
     d11_buf *body = ctx;
-    if (e->data_n + e->type_n + e->sku_n * 6 + 300 > CENTER_EVENT_JSON_BYTES_MAX) return D11_ETOOBIG;
+    if (e->data_n + e->type_n + e->sku_n + 300 > CENTER_EVENT_JSON_BYTES_MAX) return D11_ETOOBIG; /* stored rows are checked on write */
     d11_buf_printf(body, "%llu %lld ", (unsigned long long)e->event_id, (long long)e->created_at);
     render(body, e);
     d11_buf_puts(body, "\n");

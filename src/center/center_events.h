@@ -21,11 +21,15 @@
 #ifndef D11_CENTER_EVENTS_H
 #define D11_CENTER_EVENTS_H
 
+#include "../core/limits.h"
 #include "../rpc/wire.h"
+#include "../store/center_ops.h"
 #include "../store/center_outbox_read.h"
 #include "center.h"
 
-#define CENTER_EVENTS_PAGE_MAX 256 /* events per EVENTS_READ reply: 256 x 2.4 KB fits a frame */
+#define CENTER_EVENTS_PAGE_MAX 256 /* events per EVENTS_READ reply: 256 x 2.7 KB fits a frame */
+_Static_assert(CENTER_EVENTS_PAGE_MAX * (CENTER_EVENT_JSON_BYTES_MAX + 48) + 64 < D11_FRAME_BYTES_MAX,
+               "a full page of center events must fit one frame");
 
 /* The frame was an EVENTS_READ: frame <- the reply (r NULL -> 503). body is scratch. */
 void center_events_read_reply(d11_center_outbox *r, const d11_frame *f, d11_buf *body, d11_buf *frame);

@@ -61,7 +61,7 @@ enum center_op_type {
 
 #define CENTER_EVENT_TYPE_BYTES_MAX 32
 #define CENTER_EVENT_DATA_BYTES_MAX 2048 /* the product as JSON: title and category escaped */
-#define CENTER_EVENT_JSON_BYTES_MAX (CENTER_EVENT_DATA_BYTES_MAX + 400) /* one rendered event */
+#define CENTER_EVENT_JSON_BYTES_MAX (CENTER_EVENT_DATA_BYTES_MAX + 600) /* one rendered event */
 
 #define CENTER_OP_HDR_BYTES 5 /* u8 op + u32 length of the fields */
 
