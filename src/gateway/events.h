@@ -8,17 +8,27 @@
 #ifndef D11_GW_EVENTS_H
 #define D11_GW_EVENTS_H
 
+#include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "../core/limits.h"
 #include "../core/util.h"
+#include "topk.h"
 
 struct gw;
 
 #define GW_PC_GEN_N          1024 /* product cache: SKU-hash buckets of invalidation generations */
-#define GW_HOT_THREADS_MAX   256  /* gateway threads whose hot-SKU summary is merged */
-struct gw_hot_box;
+#define GW_HOT_THREADS_MAX   64   /* gateway threads whose hot-SKU summary is counted */
+
+/* One gateway thread's hot-SKU summary (products.c): written by its thread, copied by a
+ * scrape, both under mu; lives as long as struct gw (a zeroed mutex is a valid one). */
+typedef struct gw_hot_box {
+    pthread_mutex_t mu;
+    bool            used;
+    gw_topk         k;
+} gw_hot_box;
 
 /* Process-wide: the newest committed event id each cell reported, per stream (lag). */
 typedef struct gw_events {
@@ -36,7 +46,7 @@ typedef struct gw_events {
     _Atomic int64_t  pc_tail_ok_ms;        /* monotonic send time of the last answered tail */
     _Atomic int      pc_tail_busy;         /* one tail read in flight per process */
     _Atomic uint64_t pc_invalidations;
-    _Atomic(struct gw_hot_box *) hot[GW_HOT_THREADS_MAX]; /* per thread, made by its owner */
+    gw_hot_box       hot[GW_HOT_THREADS_MAX]; /* per gateway thread id */
 } gw_events;
 
 typedef struct gw_req gw_req;

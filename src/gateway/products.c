@@ -50,10 +50,6 @@ typedef struct gw_pcentry {
     d11_buf  body;
 } gw_pcentry;
 
-struct gw_hot_box {
-    pthread_mutex_t mu;
-    gw_topk         k;
-};
 
 #define CAT_KEY_BYTES_MAX (16 + D11_CATEGORY_BYTES_MAX + D11_PRODUCT_QUERY_BYTES_MAX + D11_SKU_BYTES_MAX)
 
@@ -72,7 +68,7 @@ struct gw_catcache {
     uint64_t    hits, misses;
     gw_pcentry  pc[D11_GW_PRODUCT_CACHE_N];
     int64_t     ttl_ms;
-    struct gw_hot_box *hot; /* also published in gw_events.hot[thread id] */
+    gw_hot_box *hot; /* &gw_events.hot[thread id], NULL for ids >= GW_HOT_THREADS_MAX */
 };
 
 void gw_catcache_free(gw_thread *t)
@@ -80,14 +76,7 @@ void gw_catcache_free(gw_thread *t)
     if (!t->catcache) return;
     for (int i = 0; i < D11_GW_CATALOG_CACHE_N; i++) d11_buf_free(&t->catcache->e[i].body);
     for (int i = 0; i < D11_GW_PRODUCT_CACHE_N; i++) d11_buf_free(&t->catcache->pc[i].body);
-    struct gw_hot_box *h = t->catcache->hot;
-    if (h) { /* unpublish first; a scrape holding the pointer has it under the mutex */
-        if (t->id < GW_HOT_THREADS_MAX) atomic_store(&t->gw->events.hot[t->id], NULL);
-        pthread_mutex_lock(&h->mu);
-        pthread_mutex_unlock(&h->mu);
-        pthread_mutex_destroy(&h->mu);
-        free(h);
-    }
+    /* the hot-SKU box stays in struct gw: a scrape may still read it */
     free(t->catcache);
     t->catcache = NULL;
 }
@@ -101,11 +90,12 @@ static struct gw_catcache *catcache(gw_thread *t)
     const char *env = getenv("D11_GW_PRODUCT_TTL_MS"); /* tests: a long TTL isolates the invalidation */
     uint64_t v;
     if (env && d11_parse_u64(env, strlen(env), 86400000, &v) == 0) cc->ttl_ms = (int64_t)v;
-    cc->hot = calloc(1, sizeof *cc->hot);
-    if (cc->hot) {
-        pthread_mutex_init(&cc->hot->mu, NULL);
+    if (t->id < GW_HOT_THREADS_MAX) {
+        cc->hot = &t->gw->events.hot[t->id];
+        pthread_mutex_lock(&cc->hot->mu);
         gw_topk_init(&cc->hot->k, gw_now_ms(t));
-        if (t->id < GW_HOT_THREADS_MAX) atomic_store(&t->gw->events.hot[t->id], cc->hot);
+        cc->hot->used = true;
+        pthread_mutex_unlock(&cc->hot->mu);
     }
     t->catcache = cc;
     return cc;
@@ -255,11 +245,12 @@ static int hot_merge(struct gw *g, gw_topk_entry *top, uint64_t *hits, uint64_t 
     if (!parts) return 0;
     int np = 0;
     for (int i = 0; i < nt; i++) {
-        struct gw_hot_box *h = atomic_load(&g->events.hot[i]);
-        if (!h) continue;
+        gw_hot_box *h = &g->events.hot[i];
         pthread_mutex_lock(&h->mu);
-        parts[np] = h->k;
+        bool used = h->used;
+        if (used) parts[np] = h->k;
         pthread_mutex_unlock(&h->mu);
+        if (!used) continue;
         *hits += parts[np].hits;
         *misses += parts[np].misses;
         np++;
