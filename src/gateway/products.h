@@ -10,12 +10,15 @@
 #include "request.h"
 
 gw_handler gw_h_product_create;
-/* GET /v1/products/{sku} and GET /admin/ledger/{sku}: the wire message is the route's msg. */
+/* GET /v1/products/{sku} and GET /admin/ledger/{sku}: the wire message is the route's msg.
+ * The first (real stream) is served from the thread's product cache when it may be:
+ * bound and invalidation in products.c and docs/events.md "Product cache". */
 gw_handler gw_h_product_get;
 gw_handler gw_h_product_restock;
 
 /* GET /v1/products?category=&q=&limit=&after= — a catalog page from the center, served
- * from this thread's cache for D11_GW_CATALOG_CACHE_MS when the same query was answered. */
+ * from this thread's cache for D11_GW_CATALOG_CACHE_MS when the same query was answered
+ * (and no center product event was applied since). */
 void gw_h_product_list(gw_thread *t, gw_req *rq);
 /* Free the thread's listing cache (thread exit). */
 void gw_catcache_free(gw_thread *t);
