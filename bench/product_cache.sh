@@ -1,7 +1,7 @@
 #!/bin/bash
 # bench/product_cache.sh — GET /v1/products/{sku} through the gateway: product cache on
 # (default) vs off (D11_GW_PRODUCT_TTL_MS=0), alternating pairs; CPU ticks of the center and
-# the gateway during each run (bench/RESULTS.md §11). Run from the repository root after make.
+# the gateway during each run (bench/RESULTS.md §12). Run from the repository root after make.
 set -u
 cd "$(dirname "$0")/.."
 B=bin/d11
