@@ -46,6 +46,7 @@
 #include "../store/center_sqlite.h"
 #include "../store/open.h"
 #include "center.h"
+#include "center_events.h"
 
 #define CENTER_CONNS_MAX 1024 /* connections at once: gateway threads + cells + ctl */
 #define CENTER_TICK_MS   10   /* center_tick period: reclaim deadlines */
@@ -61,6 +62,9 @@ typedef struct center_proc {
     center   *C;
     d11_otlp  otlp;
     struct center_rq *rq; /* CENTER_SPAN_SLOTS; NULL when tracing is off */
+    /* the event stream (center_events.h): a read-only connection, answered inline */
+    d11_center_outbox *evr;   /* NULL: EVENTS_READ answers 503 (PostgreSQL) */
+    d11_buf   ev_body, ev_frame;
 } center_proc;
 
 static d11_loop *signal_loop; /* for the signal handler only */
@@ -160,10 +164,44 @@ static void on_close(d11_links *t, d11_link *k, int why)
     center_peer_down(P->C, peer_of(k));
 }
 
+/* EVENTS_READ / EVENTS_PRUNE (center_events.h): answered at once from committed rows
+ * (a primary-key range scan on the read-only connection), not held for the round. */
+static bool events_frame(center_proc *P, d11_link *k, const d11_frame *f)
+{
+    if (f->hdr.flags & D11_WF_REPLY) return false;
+    if (f->hdr.type == D11_MSG_EVENTS_READ)
+        center_events_read_reply(P->evr, f, &P->ev_body, &P->ev_frame);
+    else if (f->hdr.type == D11_MSG_EVENTS_PRUNE)
+        center_events_prune_reply(P->C, P->evr, f, &P->ev_body, &P->ev_frame);
+    else
+        return false;
+    d11_link_send(k, (const uint8_t *)P->ev_frame.data, P->ev_frame.len);
+    return true;
+}
+
+static void events_open(center_proc *P, const char *db_path, const d11_config *cfg)
+{
+    d11_buf_init(&P->ev_body, 4096);
+    d11_buf_init(&P->ev_frame, 4096);
+    P->evr = NULL;
+    char url[sizeof cfg->store];
+    if (d11_store_url_center(cfg, url, sizeof url) < 0 || url[0]) return; /* PostgreSQL: no reader (503) */
+    if (d11_center_outbox_open(db_path, &P->evr) < 0) P->evr = NULL; /* logged */
+}
+
+static void events_close(center_proc *P)
+{
+    d11_center_outbox_close(P->evr);
+    P->evr = NULL;
+    d11_buf_free(&P->ev_body);
+    d11_buf_free(&P->ev_frame);
+}
+
 static void on_frame(d11_links *t, d11_link *k, const d11_frame *f)
 {
     center_proc *P = t->data;
     if (d11_control_frame(k, f)) return; /* log level, chaos arms (rpc/control.h) */
+    if (events_frame(P, k, f)) return; /* EVENTS_READ / EVENTS_PRUNE (center_events.h) */
     if (f->hdr.type == D11_MSG_GRANT && !(f->hdr.flags & D11_WF_REPLY)) {
         d11_fault_hit fh = d11_fault(D11_FP_CENTER_GRANT);
         if (fh.action == D11_FA_DROP) return; /* chaos: a lost grant; the cell asks again */
@@ -255,6 +293,7 @@ int d11_center_main(int argc, char **argv)
         d11_store_close(st);
         return 1;
     }
+    events_open(&P, db_path, &cfg);
     int lfd = d11_listen_unix(sock_path);
     if (lfd < 0) {
         d11_error("center: cannot listen on %s: %s", sock_path, d11_strerror(lfd));
@@ -292,6 +331,7 @@ int d11_center_main(int argc, char **argv)
     d11_loop_release(&P.loop);
     signal_loop = NULL;
     center_free(P.C);
+    events_close(&P);
     d11_store_close(st);
     d11_otlp_stop(&P.otlp); /* flushes the last spans */
     free(P.rq);

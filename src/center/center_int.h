@@ -12,6 +12,14 @@
 #include "center.h"
 #include "catalog.h"
 #include "inventory.h"
+#include "../store/center_ops.h"
+
+/* One event of this round, queued by center__event (center_events.c). */
+typedef struct center_evq {
+    const char *type; /* static string */
+    size_t      sku_off, sku_n, data_off, data_n; /* in center.evbuf */
+    char        trace[33]; /* 32 hex or "" */
+} center_evq;
 
 typedef struct held_frame {
     uint32_t peer;
@@ -38,6 +46,13 @@ struct center {
     int            failed;  /* the commit error that stopped the machine, or 0 */
     bool           flushing;
     uint64_t       n_grants, n_returns, n_reclaims, n_commits;
+    /* the outbox (center_events.c) */
+    uint64_t       ev_last;      /* newest event id assigned (loaded, then per commit) */
+    uint64_t       ev_pruned;    /* retention watermark as loaded / last committed */
+    uint64_t       ev_prune_req; /* > ev_pruned: commit an EVENT_PRUNE with the next round */
+    center_evq    *evq;
+    size_t         nevq, capevq;
+    d11_buf        evbuf;        /* SKUs and data of the queued events */
 };
 /* Append idx to a growable index list (dirty, waiting). */
 void center__push_index(size_t **v, size_t *n, size_t *cap, size_t idx);
@@ -64,5 +79,16 @@ void center__handle_hello(center *c, uint32_t peer, const d11_frame *f);
 void center__handle_grant(center *c, uint32_t peer, const d11_frame *f);
 void center__handle_return(center *c, uint32_t peer, const d11_frame *f);
 void center__handle_report(center *c, uint32_t peer, const d11_frame *f);
+
+/* The outbox (center_events.c). center__event: queue event `type` for product idx (its
+ * state now; qty > 0 adds "quantity"), trace id from h. center__events_encode: append
+ * the round's EVENT (+ EVENT_PRUNE) records to b, ids from ev_last + 1, at = now_ms;
+ * returns how many. center__events_committed: the commit succeeded. center__events_load:
+ * a stored EVENT / EVENT_PRUNE record. center__events_free: release. */
+void     center__event(center *c, const char *type, size_t idx, uint64_t qty, const d11_frame_hdr *h);
+uint32_t center__events_encode(center *c, d11_buf *b, int64_t now_ms);
+void     center__events_committed(center *c);
+void     center__events_load(center *c, const center_op *op);
+void     center__events_free(center *c);
 
 #endif

@@ -125,6 +125,7 @@ static void handle_product_create(center *c, uint32_t peer, const d11_frame *f)
         D11_ASSERT(rc == 0);
         center__touch(c, idx, s, -1, true, true);
     }
+    center__event(c, "product.created", idx, 0, &f->hdr); /* committed with the rows (center_events.c) */
     d11_buf_reset(&c->scratch);
     center_product_render(&c->scratch, p, 0);
     center__reply(c, peer, &f->hdr, 201, NULL, c->scratch.data, c->scratch.len);
@@ -159,6 +160,7 @@ static void handle_product_get(center *c, uint32_t peer, const d11_frame *f, boo
             center__touch(c, idx, s, -1, true, true);
             if (p->st[s].npend) center__pending_try(c, idx, s, false);
         }
+        center__event(c, "product.restocked", idx, m.qty, &f->hdr);
         shadow = 0;
     }
     d11_buf_reset(&c->scratch);
@@ -370,6 +372,7 @@ static uint32_t encode_dirty(center *c)
             }
         }
     }
+    nops += center__events_encode(c, b, d11_clock_wall(c->h.clock)); /* same commit (center_events.c) */
     return nops;
 }
 
@@ -404,6 +407,7 @@ int center_flush(center *c)
         }
         c->n_commits++;
         clear_dirty(c);
+        center__events_committed(c);
     }
     D11_ASSERT(c->ndirty == 0 && !c->routing_dirty);
     c->flushing = true; /* host->send must not call back into the center */
@@ -478,6 +482,8 @@ static int load_one(center *c, const uint8_t *rec, size_t len)
         cl->sold = m->sold_reported;
         return 0;
     }
+    case CENTER_OP_EVENT:
+    case CENTER_OP_EVENT_PRUNE: center__events_load(c, &op); return 0;
     default: return D11_EPROTO;
     }
 }
@@ -554,6 +560,7 @@ void center_free(center *c)
     d11_buf_free(&c->held);
     d11_buf_free(&c->ops);
     d11_buf_free(&c->scratch);
+    center__events_free(c);
     free(c);
 }
 

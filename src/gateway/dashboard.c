@@ -110,5 +110,17 @@ const char gw_dashboard_html[] =
     " $('st').textContent='updated '+new Date(d.now_ms).toLocaleTimeString()+' \\u00b7 history '+h.length+' s kept by the gateway \\u00b7 rules v'+ru.version;\n"
     " }catch(e){$('st').textContent='data unavailable: '+e;}}\n"
     "$('tok').value=localStorage.getItem('d11tok')||'';tick();setInterval(tick,1000);\n"
+    "</script>\n"
+    /* hot SKUs (product reads, products.c / topk.h): its own panel and poll, appended */
+    "<div class=\"row\"><div class=\"panel\"><h2>Hot SKUs (product reads, top-K)</h2><table id=\"t_hot\"></table>"
+    "<div class=\"k\" id=\"hot_pc\"></div></div></div>\n"
+    "<script>\n"
+    "async function hot(){try{const r=await fetch('/dashboard/data',{cache:'no-store'});const d=await r.json();const x=d.hot_skus;if(!x)return;\n"
+    " let o='<tr><th>SKU</th><th>reads (decayed)</th><th>\\u2248 reads / s</th></tr>';\n"
+    " for(const s of x.skus)o+='<tr><td>'+esc(s.sku)+'</td><td>'+s.requests+'</td><td>'+(s.requests*Math.LN2/(x.half_life_ms/1000)).toFixed(1)+'</td></tr>';\n"
+    " document.getElementById('t_hot').innerHTML=o;const n=x.cache_hits+x.cache_misses;\n"
+    " document.getElementById('hot_pc').textContent='product cache: '+x.cache_hits+' hits, '+x.cache_misses+' misses'+(n?' ('+(100*x.cache_hits/n).toFixed(1)+' % hits)':'');\n"
+    " }catch(e){}}\n"
+    "hot();setInterval(hot,1000);\n"
     "</script></body></html>\n"
     "\n";

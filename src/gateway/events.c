@@ -12,6 +12,10 @@
  * nothing is lost, only delayed. Any part answering 410 makes the whole read 410
  * cursor_expired. The poll is freed when it answers, or when it finds its client gone.
  *
+ * The center's outbox (product events, center_events.h) is one more part, at index
+ * GW_EV_CENTER of the positions, read with the same EVENTS_READ from the center (real
+ * stream only; skipped when the routing table uses all D11_CELLS_MAX cells).
+ *
  * Consumers: DATA/consumers/<name> holds the committed cursor, written to a per-thread
  * temporary file, fsynced and renamed over (atomic; the last PUT wins).
  * Thread: the connection's thread.
@@ -39,6 +43,7 @@ typedef struct gw_evpoll {
     gw_thread  *t;
     gw_slot_ref ref;
     int         shadow, ncells, outstanding;
+    bool        center; /* the center's events are a part (index GW_EV_CENTER) */
     uint32_t    limit;
     int64_t     deadline_ms;
     uint16_t    flags;
@@ -57,8 +62,19 @@ int gw_cursor_decode(const char *s, size_t n, int *shadow, uint64_t pos[D11_CELL
     *shadow = s[0] == 's';
     size_t i = 2;
     int k = 0;
+    bool center = false;
     while (i < n) {
-        if (s[i] != '.' || k >= D11_CELLS_MAX) return -1;
+        if (center || s[i] != '.') return -1;
+        if (i + 1 < n && s[i + 1] == 'c') { /* ".c<pos>": the center, last */
+            size_t j = i + 2;
+            while (j < n && s[j] >= '0' && s[j] <= '9') j++;
+            if (j == i + 2 || j - i - 2 > 20 || d11_parse_u64(s + i + 2, j - i - 2, UINT64_MAX, &pos[GW_EV_CENTER]) < 0)
+                return -1;
+            center = true;
+            i = j;
+            continue;
+        }
+        if (k >= D11_CELLS_MAX) return -1;
         size_t j = ++i;
         while (j < n && s[j] >= '0' && s[j] <= '9') j++;
         if (j == i || j - i > 20 || d11_parse_u64(s + i, j - i, UINT64_MAX, &pos[k]) < 0) return -1;
@@ -71,10 +87,14 @@ int gw_cursor_decode(const char *s, size_t n, int *shadow, uint64_t pos[D11_CELL
 void gw_cursor_encode(d11_buf *b, int shadow, const uint64_t *pos, int ncells)
 {
     d11_buf_puts(b, shadow ? "s1" : "e1");
-    int last = ncells;
+    int last = ncells < GW_EV_CENTER ? ncells : GW_EV_CENTER;
     while (last > 0 && pos[last - 1] == 0) last--; /* trailing zeros are implied */
     for (int k = 0; k < last; k++) d11_buf_printf(b, ".%llu", (unsigned long long)pos[k]);
+    if (pos[GW_EV_CENTER]) d11_buf_printf(b, ".c%llu", (unsigned long long)pos[GW_EV_CENTER]);
 }
+
+/* Is part k read by this poll: a cell of the routing table, or the center's events. */
+static bool part_on(const gw_evpoll *p, int k) { return k < p->ncells || (k == GW_EV_CENTER && p->center); }
 
 /* ---- GET /v1/events ---- */
 
@@ -126,10 +146,11 @@ static void poll_finish(gw_evpoll *p)
     int total = 0;
     const char *cur[D11_CELLS_MAX], *end[D11_CELLS_MAX];
     bool empty[D11_CELLS_MAX];
-    for (int k = 0; k < p->ncells; k++) {
+    for (int k = 0; k < D11_CELLS_MAX; k++) {
         gw_evpart *pt = &p->part[k];
         cur[k] = end[k] = pt->body.data;
         empty[k] = true;
+        if (!part_on(p, k)) continue;
         if (pt->status == 410) {
             gw_respond_error(t, c, si, 410, "cursor_expired", pt->body.len ? pt->body.data : "cursor expired", "");
             poll_free(p);
@@ -161,10 +182,11 @@ static void poll_finish(gw_evpoll *p)
     uint32_t taken = 0;
     ev_line head[D11_CELLS_MAX];
     bool have[D11_CELLS_MAX];
-    for (int k = 0; k < p->ncells; k++) have[k] = p->part[k].status == 200 && next_line(&cur[k], end[k], &head[k]);
+    for (int k = 0; k < D11_CELLS_MAX; k++)
+        have[k] = part_on(p, k) && p->part[k].status == 200 && next_line(&cur[k], end[k], &head[k]);
     while (taken < p->limit) {
         int best = -1;
-        for (int k = 0; k < p->ncells; k++)
+        for (int k = 0; k < D11_CELLS_MAX; k++)
             if (have[k] && (best < 0 || head[k].at < head[best].at)) best = k;
         if (best < 0) break;
         d11_buf_puts(b, taken ? "," : "");
@@ -175,8 +197,9 @@ static void poll_finish(gw_evpoll *p)
         have[best] = next_line(&cur[best], end[best], &head[best]);
     }
     /* a cell with nothing after pos whose head is above it (all pruned): move to the head */
-    for (int k = 0; k < p->ncells; k++)
-        if (p->part[k].status == 200 && empty[k] && p->part[k].head > p->pos[k]) p->pos[k] = p->part[k].head;
+    for (int k = 0; k < D11_CELLS_MAX; k++)
+        if (part_on(p, k) && p->part[k].status == 200 && empty[k] && p->part[k].head > p->pos[k])
+            p->pos[k] = p->part[k].head;
     d11_buf_puts(b, "],\"next\":\"");
     gw_cursor_encode(b, p->shadow, p->pos, p->ncells);
     d11_buf_puts(b, "\"");
@@ -187,6 +210,7 @@ static void poll_finish(gw_evpoll *p)
             any_down = true;
         }
     if (any_down) d11_buf_puts(b, "]");
+    if (p->center && p->part[GW_EV_CENTER].status != 200) d11_buf_puts(b, ",\"unavailable_center\":true");
     d11_buf_puts(b, "}");
     gw_respond_json(t, c, si, 200, b->data, b->len);
     poll_free(p);
@@ -225,10 +249,11 @@ static void poll_round(gw_evpoll *p)
         return;
     }
     p->outstanding = 1; /* held while sending: a synchronous completion cannot finish early */
-    for (int k = 0; k < p->ncells; k++) {
+    for (int k = 0; k < D11_CELLS_MAX; k++) {
+        if (!part_on(p, k)) continue;
         gw_evpart *pt = &p->part[k];
         pt->status = 0;
-        int target = gw_up_cell(k);
+        int target = k == GW_EV_CENTER && p->center ? GW_UP_CENTER : gw_up_cell(k);
         if (!gw_up_writable(t, target)) continue;
         gw_pend *pd = gw_pend_alloc(t, GW_PC_REQ, part_done, p, (uint64_t)k);
         if (!pd) continue;
@@ -307,6 +332,7 @@ void gw_h_events(gw_thread *t, gw_req *rq)
     p->ref = gw_slot_ref_of(rq->c, rq->si);
     p->shadow = shadow;
     p->ncells = (int)gw_routing(t, &live)->ncells;
+    p->center = !shadow && p->ncells < D11_CELLS_MAX;
     p->limit = (uint32_t)limit;
     p->deadline_ms = gw_now_ms(t) + (int64_t)wait_ms;
     p->flags = rq->flags;
@@ -481,8 +507,11 @@ void gw_events_metrics(struct gw *g, gw_events *ev, d11_buf *b)
     for (int sh = 0; sh < 2; sh++)
         for (int k = 0; k < D11_CELLS_MAX; k++) {
             uint64_t h = atomic_load_explicit(&ev->head[sh][k], memory_order_relaxed);
-            if (h) d11_buf_printf(b, "d11_events_head{cell=\"%d\",stream=\"%s\"} %llu\n", k, sh ? "stress" : "real",
-                                  (unsigned long long)h);
+            if (h && k == GW_EV_CENTER && !sh)
+                d11_buf_printf(b, "d11_events_head{cell=\"center\",stream=\"real\"} %llu\n", (unsigned long long)h);
+            else if (h)
+                d11_buf_printf(b, "d11_events_head{cell=\"%d\",stream=\"%s\"} %llu\n", k, sh ? "stress" : "real",
+                               (unsigned long long)h);
         }
     d11_buf_puts(b, "# HELP d11_events_consumer_lag Events (event-id distance, an upper bound) between a named"
                     " consumer's committed cursor and the newest events seen.\n"

@@ -8,13 +8,27 @@
 #ifndef D11_GW_EVENTS_H
 #define D11_GW_EVENTS_H
 
+#include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "../core/limits.h"
 #include "../core/util.h"
+#include "topk.h"
 
 struct gw;
+
+#define GW_PC_GEN_N          1024 /* product cache: SKU-hash buckets of invalidation generations */
+#define GW_HOT_THREADS_MAX   64   /* gateway threads whose hot-SKU summary is counted */
+
+/* One gateway thread's hot-SKU summary (products.c): written by its thread, copied by a
+ * scrape, both under mu; lives as long as struct gw (a zeroed mutex is a valid one). */
+typedef struct gw_hot_box {
+    pthread_mutex_t mu;
+    bool            used;
+    gw_topk         k;
+} gw_hot_box;
 
 /* Process-wide: the newest committed event id each cell reported, per stream (lag). */
 typedef struct gw_events {
@@ -25,6 +39,14 @@ typedef struct gw_events {
     /* retention.c, gateway thread 0 only */
     int              prune_outstanding;
     int64_t          prune_next_ms;
+    /* the product cache (products.c): invalidation driven by the center's events */
+    _Atomic uint32_t pc_gen[GW_PC_GEN_N];  /* bumped per product event, bucket = SKU hash */
+    _Atomic uint32_t pc_list_gen;          /* bumped by any product event: listing pages */
+    _Atomic uint64_t pc_center_pos;        /* the center event id the tail has applied */
+    _Atomic int64_t  pc_tail_ok_ms;        /* monotonic send time of the last answered tail */
+    _Atomic int      pc_tail_busy;         /* one tail read in flight per process */
+    _Atomic uint64_t pc_invalidations;
+    gw_hot_box       hot[GW_HOT_THREADS_MAX]; /* per gateway thread id */
 } gw_events;
 
 typedef struct gw_req gw_req;
@@ -35,7 +57,12 @@ void gw_h_consumer_get(gw_thread *t, gw_req *rq);
 void gw_h_consumer_put(gw_thread *t, gw_req *rq);
 
 /* Cursor codec (pure; unit-tested): "<e|s>1" then ".<pos>" per cell, pos = the last
- * event id delivered from that cell. Decode: 0, or -1 when malformed; missing cells = 0. */
+ * event id delivered from that cell, then ".c<pos>" for the center's events when not 0
+ * (added later: a cursor without it = the center from its oldest kept event). Decode: 0,
+ * or -1 when malformed; missing cells = 0. In the array the center's position lives at
+ * index GW_EV_CENTER (the last; a 64th cell's number decodes there too, so the center's
+ * stream is served only while the routing table has fewer than D11_CELLS_MAX cells). */
+#define GW_EV_CENTER (D11_CELLS_MAX - 1)
 int  gw_cursor_decode(const char *s, size_t n, int *shadow, uint64_t pos[D11_CELLS_MAX]);
 void gw_cursor_encode(d11_buf *b, int shadow, const uint64_t *pos, int ncells);
 

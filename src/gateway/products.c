@@ -5,9 +5,26 @@
  * encoded PRODUCT_LIST payload (and the stress flag), each served for
  * D11_GW_CATALOG_CACHE_MS after the center answered it, so a storm of shoppers reloading
  * the catalog costs the center one request per thread per second per distinct query.
- * Stock figures in a cached page are at most that old; GET /v1/products/{sku} is never
- * cached. A miss reserves the oldest entry (fill_ref = the client slot); the reply fills
- * it only if it is still reserved by that request.
+ * Stock figures in a cached page are at most that old. A miss reserves the oldest entry
+ * (fill_ref = the client slot); the reply fills it only if it is still reserved by that
+ * request. Any center product event also drops every cached page (pc_list_gen).
+ *
+ * The product cache (L1, GET /v1/products/{sku}, real stream): per thread, direct-mapped
+ * by SKU hash, D11_GW_PRODUCT_CACHE_N entries, each served while ALL of:
+ *   - younger than the TTL (D11_GW_PRODUCT_TTL_MS; env D11_GW_PRODUCT_TTL_MS overrides):
+ *     bounds the stock_sold / stock_available figures, which every order changes;
+ *   - its bucket's generation (gw_events.pc_gen) is the one read when its request was
+ *     SENT: a center product event (product.created / product.restocked) bumps it;
+ *   - the process's last answered tail of the center's event stream was sent at most
+ *     D11_GW_PRODUCT_TAIL_MS ago. The tail is one EVENTS_READ to the center (after =
+ *     pc_center_pos), at most one in flight per process, started by a product read that
+ *     finds the last one older than half that bound (so under steady reads freshness
+ *     never lapses); when it has lapsed, reads go to the center until a tail answers.
+ * So a hit at time T reflects every product event committed before T - TAIL_MS: product
+ * metadata and stock_total are never staler than the event stream by more than
+ * D11_GW_PRODUCT_TAIL_MS (docs/events.md, "Product cache").
+ * Hot keys: every product read counts its SKU in the thread's space-saving summary
+ * (topk.h), behind a mutex shared only with a /metrics or /dashboard/data scrape.
  */
 #include "products.h"
 
@@ -15,6 +32,24 @@
 #include <string.h>
 
 #include "gw.h"
+#include "topk.h"
+
+#include <stdio.h>
+
+#define D11_GW_PRODUCT_CACHE_N   256  /* cached products per gateway thread (direct-mapped) */
+#define D11_GW_PRODUCT_TTL_MS    1000 /* stock figures served from the cache at most this old */
+#define D11_GW_PRODUCT_TAIL_MS   20   /* a hit needs a center-event tail sent at most this long ago */
+#define D11_GW_PRODUCT_TAIL_PAGE 256  /* center events applied per tail read */
+
+typedef struct gw_pcentry {
+    char     sku[D11_SKU_BYTES_MAX + 1];
+    uint8_t  skun;
+    uint32_t gen;      /* pc_gen of the bucket when the filling request was sent */
+    int64_t  until_ms; /* 0 = empty or filling */
+    uint64_t fill_ref;
+    d11_buf  body;
+} gw_pcentry;
+
 
 #define CAT_KEY_BYTES_MAX (16 + D11_CATEGORY_BYTES_MAX + D11_PRODUCT_QUERY_BYTES_MAX + D11_SKU_BYTES_MAX)
 
@@ -29,15 +64,41 @@ typedef struct gw_catentry {
 
 struct gw_catcache {
     gw_catentry e[D11_GW_CATALOG_CACHE_N];
+    uint32_t    list_gen[D11_GW_CATALOG_CACHE_N]; /* pc_list_gen when the entry's request was sent */
     uint64_t    hits, misses;
+    gw_pcentry  pc[D11_GW_PRODUCT_CACHE_N];
+    int64_t     ttl_ms;
+    gw_hot_box *hot; /* &gw_events.hot[thread id], NULL for ids >= GW_HOT_THREADS_MAX */
 };
 
 void gw_catcache_free(gw_thread *t)
 {
     if (!t->catcache) return;
     for (int i = 0; i < D11_GW_CATALOG_CACHE_N; i++) d11_buf_free(&t->catcache->e[i].body);
+    for (int i = 0; i < D11_GW_PRODUCT_CACHE_N; i++) d11_buf_free(&t->catcache->pc[i].body);
+    /* the hot-SKU box stays in struct gw: a scrape may still read it */
     free(t->catcache);
     t->catcache = NULL;
+}
+
+static struct gw_catcache *catcache(gw_thread *t)
+{
+    if (t->catcache) return t->catcache;
+    struct gw_catcache *cc = calloc(1, sizeof *cc);
+    if (!cc) return NULL;
+    cc->ttl_ms = D11_GW_PRODUCT_TTL_MS;
+    const char *env = getenv("D11_GW_PRODUCT_TTL_MS"); /* tests: a long TTL isolates the invalidation */
+    uint64_t v;
+    if (env && d11_parse_u64(env, strlen(env), 86400000, &v) == 0) cc->ttl_ms = (int64_t)v;
+    if (t->id < GW_HOT_THREADS_MAX) {
+        cc->hot = &t->gw->events.hot[t->id];
+        pthread_mutex_lock(&cc->hot->mu);
+        gw_topk_init(&cc->hot->k, gw_now_ms(t));
+        cc->hot->used = true;
+        pthread_mutex_unlock(&cc->hot->mu);
+    }
+    t->catcache = cc;
+    return cc;
 }
 
 static void list_done(gw_thread *t, const gw_pend *p, const d11_frame *f, int uperr)
@@ -113,7 +174,7 @@ void gw_h_product_list(gw_thread *t, gw_req *rq)
     }
     d11_buf_reset(&t->tmp);
     d11_msg_product_list_enc(&t->tmp, &m);
-    if (!t->catcache && !(t->catcache = calloc(1, sizeof *t->catcache))) {
+    if (!catcache(t)) {
         gw_forward(t, rq, GW_UP_CENTER, D11_MSG_PRODUCT_LIST);
         return;
     }
@@ -127,7 +188,8 @@ void gw_h_product_list(gw_thread *t, gw_req *rq)
     gw_catentry *victim = &cc->e[0];
     for (int i = 0; i < D11_GW_CATALOG_CACHE_N; i++) {
         gw_catentry *e = &cc->e[i];
-        if (e->keyn == keyn && !memcmp(e->key, key, keyn) && now < e->until_ms) {
+        if (e->keyn == keyn && !memcmp(e->key, key, keyn) && now < e->until_ms &&
+            cc->list_gen[i] == atomic_load_explicit(&t->gw->events.pc_list_gen, memory_order_acquire)) {
             cc->hits++;
             e->used_ms = now;
             gw_respond_json(t, rq->c, rq->si, 200, e->body.data, e->body.len);
@@ -141,6 +203,7 @@ void gw_h_product_list(gw_thread *t, gw_req *rq)
     victim->until_ms = 0;
     victim->used_ms = now;
     victim->fill_ref = gw_slot_ref_of(rq->c, rq->si);
+    cc->list_gen[victim - cc->e] = atomic_load_explicit(&t->gw->events.pc_list_gen, memory_order_acquire);
     gw_forward_with(t, rq, GW_UP_CENTER, D11_MSG_PRODUCT_LIST, list_done, victim);
 }
 
@@ -172,6 +235,203 @@ static bool sku_live(gw_thread *t, gw_req *rq, d11_str sku)
     return false;
 }
 
+/* ---- the product cache (L1) ---- */
+
+/* Every thread's hot-SKU summary, copied under its mutex, merged. */
+static int hot_merge(struct gw *g, gw_topk_entry *top, uint64_t *hits, uint64_t *misses)
+{
+    int nt = g->nthreads < GW_HOT_THREADS_MAX ? g->nthreads : GW_HOT_THREADS_MAX;
+    gw_topk *parts = calloc((size_t)(nt > 0 ? nt : 1), sizeof *parts);
+    if (!parts) return 0;
+    int np = 0;
+    for (int i = 0; i < nt; i++) {
+        gw_hot_box *h = &g->events.hot[i];
+        pthread_mutex_lock(&h->mu);
+        bool used = h->used;
+        if (used) parts[np] = h->k;
+        pthread_mutex_unlock(&h->mu);
+        if (!used) continue;
+        *hits += parts[np].hits;
+        *misses += parts[np].misses;
+        np++;
+    }
+    int n = gw_topk_merge(parts, np, top, GW_HOT_SKU_K);
+    free(parts);
+    return n;
+}
+
+static uint64_t sku_hash(const char *s, size_t n)
+{
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (size_t i = 0; i < n; i++) h = (h ^ (uint8_t)s[i]) * 1099511628211ULL;
+    return h;
+}
+
+static void bump(gw_events *ev, const char *sku, size_t n)
+{
+    atomic_fetch_add_explicit(&ev->pc_gen[sku_hash(sku, n) % GW_PC_GEN_N], 1, memory_order_acq_rel);
+    atomic_fetch_add_explicit(&ev->pc_list_gen, 1, memory_order_acq_rel);
+    atomic_fetch_add_explicit(&ev->pc_invalidations, 1, memory_order_relaxed);
+}
+
+/* The tail's answer: bump the bucket of every product event's SKU, then advance. */
+static void tail_done(gw_thread *t, const gw_pend *pd, const d11_frame *f, int uperr)
+{
+    (void)uperr;
+    gw_events *ev = &t->gw->events;
+    d11_str code, body;
+    if (f && d11_msg_reply_dec(f->payload, f->payload_len, &code, &body) == 0) {
+        if (f->hdr.status == 200) {
+            const char *q = body.p, *end = body.p + body.n;
+            const char *nl = memchr(q, '\n', body.n);
+            unsigned long long head = 0, pruned = 0;
+            uint64_t pos = atomic_load(&ev->pc_center_pos), last = pos;
+            bool ok = nl && sscanf(q, "%llu %llu", &head, &pruned) == 2;
+            for (q = nl ? nl + 1 : end; ok && q < end;) {
+                const char *e = memchr(q, '\n', (size_t)(end - q));
+                if (!e) break;
+                unsigned long long id = strtoull(q, NULL, 10);
+                static const char key[] = "\"sku\":\"";
+                const char *k = memmem(q, (size_t)(e - q), key, sizeof key - 1);
+                if (k) {
+                    k += sizeof key - 1;
+                    const char *ke = memchr(k, '"', (size_t)(e - k));
+                    if (ke && ke > k) bump(ev, k, (size_t)(ke - k));
+                }
+                if (id > last) last = id;
+                q = e + 1;
+            }
+            if (ok && last == pos && head > pos) last = head; /* nothing kept after pos (pruned) */
+            if (ok) {
+                atomic_store(&ev->pc_center_pos, last);
+                atomic_store(&ev->pc_tail_ok_ms, (int64_t)pd->arg); /* the send time */
+            }
+        } else if (f->hdr.status == 410) { /* events lost to retention: drop everything */
+            for (int i = 0; i < GW_PC_GEN_N; i++) atomic_fetch_add(&ev->pc_gen[i], 1);
+            atomic_fetch_add(&ev->pc_list_gen, 1);
+            atomic_store(&ev->pc_center_pos, 0);
+        }
+    }
+    atomic_store(&ev->pc_tail_busy, 0);
+}
+
+/* Start a tail read of the center's events when the last one is too old; true when a
+ * hit may be served now. */
+static bool tail_fresh(gw_thread *t)
+{
+    gw_events *ev = &t->gw->events;
+    int64_t now = gw_now_ms(t), age = now - atomic_load(&ev->pc_tail_ok_ms);
+    bool fresh = age <= D11_GW_PRODUCT_TAIL_MS;
+    if (age < D11_GW_PRODUCT_TAIL_MS / 2) return fresh; /* renewed at half the bound: no gap under load */
+    bool live;
+    int expect = 0;
+    if (gw_routing(t, &live)->ncells >= D11_CELLS_MAX || !gw_up_writable(t, GW_UP_CENTER) ||
+        !atomic_compare_exchange_strong(&ev->pc_tail_busy, &expect, 1))
+        return fresh;
+    gw_pend *pd = gw_pend_alloc(t, GW_PC_PROBE, tail_done, NULL, (uint64_t)now);
+    if (!pd) {
+        atomic_store(&ev->pc_tail_busy, 0);
+        return fresh;
+    }
+    d11_msg_events_read m = {.shadow = 0, .after = atomic_load(&ev->pc_center_pos), .limit = D11_GW_PRODUCT_TAIL_PAGE};
+    d11_buf_reset(&t->tmp);
+    d11_msg_events_read_enc(&t->tmp, &m);
+    gw_up_send(t, GW_UP_CENTER, pd, D11_MSG_EVENTS_READ, 0, NULL, NULL, 0, D11_GW_PROBE_TIMEOUT_MS);
+    return fresh;
+}
+
+static void product_done(gw_thread *t, const gw_pend *p, const d11_frame *f, int uperr)
+{
+    gw_pcentry *e = p->ctx;
+    if (e->fill_ref == p->arg) {
+        e->fill_ref = 0;
+        d11_str code, body;
+        if (f && f->hdr.status == 200 && d11_msg_reply_dec(f->payload, f->payload_len, &code, &body) == 0) {
+            d11_buf_reset(&e->body);
+            d11_buf_append(&e->body, body.p, body.n);
+            e->until_ms = gw_now_ms(t) + t->catcache->ttl_ms;
+        }
+    }
+    gw_forward_done(t, p, f, uperr);
+}
+
+/* Serve GET /v1/products/{sku} from the cache (true), or forward it and fill (true), or
+ * false: the caller forwards it uncached. */
+static bool pcache_get(gw_thread *t, gw_req *rq, d11_str sku)
+{
+    struct gw_catcache *cc = catcache(t);
+    if (!cc) return false;
+    int64_t now = gw_now_ms(t);
+    bool fresh = tail_fresh(t); /* may use t->tmp: before the request is encoded */
+    uint64_t h = sku_hash(sku.p, sku.n);
+    uint32_t gen = atomic_load_explicit(&t->gw->events.pc_gen[h % GW_PC_GEN_N], memory_order_acquire);
+    gw_pcentry *e = &cc->pc[h % D11_GW_PRODUCT_CACHE_N];
+    bool valid = e->skun == sku.n && !memcmp(e->sku, sku.p, sku.n) && now < e->until_ms && e->gen == gen;
+    bool hit = fresh && valid;
+    if (cc->hot) {
+        pthread_mutex_lock(&cc->hot->mu);
+        gw_topk_add(&cc->hot->k, sku.p, sku.n, 1, now);
+        if (hit) cc->hot->k.hits++;
+        else cc->hot->k.misses++;
+        pthread_mutex_unlock(&cc->hot->mu);
+    }
+    if (hit) {
+        gw_respond_json(t, rq->c, rq->si, 200, e->body.data, e->body.len);
+        return true;
+    }
+    if (valid) return false; /* only the tail lapsed: read through, the entry stays (events refresh it) */
+    memcpy(e->sku, sku.p, sku.n);
+    e->sku[sku.n] = 0;
+    e->skun = (uint8_t)sku.n;
+    e->until_ms = 0;
+    e->gen = gen; /* read before the request is sent: a later event makes the fill stale */
+    e->fill_ref = gw_slot_ref_of(rq->c, rq->si);
+    d11_msg_sku_qty m = {.sku = sku};
+    d11_buf_reset(&t->tmp);
+    d11_msg_sku_qty_enc(&t->tmp, &m, false);
+    gw_forward_with(t, rq, GW_UP_CENTER, D11_MSG_PRODUCT_GET, product_done, e);
+    return true;
+}
+
+void gw_products_hot_json(struct gw *g, d11_buf *b)
+{
+    gw_topk_entry top[GW_HOT_SKU_K];
+    uint64_t hits = 0, misses = 0;
+    int n = hot_merge(g, top, &hits, &misses);
+    d11_buf_printf(b, "{\"k\":%d,\"half_life_ms\":%d,\"cache_hits\":%llu,\"cache_misses\":%llu,\"skus\":[",
+                   GW_HOT_SKU_K, GW_TOPK_HALF_LIFE_MS, (unsigned long long)hits, (unsigned long long)misses);
+    for (int i = 0; i < n; i++) {
+        d11_buf_puts(b, i ? "," : "");
+        d11_buf_puts(b, "{\"sku\":");
+        d11_buf_json_str(b, top[i].sku, top[i].n);
+        d11_buf_printf(b, ",\"requests\":%llu,\"error\":%llu}", (unsigned long long)top[i].count,
+                       (unsigned long long)top[i].err);
+    }
+    d11_buf_puts(b, "]}");
+}
+
+void gw_products_metrics(struct gw *g, d11_buf *b)
+{
+    gw_topk_entry top[GW_HOT_SKU_K];
+    uint64_t hits = 0, misses = 0;
+    int n = hot_merge(g, top, &hits, &misses);
+    d11_buf_printf(b, "# HELP d11_gateway_hot_sku_requests Product reads of the top %d SKUs (space-saving summary per"
+                      " thread, merged; counts halve every %d ms: rate/s ~ value * 0.069).\n"
+                      "# TYPE d11_gateway_hot_sku_requests gauge\n", GW_HOT_SKU_K, GW_TOPK_HALF_LIFE_MS);
+    for (int i = 0; i < n; i++)
+        d11_buf_printf(b, "d11_gateway_hot_sku_requests{sku=\"%s\"} %llu\n", top[i].sku,
+                       (unsigned long long)top[i].count);
+    d11_buf_printf(b, "# HELP d11_gateway_product_cache_total GET /v1/products/{sku} answered from the gateway's"
+                      " cache (hit) or by the center (miss).\n# TYPE d11_gateway_product_cache_total counter\n"
+                      "d11_gateway_product_cache_total{result=\"hit\"} %llu\n"
+                      "d11_gateway_product_cache_total{result=\"miss\"} %llu\n",
+                   (unsigned long long)hits, (unsigned long long)misses);
+    d11_buf_printf(b, "# HELP d11_gateway_product_invalidations_total Center product events applied to the"
+                      " gateway's product and listing caches.\n# TYPE d11_gateway_product_invalidations_total counter\n"
+                      "d11_gateway_product_invalidations_total %llu\n",
+                   (unsigned long long)atomic_load(&g->events.pc_invalidations));
+}
+
 void gw_h_product_get(gw_thread *t, gw_req *rq)
 {
     D11_ASSERT(rq->route->msg == D11_MSG_PRODUCT_GET || rq->route->msg == D11_MSG_LEDGER_GET);
@@ -182,6 +442,7 @@ void gw_h_product_get(gw_thread *t, gw_req *rq)
         return;
     }
     if (!sku_live(t, rq, sku)) return;
+    if (rq->route->msg == D11_MSG_PRODUCT_GET && !(rq->flags & D11_WF_STRESS) && pcache_get(t, rq, sku)) return;
     d11_msg_sku_qty m = {.sku = sku};
     d11_buf_reset(&t->tmp);
     d11_msg_sku_qty_enc(&t->tmp, &m, false);

@@ -19,6 +19,7 @@
 #include "../core/promtext.h"
 #include "gw.h"
 #include "request.h"
+#include "products.h"
 
 typedef struct sale_sample {
     int64_t t_ms;
@@ -253,6 +254,8 @@ void gw_h_sale_data(gw_thread *t, gw_req *rq)
     uint64_t gen;
     d11_rules_store_get(&g->rules, &t->doc, &gen);
     d11_rules_render(&t->doc, b);
+    d11_buf_puts(b, ",\"hot_skus\":"); /* products.c: the top-K SKUs by product reads */
+    gw_products_hot_json(g, b);
     d11_buf_puts(b, "}");
     gw_respond(t, rq->c, rq->si, 200, "application/json", "Cache-Control: no-store\r\n", b->data, b->len);
 }

@@ -77,6 +77,40 @@ void center_op_routing_enc(d11_buf *b, const d11_routing *r)
     op_end(b, at);
 }
 
+static bool event_ok(const center_op_event *m)
+{
+    if (m->event_id < 1 || m->event_id > (uint64_t)INT64_MAX || !sku_ok(&m->sku)) return false;
+    if (m->type.n < 1 || m->type.n > CENTER_EVENT_TYPE_BYTES_MAX) return false;
+    if (m->data.n < 2 || m->data.n > CENTER_EVENT_DATA_BYTES_MAX || m->data.p[0] != '{') return false;
+    if (m->trace_id.n != 0 && m->trace_id.n != 32) return false;
+    for (size_t i = 0; i < m->trace_id.n; i++) {
+        char c = m->trace_id.p[i];
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+    }
+    return true;
+}
+
+void center_op_event_enc(d11_buf *b, const center_op_event *m)
+{
+    D11_ASSERT(event_ok(m));
+    size_t at = op_begin(b, CENTER_OP_EVENT);
+    d11_wenc_u64(b, m->event_id);
+    d11_wenc_str(b, m->type.p, m->type.n);
+    d11_wenc_str(b, m->sku.p, m->sku.n);
+    d11_wenc_str(b, m->trace_id.p ? m->trace_id.p : "", m->trace_id.n);
+    d11_wenc_str(b, m->data.p, m->data.n);
+    d11_wenc_u64(b, (uint64_t)m->created_at);
+    op_end(b, at);
+}
+
+void center_op_event_prune_enc(d11_buf *b, uint64_t through)
+{
+    D11_ASSERT(through <= (uint64_t)INT64_MAX);
+    size_t at = op_begin(b, CENTER_OP_EVENT_PRUNE);
+    d11_wenc_u64(b, through);
+    op_end(b, at);
+}
+
 int center_op_next(const uint8_t *p, size_t n, size_t *reclen)
 {
     if (n < CENTER_OP_HDR_BYTES) return D11_EPROTO;
@@ -136,6 +170,21 @@ int center_op_dec(const uint8_t *rec, size_t len, center_op *out)
             return D11_EPROTO;
         return 0;
     }
+    case CENTER_OP_EVENT: {
+        center_op_event *m = &out->u.event;
+        m->event_id = d11_wdec_u64(&d);
+        m->type = dec_str(&d, CENTER_EVENT_TYPE_BYTES_MAX);
+        m->sku = dec_str(&d, D11_SKU_BYTES_MAX);
+        m->trace_id = dec_str(&d, 32);
+        m->data = dec_str(&d, CENTER_EVENT_DATA_BYTES_MAX);
+        m->created_at = (int64_t)d11_wdec_u64(&d);
+        if (!d11_wdec_done(&d) || !event_ok(m)) return D11_EPROTO;
+        return 0;
+    }
+    case CENTER_OP_EVENT_PRUNE:
+        out->u.prune_through = d11_wdec_u64(&d);
+        if (!d11_wdec_done(&d) || out->u.prune_through > (uint64_t)INT64_MAX) return D11_EPROTO;
+        return 0;
     case CENTER_OP_ROUTING:
         return d11_routing_dec(rec + CENTER_OP_HDR_BYTES, len - CENTER_OP_HDR_BYTES, &out->u.routing);
     default: return D11_EPROTO;

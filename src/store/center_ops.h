@@ -10,6 +10,14 @@
  *   CENTER_OP_LEDGER    ledger        key (sku, shadow, cell)
  *                                                        granted, returned, sold_reported
  *   CENTER_OP_ROUTING   routing       one row            version, ncells, cell_of_slot
+ *   CENTER_OP_EVENT     center_outbox key event_id       type, sku, trace id, data, created_at
+ *   CENTER_OP_EVENT_PRUNE  center_outbox_pruned (one row): DELETE event_id <= through, watermark
+ *
+ * EVENT is an INSERT of an outbox row (product.created, product.restocked: docs/events.md,
+ * "Center events"), committed in the same transaction as the product change it reports.
+ * On load, a backend yields only the NEWEST stored event (so event ids continue after it)
+ * and the pruned watermark as an EVENT_PRUNE record; the reader side is
+ * store/center_outbox_read.h.
  *
  * Byte layout of one record (fields with the wire encoders, d11_wenc_*, little-endian):
  *
@@ -18,6 +26,8 @@
  *     STOCK    str sku, u8 shadow, u64 total, u64 free
  *     LEDGER   str sku, u8 shadow, u16 cell, u64 granted, u64 returned, u64 sold_reported
  *     ROUTING  u32 version, u16 ncells, 1024 x u16 cell_of_slot   (the ROUTING_GET reply body)
+ *     EVENT    u64 event_id, str type, str sku, str trace_id (0 or 32 hex), str data, u64 created_at
+ *     EVENT_PRUNE  u64 through
  *
  * The length after the op byte lets a backend that does not know these layouts (the
  * in-memory backend, which keeps committed logs and replays them in commit order) split
@@ -45,7 +55,13 @@ enum center_op_type {
     CENTER_OP_STOCK   = 2,
     CENTER_OP_LEDGER  = 3,
     CENTER_OP_ROUTING = 4,
+    CENTER_OP_EVENT   = 5,
+    CENTER_OP_EVENT_PRUNE = 6,
 };
+
+#define CENTER_EVENT_TYPE_BYTES_MAX 32
+#define CENTER_EVENT_DATA_BYTES_MAX 2048 /* the product as JSON: title and category escaped */
+#define CENTER_EVENT_JSON_BYTES_MAX (CENTER_EVENT_DATA_BYTES_MAX + 600) /* one rendered event */
 
 #define CENTER_OP_HDR_BYTES 5 /* u8 op + u32 length of the fields */
 
@@ -71,6 +87,15 @@ typedef struct center_op_ledger {
     uint64_t granted, returned, sold_reported;
 } center_op_ledger;
 
+typedef struct center_op_event {
+    uint64_t event_id; /* >= 1, assigned in commit order */
+    d11_str  type;     /* 1..CENTER_EVENT_TYPE_BYTES_MAX */
+    d11_str  sku;
+    d11_str  trace_id; /* "" or 32 lowercase hex */
+    d11_str  data;     /* JSON object, 2..CENTER_EVENT_DATA_BYTES_MAX */
+    int64_t  created_at; /* wall ms of the commit */
+} center_op_event;
+
 typedef struct center_op {
     uint8_t type; /* enum center_op_type */
     union {
@@ -78,6 +103,8 @@ typedef struct center_op {
         center_op_stock   stock;
         center_op_ledger  ledger;
         d11_routing       routing;
+        center_op_event   event;
+        uint64_t          prune_through; /* EVENT_PRUNE */
     } u;
 } center_op;
 
@@ -86,6 +113,8 @@ void center_op_product_enc(d11_buf *b, const center_op_product *m);
 void center_op_stock_enc(d11_buf *b, const center_op_stock *m);
 void center_op_ledger_enc(d11_buf *b, const center_op_ledger *m);
 void center_op_routing_enc(d11_buf *b, const d11_routing *r);
+void center_op_event_enc(d11_buf *b, const center_op_event *m);
+void center_op_event_prune_enc(d11_buf *b, uint64_t through);
 
 /*
  * Length of the record that starts at p[0..n): 0 with *reclen set, or D11_EPROTO when

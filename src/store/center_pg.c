@@ -1,7 +1,9 @@
 /*
  * center_pg.c — the center's storage on PostgreSQL (see center_pg.h): schema d11_center
- * with the SQLite center's tables (products, center_stock, ledger, routing), versioned in
- * d11_center.migrations.
+ * with the SQLite center's tables (products, center_stock, ledger, routing; migration 2:
+ * center_outbox, center_outbox_pruned), versioned in d11_center.migrations. The center's
+ * event stream is read from SQLite only (center_outbox_read.h): on PostgreSQL the events
+ * are written (same transaction) but EVENTS_READ answers 503, as for PostgreSQL cells.
  *
  * commit: one pipelined transaction (pg_util.h): BEGIN, one upsert per record in log order
  * (INSERT .. ON CONFLICT DO UPDATE: the record replaces its row, center_ops.h), COMMIT, one
@@ -37,6 +39,10 @@ static const char *const MIGRATIONS[] = {
     " PRIMARY KEY(sku, shadow, cell));"
     "CREATE TABLE routing(id INTEGER PRIMARY KEY CHECK (id = 1), version BIGINT NOT NULL,"
     " ncells INTEGER NOT NULL, cell_of_slot BYTEA NOT NULL);",
+    /* 2: the center outbox (docs/events.md "Center events"), additive */
+    "CREATE TABLE center_outbox(event_id BIGINT PRIMARY KEY, type TEXT NOT NULL, sku TEXT NOT NULL,"
+    " trace_id TEXT NOT NULL, payload TEXT NOT NULL, created_at BIGINT NOT NULL);"
+    "CREATE TABLE center_outbox_pruned(id INTEGER PRIMARY KEY CHECK (id = 1), through BIGINT NOT NULL);",
 };
 #define NMIGRATIONS ((int)(sizeof MIGRATIONS / sizeof MIGRATIONS[0]))
 
@@ -147,6 +153,31 @@ static int ledger_row(void *ctx, const PGresult *q)
     return give(L, "ledger");
 }
 
+static int pruned_row(void *ctx, const PGresult *q)
+{
+    load_ctx *L = ctx;
+    uint64_t t = u64_of(q, 0);
+    d11_buf_reset(&L->s->rec);
+    center_op_event_prune_enc(&L->s->rec, t > (uint64_t)INT64_MAX ? 0 : t);
+    return give(L, "center_outbox_pruned");
+}
+
+static int event_row(void *ctx, const PGresult *q)
+{
+    load_ctx *L = ctx;
+    center_op_event m = {.event_id = u64_of(q, 0), .type = d11_pg_str(q, 1), .sku = d11_pg_str(q, 2),
+                         .trace_id = d11_pg_str(q, 3), .data = d11_pg_str(q, 4), .created_at = d11_pg_i64(q, 5)};
+    if (m.event_id < 1 || m.type.n < 1 || m.type.n > CENTER_EVENT_TYPE_BYTES_MAX || m.sku.n < 1 ||
+        m.sku.n > D11_SKU_BYTES_MAX || (m.trace_id.n != 0 && m.trace_id.n != 32) || m.data.n < 2 ||
+        m.data.n > CENTER_EVENT_DATA_BYTES_MAX || m.data.p[0] != '{') {
+        d11_error("d11_center: center_outbox event %llu is out of range", (unsigned long long)m.event_id);
+        return D11_ESTORE;
+    }
+    d11_buf_reset(&L->s->rec);
+    center_op_event_enc(&L->s->rec, &m);
+    return give(L, "center_outbox");
+}
+
 static int cp_load(d11_store *st, d11_store_apply_fn *apply, void *ctx)
 {
     center_pg *s = from(st);
@@ -163,6 +194,11 @@ static int cp_load(d11_store *st, d11_store_apply_fn *apply, void *ctx)
     if (rc == 0)
         rc = d11_pg_each_row(s->c, "SELECT sku, shadow, cell, granted, returned, sold_reported FROM ledger", 0, NULL,
                              ledger_row, &L);
+    if (rc == 0) /* the outbox: watermark, then only the newest event (center_ops.h) */
+        rc = d11_pg_each_row(s->c, "SELECT through FROM center_outbox_pruned WHERE id = 1", 0, NULL, pruned_row, &L);
+    if (rc == 0)
+        rc = d11_pg_each_row(s->c, "SELECT event_id, type, sku, trace_id, payload, created_at FROM center_outbox"
+                                   " ORDER BY event_id DESC LIMIT 1", 0, NULL, event_row, &L);
     PQsetnonblocking(s->c, 0);
     (void)d11_pg_exec(s->c, "COMMIT");
     PQsetnonblocking(s->c, 1);
@@ -191,6 +227,7 @@ static int send_one(center_pg *s, d11_pg_tx *t, const center_op *op)
     size_t off[6];
     const char *p[6];
     int lens[6] = {0}, fmts[6] = {0};
+    const char *sql2 = NULL; /* EVENT_PRUNE: a second statement with the same parameter */
     const char *sql;
     int n;
     d11_buf *b = &s->txt;
@@ -237,11 +274,29 @@ static int send_one(center_pg *s, d11_pg_tx *t, const center_op *op)
               " ncells = excluded.ncells, cell_of_slot = excluded.cell_of_slot";
         break;
     }
+    case CENTER_OP_EVENT: {
+        const center_op_event *m = &op->u.event;
+        off[0] = put_i64(b, (int64_t)m->event_id), off[1] = put_str(b, m->type), off[2] = put_str(b, m->sku);
+        off[3] = put_str(b, m->trace_id), off[4] = put_str(b, m->data), off[5] = put_i64(b, m->created_at);
+        n = 6;
+        sql = "INSERT INTO center_outbox VALUES($1,$2,$3,$4,$5,$6)";
+        break;
+    }
+    case CENTER_OP_EVENT_PRUNE: {
+        off[0] = put_i64(b, (int64_t)op->u.prune_through);
+        n = 1;
+        sql = "DELETE FROM center_outbox WHERE event_id <= $1";
+        sql2 = "INSERT INTO center_outbox_pruned VALUES(1,$1) ON CONFLICT (id) DO UPDATE SET"
+               " through = greatest(center_outbox_pruned.through, excluded.through)";
+        break;
+    }
     default: return D11_ESTORE;
     }
     for (int i = 0; i < n; i++) p[i] = b->data + off[i];
     /* libpq copies the parameters into its output buffer: b may be reused at once. */
-    return d11_pg_tx_send(t, sql, n, p, lens, fmts, false);
+    int rc = d11_pg_tx_send(t, sql, n, p, lens, fmts, false);
+    if (rc == 0 && sql2) rc = d11_pg_tx_send(t, sql2, n, p, lens, fmts, false);
+    return rc;
 }
 
 static int cp_commit(d11_store *st, const uint8_t *ops, size_t len, uint32_t nops)

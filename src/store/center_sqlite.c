@@ -26,13 +26,19 @@ static const char *SCHEMA =
     " cell INTEGER NOT NULL, granted INTEGER NOT NULL, returned INTEGER NOT NULL,"
     " sold_reported INTEGER NOT NULL, PRIMARY KEY(sku, shadow, cell));"
     "CREATE TABLE IF NOT EXISTS routing(id INTEGER PRIMARY KEY CHECK(id = 1),"
-    " version INTEGER NOT NULL, ncells INTEGER NOT NULL, cell_of_slot BLOB NOT NULL);";
+    " version INTEGER NOT NULL, ncells INTEGER NOT NULL, cell_of_slot BLOB NOT NULL);"
+    /* center events (docs/events.md): added later, additive; old files gain them here */
+    "CREATE TABLE IF NOT EXISTS center_outbox(event_id INTEGER PRIMARY KEY, type TEXT NOT NULL,"
+    " sku TEXT NOT NULL, trace_id TEXT NOT NULL, payload TEXT NOT NULL, created_at INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS center_outbox_pruned(id INTEGER PRIMARY KEY CHECK(id = 1),"
+    " through INTEGER NOT NULL);";
 
 typedef struct center_sqlite {
     d11_store     base; /* first: a d11_store * is a center_sqlite * */
     sqlite3      *db;
     int           durability;
     sqlite3_stmt *st_product, *st_stock, *st_ledger, *st_routing;
+    sqlite3_stmt *st_event, *st_prune_del, *st_prune_mark;
     d11_buf       rec; /* one record being loaded */
 } center_sqlite;
 
@@ -67,6 +73,46 @@ static int give(center_sqlite *s, d11_store_apply_fn *apply, void *ctx, const ch
         return D11_ESTORE;
     }
     return apply(ctx, (const uint8_t *)s->rec.data, s->rec.len, 1);
+}
+
+/* The center outbox on load: the pruned watermark, then only the newest event (the
+ * machine continues numbering after it; center_ops.h). */
+static sqlite3_stmt *prep_opt(sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) return NULL; /* read-only, older file */
+    return st;
+}
+
+static int load_events(center_sqlite *s, d11_store_apply_fn *apply, void *ctx)
+{
+    int rc = 0;
+    sqlite3_stmt *q = prep_opt(s->db, "SELECT through FROM center_outbox_pruned WHERE id = 1");
+    if (q && sqlite3_step(q) == SQLITE_ROW) {
+        d11_buf_reset(&s->rec);
+        center_op_event_prune_enc(&s->rec, col_u64(q, 0) > (uint64_t)INT64_MAX ? 0 : col_u64(q, 0));
+        rc = give(s, apply, ctx, "center_outbox_pruned");
+    }
+    sqlite3_finalize(q);
+    if (rc < 0) return rc;
+    q = prep_opt(s->db, "SELECT event_id, type, sku, trace_id, payload, created_at FROM center_outbox"
+                        " ORDER BY event_id DESC LIMIT 1");
+    if (q && sqlite3_step(q) == SQLITE_ROW) {
+        center_op_event m = {.event_id = col_u64(q, 0), .type = col_str(q, 1), .sku = col_str(q, 2),
+                             .trace_id = col_str(q, 3), .data = col_str(q, 4), .created_at = sqlite3_column_int64(q, 5)};
+        d11_buf_reset(&s->rec);
+        if (m.event_id < 1 || m.type.n < 1 || m.type.n > CENTER_EVENT_TYPE_BYTES_MAX || m.sku.n < 1 ||
+            m.sku.n > D11_SKU_BYTES_MAX || (m.trace_id.n != 0 && m.trace_id.n != 32) || m.data.n < 2 ||
+            m.data.n > CENTER_EVENT_DATA_BYTES_MAX || m.data.p[0] != '{') {
+            d11_error("center.db: center_outbox event %llu is out of range", (unsigned long long)m.event_id);
+            rc = D11_ESTORE; /* checked here: the encoder asserts */
+        } else {
+            center_op_event_enc(&s->rec, &m);
+            rc = give(s, apply, ctx, "center_outbox");
+        }
+    }
+    sqlite3_finalize(q);
+    return rc;
 }
 
 static int cs_load(d11_store *st, d11_store_apply_fn *apply, void *ctx)
@@ -147,7 +193,8 @@ static int cs_load(d11_store *st, d11_store_apply_fn *apply, void *ctx)
         rc = give(s, apply, ctx, "ledger");
     }
     sqlite3_finalize(q);
-    return rc;
+    if (rc < 0) return rc;
+    return load_events(s, apply, ctx);
 }
 
 static void bind_str(sqlite3_stmt *st, int i, d11_str s) { sqlite3_bind_text(st, i, s.p, (int)s.n, SQLITE_STATIC); }
@@ -193,6 +240,26 @@ static int apply_one(center_sqlite *s, const center_op *op)
         sqlite3_bind_int64(st, 1, r->version);
         sqlite3_bind_int64(st, 2, r->ncells);
         sqlite3_bind_blob(st, 3, r->cell_of_slot, sizeof r->cell_of_slot, SQLITE_STATIC);
+        break;
+    }
+    case CENTER_OP_EVENT: {
+        const center_op_event *m = &op->u.event;
+        st = s->st_event;
+        sqlite3_bind_int64(st, 1, (int64_t)m->event_id);
+        bind_str(st, 2, m->type);
+        bind_str(st, 3, m->sku);
+        bind_str(st, 4, m->trace_id.p ? m->trace_id : (d11_str){"", 0});
+        bind_str(st, 5, m->data);
+        sqlite3_bind_int64(st, 6, m->created_at);
+        break;
+    }
+    case CENTER_OP_EVENT_PRUNE: { /* the range DELETE and the watermark, in this transaction */
+        sqlite3_bind_int64(s->st_prune_del, 1, (int64_t)op->u.prune_through);
+        int rc = d11_sqlite_step_done(s->db, s->st_prune_del);
+        sqlite3_clear_bindings(s->st_prune_del);
+        if (rc < 0) return rc;
+        st = s->st_prune_mark;
+        sqlite3_bind_int64(st, 1, (int64_t)op->u.prune_through);
         break;
     }
     default: return D11_ESTORE;
@@ -247,6 +314,9 @@ static void cs_close(d11_store *st)
     sqlite3_finalize(s->st_stock);
     sqlite3_finalize(s->st_ledger);
     sqlite3_finalize(s->st_routing);
+    sqlite3_finalize(s->st_event);
+    sqlite3_finalize(s->st_prune_del);
+    sqlite3_finalize(s->st_prune_mark);
     d11_sqlite_close(s->db);
     d11_buf_free(&s->rec);
     free(s);
@@ -274,6 +344,10 @@ d11_store *d11_center_sqlite_open(const char *path, int durability)
     s->st_stock = d11_sqlite_prepare(s->db, "INSERT OR REPLACE INTO center_stock VALUES(?,?,?,?)");
     s->st_ledger = d11_sqlite_prepare(s->db, "INSERT OR REPLACE INTO ledger VALUES(?,?,?,?,?,?)");
     s->st_routing = d11_sqlite_prepare(s->db, "INSERT OR REPLACE INTO routing VALUES(1,?,?,?)");
+    s->st_event = d11_sqlite_prepare(s->db, "INSERT INTO center_outbox VALUES(?,?,?,?,?,?)");
+    s->st_prune_del = d11_sqlite_prepare(s->db, "DELETE FROM center_outbox WHERE event_id <= ?");
+    s->st_prune_mark = d11_sqlite_prepare(s->db, "INSERT OR REPLACE INTO center_outbox_pruned VALUES(1, max(?,"
+                                                  " coalesce((SELECT through FROM center_outbox_pruned), 0)))");
     d11_buf_init(&s->rec, 4096);
     return &s->base;
 }

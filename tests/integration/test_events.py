@@ -19,8 +19,9 @@ from harness import (Checks, OrderLoad, Platform, expect, heavy, poll, spread_us
 TERMINAL = {"order.paid", "order.cancelled", "order.expired"}
 
 
-def read_all(c, after=None, limit=1000, headers=None, max_pages=10000):
-    """Every event from `after` to the end, page by page; returns (events, next cursor)."""
+def read_all(c, after=None, limit=1000, headers=None, max_pages=10000, products=False):
+    """Every event from `after` to the end, page by page; returns (events, next cursor).
+    The center's product events (ids "center-N") are left out unless products=True."""
     out = []
     cur = after
     for _ in range(max_pages):
@@ -29,13 +30,22 @@ def read_all(c, after=None, limit=1000, headers=None, max_pages=10000):
         page = expect(r, 200, "GET %s" % q)
         out += page["events"]
         if not page["events"] and cur == page["next"]:
+            if not products:
+                out = [e for e in out if not e["id"].startswith("center-")]
             return out, cur
         cur = page["next"]
     raise AssertionError("event stream did not end")
 
 
+def _orders(events):
+    """The ids of the order events (the center's product events left out)."""
+    return [e["id"] for e in events if not e["id"].startswith("center-")]
+
+
 def check_order_sequences(events, ck, what):
-    """Per order: one order.created first, then at most one terminal event; ids unique."""
+    """Per order: one order.created first, then at most one terminal event; ids unique.
+    The center's product events (no order) are left out."""
+    events = [e for e in events if not e["id"].startswith("center-")]
     ids = [e["id"] for e in events]
     ck.eq(len(ids), len(set(ids)), "%s: event ids are unique" % what)
     by_order = {}
@@ -189,9 +199,9 @@ def test_pruned_cursor_is_410():
         c = p.client()
         ck.error(c.get("/v1/events?after=%s" % old), 410, "cursor_expired", what="cursor before the pruned watermark")
         r = expect(c.get("/v1/events?after=e1.%d" % ids[2]), 200)
-        ck.eq([e["id"] for e in r["events"]], [e["id"] for e in evs[3:]], "a cursor at the watermark still reads")
+        ck.eq(_orders(r["events"]), [e["id"] for e in evs[3:]], "a cursor at the watermark still reads")
         r = expect(c.get("/v1/events"), 200)
-        ck.eq([e["id"] for e in r["events"]], [e["id"] for e in evs[3:]], "no cursor: from the oldest retained")
+        ck.eq(_orders(r["events"]), [e["id"] for e in evs[3:]], "no cursor: from the oldest retained")
 
 
 @heavy
@@ -348,10 +358,12 @@ def test_webhook_dead_letters_replay_pause_delete():
             expect(c.create_product("D", stock=100), 201)
             users = spread_users(2, base=19)
             oids = [expect(c.order(u, [("D", 1)]), 201)["order_id"] for u in users]
-            poll(lambda: len(expect(c.get("/admin/webhooks/%s/dead" % wid), 200)["dead"]) >= 2, 20,
-                 "both events in the dead letters")
+            poll(lambda: len([d for d in expect(c.get("/admin/webhooks/%s/dead" % wid), 200)["dead"]
+                              if d["event"]["order_id"]]) >= 2, 20,
+                 "both order events in the dead letters (the product event too)")
             dead = expect(c.get("/admin/webhooks/%s/dead" % wid), 200)["dead"]
-            ck.eq(sorted(d["event"]["order_id"] for d in dead), sorted(oids), "the dead letters are the events")
+            ck.eq(sorted(d["event"]["order_id"] for d in dead if d["event"]["order_id"]), sorted(oids),
+                  "the dead letters are the events")
             ck.true(all(d["attempts"] == 2 and d["error"] == "HTTP 500" for d in dead), "attempts/error: %r" % dead)
             ck.eq(rcv.delivered(), [], "nothing delivered while failing")
             rcv.fail_always = False
@@ -514,7 +526,7 @@ def test_nats_relay_outage_and_crash_exactly_one_message_per_event():
             c = p.client()
             st = {"X-D11-Stress": "1"}
             expect(c.order(users[0], [("N", 1)], headers=st), 201)
-            evs, _ = read_all(c)
+            evs, _ = read_all(c, products=True)  # the center's product events are published too
             sevs, _ = read_all(c, headers=st)
             ids = {e["id"] for e in evs}
             ck.true(len(ids) == len(evs) and len(evs) >= 400, "%d distinct real events" % len(evs))
@@ -540,3 +552,131 @@ def test_nats_relay_outage_and_crash_exactly_one_message_per_event():
             ck.true('d11_events_consumer_lag{consumer="nats.events"}' in m, "relay lag in /metrics")
     finally:
         nats.stop()
+
+
+def _center(events):
+    return [e for e in events if e["id"].startswith("center-")]
+
+
+@timeout(90)
+def test_center_product_events_committed_once_across_kill9():
+    """product.created / product.restocked come from the center's outbox (same commit as
+    the change): right fields and data, cursor with the center's position, and after a
+    kill -9 of the whole platform each event exactly once, ids continuing, cursor valid."""
+    with Platform(cells=2) as p, Checks() as ck:
+        c = p.client()
+        tp = "00-%s-%s-01" % ("ef" * 16, "12" * 8)
+        t0 = int(time.time() * 1000)
+        expect(c.create_product("CEV", stock=10, price=300, headers={"traceparent": tp}), 201)
+        expect(c.post("/v1/products/CEV/restock", {"quantity": 5}), 200)
+        u = spread_users(1, base=21)[0]
+        oid = expect(c.order(u, [("CEV", 1)]), 201)["order_id"]
+        evs, cur = read_all(c, products=True)
+        ce = _center(evs)
+        ck.eq([(e["type"], e["sku"]) for e in ce], [("product.created", "CEV"), ("product.restocked", "CEV")],
+              "the center's two events, in commit order")
+        if len(ce) == 2:
+            cr, rs = ce
+            ck.eq((cr["cell"], cr["order_id"], cr["user_id"], cr["stress"]), ("center", None, None, False),
+                  "center event fields")
+            ck.eq(cr["trace_id"], "ef" * 16, "trace id of the creating request")
+            ck.true(t0 - 5000 <= cr["at"] <= rs["at"] <= int(time.time() * 1000) + 5000, "at = commit time, ordered")
+            ck.eq((cr["data"]["stock_total"], cr["data"]["price_cents"]), (10, 300), "created: the product")
+            ck.eq((rs["data"]["stock_total"], rs["data"]["quantity"]), (15, 5), "restocked: the new total and qty")
+            ck.true(cr["id"] != rs["id"], "ids differ")
+        ck.true(".c" in cur, "the cursor holds the center's position: %s" % cur)
+        ck.eq([e["order_id"] for e in evs if e["type"] == "order.created"], [oid], "the order's event is merged in")
+        old = expect(c.get("/v1/events?after=e1&limit=1000"), 200)
+        ck.eq([e["id"] for e in _center(old["events"])], [e["id"] for e in ce],
+              "a cursor without the center's part reads the center from its oldest event")
+        p.kill9_all()
+        p.start()
+        c = p.client()
+        expect(c.post("/v1/products/CEV/restock", {"quantity": 7}), 200)
+        rest, _ = read_all(c, after=cur, products=True)
+        ck.eq([(e["type"], e["data"]["stock_total"]) for e in _center(rest)], [("product.restocked", 22)],
+              "after kill -9 the old cursor yields exactly the new event")
+        every, _ = read_all(c, products=True)
+        ids = [e["id"] for e in _center(every)]
+        ck.eq(len(ids), 3, "three center events in all: %r" % ids)
+        ck.eq(len(set(ids)), len(ids), "no center event twice")
+        ck.eq(ids, sorted(ids, key=lambda i: int(i.split("-")[1])), "ids grow in commit order")
+        m = c.get("/metrics").text
+        ck.true('d11_events_head{cell="center",stream="real"}' in m, "the center's head in /metrics")
+
+
+def _cache_hits(c):
+    for line in c.get("/metrics").text.splitlines():
+        if line.startswith('d11_gateway_product_cache_total{result="hit"}'):
+            return int(float(line.split()[-1]))
+    return 0
+
+
+@timeout(60)
+def test_product_cache_invalidated_by_center_events_and_hot_skus():
+    """GET /v1/products/{sku} is served from the gateway's cache (hits in /metrics); with
+    a 60 s TTL only the center's event stream can refresh it: a restock is read within
+    the documented bound (D11_GW_PRODUCT_TAIL_MS = 20 ms after its event, plus a round
+    trip) once product.restocked is in the stream. The hot-SKU top-K names the hottest
+    SKU in /metrics and /dashboard/data."""
+    os.environ["D11_GW_PRODUCT_TTL_MS"] = "60000"  # the TTL cannot be what refreshes it
+    with Platform(cells=1) as p, Checks() as ck:
+        c = p.client()
+        expect(c.create_product("HOTP", stock=10), 201)
+        expect(c.create_product("COLD", stock=10), 201)
+        for _ in range(5):
+            expect(c.get("/v1/products/COLD"), 200)
+        deadline = time.time() + 10
+        n = 0
+        while _cache_hits(c) < 20 and time.time() < deadline:
+            for _ in range(20):
+                ck.eq(expect(c.get("/v1/products/HOTP"), 200)["stock_total"], 10, "before the restock")
+                n += 1
+        hits = _cache_hits(c)
+        ck.true(hits >= 20, "reads are served from the cache: %d hits of %d reads" % (hits, n))
+        # readers keep the cache hot (and the tail fresh) throughout, as in a sale
+        stop = threading.Event()
+
+        def reader():
+            rc = p.client()
+            while not stop.is_set():
+                rc.get("/v1/products/HOTP")
+        bg = [threading.Thread(target=reader, daemon=True) for _ in range(2)]
+        for th in bg:
+            th.start()
+        try:
+            h0 = _cache_hits(c)
+            poll(lambda: _cache_hits(c) > h0 + 50, 10, "the background readers hit the cache")
+            expect(c.post("/v1/products/HOTP/restock", {"quantity": 5}), 200)
+            poll(lambda: any(e["type"] == "product.restocked" and e["sku"] == "HOTP"
+                             for e in read_all(c, products=True)[0]), 10, "product.restocked in the stream")
+            # the bound: every read that starts D11_GW_PRODUCT_TAIL_MS (20 ms) after the event
+            # is in the stream sees the restock, hit or miss, for as long as we look
+            t0 = time.time()
+            h1 = _cache_hits(c)
+            late = []
+            while time.time() - t0 < 0.5:
+                start = time.time()
+                v = expect(c.get("/v1/products/HOTP"), 200)["stock_total"]
+                if start - t0 >= 0.020:
+                    late.append(v)
+            window_hits = _cache_hits(c) - h1
+        finally:
+            stop.set()
+            for th in bg:
+                th.join(10)
+        ck.true(late and all(v == 15 for v in late),
+                "every read 20 ms after the event sees the restock (60 s TTL: the invalidation did it): "
+                "%d reads, %d stale" % (len(late), sum(1 for v in late if v != 15)))
+        ck.true(window_hits > 0, "the cache kept serving meanwhile: %d hits" % window_hits)
+        m = c.get("/metrics").text
+        hot = [l for l in m.splitlines() if l.startswith("d11_gateway_hot_sku_requests{")]
+        ck.true(hot and hot[0].startswith('d11_gateway_hot_sku_requests{sku="HOTP"}'),
+                "the hottest SKU first in /metrics: %r" % hot[:3])
+        ck.true(any('sku="COLD"' in l for l in hot), "the colder SKU is listed too")
+        ck.true(any(l.startswith("d11_gateway_product_invalidations_total ") and float(l.split()[-1]) >= 3
+                    for l in m.splitlines()), "invalidations counted (2 created + 1 restocked)")
+        d = expect(c.get("/dashboard/data"), 200)
+        ck.eq(d["hot_skus"]["k"], 10, "K in /dashboard/data")
+        ck.eq(d["hot_skus"]["skus"][0]["sku"] if d["hot_skus"]["skus"] else None, "HOTP",
+              "the hottest SKU first on the dashboard")

@@ -46,7 +46,9 @@ def test_pg_api_walk_and_restart():
         # Rows are in PostgreSQL, in the cell schemas (not in SQLite files).
         stored = sum(int(pg.psql("SELECT count(*) FROM d11_cell_%d.orders" % i)[0][0]) for i in range(2))
         ck.eq(stored, len(made), "orders stored in d11_cell_0 + d11_cell_1")
-        ck.eq(pg.psql("SELECT max(version) FROM d11_center.migrations"), [["1"]], "center migrations")
+        ck.eq(pg.psql("SELECT max(version) FROM d11_center.migrations"), [["2"]], "center migrations")
+        ck.true(["product.created"] in pg.psql("SELECT type FROM d11_center.center_outbox"),
+                "the center's outbox (migration 2) holds product.created, written with the product")
         ck.eq(pg.psql("SELECT status, payment_id FROM d11_cell_%d.orders WHERE order_id = %s"
                       % (_cell_of(pg, oids[0]), oids[0])), [["paid", "pay-1"]], "paid row")
         ck.true(all(int(pg.psql("SELECT seq FROM d11_cell_%d.batch_seq" % i)[0][0]) > 0 for i in range(2)),

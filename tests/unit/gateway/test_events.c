@@ -66,9 +66,30 @@ static void test_render(void)
     d11_buf_free(&b);
 }
 
+/* The center's position: ".c<pos>" last, at index GW_EV_CENTER; old cursors lack it. */
+static void test_cursor_center(void)
+{
+    uint64_t pos[D11_CELLS_MAX] = {0}, back[D11_CELLS_MAX];
+    int sh;
+    d11_buf b;
+    d11_buf_init(&b, 64);
+    pos[1] = 2;
+    pos[GW_EV_CENTER] = 9;
+    gw_cursor_encode(&b, 0, pos, 2);
+    CHECK(b.len == 9 && memcmp(b.data, "e1.0.2.c9", 9) == 0);
+    CHECK(gw_cursor_decode(b.data, b.len, &sh, back) == 0 && !memcmp(pos, back, sizeof pos));
+    CHECK(gw_cursor_decode("e1.3", 4, &sh, back) == 0 && back[0] == 3 && back[GW_EV_CENTER] == 0);
+    CHECK(gw_cursor_decode("e1.c5", 5, &sh, back) == 0 && back[0] == 0 && back[GW_EV_CENTER] == 5);
+    static const char *bad[] = {"e1.c", "e1.c5.3", "e1.c5.c6", "e1.cx", "e1.3c5", "e1..c5"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        CHECKF(gw_cursor_decode(bad[i], strlen(bad[i]), &sh, back) < 0, "accepted %s", bad[i]);
+    d11_buf_free(&b);
+}
+
 int main(void)
 {
     test_cursor();
+    test_cursor_center();
     test_render();
     printf("%d passed, %d failed\n", n_pass, n_fail);
     return n_fail > 0;

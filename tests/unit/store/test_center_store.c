@@ -11,7 +11,10 @@
  * announced record count and then keeps nothing of it; a center.db written with the
  * schema and statements of earlier d11 versions loads unchanged into a center
  * (center_open over this backend), and a center run over this backend reopens with the
- * same ledger.
+ * same ledger. The outbox: EVENT / EVENT_PRUNE records round-trip and bad ones are
+ * refused; a center over SQLite writes product.created / product.restocked with its
+ * commit (ids 1, 2, trace id, at, data), the read-only reader sees them, ids continue
+ * after a reopen, and a prune deletes through the watermark in a later commit.
  *
  * Files go to $TMPDIR (the runner gives each test its own). Output: one line per failed
  * check, then "N passed, N failed"; exit 1 on any failure.
@@ -23,6 +26,8 @@
 #include <unistd.h>
 
 #include "center/center.h"
+#include "center/center_events.h"
+#include "store/center_outbox_read.h"
 #include "core/clock.h"
 #include "core/config.h"
 #include "core/util.h"
@@ -288,12 +293,167 @@ static void test_old_file_and_machine_reopen(void)
     d11_store_close(st);
 }
 
+/* ---- the outbox ---- */
+
+static void frame_of(d11_buf *fb, uint16_t type, const uint8_t trace[16], d11_frame *fr)
+{
+    /* fb holds the payload; wrap it in a frame in place */
+    d11_buf pl;
+    d11_buf_init(&pl, 256);
+    d11_buf_append(&pl, fb->data, fb->len);
+    d11_buf_reset(fb);
+    d11_frame_hdr hd = {.type = type, .req_id = 9};
+    if (trace) memcpy(hd.trace_id, trace, 16);
+    size_t start = d11_frame_begin(fb, &hd);
+    d11_buf_append(fb, pl.data, pl.len);
+    d11_frame_end(fb, start);
+    d11_buf_free(&pl);
+    CHECK_RC(d11_frame_hdr_decode((const uint8_t *)fb->data, fb->len, &fr->hdr), 0);
+    fr->payload = (const uint8_t *)fb->data + D11_FRAME_HDR_BYTES;
+    fr->payload_len = fb->len - D11_FRAME_HDR_BYTES;
+}
+
+typedef struct evseen {
+    int      n;
+    uint64_t id[8];
+    char     type[8][32], data[8][400], trace[8][33];
+    int64_t  at[8];
+} evseen;
+
+static int on_ev(void *ctx, const d11_center_event *e)
+{
+    evseen *s = ctx;
+    if (s->n >= 8) return -1;
+    s->id[s->n] = e->event_id;
+    s->at[s->n] = e->created_at;
+    snprintf(s->type[s->n], 32, "%.*s", (int)e->type_n, e->type);
+    snprintf(s->data[s->n], 400, "%.*s", (int)e->data_n, e->data);
+    snprintf(s->trace[s->n], 33, "%.*s", (int)e->trace_id_n, e->trace_id);
+    s->n++;
+    return 0;
+}
+
+static void restock(center *c, d11_buf *fb, uint64_t qty)
+{
+    d11_frame fr;
+    d11_buf_reset(fb);
+    d11_msg_sku_qty_enc(fb, &(d11_msg_sku_qty){.sku = S("EV"), .qty = qty}, true);
+    frame_of(fb, D11_MSG_PRODUCT_RESTOCK, NULL, &fr);
+    center_on_frame(c, 1, &fr);
+    CHECK_RC(center_flush(c), 0);
+}
+
+static void test_outbox(void)
+{
+    /* records */
+    d11_buf b;
+    d11_buf_init(&b, 256);
+    center_op_event ev = {.event_id = 7, .type = S("product.created"), .sku = S("A"),
+                          .trace_id = S("0123456789abcdef0123456789abcdef"), .data = S("{\"x\":1}"), .created_at = 42};
+    center_op_event_enc(&b, &ev);
+    center_op op;
+    CHECK_RC(center_op_dec((const uint8_t *)b.data, b.len, &op), 0);
+    CHECK(op.type == CENTER_OP_EVENT && op.u.event.event_id == 7 && str_eq(op.u.event.type, "product.created") &&
+          str_eq(op.u.event.sku, "A") && op.u.event.trace_id.n == 32 && str_eq(op.u.event.data, "{\"x\":1}") &&
+          op.u.event.created_at == 42);
+    d11_buf_reset(&b);
+    center_op_event_prune_enc(&b, 5);
+    CHECK_RC(center_op_dec((const uint8_t *)b.data, b.len, &op), 0);
+    CHECK(op.type == CENTER_OP_EVENT_PRUNE && op.u.prune_through == 5);
+    d11_buf_reset(&b);
+    ev.trace_id = S("0123456789ABCDEF0123456789abcdef"); /* upper case: not a trace id */
+    d11_wenc_u8(&b, CENTER_OP_EVENT); /* hand-built, the encoder asserts */
+    d11_wenc_u32(&b, 0);
+    size_t at = b.len;
+    d11_wenc_u64(&b, 7);
+    d11_wenc_str(&b, "t", 1);
+    d11_wenc_str(&b, "A", 1);
+    d11_wenc_str(&b, ev.trace_id.p, ev.trace_id.n);
+    d11_wenc_str(&b, "{}", 2);
+    d11_wenc_u64(&b, 1);
+    uint32_t n = (uint32_t)(b.len - at);
+    memcpy(b.data + 1, &n, 4); /* little-endian host */
+    CHECK_RC(center_op_dec((const uint8_t *)b.data, b.len, &op), D11_EPROTO);
+    d11_buf_free(&b);
+
+    /* a center over SQLite */
+    char path[512];
+    path_in_tmp(path, sizeof path, "outbox_center.db");
+    center_host h = {.clock = d11_clock_system(), .send = noop_send};
+    center_opts o = {.ncells = 2, .grant_chunk_max = 1000, .reclaim_ms = 300};
+    d11_store *st = d11_center_sqlite_open(path, D11_DUR_SYNC);
+    CHECK(st != NULL);
+    if (!st) return;
+    center *c = NULL;
+    CHECK_RC(center_open(&c, &o, &h, st), 0);
+    if (!c) return;
+    center_peer_up(c, 1);
+    d11_buf fb;
+    d11_buf_init(&fb, 256);
+    d11_frame fr;
+    uint8_t trace[16];
+    for (int i = 0; i < 16; i++) trace[i] = (uint8_t)(0xa0 + i);
+    d11_msg_product_enc(&fb, &(d11_msg_product){.sku = S("EV"), .title = S("T \"q\""), .price_cents = 5, .stock = 10,
+                                                 .category = S("c")});
+    frame_of(&fb, D11_MSG_PRODUCT_CREATE, trace, &fr);
+    int64_t t0 = d11_wall_ms();
+    center_on_frame(c, 1, &fr);
+    d11_center_outbox *r = NULL;
+    CHECK_RC(d11_center_outbox_open(path, &r), 0);
+    evseen s = {0};
+    CHECK_RC(d11_center_outbox_read(r, 0, 10, on_ev, &s), 0); /* nothing before the commit */
+    CHECK_RC(center_flush(c), 0);
+    restock(c, &fb, 5);
+    CHECK_EQ(center_events_last(c), 2);
+    CHECK_RC(d11_center_outbox_read(r, 0, 10, on_ev, &s), 2);
+    CHECK(s.id[0] == 1 && s.id[1] == 2);
+    CHECK_STREQ(s.type[0], "product.created");
+    CHECK_STREQ(s.type[1], "product.restocked");
+    CHECK_STREQ(s.trace[0], "a0a1a2a3a4a5a6a7a8a9aaabacadaeaf");
+    CHECK_STREQ(s.trace[1], "");
+    CHECK(s.at[0] >= t0 && s.at[1] >= s.at[0]);
+    CHECKF(strstr(s.data[0], "\"stock_total\":10") != NULL, "%s", s.data[0]);
+    CHECKF(strstr(s.data[1], "\"stock_total\":15") && strstr(s.data[1], "\"quantity\":5}"), "%s", s.data[1]);
+    center_free(c);
+    d11_store_close(st);
+
+    /* reopen: ids continue; a prune commits the range delete and the watermark */
+    st = d11_center_sqlite_open(path, D11_DUR_SYNC);
+    CHECK_RC(center_open(&c, &o, &h, st), 0);
+    CHECK_EQ(center_events_last(c), 2);
+    center_peer_up(c, 1);
+    restock(c, &fb, 1);
+    CHECK_EQ(center_events_last(c), 3);
+    center_events_prune(c, 2);
+    CHECK_RC(center_flush(c), 0);
+    uint64_t head, pruned;
+    CHECK_RC(d11_center_outbox_bounds(r, &head, &pruned), 0);
+    CHECK(head == 3 && pruned == 2);
+    memset(&s, 0, sizeof s);
+    CHECK_RC(d11_center_outbox_read(r, pruned, 10, on_ev, &s), 1);
+    CHECK(s.id[0] == 3);
+    uint64_t upto;
+    int64_t oldest;
+    CHECK_RC(d11_center_outbox_prune_point(r, 3, INT64_MAX, 512, &upto, &head, &oldest), 0);
+    CHECK_EQ(upto, 0); /* never the newest */
+    center_free(c);
+    d11_store_close(st);
+    st = d11_center_sqlite_open(path, D11_DUR_SYNC);
+    CHECK_RC(center_open(&c, &o, &h, st), 0);
+    CHECK_EQ(center_events_last(c), 3); /* the newest kept event, above the watermark */
+    center_free(c);
+    d11_store_close(st);
+    d11_center_outbox_close(r);
+    d11_buf_free(&fb);
+}
+
 int main(void)
 {
     d11_log_init("test_center_store", D11_LOG_ERROR + 1);
     test_roundtrip();
     test_sqlite_backend();
     test_old_file_and_machine_reopen();
+    test_outbox();
     printf("%d passed, %d failed\n", n_pass, n_fail);
     return n_fail ? 1 : 0;
 }
