@@ -104,7 +104,26 @@ void gw_events_retention_tick(gw_thread *t)
             gw_up_send(t, target, p, D11_MSG_EVENTS_PRUNE, sh ? D11_WF_STRESS : 0, NULL, NULL, 0,
                        D11_GW_PROBE_TIMEOUT_MS);
         }
+        /* The center's outbox (product events, real stream only) sits in slot GW_EV_CENTER. */
+        if (sh == 0 && ncells < D11_CELLS_MAX && gw_up_writable(t, GW_UP_CENTER)) {
+            gw_pend *p = gw_pend_alloc(t, GW_PC_PROBE, prune_done, NULL, (uint64_t)GW_EV_CENTER << 1);
+            if (!p) return;
+            d11_msg_events_prune m = {.shadow = 0, .through = bound[GW_EV_CENTER],
+                                      .cutoff_ms = (uint64_t)(cutoff > 0 ? cutoff : 0)};
+            d11_buf_reset(&t->tmp);
+            d11_msg_events_prune_enc(&t->tmp, &m);
+            ev->prune_outstanding++;
+            gw_up_send(t, GW_UP_CENTER, p, D11_MSG_EVENTS_PRUNE, 0, NULL, NULL, 0, D11_GW_PROBE_TIMEOUT_MS);
+        }
     }
+}
+
+/* The label of slot k in the retention gauges: a cell's number, or "center". */
+static const char *slot_label(int k, char buf[16])
+{
+    if (k == GW_EV_CENTER) return "center";
+    snprintf(buf, 16, "%d", k);
+    return buf;
 }
 
 void gw_retention_metrics(gw_events *ev, d11_buf *b)
@@ -116,7 +135,8 @@ void gw_retention_metrics(gw_events *ev, d11_buf *b)
     for (int sh = 0; sh < 2; sh++)
         for (int k = 0; k < D11_CELLS_MAX; k++) {
             uint64_t h = atomic_load(&ev->head[sh][k]), p = atomic_load(&ev->pruned[sh][k]);
-            if (h) d11_buf_printf(b, "d11_events_outbox_events{cell=\"%d\",stream=\"%s\"} %llu\n", k,
+            char lb[16];
+            if (h) d11_buf_printf(b, "d11_events_outbox_events{cell=\"%s\",stream=\"%s\"} %llu\n", slot_label(k, lb),
                                   sh ? "stress" : "real", (unsigned long long)(h > p ? h - p : 0));
         }
     d11_buf_puts(b, "# HELP d11_events_oldest_age_seconds Age of the oldest outbox event kept, per cell and stream.\n"
@@ -124,7 +144,8 @@ void gw_retention_metrics(gw_events *ev, d11_buf *b)
     for (int sh = 0; sh < 2; sh++)
         for (int k = 0; k < D11_CELLS_MAX; k++) {
             int64_t at = atomic_load(&ev->oldest_at[sh][k]);
-            if (at) d11_buf_printf(b, "d11_events_oldest_age_seconds{cell=\"%d\",stream=\"%s\"} %.3f\n", k,
+            char lb[16];
+            if (at) d11_buf_printf(b, "d11_events_oldest_age_seconds{cell=\"%s\",stream=\"%s\"} %.3f\n", slot_label(k, lb),
                                    sh ? "stress" : "real", (double)(now - at) / 1000.0);
         }
     d11_buf_printf(b, "# HELP d11_events_retention_rounds_total Retention rounds started.\n"

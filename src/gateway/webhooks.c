@@ -24,7 +24,7 @@
 #include "request.h"
 
 const char *const gw_hook_type_names[GW_HOOK_NTYPES] = {"order.created", "order.paid", "order.cancelled",
-                                                        "order.expired"};
+                                                        "order.expired", "product.created", "product.restocked"};
 
 void gw_hook_sign(const char *secret, const char *ts, const char *body, size_t n, char *out)
 {

@@ -48,7 +48,7 @@ typedef struct gw_thread gw_thread;
 #define D11_HOOK_IDLE_MS          10        /* worker sleep when nothing is due */
 
 /* Event types a webhook may subscribe to (bit i = hook_type_names[i]). */
-#define GW_HOOK_NTYPES 4
+#define GW_HOOK_NTYPES 6
 extern const char *const gw_hook_type_names[GW_HOOK_NTYPES];
 
 typedef struct gw_hook {
