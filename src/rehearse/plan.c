@@ -214,13 +214,16 @@ void d11_rh_evaluate(d11_rh_run *r)
         if (!base || s->mult < base->mult) base = s;
         if (s->mult > 1 && (!over || s->mult > over->mult)) over = s;
     }
-    int64_t sent = 0, refused = 0, bad = 0;
+    int64_t sent = 0, refused = 0, bad = 0, tmo = 0, g504 = 0, unsent = 0;
     for (int i = 0; i < o->nstages; i++) {
         const d11_rh_stage *s = &o->stages[i];
         if (s->faults || !s->done || s->mult <= 1) continue;
         sent += s->sent + s->unsent;
         refused += s->refused;
         bad += s->timeouts + s->unsent + s->http504;
+        tmo += s->timeouts;
+        g504 += s->http504;
+        unsent += s->unsent;
     }
     if (!over) {
         add(r, "protection_refused_past_capacity", -1, "no stage above 1C ran");
@@ -234,8 +237,9 @@ void d11_rh_evaluate(d11_rh_run *r)
             refused == 0 && served ? "; the offered load was served in full (not overloaded)" : "");
         double ratio = sent ? (double)bad / (double)sent : 0;
         add(r, "no_timeouts_past_capacity", ratio <= o->timeouts_max ? 1 : 0,
-            "%lld of %lld requests timed out, got 504, failed in transport or were never sent "
-            "(%.4f, limit %.4f)", (long long)bad, (long long)sent, ratio, o->timeouts_max);
+            "%lld of %lld requests above 1C: %lld transport failures/timeouts, %lld 504, %lld never sent (every "
+            "connection waiting); %.4f, limit %.4f", (long long)bad, (long long)sent, (long long)tmo, (long long)g504,
+            (long long)unsent, ratio, o->timeouts_max);
         double want = o->goodput_min * r->capacity;
         add(r, "goodput_at_overload", over->ok_per_s >= want && over->ok > 0 ? 1 : 0,
             "at %s (%.0f/s offered): %.0f orders/s admitted and served; need >= %.2f x C = %.0f/s", over->name,

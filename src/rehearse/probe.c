@@ -402,10 +402,10 @@ int d11_rh_audit(const d11_rh_opts *o, char *detail, size_t n)
     int rc = WIFEXITED(st) ? WEXITSTATUS(st) : 128;
     d11_buf_append(&out, "", 1);
     const char *viol = strstr(out.data, "\"violations\":[");
-    const char *orders = strstr(out.data, "\"orders\":");
+    const char *skus = strstr(out.data, "\"skus\":");
     if (rc == 0)
-        snprintf(detail, n, "d11 audit --data %.120s: every invariant holds (%.40s)", o->data_dir,
-                 orders ? orders : "");
+        snprintf(detail, n, "d11 audit --data %.120s: every invariant holds (%lld SKU ledgers checked)", o->data_dir,
+                 skus ? strtoll(skus + 7, NULL, 10) : 0LL);
     else if (rc == 1 && viol)
         snprintf(detail, n, "d11 audit: %.200s", viol);
     else
