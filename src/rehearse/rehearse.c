@@ -6,15 +6,17 @@
  *   capacity    --capacity N, or a short closed-loop probe (2xx per second)
  *   load        a load thread runs the stages one after the other (open loop at
  *               mult × C; d11_bench_run from src/bench) and records each one's result
- *   main        every 100 ms: fire / end the faults of the fault stage, send a refusal
- *               probe during overload stages; every second: sample /metrics + /admin/cells
+ *   main        every 50 ms: fire / end the faults of the fault stage, send a refusal
+ *               probe (every 200 ms) during overload stages
+ *   sampler     a thread: every second, a sample of /metrics + /admin/cells
  *   after       end every fault still active (a paused cell is always SIGCONTed), wait
  *               for the cells, read the stock, run `d11 audit`, evaluate the checks,
  *               write --json / --report
  *
  * Exit status: 0 every check passed (skipped ones do not fail), 1 a check failed or the
- * run could not be done, 2 usage. Threads: main + the load thread (+ loadgen's workers);
- * they share only the run's stage table and series, under run->mu. The stop flag is
+ * run could not be done, 2 usage. Threads: main (faults, probes) + the load thread (+
+ * loadgen's workers) + the sampler thread; they share only the run's stage table, series
+ * and samples, under run->mu. The stop flag is
  * loadgen's d11__bench_stop (set by SIGINT/SIGTERM).
  */
 #include <errno.h>
@@ -134,7 +136,7 @@ static int parse_args(d11_rh_opts *o, int argc, char **argv)
                 return usage_err("--sku-prefix: up to 19 of [A-Za-z0-9_.-]", val);
             snprintf(o->bo.wl.sku_prefix, sizeof o->bo.wl.sku_prefix, "%s", val);
         }
-        else if (!strcmp(a, "--goodput-min")) { NUM(0, 100); o->goodput_min = v; }
+        else if (!strcmp(a, "--goodput-min")) { NUM(0, 1e6); o->goodput_min = v; }
         else if (!strcmp(a, "--p99-factor")) { NUM(0, 1e6); o->p99_factor = v; }
         else if (!strcmp(a, "--refusal-ms")) { NUM(0, 600000); o->refusal_ms = v; }
         else if (!strcmp(a, "--timeouts-max")) { NUM(0, 1); o->timeouts_max = v; }
@@ -261,12 +263,63 @@ static void say(const d11_rh_opts *o, const char *fmt, ...)
     va_end(ap);
 }
 
+/* One sample into r->samples (the sampler thread, and once more at the end). */
 static void take_sample(d11_rh_run *r, d11_httpc *c)
 {
-    if (r->nsamples >= D11_RH_SAMPLES_MAX) return;
-    const d11_rh_sample *prev = r->nsamples ? &r->samples[r->nsamples - 1] : NULL;
-    d11_rh_sample_take(c, r->o->bo.auth_header, since(r), prev, &r->samples[r->nsamples]);
-    r->nsamples++;
+    d11_rh_sample s;
+    pthread_mutex_lock(&r->mu);
+    d11_rh_sample prev = r->nsamples ? r->samples[r->nsamples - 1] : (d11_rh_sample){0};
+    bool have_prev = r->nsamples > 0;
+    pthread_mutex_unlock(&r->mu);
+    d11_rh_sample_take(c, r->o->bo.auth_header, since(r), have_prev ? &prev : NULL, &s);
+    pthread_mutex_lock(&r->mu);
+    if (r->nsamples < D11_RH_SAMPLES_MAX) r->samples[r->nsamples++] = s;
+    pthread_mutex_unlock(&r->mu);
+}
+
+/* The sampler thread: a sample about every second until r->sampling goes false. A sample
+ * can take longer than a second (a SIGSTOPped cell makes /admin/cells wait for its probe
+ * timeout); it runs apart from the main thread so that the faults keep their times. */
+static void *sampler_main(void *arg)
+{
+    d11_rh_run *r = arg;
+    d11_httpc c;
+    d11_httpc_init(&c, &r->o->bo.url, 2500);
+    for (;;) {
+        pthread_mutex_lock(&r->mu);
+        bool go = r->sampling;
+        pthread_mutex_unlock(&r->mu);
+        if (!go) break;
+        int64_t t0 = d11_mono_ms();
+        take_sample(r, &c);
+        int64_t left = 1000 - (d11_mono_ms() - t0);
+        while (left > 0) {
+            struct timespec ts = {0, (left > 100 ? 100 : left) * 1000000L};
+            nanosleep(&ts, NULL);
+            left -= 100;
+            pthread_mutex_lock(&r->mu);
+            go = r->sampling;
+            pthread_mutex_unlock(&r->mu);
+            if (!go) break;
+        }
+    }
+    d11_httpc_release(&c);
+    return NULL;
+}
+
+/* All cells up in the latest sample. */
+static bool all_up(d11_rh_run *r)
+{
+    pthread_mutex_lock(&r->mu);
+    bool ok = false;
+    if (r->nsamples) {
+        const d11_rh_sample *x = &r->samples[r->nsamples - 1];
+        int up = 0;
+        for (int i = 0; i < x->ncells; i++) up += x->cell_up[i] == 1;
+        ok = x->ok && x->ncells > 0 && up == x->ncells;
+    }
+    pthread_mutex_unlock(&r->mu);
+    return ok;
 }
 
 static void fault_begin(d11_rh_run *r, d11_httpc *c, d11_rh_fault *f)
@@ -295,7 +348,7 @@ static void sleep_ms(int ms)
 static void timeline(d11_rh_run *r, d11_httpc *c, d11_httpc *pc)
 {
     d11_rh_opts *o = r->o;
-    double next_sample = 0, next_probe = 0;
+    double next_poll = 0, next_probe = 0;
     uint64_t seq = 0;
     for (;;) {
         pthread_mutex_lock(&r->mu);
@@ -314,21 +367,18 @@ static void timeline(d11_rh_run *r, d11_httpc *c, d11_httpc *pc)
                 d11_rh_fault *f = &o->faults[i];
                 if (f->status == D11_RH_PENDING && now - st0 >= f->at_s) fault_begin(r, c, f);
                 else if (f->status == D11_RH_ACTIVE && now >= f->t0_s + f->dur_s) fault_end(r, c, f);
-                else if (f->status == D11_RH_ACTIVE && f->kind == D11_RH_F_KILL && now >= next_sample &&
-                         now >= f->t0_s + 0.5 && d11_rh_kill_recovered(c, o, f))
-                    fault_end(r, c, f);
+                else if (f->status == D11_RH_ACTIVE && f->kind == D11_RH_F_KILL && now >= next_poll &&
+                         now >= f->t0_s + 0.5) {
+                    next_poll = now + 0.5;
+                    if (d11_rh_kill_recovered(c, o, f)) fault_end(r, c, f);
+                }
             }
         }
         if (s && !s->faults && s->mult > 1 && now >= next_probe && now - st0 > 0.5) {
             d11_rh_probe(pc, o, r, ++seq);
             next_probe = now + 0.2;
         }
-        now = since(r);
-        if (now >= next_sample) {
-            take_sample(r, c);
-            next_sample = now + 1;
-        }
-        sleep_ms(100);
+        sleep_ms(50);
     }
     for (int i = 0; i < o->nfaults; i++) /* interrupted or the stage ended early */
         if (o->faults[i].status == D11_RH_ACTIVE) fault_end(r, c, &o->faults[i]);
@@ -337,15 +387,8 @@ static void timeline(d11_rh_run *r, d11_httpc *c, d11_httpc *pc)
             o->faults[i].status = D11_RH_SKIPPED;
             snprintf(o->faults[i].why, sizeof o->faults[i].why, "not reached (the run stopped first)");
         }
-    /* settle: the cells back up (bounded), one last sample */
-    for (int k = 0; k < (int)(o->recover_s + 1) && !d11__bench_stop; k++) {
-        take_sample(r, c);
-        const d11_rh_sample *x = &r->samples[r->nsamples - 1];
-        int up = 0;
-        for (int i = 0; i < x->ncells; i++) up += x->cell_up[i] == 1;
-        if (x->ok && x->ncells > 0 && up == x->ncells) break;
-        sleep_ms(1000);
-    }
+    /* settle: the cells back up (bounded) */
+    for (int k = 0; k < (int)(o->recover_s * 10) && !d11__bench_stop && !all_up(r); k++) sleep_ms(100);
 }
 
 static int find_capacity(d11_rh_run *r)
@@ -425,9 +468,17 @@ int d11_rehearse_main(int argc, char **argv)
     r.t0_ns = d11_mono_ns();
     pthread_t th;
     if (r.capacity > 0) {
-        if (pthread_create(&th, NULL, load_main, &r) != 0) d11_fatal("rehearse: cannot start the load thread");
+        pthread_t sth;
+        r.sampling = true;
+        if (pthread_create(&th, NULL, load_main, &r) != 0 || pthread_create(&sth, NULL, sampler_main, &r) != 0)
+            d11_fatal("rehearse: cannot start the load and sampler threads");
         timeline(&r, &c, &pc);
         pthread_join(th, NULL);
+        pthread_mutex_lock(&r.mu);
+        r.sampling = false;
+        pthread_mutex_unlock(&r.mu);
+        pthread_join(sth, NULL);
+        take_sample(&r, &c); /* the state at the end */
     }
     r.real_sold_after = d11_rh_sold(&c, &o, false);
     r.shadow_sold_after = d11_rh_sold(&c, &o, true);

@@ -12,9 +12,10 @@
  *   svg.c       the SVG plot writer (time series with fault bands, lanes of states)
  *   report.c    the --json document and the --html report
  *
- * Ownership: one d11_rh_run holds everything a run collects; it is filled by the main
- * thread except the stage results, which the load thread writes under run->mu. Every
- * pointer in it is owned by it (d11_rh_run_release frees them).
+ * Ownership: one d11_rh_run holds everything a run collects. The load thread writes the
+ * stage results and the client series, the sampler thread the samples, the main thread
+ * the faults and probes; shared fields are touched under run->mu only, and the checks
+ * read them after both threads are joined. The arrays are owned by d11_rehearse_main.
  * Safety: every business request carries X-D11-Stress: 1 (shadow tables and shadow
  * stock: the real stock is never touched, and the check "real_stock_untouched" proves
  * it); process drills need --data DIR and act only on a pid whose /proc cmdline is a d11
@@ -126,7 +127,8 @@ typedef struct d11_rh_run {
     /* client-side series (one entry per second of load) */
     d11_bench_sec *series;
     int     nseries;
-    /* platform samples */
+    /* platform samples (the sampler thread appends under mu while `sampling`) */
+    bool    sampling;
     d11_rh_sample *samples;
     int     nsamples;
     /* refusal probes during overload stages */
