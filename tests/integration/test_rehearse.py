@@ -14,8 +14,8 @@ from the harness, then its HTML report rendered by headless Chromium (Debian `ch
      check fails, the verdict is "fail", the exit status is 1 and the rendered report says
      FAIL — the verdict follows the checks.
 
-The platform runs with --request-timeout-ms 500 (so that a 2.5 s pause times requests out
-and opens the breaker) and --protect-inflight-min 8 (so that adaptive protection refuses
+The platform runs with --request-timeout-ms 500 (so that the quick profile's 6-s pause
+outlasts the breaker's 5-s window plus the timeout and surely opens it) and --protect-inflight-min 8 (so that adaptive protection refuses
 work past capacity on this small load).
 """
 
