@@ -42,7 +42,7 @@ const char *d11_rh_fstatus_name(int s)
  * from before the pause, so the breaker trips only once a window starts inside the pause
  * — for certain when the pause lasts window + request timeout (5 + 3 s by default; the
  * quick profile assumes --request-timeout-ms <= 1000). */
-static const double fault_len[2][D11_RH_F_KINDS] = {{9, 5, 4, 8}, {6, 2, 1.5, 4}};
+static const double fault_len[2][D11_RH_F_KINDS] = {{9, 5, 4, 15}, {6, 2, 1.5, 8}};
 
 void d11_rh_plan_defaults(d11_rh_opts *o, bool quick)
 {
@@ -55,7 +55,7 @@ void d11_rh_plan_defaults(d11_rh_opts *o, bool quick)
     o->p99_factor = 10;
     o->refusal_ms = 1000;
     o->timeouts_max = 0.01;
-    o->recover_s = quick ? 4 : 8;
+    o->recover_s = quick ? 8 : 15; /* a cell reloads its orders first: seconds under load */
     char err[128];
     int rc = d11_rh_plan_stages(o, "0.5,1,2,3", err, sizeof err);
     D11_ASSERT(rc == 0);
