@@ -26,7 +26,7 @@ const char *d11_rh_reason_name(int r)
 
 const char *d11_rh_fault_name(int kind)
 {
-    static const char *const n[D11_RH_F_KINDS] = {"pause", "slow-commits", "relay-down", "kill"};
+    static const char *const n[D11_RH_F_KINDS] = {"pause", "slow-commits", "relay-down", "kill", "degrade"};
     return kind >= 0 && kind < D11_RH_F_KINDS ? n[kind] : "?";
 }
 
@@ -42,7 +42,7 @@ const char *d11_rh_fstatus_name(int s)
  * from before the pause, so the breaker trips only once a window starts inside the pause
  * — for certain when the pause lasts window + request timeout (5 + 3 s by default; the
  * quick profile assumes --request-timeout-ms <= 1000). */
-static const double fault_len[2][D11_RH_F_KINDS] = {{9, 5, 4, 15}, {6, 2, 1.5, 8}};
+static const double fault_len[2][D11_RH_F_KINDS] = {{9, 5, 4, 15, 5}, {6, 2, 1.5, 8, 2}};
 
 void d11_rh_plan_defaults(d11_rh_opts *o, bool quick)
 {
@@ -59,7 +59,7 @@ void d11_rh_plan_defaults(d11_rh_opts *o, bool quick)
     char err[128];
     int rc = d11_rh_plan_stages(o, "0.5,1,2,3", err, sizeof err);
     D11_ASSERT(rc == 0);
-    rc = d11_rh_plan_faults(o, "pause,slow-commits,relay-down,kill", err, sizeof err);
+    rc = d11_rh_plan_faults(o, "pause,slow-commits,relay-down,degrade,kill", err, sizeof err);
     D11_ASSERT(rc == 0);
 }
 
@@ -129,7 +129,7 @@ int d11_rh_plan_faults(d11_rh_opts *o, const char *list, char *err, size_t errle
             for (int k = 0; k < D11_RH_F_KINDS; k++)
                 if (strlen(d11_rh_fault_name(k)) == n && !strncmp(p, d11_rh_fault_name(k), n)) kind = k;
             if (kind < 0 || o->nfaults == D11_RH_FAULTS_MAX) {
-                snprintf(err, errlen, "--faults: a list of pause, slow-commits, relay-down, kill (at most %d), or none",
+                snprintf(err, errlen, "--faults: a list of pause, slow-commits, relay-down, degrade, kill (at most %d), or none",
                          D11_RH_FAULTS_MAX);
                 return -1;
             }
@@ -285,6 +285,17 @@ void d11_rh_evaluate(d11_rh_run *r)
         double d = r->samples[i1].slow_commits_cum - r->samples[i0].slow_commits_cum;
         add(r, "slow_commits_seen", d > 0 ? 1 : 0, "d11_cell_slow_commits_total rose by %.0f while commits were "
             "delayed %.0f ms", d, o->slow_ms);
+    }
+    f = fault_of(o, D11_RH_F_DEGRADE);
+    if (!f || f->status == D11_RH_SKIPPED || f->status == D11_RH_PENDING) {
+        add(r, "degrade_switch_acted", -1, "%s", f ? f->why : "no degrade in the plan");
+    } else if (f->status == D11_RH_FAILED) {
+        add(r, "degrade_switch_acted", 0, "%s", f->why);
+    } else {
+        int i0 = sample_at(r, f->t0_s), i1 = sample_at(r, f->t1_s + 1.5);
+        double d = r->samples[i1].refused_cum[D11_RH_R_DEGRADED] - r->samples[i0].refused_cum[D11_RH_R_DEGRADED];
+        add(r, "degrade_switch_acted", d > 0 ? 1 : 0, "%.0f orders refused 503 degraded while a scheduled switch "
+            "was on for the hot rehearsal SKU; removed after %.1f s", d, f->t1_s - f->t0_s);
     }
     int armed = 0, failed = 0, skipped = 0;
     char why[D11_RH_TEXT_MAX] = "";

@@ -1,8 +1,9 @@
 /*
  * probe.c — what `d11 rehearse` says to the platform (rehearse.h): samples of /metrics
  * and /admin/cells, the live chaos API (POST/DELETE /admin/chaos), process drills on a
- * cell (SIGSTOP/SIGCONT, SIGKILL) by the pid in DATA/cell-N.lock, stress-tagged refusal
- * probes, stock reads and `d11 audit`.
+ * cell (SIGSTOP/SIGCONT, SIGKILL) by the pid in DATA/cell-N.lock, a scheduled degrade
+ * switch on a rehearsal SKU (PATCH /admin/rules), stress-tagged refusal probes, stock
+ * reads and `d11 audit`.
  *
  * Safety rules kept here: every business request carries X-D11-Stress: 1; a signal goes
  * only to a pid whose /proc/PID/cmdline is `d11 ... cell ...` (a stale lock file naming a
@@ -226,11 +227,117 @@ static void chaos_disarm(d11_httpc *c, const d11_rh_opts *o, d11_rh_fault *f)
     f->status = D11_RH_DONE;
 }
 
+/* ---- degrade drill: a scheduled switch scoped to the hot rehearsal SKU ----
+ * The entry is added to the rules' "degrade_schedule" (PATCH, compare-and-set on the
+ * version read) with an until_ms a few seconds past the drill, so it turns itself off even
+ * if the rehearsal dies; at the end exactly that entry is removed again (the array is
+ * replaced whole by a PATCH, so the others are written back as read). */
+
+/* GET /admin/rules: the schedule array's text into arr, the version into *version. */
+static int rules_read(d11_httpc *c, const d11_rh_opts *o, d11_buf *arr, uint64_t *version)
+{
+    if (get(c, o->bo.auth_header, "/admin/rules") != 200 || !c->body.data) return -1;
+    jw_span doc = {c->body.data, c->body.len}, v, s;
+    char t[32];
+    if (!jw_get(doc, "version", &v) || !jw_get(doc, "degrade_schedule", &s) || s.n < 2 || s.p[0] != '[') return -1;
+    jw_text(v, t, sizeof t);
+    *version = strtoull(t, NULL, 10);
+    d11_buf_reset(arr);
+    d11_buf_append(arr, s.p, s.n);
+    d11_buf_append(arr, "", 1);
+    arr->len--;
+    return 0;
+}
+
+static int rules_patch(d11_httpc *c, const d11_rh_opts *o, uint64_t version, const d11_buf *arr)
+{
+    d11_buf b;
+    d11_buf_init(&b, arr->len + 64);
+    d11_buf_printf(&b, "{\"version\":%llu,\"degrade_schedule\":", (unsigned long long)version);
+    d11_buf_append(&b, arr->data, arr->len);
+    d11_buf_puts(&b, "}");
+    char hdr[D11_BENCH_HEADERS_BYTES_MAX + 64];
+    snprintf(hdr, sizeof hdr, "%sContent-Type: application/json\r\n", o->bo.auth_header);
+    int rc = d11_httpc_do(c, "PATCH", "/admin/rules", hdr, b.data, b.len);
+    d11_buf_free(&b);
+    return rc < 0 ? rc : c->status;
+}
+
+static void degrade_on(d11_httpc *c, const d11_rh_opts *o, d11_rh_fault *f)
+{
+    d11_buf arr;
+    d11_buf_init(&arr, 1024);
+    uint64_t ver = 0;
+    char sku[64];
+    d11_workload_sku_name(&o->bo.wl, 0, sku, sizeof sku);
+    int64_t now = d11_wall_ms();
+    snprintf(f->degrade_entry, sizeof f->degrade_entry,
+             "{\"resource\":\"orders.create\",\"sku\":\"%s\",\"from_ms\":%lld,\"until_ms\":%lld}", sku,
+             (long long)(now - 5000), (long long)(now + (int64_t)(f->dur_s * 1000) + 5000));
+    if (rules_read(c, o, &arr, &ver) < 0) {
+        f->status = D11_RH_FAILED;
+        snprintf(f->why, sizeof f->why, "GET /admin/rules: no rules document with a degrade_schedule");
+    } else {
+        bool empty = arr.len == 2 || strspn(arr.data + 1, " \n\t\r") == arr.len - 2;
+        arr.len--; /* drop ']' */
+        if (!empty) d11_buf_puts(&arr, ",");
+        d11_buf_puts(&arr, f->degrade_entry);
+        d11_buf_puts(&arr, "]");
+        int st = rules_patch(c, o, ver, &arr);
+        if (st == 200) {
+            f->status = D11_RH_ACTIVE;
+            snprintf(f->why, sizeof f->why, "degrade_schedule += orders.create for SKU %s (version %llu -> %llu)", sku,
+                     (unsigned long long)ver, (unsigned long long)ver + 1);
+        } else {
+            f->status = D11_RH_FAILED;
+            snprintf(f->why, sizeof f->why, "PATCH /admin/rules -> %d %.160s", st,
+                     st > 0 && c->body.data ? c->body.data : "");
+        }
+    }
+    d11_buf_free(&arr);
+}
+
+static void degrade_off(d11_httpc *c, const d11_rh_opts *o, d11_rh_fault *f)
+{
+    d11_buf arr;
+    d11_buf_init(&arr, 1024);
+    int st = 0;
+    for (int attempt = 0; attempt < 3; attempt++) { /* 409: someone changed the rules meanwhile */
+        uint64_t ver = 0;
+        if (rules_read(c, o, &arr, &ver) < 0) break;
+        char *at = strstr(arr.data, f->degrade_entry);
+        if (!at) {
+            st = 200; /* already gone */
+            break;
+        }
+        size_t off = (size_t)(at - arr.data), n = strlen(f->degrade_entry);
+        if (off + n < arr.len && arr.data[off + n] == ',') n++;           /* "mine," */
+        else if (off > 1 && arr.data[off - 1] == ',') off--, n++;        /* ",mine" */
+        memmove(arr.data + off, arr.data + off + n, arr.len - off - n + 1);
+        arr.len -= n;
+        st = rules_patch(c, o, ver, &arr);
+        if (st != 409) break;
+    }
+    size_t k = strlen(f->why);
+    if (st == 200) {
+        f->status = D11_RH_DONE;
+        snprintf(f->why + k, sizeof f->why - k, "; removed again");
+    } else {
+        f->status = D11_RH_FAILED;
+        snprintf(f->why + k, sizeof f->why - k, "; could not remove it (PATCH -> %d); it ends by itself at until_ms", st);
+    }
+    d11_buf_free(&arr);
+}
+
 void d11_rh_fault_start(d11_httpc *c, const d11_rh_opts *o, d11_rh_fault *f)
 {
     D11_ASSERT(f->status == D11_RH_PENDING);
     if (f->kind == D11_RH_F_SLOW_COMMITS || f->kind == D11_RH_F_RELAY_DOWN) {
         chaos_arm(c, o, f);
+        return;
+    }
+    if (f->kind == D11_RH_F_DEGRADE) {
+        degrade_on(c, o, f);
         return;
     }
     if (!o->data_dir) {
@@ -273,6 +380,9 @@ void d11_rh_fault_stop(d11_httpc *c, const d11_rh_opts *o, d11_rh_fault *f)
     case D11_RH_F_SLOW_COMMITS:
     case D11_RH_F_RELAY_DOWN:
         chaos_disarm(c, o, f);
+        return;
+    case D11_RH_F_DEGRADE:
+        degrade_off(c, o, f);
         return;
     case D11_RH_F_PAUSE:
         if (kill(f->pid, SIGCONT) == -1 && errno != ESRCH) {

@@ -48,7 +48,7 @@ enum { D11_RH_R_OVERLOADED = 0, D11_RH_R_RATE_LIMITED, D11_RH_R_BREAKER, D11_RH_
 const char *d11_rh_reason_name(int r);
 
 enum { D11_RH_F_PAUSE = 0, D11_RH_F_SLOW_COMMITS, D11_RH_F_RELAY_DOWN, D11_RH_F_KILL,
-       D11_RH_F_KINDS };
+       D11_RH_F_DEGRADE, D11_RH_F_KINDS };
 const char *d11_rh_fault_name(int kind);
 
 enum { D11_RH_PENDING = 0, D11_RH_ACTIVE, D11_RH_DONE, D11_RH_SKIPPED, D11_RH_FAILED };
@@ -76,6 +76,7 @@ typedef struct d11_rh_fault {
     int    pid;              /* process drills: the cell's pid then */
     int    effect;           /* kill: 1 the cell came back (new pid, up); -1 not known */
     char   chaos_id[64];
+    char   degrade_entry[D11_RH_TEXT_MAX]; /* degrade: the schedule entry added (as rendered) */
     char   why[D11_RH_TEXT_MAX]; /* skipped / failed reason, or what was done */
 } d11_rh_fault;
 

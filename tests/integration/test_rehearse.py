@@ -3,9 +3,10 @@ test_rehearse.py — `d11 rehearse` (issue 11, item 7; docs/rehearsal.md) agains
 from the harness, then its HTML report rendered by headless Chromium (Debian `chromium`).
 
   1. A quick rehearsal (--quick: capacity probe, 0.5/1/2/3 × C, then a cell pause, slow
-     commits, relay down and a cell kill) with lenient thresholds: the exit status matches
+     commits, relay down, a scheduled degrade switch and a cell kill) with lenient thresholds: the exit status matches
      the JSON verdict; the process drills ran and had their effect (the paused cell's
-     breaker opened, the killed cell came back under `d11 up`); the chaos steps ran or are
+     breaker opened, the killed cell came back under `d11 up`); the degrade switch refused
+     orders and was removed again (the rules' degrade_schedule is empty afterwards); the chaos steps ran or are
      "skipped" naming the missing API; stress traffic only (the real stock_sold of the
      rehearsal SKUs is unchanged, the shadow one moved); `d11 audit` holds; the report,
      rendered by Chromium (--dump-dom), has its four SVG plots with data points, the fault
@@ -95,6 +96,8 @@ def test_quick_rehearsal_report_and_forced_failure():
             ok = faults[k]["status"] == "done" or (faults[k]["status"] == "skipped"
                                                    and "/admin/chaos" in faults[k]["what"])
             ck.true(ok, "chaos step %s ran, or is skipped naming the API: %r" % (k, faults[k]))
+        ck.eq(checks["degrade_switch_acted"]["status"], "pass", "the scheduled degrade switch refused orders")
+        ck.eq(p.client().get("/admin/rules").json["degrade_schedule"], [], "the degrade entry was removed")
         ck.eq(checks["real_stock_untouched"]["status"], "pass", "stress traffic only")
         ck.true(d["shadow_sold_after"] > 0 and d["real_sold_after"] == d["real_sold_before"] == 0,
                 "the shadow stock moved, the real one did not: %r" % {k: d[k] for k in (

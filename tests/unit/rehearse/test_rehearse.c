@@ -114,10 +114,11 @@ static void test_plan(void)
     d11_rh_plan_defaults(&o, true);
     CHECK_EQ(o.nstages, 5);
     CHECK(o.stages[4].faults && o.stages[3].mult == 3 && o.stages[0].mult == 0.5);
-    CHECK_EQ(o.nfaults, 4);
-    CHECK(o.faults[0].kind == D11_RH_F_PAUSE && o.faults[3].kind == D11_RH_F_KILL);
-    /* quick: 0.5 + 6 + 1 + 2 + 1 + 1.5 + 1 + 8 (recover) + 1 (tail) */
-    CHECKF(fabs(o.stages[4].dur_s - 22) < 1e-9, "%f", o.stages[4].dur_s);
+    CHECK_EQ(o.nfaults, 5);
+    CHECK(o.faults[0].kind == D11_RH_F_PAUSE && o.faults[3].kind == D11_RH_F_DEGRADE &&
+          o.faults[4].kind == D11_RH_F_KILL);
+    /* quick: 0.5 + 6 + 1 + 2 + 1 + 1.5 + 1 + 2 + 1 + 8 (recover) + 1 (tail) */
+    CHECKF(fabs(o.stages[4].dur_s - 25) < 1e-9, "%f", o.stages[4].dur_s);
     for (int i = 1; i < o.nfaults; i++) CHECK(o.faults[i].at_s >= o.faults[i - 1].at_s + o.faults[i - 1].dur_s);
     char err[200];
     CHECK_RC(d11_rh_plan_faults(&o, "kill,bogus", err, sizeof err), -1);
