@@ -8,7 +8,8 @@
  * Safety rules kept here: every business request carries X-D11-Stress: 1; a signal goes
  * only to a pid whose /proc/PID/cmdline is `d11 ... cell ...` (a stale lock file naming a
  * recycled pid is refused); a pause is always ended by d11_rh_fault_stop (the caller
- * stops every active fault on every exit path). All calls block, with the client's
+ * stops every active fault on every exit path), and by a watchdog child 1 s after its
+ * planned end if this process dies before. All calls block, with the client's
  * timeout; the main thread only.
  */
 #include <errno.h>
@@ -19,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "../ctl/ctl_int.h"
@@ -360,6 +362,20 @@ void d11_rh_fault_start(d11_httpc *c, const d11_rh_opts *o, d11_rh_fault *f)
                  strerror(errno));
         return;
     }
+    if (sig == SIGSTOP) {
+        /* A watchdog child ends the pause even if this process is killed first (SIGKILL,
+         * OOM): it only sleeps, sends SIGCONT and exits (async-signal-safe calls only,
+         * as the child of a threaded process must). d11_rh_fault_stop reaps it. */
+        pid_t w = fork();
+        if (w == 0) {
+            setsid();
+            struct timespec ts = {(time_t)(f->dur_s + 1), 0};
+            while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {}
+            kill(pid, SIGCONT);
+            _exit(0);
+        }
+        f->watchdog_pid = w > 0 ? (int)w : 0;
+    }
     f->status = D11_RH_ACTIVE;
     snprintf(f->why, sizeof f->why, "cell %d (pid %d) %s", o->drill_cell, pid,
              sig == SIGSTOP ? "paused with SIGSTOP" : "killed with SIGKILL");
@@ -389,6 +405,11 @@ void d11_rh_fault_stop(d11_httpc *c, const d11_rh_opts *o, d11_rh_fault *f)
             f->status = D11_RH_FAILED;
             snprintf(f->why, sizeof f->why, "kill(%d, SIGCONT): %s", f->pid, strerror(errno));
             return;
+        }
+        if (f->watchdog_pid > 0) {
+            kill(f->watchdog_pid, SIGKILL);
+            while (waitpid(f->watchdog_pid, NULL, 0) == -1 && errno == EINTR) {}
+            f->watchdog_pid = 0;
         }
         f->status = D11_RH_DONE;
         return;

@@ -74,6 +74,7 @@ typedef struct d11_rh_fault {
     int    status;
     double t0_s, t1_s;       /* actual, from the timeline's start */
     int    pid;              /* process drills: the cell's pid then */
+    int    watchdog_pid;     /* pause: the child that SIGCONTs the cell if we die first */
     int    effect;           /* kill: 1 the cell came back (new pid, up); -1 not known */
     char   chaos_id[64];
     char   degrade_entry[D11_RH_TEXT_MAX]; /* degrade: the schedule entry added (as rendered) */

@@ -15,6 +15,9 @@ from the harness, then its HTML report rendered by headless Chromium (Debian `ch
      check fails, the verdict is "fail", the exit status is 1 and the rendered report says
      FAIL — the verdict follows the checks.
 
+  3. `d11 rehearse` killed (SIGKILL) while its pause drill holds a cell stopped: the cell is
+     resumed anyway, by the watchdog child the drill forked.
+
 The platform runs with --request-timeout-ms 500 (so that the quick profile's 6-s pause
 outlasts the breaker's 5-s window plus the timeout and surely opens it) and --protect-inflight-min 8 (so that adaptive protection refuses
 work past capacity on this small load).
@@ -24,9 +27,11 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
+import time
 
-from harness import Checks, Platform, heavy, log, run_cli, scaled, test_tmp, timeout
+from harness import D11_BIN, Checks, Platform, heavy, log, poll, run_cli, scaled, test_tmp, timeout
 
 LENIENT = ["--goodput-min", "0.05", "--p99-factor", "100000", "--refusal-ms", "5000", "--timeouts-max", "0.5"]
 
@@ -119,4 +124,43 @@ def test_quick_rehearsal_report_and_forced_failure():
         ck.eq(d["verdict"], "fail", "a failed check fails the rehearsal")
         ck.eq(cp.returncode, 1, "exit 1 on a failed rehearsal")
         ck.eq(verdict_text(chromium_dom(report2)), "FAIL", "the rendered report says FAIL")
+        p.stop()
+
+
+def _proc_state(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
+
+
+@timeout(60)
+def test_a_killed_rehearsal_never_leaves_a_cell_paused():
+    """SIGKILL `d11 rehearse` while its pause drill holds cell 0 stopped: the watchdog child
+    it forked sends SIGCONT at the end of the pause anyway (without it the cell would stay
+    stopped forever)."""
+    with Checks() as ck, Platform(cells=2, request_timeout_ms=500) as p:
+        pid = p.pids()["cell-0"]
+        env = dict(os.environ, D11_TEST_TMP=test_tmp(), D11_TOKEN="", D11_TOKEN_FILE="")
+        proc = subprocess.Popen([D11_BIN, "rehearse", "--url", "http://127.0.0.1:%d" % p.port, "--data", p.data,
+                                 "--quick", "--capacity", "100", "--stages", "0.5", "--stage-s", "0.5",
+                                 "--faults", "pause", "--pause-s", "2", "--connections", "4", "--quiet"],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                env=env)
+        try:
+            poll(lambda: _proc_state(pid) == "T", 20, "cell 0 stopped by the pause drill")
+            t0 = time.monotonic()
+            proc.kill()
+            proc.wait()
+            log("rehearse killed during the pause")
+            poll(lambda: _proc_state(pid) not in ("T", None), 6, "cell 0 resumed by the watchdog")
+            ck.true(time.monotonic() - t0 < scaled(5), "resumed within the pause + 1 s")
+            ck.status(p.client().get("/readyz"), 200, "the platform is whole again")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            if _proc_state(pid) == "T":
+                os.kill(pid, signal.SIGCONT)  # never leave a stopped cell behind, even on failure
         p.stop()
