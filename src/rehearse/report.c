@@ -144,6 +144,7 @@ int d11_rh_html(const char *path, const d11_rh_run *r)
                    "<style>body{font-family:sans-serif;margin:24px;color:#222}td,th{padding:2px 10px;text-align:left}"
                    ".pass{color:#1a7f1a}.fail{color:#c00;font-weight:bold}.skipped{color:#888}#verdict{font-size:28px;"
                    "font-weight:bold}table{border-collapse:collapse}tr:nth-child(even){background:#f6f6f6}"
+                   "#stages td,#faults td:nth-child(-n+4){white-space:nowrap}"
                    "</style></head><body>\n<h1>d11 rehearsal report</h1>\n"
                    "<p id=\"verdict\" class=\"%s\">%s</p>\n<p>Target ",
                    r->pass ? "pass" : "fail", r->pass ? "PASS" : "FAIL");

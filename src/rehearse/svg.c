@@ -20,7 +20,7 @@
 #define SV_H   300
 #define SV_L   72
 #define SV_R   160
-#define SV_T   36
+#define SV_T   44
 #define SV_B   46
 
 void d11_rh_xml_text(d11_buf *b, const char *s)
@@ -68,29 +68,36 @@ static double fy(const frame *f, double v)
     return SV_T + f->ph - v / f->ytop * f->ph;
 }
 
-/* Open the <svg>, title, bands, x axis (seconds). */
-static void open_chart(d11_buf *b, const d11_rh_chart *c, const frame *f)
+/* The fault bands: shaded (under the data) or as outlines with labels (over lanes). */
+static void draw_bands(d11_buf *b, const d11_rh_chart *c, const frame *f, bool over)
 {
-    d11_buf_printf(b,
-                   "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"plot\" id=\"%s\" width=\"%d\" height=\"%d\" "
-                   "viewBox=\"0 0 %d %d\" font-family=\"sans-serif\" font-size=\"12\">\n"
-                   "<rect width=\"100%%\" height=\"100%%\" fill=\"#fff\"/>\n<text x=\"%d\" y=\"22\" font-size=\"15\" "
-                   "font-weight=\"bold\">",
-                   c->id ? c->id : "plot", SV_W, SV_H, SV_W, SV_H, SV_L);
-    d11_rh_xml_text(b, c->title);
-    d11_buf_puts(b, "</text>\n");
     for (int i = 0; i < c->nbands; i++) {
         const d11_rh_band *bd = &c->bands[i];
         double x0 = fx(f, bd->x0), x1 = fx(f, bd->x1 > bd->x0 ? bd->x1 : bd->x0);
         if (x1 - x0 < 2) x1 = x0 + 2;
         d11_buf_printf(b,
-                       "<rect class=\"band\" x=\"%.1f\" y=\"%d\" width=\"%.1f\" height=\"%d\" fill=\"#f4b400\" "
-                       "fill-opacity=\"0.18\" stroke=\"#f4b400\" stroke-opacity=\"0.6\"/><text x=\"%.1f\" y=\"%d\" "
-                       "font-size=\"10\" fill=\"#8a6d00\">",
-                       x0, SV_T, x1 - x0, f->ph, x0 + 2, SV_T + 10 + 11 * (i % 3));
+                       "<rect class=\"band\" x=\"%.1f\" y=\"%d\" width=\"%.1f\" height=\"%d\" fill=\"%s\" "
+                       "fill-opacity=\"0.18\" stroke=\"#c49000\" stroke-opacity=\"0.8\"%s/><text x=\"%.1f\" y=\"%d\" "
+                       "font-size=\"10\" fill=\"#6b5500\">",
+                       x0, SV_T, x1 - x0, f->ph, over ? "none" : "#f4b400", over ? " stroke-width=\"2\"" : "", x0 + 2,
+                       SV_T - 3 - 10 * (i % 2));
         d11_rh_xml_text(b, bd->label);
         d11_buf_puts(b, "</text>\n");
     }
+}
+
+/* Open the <svg>, title, bands (unless lanes draw them over), x axis (seconds). */
+static void open_chart(d11_buf *b, const d11_rh_chart *c, const frame *f, bool bands_under)
+{
+    d11_buf_printf(b,
+                   "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"plot\" id=\"%s\" width=\"%d\" height=\"%d\" "
+                   "viewBox=\"0 0 %d %d\" font-family=\"sans-serif\" font-size=\"12\">\n"
+                   "<rect width=\"100%%\" height=\"100%%\" fill=\"#fff\"/>\n<text x=\"%d\" y=\"18\" font-size=\"15\" "
+                   "font-weight=\"bold\">",
+                   c->id ? c->id : "plot", SV_W, SV_H, SV_W, SV_H, SV_L);
+    d11_rh_xml_text(b, c->title);
+    d11_buf_puts(b, "</text>\n");
+    if (bands_under) draw_bands(b, c, f, false);
     double xs = round_step(f->xmax);
     for (double v = 0; v <= f->xmax + xs / 100; v += xs) {
         char t[32];
@@ -135,7 +142,7 @@ void d11_rh_svg_lines(d11_buf *b, const d11_rh_chart *c, const d11_rh_line *ls, 
     double ys = round_step(ymax);
     f.ytop = ys * ceil(ymax / ys);
     if (f.ytop <= 0) f.ytop = ys * 5;
-    open_chart(b, c, &f);
+    open_chart(b, c, &f, true);
     for (double v = 0; v <= f.ytop + ys / 2; v += ys) {
         char t[32];
         num_label(t, sizeof t, v);
@@ -175,7 +182,7 @@ void d11_rh_svg_lanes(d11_buf *b, const d11_rh_chart *c, const char *const *lane
     static const char *const what[] = {"up", "breaker open", "down"};
     frame f = {.pw = SV_W - SV_L - SV_R, .ph = SV_H - SV_T - SV_B, .ytop = nlanes > 0 ? nlanes : 1};
     f.xmax = c->xmax > 0 ? c->xmax : (n > 0 ? x[n - 1] + 1 : 1);
-    open_chart(b, c, &f);
+    open_chart(b, c, &f, false);
     double lh = (double)f.ph / f.ytop;
     for (int k = 0; k < nlanes; k++) {
         double y0 = SV_T + lh * k;
@@ -193,6 +200,7 @@ void d11_rh_svg_lanes(d11_buf *b, const d11_rh_chart *c, const char *const *lane
         }
         d11_buf_puts(b, "</g>\n");
     }
+    draw_bands(b, c, &f, true);
     for (int s = 0; s < 3; s++)
         d11_buf_printf(b,
                        "<rect x=\"%d\" y=\"%d\" width=\"18\" height=\"10\" fill=\"%s\"/><text class=\"legend\" "

@@ -22,7 +22,7 @@ static int count(const char *hay, const char *needle)
 
 static void test_lines(void)
 {
-    /* plot area: x 72..740 (668 px) for 0..10 s; y 254 (0) .. 36 (top = 100) */
+    /* plot area: x 72..740 (668 px) for 0..10 s; y 254 (0) .. 44 (top = 100) */
     double x[3] = {0, 5, 10}, y[3] = {0, 50, 100};
     d11_rh_line l = {"ok/s", "#2ca02c", x, y, 3, false};
     d11_rh_band band = {2, 4, "pause <cell 0>"};
@@ -32,9 +32,9 @@ static void test_lines(void)
     d11_rh_svg_lines(&b, &c, &l, 1);
     d11_buf_append(&b, "", 1);
     const char *s = b.data;
-    CHECKF(strstr(s, "points=\"72.0,254.0 406.0,145.0 740.0,36.0\""), "%s", s);
+    CHECKF(strstr(s, "points=\"72.0,254.0 406.0,149.0 740.0,44.0\""), "%s", s);
     CHECK_EQ(count(s, "<circle class=\"pt\""), 3);
-    CHECK(strstr(s, "cx=\"406.0\" cy=\"145.0\"") != NULL);
+    CHECK(strstr(s, "cx=\"406.0\" cy=\"149.0\"") != NULL);
     CHECK(strstr(s, "data-points=\"3\"") != NULL);
     /* y ticks 0, 20, .. 100 and x ticks 0, 2, .. 10, with the units in the axis titles */
     CHECK_EQ(count(s, "class=\"ytick\""), 6);
@@ -42,7 +42,7 @@ static void test_lines(void)
     CHECK_EQ(count(s, "class=\"xtick\""), 6);
     CHECK(strstr(s, ">requests per second</text>") && strstr(s, ">time since start (s)</text>"));
     /* the band: x 2..4 s = 205.6 .. 339.2 px, its label escaped */
-    CHECKF(strstr(s, "class=\"band\" x=\"205.6\" y=\"36\" width=\"133.6\"") != NULL, "%s", s);
+    CHECKF(strstr(s, "class=\"band\" x=\"205.6\" y=\"44\" width=\"133.6\"") != NULL, "%s", s);
     CHECK(strstr(s, "pause &lt;cell 0&gt;") != NULL);
     CHECK(strstr(s, "Throughput &amp; more") != NULL);
     CHECK(strncmp(s, "<svg ", 5) == 0 && strstr(s, "</svg>\n") != NULL);
@@ -178,6 +178,16 @@ static void test_checks(void)
     for (int i = 0; i < r.nchecks; i++)
         if (!strcmp(r.checks[i].name, "goodput_at_overload")) CHECK_EQ(r.checks[i].status, 0);
     o.goodput_min = 0.5;
+    o.stages[3].refused = 100; /* most of the unserved excess waited instead of being refused */
+    o.stages[3].unsent = o.stages[3].sent - o.stages[3].ok - 100;
+    d11_rh_evaluate(&r);
+    CHECK(!r.pass);
+    for (int i = 0; i < r.nchecks; i++)
+        if (!strcmp(r.checks[i].name, "protection_refused_past_capacity")) CHECK_EQ(r.checks[i].status, 0);
+    o.stages[3].refused = o.stages[3].sent - o.stages[3].ok;
+    o.stages[3].unsent = 0;
+    d11_rh_evaluate(&r);
+    CHECK(r.pass);
     r.probe_refused_ra = 1; /* a refusal without Retry-After */
     d11_rh_evaluate(&r);
     CHECK(!r.pass);
