@@ -277,7 +277,7 @@ static const struct {
     {"log-sample", "N", "request log: every 5xx and 1 in N other requests (default 100; 0 = 5xx only)",
      CMD_UP | CMD_GATEWAY},
     {"otlp-endpoint", "URL", "export trace spans as OTLP/HTTP JSON to URL (default: off)",
-     CMD_UP | CMD_GATEWAY | CMD_CELL},
+     CMD_UP | CMD_GATEWAY | CMD_CELL | CMD_CENTER},
     {"trace-ratio", "R", "head sampling of new traces, 0..1 (default 0.01); errors and slow requests always kept",
      CMD_UP | CMD_GATEWAY},
     {"store", "URL", "PostgreSQL URL for cells and center (default: SQLite in DIR); docs/postgresql.md",

@@ -64,6 +64,10 @@ static const char ctl_usage[] =
     "                            tokens of the local data directory (--data)\n"
     "  log-level [LEVEL]         GET/PUT /admin/log-level of the gateway\n"
     "  metrics                   GET  /metrics        Prometheus text\n"
+    "  chaos create|list|get|delete ...   live chaos experiments (POST/GET/DELETE /admin/chaos)\n"
+    "  chaos slow-commits --ms M --timeout S [--cell N]   store.commit delay experiment\n"
+    "  chaos kill-cell N | pause-cell N --seconds S | fill-disk --up-to PCT%|BYTES --timeout S\n"
+    "                            process drills on this host (pids from DATA/cell-N.lock)\n"
     "  request [--header 'K: V']... METHOD PATH [BODY]  any request; BODY is text, @FILE, or -\n"
     "\n"
     "flags\n"
@@ -121,6 +125,7 @@ static int run_verb(ctl_ctx *x, const char *cmd, int nargs, char **args)
     if (!strcmp(cmd, "deny-user")) return ctl_deny_user(x, nargs, args);
     if (!strcmp(cmd, "products")) return ctl_products_list(x, nargs, args);
     if (!strcmp(cmd, "token")) return ctl_token(x, nargs, args);
+    if (!strcmp(cmd, "chaos")) return ctl_chaos(x, nargs, args);
     if (!strcmp(cmd, "cells") && nargs == 0 && !x->pretty) return ctl_show_cells(x);
     if (!strcmp(cmd, "rules") && nargs == 1 && !strcmp(args[0], "get") && !x->pretty) return ctl_show_rules(x);
     if (!strcmp(cmd, "rules") && nargs == 2 && !strcmp(args[0], "patch")) {

@@ -19,6 +19,7 @@
 #include "webhooks.h"
 #include "request.h"
 #include "sale.h"
+#include "chaos.h"
 
 #define S_READ     D11_SCOPE_READ
 #define S_ORDERS   D11_SCOPE_ORDERS
@@ -63,6 +64,10 @@ static const gw_route routes[] = {
     {"/admin/webhooks/*/resume", HTTP_POST, S_ADMIN,          NONE,                     gw_h_hooks_resume,    "admin.webhooks.resume", 0},
     {"/admin/webhooks/*/dead",  HTTP_GET,  S_ADMIN,           NONE,                     gw_h_hooks_dead,      "admin.webhooks.dead",   0},
     {"/admin/webhooks/*/replay", HTTP_POST, S_ADMIN,          NONE,                     gw_h_hooks_replay,    "admin.webhooks.replay", 0},
+    {"/admin/chaos",            HTTP_POST, S_ADMIN,           NONE,                     gw_h_chaos_create,    "admin.chaos.create",    0},
+    {"/admin/chaos",            HTTP_GET,  S_ADMIN,           NONE,                     gw_h_chaos_list,      "admin.chaos.list",      0},
+    {"/admin/chaos/*",          HTTP_GET,  S_ADMIN,           NONE,                     gw_h_chaos_get,       "admin.chaos.get",       0},
+    {"/admin/chaos/*",          HTTP_DELETE, S_ADMIN,         NONE,                     gw_h_chaos_delete,    "admin.chaos.delete",    0},
 };
 #define NROUTES ((int)(sizeof routes / sizeof routes[0]))
 _Static_assert(NROUTES + 1 <= GW_ROUTES_MAX, "raise GW_ROUTES_MAX (metrics.h)");

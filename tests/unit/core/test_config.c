@@ -538,7 +538,8 @@ static const struct {
                  "protect-cpu-max-pct", "events-retention-ms", "nats"}},
     {"cell", {"id", "data", "durability", "async-flush-ms", "order-ttl-ms", "soldout-cache-ms", "log-level",
               "slow-commit-ms", "otlp-endpoint", "store", "store-cells"}},
-    {"center", {"data", "cells", "durability", "grant-chunk-max", "log-level", "store", "store-center"}},
+    {"center", {"data", "cells", "durability", "grant-chunk-max", "log-level", "store", "store-center",
+                "otlp-endpoint"}},
     {"audit", {"data", "store", "store-center", "store-cells"}},
 };
 
