@@ -15,5 +15,6 @@ int d11_ctl_main(int argc, char **argv);     /* src/ctl/ctl.c */
 int d11_bench_main(int argc, char **argv);   /* src/bench/bench.c */
 int d11_audit_main(int argc, char **argv);   /* src/ctl/audit.c */
 int d11_bench_engine_main(int argc, char **argv); /* src/bench/engine.c */
+int d11_rehearse_main(int argc, char **argv); /* src/rehearse/rehearse.c */
 
 #endif

@@ -21,6 +21,7 @@ static const struct {
     {"bench", d11_bench_main, "full-link load generator"},
     {"bench-engine", d11_bench_engine_main, "one cell driven over the wire protocol (no HTTP)"},
     {"audit", d11_audit_main, "check the invariants against a stopped platform's data"},
+    {"rehearse", d11_rehearse_main, "a Double-11 rehearsal against a running d11 (stress traffic, faults, report)"},
 };
 
 static void usage(FILE *f)
