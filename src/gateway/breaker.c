@@ -1,6 +1,7 @@
 /*
  * breaker.c — the per-upstream circuit breaker's state machine (see breaker.h).
- * Invariants: probe_out only in HALF_OPEN; the window counters only count CLOSED calls.
+ * Invariants: probe_out only in HALF_OPEN; the window counters only count CLOSED calls;
+ * a slot's counts belong to the span [start_ms, start_ms + window_ms / GW_BRK_SLOTS).
  */
 #include "breaker.h"
 
@@ -13,7 +14,7 @@ const char *const gw_brk_state_names[3] = {"closed", "open", "half_open"};
 
 void gw_breaker_cfg_default(gw_breaker_cfg *c)
 {
-    *c = (gw_breaker_cfg){.window_ms = 5000, .min_calls = 10, .slow_ms = 1000, .slow_ratio_pct = 80,
+    *c = (gw_breaker_cfg){.window_ms = 1000, .min_calls = 10, .slow_ms = 1000, .slow_ratio_pct = 80,
                           .error_ratio_pct = 50, .error_count = 0, .open_ms = 2000};
 }
 
@@ -24,6 +25,8 @@ void gw_breaker_init(gw_breaker *b, const gw_breaker_cfg *cfg, const char *name)
     pthread_mutex_init(&b->mu, NULL);
     b->cfg = *cfg;
     b->state = GW_BRK_CLOSED;
+    if (b->cfg.window_ms < GW_BRK_SLOTS) b->cfg.window_ms = GW_BRK_SLOTS;
+    for (int i = 0; i < GW_BRK_SLOTS; i++) b->slot[i].start_ms = -1;
 }
 
 void gw_breaker_release(gw_breaker *b) { pthread_mutex_destroy(&b->mu); }
@@ -35,10 +38,8 @@ static void set_state(gw_breaker *b, int st, int64_t now_ms)
         b->opened_ms = now_ms;
         atomic_fetch_add_explicit(&b->opened_total, 1, memory_order_relaxed);
     }
-    if (st == GW_BRK_CLOSED) {
-        b->window_start_ms = now_ms;
-        b->calls = b->slow = b->errors = 0;
-    }
+    if (st == GW_BRK_CLOSED)
+        for (int i = 0; i < GW_BRK_SLOTS; i++) b->slot[i] = (gw_brk_slot){.start_ms = -1};
     b->probe_out = false;
     if (st != b->state)
         d11_info("circuit breaker %s: %s -> %s", b->name, gw_brk_state_names[b->state], gw_brk_state_names[st]);
@@ -74,20 +75,27 @@ void gw_breaker_done(gw_breaker *b, int64_t now_ms, int64_t rt_ms, bool error, b
         if (b->state == GW_BRK_HALF_OPEN && b->probe_out)
             set_state(b, error || slow ? GW_BRK_OPEN : GW_BRK_CLOSED, now_ms);
     } else if (b->state == GW_BRK_CLOSED) {
-        if (now_ms - b->window_start_ms >= b->cfg.window_ms) {
-            b->window_start_ms = now_ms;
-            b->calls = b->slow = b->errors = 0;
+        int64_t span = b->cfg.window_ms / GW_BRK_SLOTS, start = now_ms - now_ms % span;
+        gw_brk_slot *sl = &b->slot[(now_ms / span) % GW_BRK_SLOTS];
+        if (sl->start_ms != start) *sl = (gw_brk_slot){.start_ms = start};
+        sl->calls++;
+        sl->slow += slow;
+        sl->errors += error;
+        int64_t calls = 0, nslow = 0, errors = 0;
+        for (int i = 0; i < GW_BRK_SLOTS; i++) {
+            const gw_brk_slot *x = &b->slot[i];
+            if (x->start_ms < 0 || x->start_ms <= now_ms - b->cfg.window_ms) continue; /* aged out */
+            calls += x->calls;
+            nslow += x->slow;
+            errors += x->errors;
         }
-        b->calls++;
-        b->slow += slow;
-        b->errors += error;
         const gw_breaker_cfg *c = &b->cfg;
         bool trip = false;
-        if (b->calls >= c->min_calls) {
-            if (c->slow_ratio_pct && b->slow * 100 >= c->slow_ratio_pct * b->calls) trip = true;
-            if (c->error_ratio_pct && b->errors * 100 >= c->error_ratio_pct * b->calls) trip = true;
+        if (calls >= c->min_calls) {
+            if (c->slow_ratio_pct && nslow * 100 >= c->slow_ratio_pct * calls) trip = true;
+            if (c->error_ratio_pct && errors * 100 >= c->error_ratio_pct * calls) trip = true;
         }
-        if (c->error_count && b->errors >= c->error_count) trip = true;
+        if (c->error_count && errors >= c->error_count) trip = true;
         if (trip) set_state(b, GW_BRK_OPEN, now_ms);
     } /* a call that was allowed before the breaker opened: its outcome is already moot */
     pthread_mutex_unlock(&b->mu);

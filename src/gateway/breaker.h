@@ -3,8 +3,11 @@
  * gateway's threads (Sentinel's degrade rules: slow-call ratio, error ratio, error count).
  *
  * States and moves:
- *   CLOSED     every call allowed; outcomes counted in a fixed window of window_ms. At the
- *              end of a call, once the window holds >= min_calls calls: slow calls
+ *   CLOSED     every call allowed; outcomes counted in a SLIDING window of window_ms made
+ *              of GW_BRK_SLOTS slots (a slot older than the window is forgotten, so the
+ *              successes of a healthy minute never dilute the errors of a stalled second;
+ *              Sentinel's leap array). At the end of a call, once the window holds >=
+ *              min_calls calls: slow calls
  *              (rt >= slow_ms) / calls >= slow_ratio_pct, or errors / calls >=
  *              error_ratio_pct, or errors >= error_count (when set) -> OPEN.
  *   OPEN       every call refused (the gateway answers 503 unavailable at once) until
@@ -31,7 +34,7 @@ enum { GW_BRK_CLOSED = 0, GW_BRK_OPEN = 1, GW_BRK_HALF_OPEN = 2 };
 extern const char *const gw_brk_state_names[3];
 
 typedef struct gw_breaker_cfg {
-    int64_t window_ms;       /* counting window (default 5000) */
+    int64_t window_ms;       /* sliding counting window (default 1000; >= GW_BRK_SLOTS) */
     int64_t min_calls;       /* calls in the window before it may open (default 10) */
     int64_t slow_ms;         /* a call this slow counts as slow (default 1000) */
     int64_t slow_ratio_pct;  /* 1..100; 0 = off (default 80) */
@@ -40,12 +43,19 @@ typedef struct gw_breaker_cfg {
     int64_t open_ms;         /* OPEN for this long before the probe (default 2000) */
 } gw_breaker_cfg;
 
+#define GW_BRK_SLOTS 10 /* slots of the sliding window (window_ms / GW_BRK_SLOTS each) */
+
+typedef struct gw_brk_slot {
+    int64_t start_ms; /* start of the slot's span; -1 = empty */
+    int64_t calls, slow, errors;
+} gw_brk_slot;
+
 typedef struct gw_breaker {
     pthread_mutex_t  mu;
     gw_breaker_cfg   cfg;
     char             name[24];      /* "center", "cell-3": for the log */
     int              state;         /* under mu */
-    int64_t          window_start_ms, calls, slow, errors;
+    gw_brk_slot      slot[GW_BRK_SLOTS]; /* under mu */
     int64_t          opened_ms;     /* when it last opened / the probe went */
     bool             probe_out;
     _Atomic int      state_pub;     /* = state, for readers without mu */

@@ -3,7 +3,9 @@
  * error ratio, slow-call ratio and error count each open it (and not below min_calls);
  * OPEN refuses until open_ms, then exactly one probe goes (HALF_OPEN refuses the rest);
  * a good probe closes it with a fresh window, a failed or slow probe reopens it; a lost
- * probe is replaced after open_ms; the window resets; counters. Time is passed in.
+ * probe is replaced after open_ms; the window resets; counters; the window SLIDES (the
+ * successes of a healthy past age out slot by slot, so a stall opens it within one window
+ * even when the window began in good times). Time is passed in.
  */
 #include <stdio.h>
 #include <string.h>
@@ -119,8 +121,39 @@ static void test_error_count_and_window(void)
     gw_breaker_release(&B);
 }
 
+static void test_sliding_window(void)
+{
+    gw_breaker_cfg c = cfg(); /* window 1000 ms: 10 slots of 100 ms */
+    gw_breaker_init(&B, &c, "cell-0");
+    /* a healthy stream, 10 successes every 10 ms up to t=990 */
+    for (int64_t t = 0; t < 1000; t += 10) calls(10, t, 5, false);
+    /* then errors only, 1 every 5 ms. A fixed window restarting at t=1000 would open after
+     * 10 of them (t=1045), forgetting the 1000 successes of the last second at its edge; the
+     * sliding window remembers them and opens only once the errors are half of the last
+     * 1000 ms: successes left ≈ 1990-t, errors ≈ (t-1000)/5, equal at t ≈ 1825. */
+    int64_t opened_at = -1;
+    for (int64_t t = 1000; t < 2000 && opened_at < 0; t += 5) {
+        calls(1, t, 5, true);
+        if (gw_breaker_state(&B) == GW_BRK_OPEN) opened_at = t;
+    }
+    CHECK(opened_at >= 0);
+    CHECK(opened_at > 1300); /* not at the edge of a fixed window */
+    CHECK(opened_at < 1950); /* but as soon as errors are half of the last second (~t=1825) */
+    /* a window with only 9 calls never opens (min_calls), even if all are errors */
+    gw_breaker_release(&B);
+    gw_breaker_init(&B, &c, "cell-0");
+    calls(9, 5000, 5, true);
+    CHECK_EQ(gw_breaker_state(&B), GW_BRK_CLOSED);
+    calls(9, 6100, 5, true); /* the first 9 aged out: still 9 in the window */
+    CHECK_EQ(gw_breaker_state(&B), GW_BRK_CLOSED);
+    calls(1, 6200, 5, true); /* 10 within 1000 ms: open */
+    CHECK_EQ(gw_breaker_state(&B), GW_BRK_OPEN);
+    gw_breaker_release(&B);
+}
+
 int main(void)
 {
+    test_sliding_window();
     test_error_ratio_and_probe();
     test_slow_ratio();
     test_error_count_and_window();
