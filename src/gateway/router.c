@@ -19,6 +19,7 @@
 #include "webhooks.h"
 #include "request.h"
 #include "sale.h"
+#include "stats.h"
 
 #define S_READ     D11_SCOPE_READ
 #define S_ORDERS   D11_SCOPE_ORDERS
@@ -63,6 +64,8 @@ static const gw_route routes[] = {
     {"/admin/webhooks/*/resume", HTTP_POST, S_ADMIN,          NONE,                     gw_h_hooks_resume,    "admin.webhooks.resume", 0},
     {"/admin/webhooks/*/dead",  HTTP_GET,  S_ADMIN,           NONE,                     gw_h_hooks_dead,      "admin.webhooks.dead",   0},
     {"/admin/webhooks/*/replay", HTTP_POST, S_ADMIN,          NONE,                     gw_h_hooks_replay,    "admin.webhooks.replay", 0},
+    {"/v1/stats",               HTTP_GET,  S_READ | S_EVENTS, NONE,                     gw_h_stats,           "stats.read",            0},
+    {"/dashboard/stats",        HTTP_GET,  0,                 NONE,                     gw_h_stats_board,     "dashboard.stats",       0},
 };
 #define NROUTES ((int)(sizeof routes / sizeof routes[0]))
 _Static_assert(NROUTES + 1 <= GW_ROUTES_MAX, "raise GW_ROUTES_MAX (metrics.h)");
@@ -141,6 +144,7 @@ static const char *scope_words(uint32_t need)
            : need == D11_SCOPE_ORDERS                   ? "'orders'"
            : need == D11_SCOPE_PRODUCTS                 ? "'products'"
            : need == D11_SCOPE_EVENTS                   ? "'events'"
+           : need == (D11_SCOPE_READ | D11_SCOPE_EVENTS) ? "'read' or 'events'"
                                                         : "'admin'";
 }
 
