@@ -1,0 +1,171 @@
+"""
+test_stats.py — live sale numbers (docs/stats.md): the gateway's aggregator consumes the
+real event stream exactly-once (cursor and window sums in one SQLite transaction of
+DATA/stats.db), so after load, a crash of the gateway INSIDE an aggregator commit
+(D11_STATS_CRASH_ONCE test hook; the supervisor restarts it), kill -9 of the whole
+platform and a restart, GET /v1/stats equals sums over the stored orders exactly:
+day-to-date counts (created / paid / cancelled / expired), GMV (created and paid), units
+per SKU and per category; the 1 s and 1 min windows sum to the day; stress orders are not
+counted. A cursor committed apart from its sums double-counts (or loses) the page that
+was being committed at the crash, which the equalities catch.
+"""
+
+import os
+
+from harness import (Checks, OrderLoad, Platform, expect, poll, spread_users, test_tmp,
+                     timeout)
+
+KEYS = ("orders_created", "orders_paid", "orders_cancelled", "orders_expired",
+        "gmv_created_cents", "gmv_paid_cents", "units_created", "units_paid")
+CATS = {"A": "phones", "B": "phones", "C": "food"}
+
+
+def stored_truth(p):
+    """Sums over the real orders of every cell (read-only SQLite, harness p.query)."""
+    tot = dict.fromkeys(KEYS, 0)
+    sku = {}
+    for n, _ in p.cell_dbs():
+        name = "cell-%d.db" % n
+        for status, cnt, gmv in p.query(name, "SELECT status, count(*), coalesce(sum(total_cents),0)"
+                                              " FROM orders GROUP BY status"):
+            tot["orders_created"] += cnt
+            tot["gmv_created_cents"] += gmv
+            if status in ("paid", "cancelled", "expired"):
+                tot["orders_" + status] += cnt
+            if status == "paid":
+                tot["gmv_paid_cents"] += gmv
+        for s, status, q, g in p.query(name, "SELECT i.sku, o.status, sum(i.quantity),"
+                                             " sum(i.quantity * i.price_cents) FROM order_items i"
+                                             " JOIN orders o ON o.order_id = i.order_id GROUP BY i.sku, o.status"):
+            d = sku.setdefault(s, dict.fromkeys(("units_created", "units_paid", "gmv_created_cents",
+                                                 "gmv_paid_cents"), 0))
+            d["units_created"] += q
+            d["gmv_created_cents"] += g
+            tot["units_created"] += q
+            if status == "paid":
+                d["units_paid"] += q
+                d["gmv_paid_cents"] += g
+                tot["units_paid"] += q
+    return tot, sku
+
+
+def pending(p):
+    return sum(p.query("cell-%d.db" % n, "SELECT count(*) FROM orders WHERE status = 'pending_payment'")[0][0]
+               for n, _ in p.cell_dbs())
+
+
+def caught_up(c):
+    """True when the aggregator's stored cursor is at the head of the real stream."""
+    r = c.get("/v1/stats?window=day&limit=1")
+    if r.status != 200:
+        return False
+    cur = r.json["cursor"]
+    q = "/v1/events?limit=1" + ("&after=%s" % cur if cur else "")
+    e = c.get(q)
+    return e.status == 200 and e.json["events"] == [] and cur != ""
+
+
+def sum_windows(ws, keys=KEYS):
+    return {k: sum(w[k] for w in ws) for k in keys}
+
+
+@timeout(150)
+def test_stats_equal_stored_orders_after_crash_in_commit_and_kill9():
+    marker = os.path.join(test_tmp(), "stats-crash-%d" % os.getpid())
+    if os.path.exists(marker):
+        os.unlink(marker)
+    os.environ["D11_STATS_CRASH_ONCE"] = "%s:3" % marker
+    try:
+        p = Platform(cells=2, order_ttl_ms=1500, durability="sync")
+        p.start()
+    finally:
+        del os.environ["D11_STATS_CRASH_ONCE"]
+    with p, Checks() as ck:
+        c = p.client()
+        for s, price in (("A", 1999), ("B", 500), ("C", 250)):
+            expect(c.create_product(s, stock=1000000, price=price, category=CATS[s]), 201)
+        loads = [
+            OrderLoad(p.port, p.admin_token, spread_users(48, base=101), [("A", 1), ("C", 2)], nthreads=4,
+                      pay_every=3, cancel_every=4, max_requests=3000, deadline_s=60),
+            OrderLoad(p.port, p.admin_token, spread_users(48, base=5001), [("B", 3)], nthreads=4,
+                      pay_every=2, max_requests=3000, deadline_s=60),
+            OrderLoad(p.port, p.admin_token, spread_users(16, base=9001), [("A", 2)], nthreads=2,
+                      pay_every=2, max_requests=3000, deadline_s=60, headers={"X-D11-Stress": "1"}),
+        ]
+        for ld in loads:
+            ld.start()
+        # the gateway dies inside the aggregator's 3rd commit and is restarted by `up`
+        poll(lambda: os.path.exists(marker), 40, "the aggregator's crash hook to fire", 0.02)
+        poll(lambda: loads[0].ledger.acked() + loads[1].ledger.acked() >= 400, 60,
+             "400 acknowledged orders", 0.01)
+        p.kill9_all()
+        for ld in loads:
+            ld.stop()
+        p.start()
+        c = p.client()
+        poll(lambda: pending(p) == 0, 30, "every unpaid order to expire", 0.1)
+        poll(lambda: caught_up(c), 60, "the aggregator to reach the head of the stream", 0.1)
+        truth, by_sku = stored_truth(p)
+        ck.true(truth["orders_created"] >= 400 and truth["orders_paid"] > 0 and truth["orders_expired"] > 0
+                and truth["orders_cancelled"] > 0, "the load made every kind of event: %r" % truth)
+        day = expect(c.get("/v1/stats?window=day&limit=10&top=100"), 200)
+        ck.eq(len(day["windows"]), 1, "one UTC day of traffic")
+        got = sum_windows(day["windows"])
+        ck.eq(got, truth, "day-to-date counts and GMV == sums over the stored orders")
+        ck.eq(day["events"], truth["orders_created"] + truth["orders_paid"] + truth["orders_cancelled"]
+              + truth["orders_expired"], "events folded == events of the stored orders (no double count)")
+        for w in ("1m", "1s"):
+            r = expect(c.get("/v1/stats?window=%s&limit=3600" % w), 200)
+            ck.eq(r["cursor"], day["cursor"], "%s answer is the same snapshot" % w)
+            ck.eq(sum_windows(r["windows"]), got, "the %s windows sum to the day" % w)
+            ck.true(all(x["end_ms"] - x["start_ms"] == (1000 if w == "1s" else 60000) for x in r["windows"]),
+                    "%s window lengths" % w)
+        skus = {x["sku"]: x for x in day["skus"]}
+        ck.eq(sorted(skus), sorted(by_sku), "per-SKU rows: exactly the SKUs of real orders (stress excluded)")
+        for s, want in by_sku.items():
+            ck.eq({k: skus.get(s, {}).get(k) for k in want}, want, "SKU %s units and GMV" % s)
+            r = expect(c.get("/v1/stats?window=1m&sku=%s&limit=3600" % s), 200)
+            ck.eq(sum_windows(r["windows"], want.keys()), want, "SKU %s: its 1m windows sum to the truth" % s)
+        cats = {x["category"]: x for x in day["categories"]}
+        for cat in ("phones", "food"):
+            want = sum(by_sku[s]["units_paid"] for s in by_sku if CATS[s] == cat)
+            ck.eq(cats.get(cat, {}).get("units_paid"), want, "category %s units paid" % cat)
+        ck.eq(sum(x["gmv_paid_cents"] for x in day["skus"]), truth["gmv_paid_cents"],
+              "GMV paid == sum of the SKUs' price x quantity")
+        expect(c.get("/v1/consumers/stats"), 200)  # the aggregator is a retention sink
+
+
+@timeout(60)
+def test_stats_scopes_params_and_board():
+    p = Platform(cells=2)
+    ro = p.token_create("read", label="ro")
+    prod = p.token_create("products", label="pr")
+    with p, Checks() as ck:
+        c = p.client()
+        expect(c.create_product("S1", stock=100, price=300, category="toys"), 201)
+        oid = expect(c.order(7, [("S1", 2)]), 201)["order_id"]
+        expect(c.pay(oid, "pay-1"), 200)
+        poll(lambda: caught_up(c), 30, "the aggregator to catch up", 0.05)
+        r = expect(p.client(token=ro).get("/v1/stats?window=1s"), 200)
+        ck.eq(sum(w["orders_paid"] for w in r["windows"]), 1, "one paid order in the 1 s windows")
+        ck.eq(sum(w["gmv_paid_cents"] for w in r["windows"]), 600, "GMV paid = 2 x 300")
+        ck.error(p.client(token=prod).get("/v1/stats"), 403, what="products token")
+        ck.error(p.client(token=None).get("/v1/stats"), 401, what="no token")
+        for q in ("window=2s", "window=1s&window=1m", "limit=0", "limit=3601", "since=x", "top=101"):
+            ck.error(c.get("/v1/stats?" + q), 422, what=q)
+        r = expect(c.get("/v1/stats?window=day&sku=S1"), 200)
+        ck.eq((r["windows"][0]["units_created"], r["windows"][0]["units_paid"]), (2, 2), "per-SKU day row")
+        r = expect(c.get("/v1/stats?window=day&sku=NOPE"), 200)
+        ck.eq(r["windows"], [], "unknown SKU: no windows")
+        r = expect(c.get("/v1/stats?window=1m&since=%d" % (2 ** 62)), 200)
+        ck.eq(r["windows"], [], "since in the far future: nothing")
+
+        def board():
+            b = p.client(token=None).get("/dashboard/stats")
+            return b.status == 200 and b.json.get("stock") and b.json
+        b = poll(board, 10, "the dashboard snapshot with stock", 0.1)
+        ck.eq(b["stock"][0]["sku"], "S1", "top SKU on the board")
+        ck.eq(b["stock"][0]["stock_total"], 100, "stock from the catalog")
+        ck.eq(b["day"]["windows"][0]["gmv_paid_cents"], 600, "GMV ticker value")
+        html = p.client(token=None).get("/").body.decode()
+        ck.true("Live sale numbers" in html and "/dashboard/stats" in html, "dashboard has the big-screen section")
