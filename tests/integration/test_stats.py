@@ -74,13 +74,9 @@ def test_stats_equal_stored_orders_after_crash_in_commit_and_kill9():
     marker = os.path.join(test_tmp(), "stats-crash-%d" % os.getpid())
     if os.path.exists(marker):
         os.unlink(marker)
-    os.environ["D11_STATS_CRASH_ONCE"] = "%s:3" % marker
-    try:
-        p = Platform(cells=2, order_ttl_ms=1500, durability="sync")
-        p.start()
-    finally:
-        del os.environ["D11_STATS_CRASH_ONCE"]
-    with p, Checks() as ck:
+    os.environ["D11_STATS_CRASH_ONCE"] = "%s:3" % marker  # read by the gateway at start
+    with Platform(cells=2, order_ttl_ms=1500, durability="sync") as p, Checks() as ck:
+        del os.environ["D11_STATS_CRASH_ONCE"]  # the restart after kill -9 runs without it
         c = p.client()
         for s, price in (("A", 1999), ("B", 500), ("C", 250)):
             expect(c.create_product(s, stock=1000000, price=price, category=CATS[s]), 201)
