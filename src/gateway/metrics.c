@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "gw.h"
+#include "stats.h"
 
 const int gw_status_codes[GW_STATUS_N] = {200, 201, 204, 400, 401, 403, 404, 405, 408, 409, 413,
                                           414, 422, 429, 431, 500, 502, 503, 504, 505, 0};
@@ -244,5 +245,6 @@ void gw_metrics_render(struct gw *g, d11_buf *b)
     gw_hooks_metrics(&g->hooks, b);      /* webhooks.c: delivered, retries, dead letters */
     gw_retention_metrics(&g->events, b); /* retention.c: outbox size, oldest event age */
     if (g->cfg.nats[0]) gw_nats_metrics(&g->nats, b); /* nats_relay.c */
+    gw_stats_metrics(g, b);              /* stats_http.c: the live-sale-numbers aggregator */
 #undef SUM
 }

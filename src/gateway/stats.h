@@ -45,6 +45,7 @@ typedef struct gw_stats {
     _Atomic int           stop;
     _Atomic int           owner;    /* 1 while this process holds DATA/stats.lock */
     _Atomic uint64_t      events, pages, conflicts, fetches, failures, cpu_ns;
+    _Atomic int64_t       wm;       /* watermark of the last commit (ms since the epoch), 0 = none */
     pthread_mutex_t       mu;       /* guards board */
     d11_buf               board;    /* GET /dashboard/stats body ("" until the first) */
     int                   nrd;
@@ -61,5 +62,7 @@ void gw_stats_release(struct gw *g);
 
 void gw_h_stats(gw_thread *t, gw_req *rq);       /* GET /v1/stats */
 void gw_h_stats_board(gw_thread *t, gw_req *rq); /* GET /dashboard/stats (no token) */
+/* d11_stats_* lines for /metrics. */
+void gw_stats_metrics(struct gw *g, d11_buf *b);
 
 #endif

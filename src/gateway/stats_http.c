@@ -130,3 +130,31 @@ void gw_stats_release(struct gw *g)
     free(s);
     g->stats = NULL;
 }
+
+void gw_stats_metrics(struct gw *g, d11_buf *b)
+{
+    gw_stats *s = g->stats;
+    if (!s) return;
+    int64_t wm = atomic_load(&s->wm);
+    d11_buf_printf(b,
+                   "# HELP d11_stats_aggregator_owner 1 while this gateway runs the live-sale-numbers aggregator (holds DATA/stats.lock).\n"
+                   "# TYPE d11_stats_aggregator_owner gauge\nd11_stats_aggregator_owner %d\n"
+                   "# HELP d11_stats_events_total Events folded into DATA/stats.db by this process (committed).\n"
+                   "# TYPE d11_stats_events_total counter\nd11_stats_events_total %llu\n"
+                   "# HELP d11_stats_pages_total Pages committed (one SQLite transaction each).\n"
+                   "# TYPE d11_stats_pages_total counter\nd11_stats_pages_total %llu\n"
+                   "# HELP d11_stats_page_retries_total Pages dropped before their commit and read again (a read failed).\n"
+                   "# TYPE d11_stats_page_retries_total counter\nd11_stats_page_retries_total %llu\n"
+                   "# HELP d11_stats_commit_conflicts_total Commits refused because the stored cursor had moved.\n"
+                   "# TYPE d11_stats_commit_conflicts_total counter\nd11_stats_commit_conflicts_total %llu\n"
+                   "# HELP d11_stats_cpu_seconds_total Aggregator thread CPU over fold, order reads and commit.\n"
+                   "# TYPE d11_stats_cpu_seconds_total counter\nd11_stats_cpu_seconds_total %.6f\n",
+                   atomic_load(&s->owner), (unsigned long long)atomic_load(&s->events),
+                   (unsigned long long)atomic_load(&s->pages), (unsigned long long)atomic_load(&s->failures),
+                   (unsigned long long)atomic_load(&s->conflicts), (double)atomic_load(&s->cpu_ns) / 1e9);
+    if (wm > 0)
+        d11_buf_printf(b,
+                       "# HELP d11_stats_watermark_age_seconds Now minus the newest event time folded (freshness).\n"
+                       "# TYPE d11_stats_watermark_age_seconds gauge\nd11_stats_watermark_age_seconds %.3f\n",
+                       (double)(d11_wall_ms() - wm) / 1000.0);
+}

@@ -255,6 +255,7 @@ static int page_once(sw *w)
     if (rc < 0) return -1;
     snprintf(w->st.cursor, sizeof w->st.cursor, "%s", w->next);
     w->st.wm = w->batch.wm;
+    atomic_store(&s->wm, w->st.wm);
     w->st.events += (uint64_t)w->batch.nevents;
     atomic_fetch_add(&s->events, (uint64_t)k);
     atomic_fetch_add(&s->pages, 1);
@@ -326,6 +327,7 @@ static bool ready(sw *w)
     if (!w->st_ok) {
         if (d11_stats_db_state(w->db, &w->st) < 0) return false;
         w->st_ok = true;
+        atomic_store(&s->wm, w->st.wm);
     }
     if (!w->self_ok) w->self_ok = gw_self_client(w->g, &w->self, w->auth, sizeof w->auth);
     return w->self_ok;

@@ -166,5 +166,8 @@ def test_stats_scopes_params_and_board():
         ck.eq(b["stock"][0]["sku"], "S1", "top SKU on the board")
         ck.eq(b["stock"][0]["stock_total"], 100, "stock from the catalog")
         ck.eq(b["day"]["windows"][0]["gmv_paid_cents"], 600, "GMV ticker value")
+        m = p.client(token=None).get("/metrics").body.decode()
+        ck.true("d11_stats_aggregator_owner 1" in m and "d11_stats_events_total 2" in m
+                and 'd11_events_consumer_lag{consumer="stats"}' in m, "aggregator metrics and its consumer lag")
         html = p.client(token=None).get("/").body.decode()
         ck.true("Live sale numbers" in html and "/dashboard/stats" in html, "dashboard has the big-screen section")
