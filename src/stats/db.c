@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 struct d11_stats_db {
     sqlite3      *db;
@@ -56,6 +57,8 @@ int d11_stats_db_open(const char *path, bool readonly, d11_stats_db **out)
     d11_stats_db *d = calloc(1, sizeof *d);
     if (!d) return -ENOMEM;
     d->ro = readonly;
+    struct stat sb;
+    bool fresh = stat(path, &sb) < 0 || sb.st_size == 0;
     int fl = readonly ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
     if (sqlite3_open_v2(path, &d->db, fl | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
         d11_error("stats.db: cannot open %s: %s", path, d->db ? sqlite3_errmsg(d->db) : "out of memory");
@@ -64,6 +67,14 @@ int d11_stats_db_open(const char *path, bool readonly, d11_stats_db **out)
     }
     sqlite3_busy_timeout(d->db, 2000);
     if (!readonly) {
+        /* A new file is switched to WAL with an in-memory journal: no transient
+         * stats.db-journal appears in the data directory (nothing to lose in a new file). */
+        if (fresh && (sqlite3_exec(d->db, "PRAGMA journal_mode=MEMORY;", NULL, NULL, NULL) != SQLITE_OK ||
+                      sqlite3_exec(d->db, SCHEMA, NULL, NULL, NULL) != SQLITE_OK)) {
+            int rc = fail(d, "create");
+            d11_stats_db_close(d);
+            return rc;
+        }
         if (sqlite3_exec(d->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", NULL, NULL, NULL) != SQLITE_OK ||
             sqlite3_exec(d->db, SCHEMA, NULL, NULL, NULL) != SQLITE_OK ||
             sqlite3_prepare_v2(d->db, UPSERT, -1, &d->upsert, NULL) != SQLITE_OK ||
