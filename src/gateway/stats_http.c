@@ -137,7 +137,7 @@ void gw_stats_metrics(struct gw *g, d11_buf *b)
     if (!s) return;
     int64_t wm = atomic_load(&s->wm);
     d11_buf_printf(b,
-                   "# HELP d11_stats_aggregator_owner 1 while this gateway runs the live-sale-numbers aggregator (holds DATA/stats.lock).\n"
+                   "# HELP d11_stats_aggregator_owner Whether this gateway runs the live-sale-numbers aggregator (holds DATA/stats.lock).\n"
                    "# TYPE d11_stats_aggregator_owner gauge\nd11_stats_aggregator_owner %d\n"
                    "# HELP d11_stats_events_total Events folded into DATA/stats.db by this process (committed).\n"
                    "# TYPE d11_stats_events_total counter\nd11_stats_events_total %llu\n"

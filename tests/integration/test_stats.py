@@ -11,9 +11,12 @@ was being committed at the crash, which the equalities catch.
 """
 
 import os
+import re
+import signal
+import subprocess
 
-from harness import (Checks, OrderLoad, Platform, expect, poll, spread_users, test_tmp,
-                     timeout)
+from harness import (D11_BIN, Checks, Client, OrderLoad, Platform, expect, free_port, pid_alive, poll,
+                     spread_users, test_tmp, timeout)
 
 KEYS = ("orders_created", "orders_paid", "orders_cancelled", "orders_expired",
         "gmv_created_cents", "gmv_paid_cents", "units_created", "units_paid")
@@ -167,7 +170,78 @@ def test_stats_scopes_params_and_board():
         ck.eq(b["stock"][0]["stock_total"], 100, "stock from the catalog")
         ck.eq(b["day"]["windows"][0]["gmv_paid_cents"], 600, "GMV ticker value")
         m = p.client(token=None).get("/metrics").body.decode()
-        ck.true("d11_stats_aggregator_owner 1" in m and "d11_stats_events_total 2" in m
+        ck.true(re.search(r"^d11_stats_aggregator_owner 1$", m, re.M) and re.search(r"^d11_stats_events_total 2$", m, re.M)
                 and 'd11_events_consumer_lag{consumer="stats"}' in m, "aggregator metrics and its consumer lag")
         html = p.client(token=None).get("/").body.decode()
         ck.true("Live sale numbers" in html and "/dashboard/stats" in html, "dashboard has the big-screen section")
+
+
+def _owner(port):
+    try:
+        m = Client(port).get("/metrics").body.decode()
+    except ConnectionError:
+        return None
+    v = re.search(r"^d11_stats_aggregator_owner(?:\{[^}]*\})? (\d+)$", m, re.M)
+    return int(v.group(1)) if v else None
+
+
+def _ready(port):
+    try:
+        return Client(port).get("/readyz").status == 200
+    except ConnectionError:
+        return False
+
+
+@timeout(90)
+def test_two_gateways_on_one_data_dir_count_once():
+    """A second gateway process on the same data directory serves /v1/stats from the same
+    DATA/stats.db but does not aggregate (DATA/stats.lock); when the first gateway is
+    killed, exactly one of the two aggregates, and the sums stay exact."""
+    with Platform(cells=2, order_ttl_ms=600000) as p, Checks() as ck:
+        c = p.client()
+        expect(c.create_product("G", stock=100000, price=700, category="x"), 201)
+        port2 = free_port()
+        logf = open(os.path.join(test_tmp(), "gw2.log"), "wb")
+        g2 = subprocess.Popen([D11_BIN, "gateway", "--data", p.data, "--listen", "127.0.0.1:%d" % port2,
+                               "--cells", "2", "--threads", "1"], stdout=logf, stderr=subprocess.STDOUT,
+                              stdin=subprocess.DEVNULL, start_new_session=True)
+        with open(os.path.join(test_tmp(), "started.pids"), "a") as f:
+            f.write("%d %s\n" % (g2.pid, p.data))
+        try:
+            c2 = Client(port2, token=p.admin_token)
+            poll(lambda: _ready(port2), 20, "the second gateway ready", 0.05)
+            ck.eq((_owner(p.port), _owner(port2)), (1, 0), "only the first gateway aggregates")
+            oids = []
+            for i, cl in enumerate([c, c2] * 20):
+                oids.append(expect(cl.order(1000 + i, [("G", 1)]), 201)["order_id"])
+            for o in oids[:10]:
+                expect(c2.pay(o, "p-" + o), 200)
+            poll(lambda: caught_up(c) and caught_up(c2), 30, "both gateways see the aggregator at the head", 0.05)
+            a = expect(c.get("/v1/stats?window=day"), 200)
+            b = expect(c2.get("/v1/stats?window=day"), 200)
+            want = {"orders_created": 40, "orders_paid": 10, "gmv_created_cents": 28000, "gmv_paid_cents": 7000}
+            for who, r in (("first", a), ("second", b)):
+                ck.eq({k: r["windows"][0][k] for k in want}, want, "the %s gateway's answer" % who)
+            ck.eq((a["aggregator"]["here"], b["aggregator"]["here"]), (True, False), "'here' names the owner")
+            # kill -9 the platform's gateway: `up` restarts it; the lock moves to one of the two
+            gw_pid = p.pids()["gateway"]
+            os.kill(gw_pid, signal.SIGKILL)
+            poll(lambda: not pid_alive(gw_pid), 10, "the first gateway to die", 0.01)
+            poll(lambda: (_owner(port2) or 0) + (_owner(p.port) or 0) == 1 and _ready(p.port),
+                 20, "exactly one owner again and the first gateway back", 0.1)
+            c = p.client()
+            for i in range(20):
+                expect(c2.order(3000 + i, [("G", 2)]), 201)
+            poll(lambda: caught_up(c2), 30, "the aggregator at the head after the takeover", 0.05)
+            r = expect(c2.get("/v1/stats?window=day"), 200)
+            want = {"orders_created": 60, "orders_paid": 10, "units_created": 80, "gmv_created_cents": 56000}
+            ck.eq({k: r["windows"][0][k] for k in want}, want, "exact after the takeover (no page twice)")
+            ck.eq((_owner(p.port) or 0) + (_owner(port2) or 0), 1, "still exactly one aggregator")
+        finally:
+            g2.send_signal(signal.SIGTERM)
+            try:
+                g2.wait(15)
+            except subprocess.TimeoutExpired:
+                g2.kill()
+                g2.wait(5)
+            logf.close()
