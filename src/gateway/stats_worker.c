@@ -21,6 +21,7 @@
 #include "stats.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,7 +64,23 @@ typedef struct sw {
     /* test hook */
     char            crash_path[1024];
     long            crash_nth, commits;
+    /* why the current page failed; logged at the start of a failure streak and every
+     * D11_STATS_LOG_EVERY retries, so a lasting failure does not flood the log */
+    char            why[200];
+    long            streak;
 } sw;
+
+#define D11_STATS_LOG_EVERY 300 /* ~1 min of retries */
+
+static int failed(sw *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int failed(sw *w, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(w->why, sizeof w->why, fmt, ap);
+    va_end(ap);
+    return -1;
+}
 
 static void nap(gw_stats *s, int ms)
 {
@@ -100,8 +117,9 @@ static void seg_encode(const char *in, char *out, size_t cap)
 static int self_get(sw *w, const char *path)
 {
     atomic_fetch_add(&w->s->fetches, 1);
-    if (d11_httpc_do(&w->self, "GET", path, w->hdrs, NULL, 0) < 0) return -1;
-    return w->self.status == 200 ? 0 : -1;
+    int rc = d11_httpc_do(&w->self, "GET", path, w->hdrs, NULL, 0);
+    if (rc < 0) return failed(w, "GET %.100s: %s", path, d11_strerror(rc));
+    return w->self.status == 200 ? 0 : failed(w, "GET %.100s: HTTP %d", path, w->self.status);
 }
 
 /* The category of sku (catalog, cached); 0 or -1 (not readable now). */
@@ -121,7 +139,7 @@ static int category_of(sw *w, const char *sku, char *cat, size_t cap)
     size_t n = 0;
     if (d11_json_parse(j, w->self.body.data, w->self.body.len) < 0 || (t = d11_json_find(j, 0, "category")) < 0 ||
         d11_json_str(j, t, e->cat, sizeof e->cat - 1, &n) < 0)
-        return -1;
+        return failed(w, "%s: no category in the answer", path);
     e->cat[n] = 0;
     snprintf(e->sku, sizeof e->sku, "%s", sku);
     e->valid = true;
@@ -139,7 +157,7 @@ static int order_lines(sw *w, const char *oid, d11_stats_event *e)
     int items;
     if (d11_json_parse(j, w->self.body.data, w->self.body.len) < 0 || (items = d11_json_find(j, 0, "items")) < 0 ||
         j->tok[items].type != D11_JT_ARRAY || j->tok[items].size > D11_ORDER_ITEMS_MAX)
-        return -1;
+        return failed(w, "%s: no items in the answer", path);
     e->nlines = j->tok[items].size;
     for (int i = 0; i < e->nlines; i++) {
         int it = d11_json_elem(j, items, i), t;
@@ -149,7 +167,7 @@ static int order_lines(sw *w, const char *oid, d11_stats_event *e)
         if ((t = d11_json_find(j, it, "sku")) < 0 || d11_json_str(j, t, l->sku, sizeof l->sku - 1, &n) < 0 ||
             d11_json_u64(j, d11_json_find(j, it, "quantity"), 1, UINT32_MAX, &q) < 0 ||
             d11_json_u64(j, d11_json_find(j, it, "price_cents"), 0, UINT64_MAX / 2, &p) < 0)
-            return -1;
+            return failed(w, "%s: malformed item %d", path, i);
         l->sku[n] = 0;
         l->qty = (uint32_t)q;
         l->price_cents = p;
@@ -233,19 +251,20 @@ static int page_once(sw *w)
     char q[D11_STATS_CURSOR_BYTES_MAX + 96];
     snprintf(q, sizeof q, "/v1/events?limit=%d&wait_ms=%d%s%s", D11_STATS_PAGE, D11_STATS_WAIT_MS,
              w->st.cursor[0] ? "&after=" : "", w->st.cursor);
-    if (d11_httpc_do(&w->self, "GET", q, w->hdrs, NULL, 0) < 0) return -1;
+    int hrc = d11_httpc_do(&w->self, "GET", q, w->hdrs, NULL, 0);
+    if (hrc < 0) return failed(w, "GET /v1/events: %s", d11_strerror(hrc));
     if (w->self.status == 410) {
         d11_error("stats: the stored cursor points before pruned events (410): aggregates stay as they are; "
                   "see docs/stats.md");
         nap(s, 5000);
         return -1;
     }
-    if (w->self.status != 200) return -1;
+    if (w->self.status != 200) return failed(w, "GET /v1/events: HTTP %d", w->self.status);
     d11_buf_reset(&w->page);
     d11_buf_append(&w->page, w->self.body.data, w->self.body.len);
     d11_buf_append(&w->page, "", 1);
     int k = gw_split_events(w->page.data, w->page.len - 1, w->spans, D11_STATS_PAGE, w->next, sizeof w->next);
-    if (k < 0) return -1;
+    if (k < 0) return failed(w, "GET /v1/events: malformed page");
     if (k == 0 && !strcmp(w->next, w->st.cursor)) return 0;
     int64_t cpu0 = thread_cpu_ns();
     d11_stats_batch_reset(&w->batch, w->st.wm);
@@ -253,10 +272,7 @@ static int page_once(sw *w)
         d11_stats_event *e = &w->ev[i];
         char oid[48];
         int rc = parse_event(w, w->page.data + w->spans[i][0], w->spans[i][1], e, oid, sizeof oid);
-        if (rc < 0) {
-            d11_error("stats: malformed event in the stream (page not committed)");
-            return -1;
-        }
+        if (rc < 0) return failed(w, "malformed event in the stream: %.120s", w->page.data + w->spans[i][0]);
         if (rc == 0) continue;
         if ((e->type == D11_EV_CREATED || e->type == D11_EV_PAID) && order_lines(w, oid, e) < 0) return -1;
         d11_stats_add(&w->batch, e);
@@ -268,7 +284,7 @@ static int page_once(sw *w)
         w->st_ok = false;
         return -1;
     }
-    if (rc < 0) return -1;
+    if (rc < 0) return failed(w, "the commit to DATA/stats.db failed");
     snprintf(w->st.cursor, sizeof w->st.cursor, "%s", w->next);
     w->st.wm = w->batch.wm;
     atomic_store(&s->wm, w->st.wm);
@@ -359,10 +375,17 @@ static void *stats_main(void *arg)
             nap(s, w->lockfd < 0 ? D11_STATS_LOCK_RETRY_MS : D11_STATS_RETRY_MS);
             continue;
         }
+        w->why[0] = 0;
         int rc = page_once(w);
         if (rc < 0) {
             atomic_fetch_add(&s->failures, 1);
+            if (w->why[0] && w->streak++ % D11_STATS_LOG_EVERY == 0)
+                d11_warn("stats: page not committed, read again in %d ms (%ld in a row): %s", D11_STATS_RETRY_MS,
+                         w->streak, w->why);
             nap(s, D11_STATS_RETRY_MS);
+        } else if (w->streak) {
+            d11_info("stats: pages commit again after %ld failed attempts", w->streak);
+            w->streak = 0;
         }
         int64_t now = d11_mono_ms();
         if (now - w->board_at >= D11_STATS_BOARD_MS) {
