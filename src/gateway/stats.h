@@ -44,7 +44,7 @@ typedef struct gw_stats {
     bool                  started;
     _Atomic int           stop;
     _Atomic int           owner;    /* 1 while this process holds DATA/stats.lock */
-    _Atomic uint64_t      events, pages, conflicts, fetches, failures, cpu_ns;
+    _Atomic uint64_t      events, pages, conflicts, fetches, failures, cpu_ns, cache_hits;
     _Atomic int64_t       wm;       /* watermark of the last commit (ms since the epoch), 0 = none */
     pthread_mutex_t       mu;       /* guards board */
     d11_buf               board;    /* GET /dashboard/stats body ("" until the first) */

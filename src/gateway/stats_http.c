@@ -101,9 +101,12 @@ void gw_h_stats(gw_thread *t, gw_req *rq)
     }
     D11_ASSERT(b->len > 0 && b->data[b->len - 1] == '}');
     b->len--;
-    d11_buf_printf(b, ",\"aggregator\":{\"here\":%s,\"events_folded\":%llu,\"pages\":%llu,\"cpu_ms\":%.3f}}",
+    d11_buf_printf(b,
+                   ",\"aggregator\":{\"here\":%s,\"events_folded\":%llu,\"pages\":%llu,\"cpu_ms\":%.3f,"
+                   "\"reads\":%llu,\"order_cache_hits\":%llu}}",
                    atomic_load(&s->owner) ? "true" : "false", (unsigned long long)atomic_load(&s->events),
-                   (unsigned long long)atomic_load(&s->pages), (double)atomic_load(&s->cpu_ns) / 1e6);
+                   (unsigned long long)atomic_load(&s->pages), (double)atomic_load(&s->cpu_ns) / 1e6,
+                   (unsigned long long)atomic_load(&s->fetches), (unsigned long long)atomic_load(&s->cache_hits));
     gw_respond_json(t, rq->c, rq->si, 200, b->data, b->len);
 }
 

@@ -42,6 +42,20 @@ typedef struct cat_entry {
     char cat[D11_CATEGORY_BYTES_MAX + 1];
 } cat_entry;
 
+#define D11_STATS_ORDER_CACHE 16384 /* created orders' lines kept for their paid event */
+#define D11_STATS_OC_LINES    4     /* orders with more lines are read again when paid */
+
+typedef struct oc_line {
+    uint32_t cat_slot, qty;
+    uint64_t price, sku_hash;
+} oc_line;
+
+typedef struct oc_entry {
+    uint64_t oid; /* 0 = empty */
+    uint8_t  n;
+    oc_line  l[D11_STATS_OC_LINES];
+} oc_entry;
+
 typedef struct sw {
     struct gw      *g;
     gw_stats       *s;
@@ -60,6 +74,7 @@ typedef struct sw {
     d11_stats_batch batch;
     d11_json       *json;
     cat_entry      *cats;     /* [D11_STATS_CAT_CACHE] */
+    oc_entry       *oc;       /* [D11_STATS_ORDER_CACHE] */
     int64_t         board_at;
     /* test hook */
     char            crash_path[1024];
@@ -122,34 +137,70 @@ static int self_get(sw *w, const char *path)
     return w->self.status == 200 ? 0 : failed(w, "GET %.100s: HTTP %d", path, w->self.status);
 }
 
-/* The category of sku (catalog, cached); 0 or -1 (not readable now). */
+/* The category of sku (catalog, cached) into cat; the cache slot, or -1 (not readable now). */
 static int category_of(sw *w, const char *sku, char *cat, size_t cap)
 {
-    cat_entry *e = &w->cats[d11_hash64(sku, strlen(sku), 7) % D11_STATS_CAT_CACHE];
-    if (e->valid && !strcmp(e->sku, sku)) {
-        snprintf(cat, cap, "%s", e->cat);
-        return 0;
+    int slot = (int)(d11_hash64(sku, strlen(sku), 7) % D11_STATS_CAT_CACHE);
+    cat_entry *e = &w->cats[slot];
+    if (!e->valid || strcmp(e->sku, sku) != 0) {
+        char enc[D11_SKU_BYTES_MAX * 3 + 1], path[sizeof enc + 32], got[D11_CATEGORY_BYTES_MAX + 1];
+        seg_encode(sku, enc, sizeof enc);
+        snprintf(path, sizeof path, "/v1/products/%s", enc);
+        if (self_get(w, path) < 0) return -1;
+        d11_json *j = w->json;
+        int t;
+        size_t n = 0;
+        if (d11_json_parse(j, w->self.body.data, w->self.body.len) < 0 || (t = d11_json_find(j, 0, "category")) < 0 ||
+            d11_json_str(j, t, got, sizeof got - 1, &n) < 0)
+            return failed(w, "%s: no category in the answer", path);
+        got[n] = 0;
+        memcpy(e->cat, got, n + 1); /* the entry changes only once the answer is whole */
+        snprintf(e->sku, sizeof e->sku, "%s", sku);
+        e->valid = true;
     }
-    char enc[D11_SKU_BYTES_MAX * 3 + 1], path[sizeof enc + 32];
-    seg_encode(sku, enc, sizeof enc);
-    snprintf(path, sizeof path, "/v1/products/%s", enc);
-    if (self_get(w, path) < 0) return -1;
-    d11_json *j = w->json;
-    int t;
-    size_t n = 0;
-    if (d11_json_parse(j, w->self.body.data, w->self.body.len) < 0 || (t = d11_json_find(j, 0, "category")) < 0 ||
-        d11_json_str(j, t, e->cat, sizeof e->cat - 1, &n) < 0)
-        return failed(w, "%s: no category in the answer", path);
-    e->cat[n] = 0;
-    snprintf(e->sku, sizeof e->sku, "%s", sku);
-    e->valid = true;
     snprintf(cat, cap, "%s", e->cat);
-    return 0;
+    return slot;
+}
+
+/* The lines of a created order, kept for its order.paid event (usually in the next pages):
+ * direct-mapped by order id; a line names its SKU by category-cache slot + SKU hash, so a
+ * hit is used only while that slot still holds the same SKU. Orders of more than
+ * D11_STATS_OC_LINES lines are not kept. A miss is only a read more (GET /v1/orders). */
+static void oc_put(sw *w, uint64_t oid, const d11_stats_event *e, const int *slots)
+{
+    if (e->nlines > D11_STATS_OC_LINES) return;
+    oc_entry *o = &w->oc[oid % D11_STATS_ORDER_CACHE];
+    o->oid = oid;
+    o->n = (uint8_t)e->nlines;
+    for (int i = 0; i < e->nlines; i++)
+        o->l[i] = (oc_line){(uint32_t)slots[i], e->lines[i].qty, e->lines[i].price_cents,
+                            d11_hash64(e->lines[i].sku, strlen(e->lines[i].sku), 11)};
+}
+
+static bool oc_get(sw *w, uint64_t oid, d11_stats_event *e)
+{
+    const oc_entry *o = &w->oc[oid % D11_STATS_ORDER_CACHE];
+    if (o->oid != oid || o->n == 0) return false;
+    for (int i = 0; i < o->n; i++) {
+        const cat_entry *c = &w->cats[o->l[i].cat_slot];
+        if (!c->valid || d11_hash64(c->sku, strlen(c->sku), 11) != o->l[i].sku_hash) return false;
+        d11_stats_line *l = &e->lines[i];
+        snprintf(l->sku, sizeof l->sku, "%s", c->sku);
+        snprintf(l->cat, sizeof l->cat, "%s", c->cat);
+        l->qty = o->l[i].qty;
+        l->price_cents = o->l[i].price;
+    }
+    e->nlines = o->n;
+    atomic_fetch_add(&w->s->cache_hits, 1);
+    return true;
 }
 
 /* The lines of order `oid` into e; 0 or -1. */
 static int order_lines(sw *w, const char *oid, d11_stats_event *e)
 {
+    uint64_t id = 0;
+    bool num = d11_parse_u64(oid, strlen(oid), UINT64_MAX, &id) == 0 && id != 0;
+    if (num && e->type == D11_EV_PAID && oc_get(w, id, e)) return 0;
     char path[96];
     snprintf(path, sizeof path, "/v1/orders/%.40s", oid);
     if (self_get(w, path) < 0) return -1;
@@ -173,8 +224,10 @@ static int order_lines(sw *w, const char *oid, d11_stats_event *e)
         l->price_cents = p;
     }
     /* categories after the order document is no longer needed (the json is reused) */
+    int slots[D11_ORDER_ITEMS_MAX];
     for (int i = 0; i < e->nlines; i++)
-        if (category_of(w, e->lines[i].sku, e->lines[i].cat, sizeof e->lines[i].cat) < 0) return -1;
+        if ((slots[i] = category_of(w, e->lines[i].sku, e->lines[i].cat, sizeof e->lines[i].cat)) < 0) return -1;
+    if (num && e->type == D11_EV_CREATED) oc_put(w, id, e, slots);
     return 0;
 }
 
@@ -400,6 +453,7 @@ static void *stats_main(void *arg)
     d11_buf_free(&w->page);
     free(w->json);
     free(w->cats);
+    free(w->oc);
     free(w);
     return NULL;
 }
@@ -415,10 +469,12 @@ int gw_stats_start(struct gw *g)
     s->rd = calloc((size_t)(s->nrd > 0 ? s->nrd : 1), sizeof *s->rd);
     sw *w = calloc(1, sizeof *w);
     if (!s->rd || !w || !(w->json = malloc(sizeof *w->json)) || !(w->cats = calloc(D11_STATS_CAT_CACHE, sizeof *w->cats)) ||
+        !(w->oc = calloc(D11_STATS_ORDER_CACHE, sizeof *w->oc)) ||
         d11_stats_batch_init(&w->batch) < 0) {
         if (w) {
             free(w->json);
             free(w->cats);
+            free(w->oc);
             free(w);
         }
         free(s->rd);
@@ -441,6 +497,7 @@ int gw_stats_start(struct gw *g)
         d11_buf_free(&w->page);
         free(w->json);
         free(w->cats);
+        free(w->oc);
         free(w);
         return -EAGAIN;
     }

@@ -151,6 +151,7 @@ def test_stats_scopes_params_and_board():
         r = expect(p.client(token=ro).get("/v1/stats?window=1s"), 200)
         ck.eq(sum(w["orders_paid"] for w in r["windows"]), 1, "one paid order in the 1 s windows")
         ck.eq(sum(w["gmv_paid_cents"] for w in r["windows"]), 600, "GMV paid = 2 x 300")
+        ck.eq(r["aggregator"]["order_cache_hits"], 1, "the paid event's lines came from the created event's read")
         ck.error(p.client(token=prod).get("/v1/stats"), 403, what="products token")
         ck.error(p.client(token=None).get("/v1/stats"), 401, what="no token")
         for q in ("window=2s", "window=1s&window=1m", "limit=0", "limit=3601", "since=x", "top=101"):
