@@ -163,9 +163,9 @@ def test_stats_scopes_params_and_board():
         r = expect(c.get("/v1/stats?window=1m&since=%d" % (2 ** 62)), 200)
         ck.eq(r["windows"], [], "since in the far future: nothing")
 
-        def board():
-            b = p.client(token=None).get("/dashboard/stats")
-            return b.status == 200 and b.json.get("stock") and b.json
+        def board():  # rebuilt every second: wait for one made after the pay was folded
+            b = p.client(token=None).get("/dashboard/stats").json
+            return b.get("stock") and b["day"]["windows"][0]["orders_paid"] == 1 and b
         b = poll(board, 10, "the dashboard snapshot with stock", 0.1)
         ck.eq(b["stock"][0]["sku"], "S1", "top SKU on the board")
         ck.eq(b["stock"][0]["stock_total"], 100, "stock from the catalog")
