@@ -166,10 +166,16 @@ static int category_of(sw *w, const char *sku, char *cat, size_t cap)
  * direct-mapped by order id; a line names its SKU by category-cache slot + SKU hash, so a
  * hit is used only while that slot still holds the same SKU. Orders of more than
  * D11_STATS_OC_LINES lines are not kept. A miss is only a read more (GET /v1/orders). */
+static uint32_t oc_slot(uint64_t oid)
+{
+    /* hashed: an order id's low bits are its slot and a per-millisecond sequence */
+    return (uint32_t)(d11_hash64(&oid, sizeof oid, 3) % D11_STATS_ORDER_CACHE);
+}
+
 static void oc_put(sw *w, uint64_t oid, const d11_stats_event *e, const int *slots)
 {
     if (e->nlines > D11_STATS_OC_LINES) return;
-    oc_entry *o = &w->oc[oid % D11_STATS_ORDER_CACHE];
+    oc_entry *o = &w->oc[oc_slot(oid)];
     o->oid = oid;
     o->n = (uint8_t)e->nlines;
     for (int i = 0; i < e->nlines; i++)
@@ -179,7 +185,7 @@ static void oc_put(sw *w, uint64_t oid, const d11_stats_event *e, const int *slo
 
 static bool oc_get(sw *w, uint64_t oid, d11_stats_event *e)
 {
-    const oc_entry *o = &w->oc[oid % D11_STATS_ORDER_CACHE];
+    const oc_entry *o = &w->oc[oc_slot(oid)];
     if (o->oid != oid || o->n == 0) return false;
     for (int i = 0; i < o->n; i++) {
         const cat_entry *c = &w->cats[o->l[i].cat_slot];
