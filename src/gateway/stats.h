@@ -4,7 +4,8 @@
  *
  * The aggregator is one more gateway thread, like the webhook worker: it reads the real
  * event stream through GET /v1/events on the gateway's own listener (admin token), learns
- * each created / paid order's lines (GET /v1/orders/{id}) and each SKU's category
+ * each created / paid order's lines (GET /v1/orders/{id}, kept from the created event for
+ * the paid one) and each SKU's category
  * (GET /v1/products/{sku}, cached), folds a page into window deltas (stats/agg.h) and
  * commits deltas + cursor in ONE SQLite transaction to DATA/stats.db (stats/db.h). It runs
  * only while this process holds flock(DATA/stats.lock): a second gateway on the same data
