@@ -26,6 +26,11 @@
 # Usage: bench/compare.sh [--rounds N] [--duration S] [--connections C] [--pg-clients N]
 #                         [--redis-clients N] [--only d11,nginx,postgres,redis-always,redis-everysec]
 #                         [--markdown FILE] [--no-deps] [--budget S] [--keep]
+#                         [--d11pg-args "ARGS"] [--pg-set NAME=VALUE]...
+#   --d11pg-args  extra `d11 up` flags for the d11-pg row only (e.g. "--cells 4")
+#   --pg-set      one more setting of the bench PostgreSQL server (repeatable; it serves
+#                 both the postgres and the d11-pg rows, so both get it), e.g.
+#                 --pg-set commit_delay=200 --pg-set max_wal_size=4GB
 # Environment: D11_BIN=path measures another d11 binary (default bin/d11).
 # Exit: 0 when every selected system was measured; 1 when one could not be (reported);
 #       2 usage.
@@ -43,6 +48,8 @@ DEPS=1
 BUDGET=540
 KEEP=0
 ARGS_ORIG="$*"
+D11PG_ARGS=""
+PG_SETS=()
 
 die_usage() { echo "compare.sh: $*" >&2; exit 2; }
 num() { [[ "$2" =~ ^[0-9]+$ ]] && [ "$2" -ge 1 ] || die_usage "$1 needs a positive integer, got '$2'"; }
@@ -58,7 +65,10 @@ while [ $# -gt 0 ]; do
     --markdown) [ -n "${2:-}" ] || die_usage "--markdown needs a file"; MARKDOWN=$2; shift 2 ;;
     --no-deps) DEPS=0; shift ;;
     --keep) KEEP=1; shift ;;
-    -h|--help) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --d11pg-args) D11PG_ARGS=${2:-}; shift 2 ;;
+    --pg-set) [[ "${2:-}" =~ ^[a-z_]+=[^[:space:]]+$ ]] || die_usage "--pg-set needs NAME=VALUE, got '${2:-}'"
+              PG_SETS+=(-c "$2"); shift 2 ;;
+    -h|--help) sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die_usage "unknown argument '$1' (see --help)" ;;
   esac
 done
@@ -243,7 +253,7 @@ start_postgres() {
   # started directly (not through a shell function) so that $! is the postmaster itself
   local pgargs=(-D "$TMP/pg/data" -p "$P_PG" -k "$TMP/pgsock" -c listen_addresses=127.0.0.1
                 -c synchronous_commit=on -c fsync=on -c full_page_writes=on
-                -c shared_buffers=256MB -c max_connections=200)
+                -c shared_buffers=256MB -c max_connections=200 "${PG_SETS[@]}")
   if [ "$(id -u)" = 0 ]; then
     setpriv --reuid=postgres --regid=postgres --init-groups -- "$PGBIN/postgres" "${pgargs[@]}" >"$TMP/pg.log" 2>&1 &
   else
@@ -289,7 +299,8 @@ start_d11pg() {
   [ -x "$D11" ] || { STATUS[d11-pg]="bin/d11 is missing"; return; }
   "$PGBIN/psql" -X -q -h 127.0.0.1 -p "$P_PG" -U postgres -c "CREATE DATABASE d11pg" postgres >/dev/null 2>&1
   mkdir -p "$TMP/d11pg"
-  "$D11" up --data "$TMP/d11pg" --listen "127.0.0.1:$P_D11PG" \
+  # shellcheck disable=SC2086  # D11PG_ARGS: several flags on purpose
+  "$D11" up --data "$TMP/d11pg" --listen "127.0.0.1:$P_D11PG" $D11PG_ARGS \
     --store "postgresql://postgres@127.0.0.1:$P_PG/d11pg" >"$TMP/d11pg.log" 2>&1 &
   PIDS[d11-pg]=$!
   if ! wait_http "$P_D11PG" /healthz 60 "${PIDS[d11-pg]}"; then

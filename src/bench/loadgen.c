@@ -135,7 +135,7 @@ int d11_bench_classify(int status, const char *code)
     if (status == 409 && (!strcmp(code, "out_of_stock") || !strcmp(code, "not_payable") ||
                           !strcmp(code, "not_cancellable")))
         return D11_CLS_REJECT;
-    if (status == 403 && !strcmp(code, "risk_rejected")) return D11_CLS_REJECT;
+    if (status == 403 && !strncmp(code, "risk_", 5)) return D11_CLS_REJECT; /* risk_rejected, risk_challenge, risk_denied */
     return D11_CLS_ERROR;
 }
 

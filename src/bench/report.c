@@ -35,7 +35,7 @@ int64_t d11_bench_auth_failures(const d11_bench_result *r)
     int64_t n = 0;
     for (int i = 0; i < r->c.n_outcomes; i++) {
         const d11_bench_outcome *o = &r->c.outcome[i];
-        if (o->status == 401 || (o->status == 403 && strcmp(o->code, "risk_rejected") != 0)) n += o->count;
+        if (o->status == 401 || (o->status == 403 && strncmp(o->code, "risk_", 5) != 0)) n += o->count;
     }
     return n;
 }

@@ -60,6 +60,7 @@
 #include "../core/loop.h"
 #include "../core/otlp.h"
 #include "../core/promtext.h"
+#include "../rpc/control.h"
 #include "../rpc/link.h"
 #include "../store/cell_sqlite.h"
 #include "../store/open.h"
@@ -209,8 +210,10 @@ static void span_end(cell_proc *p, uint32_t peer, const uint8_t *frame, size_t n
     d11_otlp_end(&p->otlp, &s, head);
 }
 
-/* A GRANT leaves for the center while a request is handled: its round trip is a child. */
-static void grant_begin(cell_proc *p, const uint8_t *frame, size_t n)
+/* A GRANT leaves for the center while a request is handled: its round trip is a child,
+ * and the frame (already queued: patched in place) carries the grant span as the parent
+ * of the center's span. */
+static void grant_begin(cell_proc *p, uint8_t *frame, size_t n)
 {
     d11_frame_hdr h;
     if (!p->otlp.on || !p->cur || d11_frame_hdr_decode(frame, n, &h) != 0 || h.type != D11_MSG_GRANT) return;
@@ -218,6 +221,13 @@ static void grant_begin(cell_proc *p, const uint8_t *frame, size_t n)
     *g = *p->cur;
     g->req_id = h.req_id;
     g->start_ns = wall_ns();
+    memcpy(g->parent_id, p->cur->span_id, 8);
+    uint64_t sid = span_rand(p);
+    memcpy(g->span_id, &sid, 8);
+    memcpy(h.trace_id, g->trace_id, 16);
+    memcpy(h.span_id, g->span_id, 8);
+    h.trace_flags = g->flags;
+    d11_frame_hdr_encode(&h, frame);
 }
 
 static void grant_end(cell_proc *p, const d11_frame *f)
@@ -229,9 +239,8 @@ static void grant_end(cell_proc *p, const d11_frame *f)
     d11_span s;
     memset(&s, 0, sizeof s);
     memcpy(s.trace_id, g->trace_id, 16);
-    uint64_t sid = span_rand(p);
-    memcpy(s.span_id, &sid, 8);
-    memcpy(s.parent_id, g->span_id, 8);
+    memcpy(s.span_id, g->span_id, 8);
+    memcpy(s.parent_id, g->parent_id, 8);
     snprintf(s.name, sizeof s.name, "cell.grant");
     s.kind = D11_SPAN_CLIENT;
     s.error = f->hdr.status >= 500;
@@ -374,6 +383,7 @@ static void reply_metrics(cell_proc *p, const d11_link *k, const d11_frame_hdr *
 static void on_gw_frame(d11_links *t, d11_link *k, const d11_frame *f)
 {
     cell_proc *p = t->data;
+    if (d11_control_frame(k, f)) return; /* log level, chaos arms: before the fault points (rpc/control.h) */
     d11_fault_hit fh = d11_fault(D11_FP_CELL_RECV);
     if (fh.action == D11_FA_DROP) return; /* chaos: a lost request; the gateway answers 504 */
     if (fh.action == D11_FA_DELAY) usleep((useconds_t)fh.delay_ms * 1000); /* chaos: a stalled cell */
@@ -419,8 +429,10 @@ static void host_send_center(void *data, const uint8_t *frame, size_t n)
     cell_proc *p = data;
     d11_link *k = d11_links_get(&p->up, 0, p->center_gen);
     if (k) {
-        grant_begin(p, frame, n);
-        d11_link_send(k, frame, n);
+        d11_buf *out = d11_link_out(k);
+        size_t at = out->len;
+        d11_buf_append(out, frame, n);
+        grant_begin(p, (uint8_t *)out->data + at, n);
     }
 }
 

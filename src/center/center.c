@@ -18,6 +18,8 @@
  * The fault point center.grant (fault.h) sits here, before the machine: a dropped or
  * delayed GRANT request is a property of the transport, not of the center.
  *
+ * Spans (--otlp-endpoint, core/otlp.h): see "spans" below.
+ *
  * Clean stop (SIGINT/SIGTERM -> d11_loop_stop): flush what is pending, remove
  * DATA/center.sock, close the links and the store.
  */
@@ -37,7 +39,9 @@
 #include "../core/fault.h"
 #include "../core/limits.h"
 #include "../core/loop.h"
+#include "../core/otlp.h"
 #include "../core/util.h"
+#include "../rpc/control.h"
 #include "../rpc/link.h"
 #include "../store/center_sqlite.h"
 #include "../store/open.h"
@@ -45,6 +49,8 @@
 
 #define CENTER_CONNS_MAX 1024 /* connections at once: gateway threads + cells + ctl */
 #define CENTER_TICK_MS   10   /* center_tick period: reclaim deadlines */
+#define CENTER_SPAN_SLOTS   1024 /* requests with a trace being handled (direct-mapped) */
+#define CENTER_SPAN_SLOW_MS 50   /* spans this slow are exported even when not sampled */
 _Static_assert(CENTER_CONNS_MAX <= 0x10000, "a peer id holds the link index in its low 16 bits");
 
 typedef struct center_proc {
@@ -53,6 +59,8 @@ typedef struct center_proc {
     d11_io    lio;
     d11_timer tick;
     center   *C;
+    d11_otlp  otlp;
+    struct center_rq *rq; /* CENTER_SPAN_SLOTS; NULL when tracing is off */
 } center_proc;
 
 static d11_loop *signal_loop; /* for the signal handler only */
@@ -65,6 +73,68 @@ static void on_signal(int sig)
 
 static uint32_t peer_of(const d11_link *k) { return k->idx | (k->gen & 0xffffu) << 16; }
 
+/* ---- spans (core/otlp.h) ----
+ * center.<request type> (SERVER) for every request frame that carries a trace id in its
+ * header — the gateway's product requests, and a cell's GRANT when the cell stamps its
+ * cell.grant span there — with parent = the header's span id (the caller's span). It
+ * runs from the frame's arrival to its reply leaving send_to_peer, i.e. after the commit
+ * of the iteration: a parked grant's span lasts until the grant is answered. The header's
+ * W3C sampled flag is the head decision; errors (status >= 500) and spans of at least
+ * CENTER_SPAN_SLOW_MS are kept anyway. One direct-mapped table by (peer, req_id): a
+ * collision forgets the older entry (its span is not exported); an entry whose reply never
+ * comes (a dropped link) is simply overwritten later. Loop thread only. */
+typedef struct center_rq {
+    uint64_t req_id;
+    uint32_t peer;
+    uint16_t type;
+    bool     used;
+    uint8_t  flags, trace_id[16], parent_id[8];
+    int64_t  start_ns;
+} center_rq;
+
+static center_rq *rq_slot(center_proc *P, uint32_t peer, uint64_t req_id)
+{
+    return &P->rq[d11_hash64(&req_id, sizeof req_id, peer) % CENTER_SPAN_SLOTS];
+}
+
+static bool has_trace(const uint8_t id[16])
+{
+    for (int i = 0; i < 16; i++)
+        if (id[i]) return true;
+    return false;
+}
+
+/* A traced request frame arrived: remember its context and start time. */
+static void span_begin(center_proc *P, uint32_t peer, const d11_frame_hdr *h)
+{
+    if (!P->rq || (h->flags & D11_WF_REPLY) || !has_trace(h->trace_id)) return;
+    center_rq *r = rq_slot(P, peer, h->req_id);
+    *r = (center_rq){.req_id = h->req_id, .peer = peer, .type = h->type, .used = true, .flags = h->trace_flags,
+                     .start_ns = d11_span_now_ns()};
+    memcpy(r->trace_id, h->trace_id, 16);
+    memcpy(r->parent_id, h->span_id, 8);
+}
+
+/* A frame leaves for peer: when it answers a traced request, that request's span ends. */
+static void span_end(center_proc *P, uint32_t peer, const uint8_t *frame, size_t n)
+{
+    d11_frame_hdr h;
+    if (!P->rq || d11_frame_hdr_decode(frame, n, &h) != 0 || !(h.flags & D11_WF_REPLY)) return;
+    center_rq *r = rq_slot(P, peer, h.req_id);
+    if (!r->used || r->req_id != h.req_id || r->peer != peer || r->type != h.type) return;
+    r->used = false;
+    char name[D11_SPAN_NAME_BYTES];
+    snprintf(name, sizeof name, "center.%s", d11_msg_type_name(h.type));
+    d11_span s;
+    d11_span_open(&s, r->trace_id, r->parent_id, name, D11_SPAN_SERVER);
+    s.start_ns = r->start_ns;
+    s.end_ns = d11_span_now_ns();
+    s.error = h.status >= 500;
+    d11_span_attr_int(&s, "rpc.status", h.status);
+    d11_span_attr_int(&s, "d11.center.peer_link", peer & 0xffffu);
+    d11_otlp_end(&P->otlp, &s, r->flags & 1);
+}
+
 /* host->send: queue a frame on the peer's link if it is still the same one. */
 static void send_to_peer(void *data, uint32_t peer, const uint8_t *frame, size_t n)
 {
@@ -73,6 +143,7 @@ static void send_to_peer(void *data, uint32_t peer, const uint8_t *frame, size_t
     if (idx >= P->links.cap) return;
     d11_link *k = &P->links.v[idx];
     if (!k->open || peer_of(k) != peer) return;
+    span_end(P, peer, frame, n);
     d11_link_send(k, frame, n);
 }
 
@@ -92,11 +163,13 @@ static void on_close(d11_links *t, d11_link *k, int why)
 static void on_frame(d11_links *t, d11_link *k, const d11_frame *f)
 {
     center_proc *P = t->data;
+    if (d11_control_frame(k, f)) return; /* log level, chaos arms (rpc/control.h) */
     if (f->hdr.type == D11_MSG_GRANT && !(f->hdr.flags & D11_WF_REPLY)) {
         d11_fault_hit fh = d11_fault(D11_FP_CENTER_GRANT);
         if (fh.action == D11_FA_DROP) return; /* chaos: a lost grant; the cell asks again */
         if (fh.action == D11_FA_DELAY) usleep((useconds_t)fh.delay_ms * 1000);
     }
+    span_begin(P, peer_of(k), &f->hdr);
     center_on_frame(P->C, peer_of(k), f);
 }
 
@@ -119,14 +192,15 @@ static void commit_hook(d11_loop *l, void *data)
 static void usage(FILE *f)
 {
     fprintf(f, "usage: d11 center [--data DIR] [--cells N] [--durability sync|async|none]\n"
-               "                  [--grant-chunk-max N] [--log-level LEVEL]\n\n"
+               "                  [--grant-chunk-max N] [--log-level LEVEL] [--otlp-endpoint URL]\n\n"
                "Runs the center: catalog, inventory ledger with per-cell allotments, routing.\n"
                "Listens on DIR/center.sock (d11 wire protocol). Normally started by `d11 up`.\n\n"
                "  --data DIR            data directory (default ./data); DIR/center.db is SQLite\n"
                "  --cells N             number of cells of this deployment (fixed at first start)\n"
                "  --durability MODE     sync (default), async or none — see docs/storage.md\n"
                "  --grant-chunk-max N   largest allotment handed to a cell at once (default 1000)\n"
-               "  --log-level LEVEL     debug, info (default), warn, error\n");
+               "  --log-level LEVEL     debug, info (default), warn, error\n"
+               "  --otlp-endpoint URL   export trace spans as OTLP/HTTP JSON (default off)\n");
 }
 
 int d11_center_main(int argc, char **argv)
@@ -167,6 +241,13 @@ int d11_center_main(int argc, char **argv)
                      .grant_chunk_max = cfg.grant_chunk_max,
                      .reclaim_ms = CENTER_RECLAIM_MS_DEFAULT,
                      .pid = (int)getpid()};
+    char oerr[200];
+    if (d11_otlp_start(&P.otlp, cfg.otlp_endpoint, "d11-center", 0, CENTER_SPAN_SLOW_MS, oerr, sizeof oerr) < 0) {
+        d11_error("center: --otlp-endpoint: %s", oerr);
+        d11_store_close(st);
+        return 1;
+    }
+    if (P.otlp.on && !(P.rq = calloc(CENTER_SPAN_SLOTS, sizeof *P.rq))) d11_fatal("center: out of memory");
     center_host h = {.clock = d11_clock_system(), .data = &P, .send = send_to_peer};
     int rc = center_open(&P.C, &o, &h, st);
     if (rc < 0) {
@@ -212,6 +293,9 @@ int d11_center_main(int argc, char **argv)
     signal_loop = NULL;
     center_free(P.C);
     d11_store_close(st);
+    d11_otlp_stop(&P.otlp); /* flushes the last spans */
+    free(P.rq);
+    P.rq = NULL;
     d11_info("center stopped");
     d11_datadir_unlock(lock_fd); /* the file no longer names a live pid */
     return 0;

@@ -38,6 +38,8 @@ void d11_config_defaults(d11_config *c)
     c->protect_inflight_min = 256;
     c->protect_gain_pct = 200;
     c->protect_rt_tolerance_pct = 0;
+    c->risk_keys = 16384;
+    c->risk_log_size = 4096;
 }
 
 const char *d11_durability_name(int d)
@@ -139,6 +141,16 @@ int d11_config_set(d11_config *c, const char *key_in, const char *val, char *err
             return -1;
         }
         memcpy(c->nats, val, n + 1);
+    } else if (!strcmp(key, "risk-model")) {
+        if (strlen(val) >= sizeof c->risk_model) {
+            snprintf(err, errlen, "risk-model: longer than %zu bytes", sizeof c->risk_model - 1);
+            return -1;
+        }
+        snprintf(c->risk_model, sizeof c->risk_model, "%s", val);
+    } else if (!strcmp(key, "risk-keys")) {
+        if (set_int(key, val, 8, 4194304, &c->risk_keys, err, errlen)) return -1;
+    } else if (!strcmp(key, "risk-log-size")) {
+        if (set_int(key, val, 1, 1048576, &c->risk_log_size, err, errlen)) return -1;
     } else if (!strcmp(key, "events-retention-ms")) {
         if (set_int(key, val, 0, 365LL * 24 * 3600 * 1000, &c->events_retention_ms, err, errlen)) return -1;
     } else if (!strcmp(key, "log-level")) {
@@ -277,7 +289,7 @@ static const struct {
     {"log-sample", "N", "request log: every 5xx and 1 in N other requests (default 100; 0 = 5xx only)",
      CMD_UP | CMD_GATEWAY},
     {"otlp-endpoint", "URL", "export trace spans as OTLP/HTTP JSON to URL (default: off)",
-     CMD_UP | CMD_GATEWAY | CMD_CELL},
+     CMD_UP | CMD_GATEWAY | CMD_CELL | CMD_CENTER},
     {"trace-ratio", "R", "head sampling of new traces, 0..1 (default 0.01); errors and slow requests always kept",
      CMD_UP | CMD_GATEWAY},
     {"store", "URL", "PostgreSQL URL for cells and center (default: SQLite in DIR); docs/postgresql.md",
@@ -294,6 +306,10 @@ static const struct {
      CMD_UP | CMD_GATEWAY},
     {"nats", "URL", "relay the event stream to NATS JetStream at nats://HOST:PORT (default: none)",
      CMD_UP | CMD_GATEWAY},
+    {"risk-model", "FILE", "risk scoring model (JSON) used when the rules have no risk.model (docs/protection.md)",
+     CMD_UP | CMD_GATEWAY},
+    {"risk-keys", "N", "risk velocity table entries (users, IPs, devices; default 16384)", CMD_UP | CMD_GATEWAY},
+    {"risk-log-size", "N", "risk decisions kept for GET /admin/risk/decisions (default 4096)", CMD_UP | CMD_GATEWAY},
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
 
@@ -358,6 +374,9 @@ int d11_config_value(const d11_config *c, const char *key, char *out, size_t out
     else if (!strcmp(name, "protect-cpu-max-pct")) n = snprintf(out, outlen, "%lld", (long long)c->protect_cpu_max_pct);
     else if (!strcmp(name, "events-retention-ms")) n = snprintf(out, outlen, "%lld", (long long)c->events_retention_ms);
     else if (!strcmp(name, "nats")) n = snprintf(out, outlen, "%s", c->nats);
+    else if (!strcmp(name, "risk-model")) n = snprintf(out, outlen, "%s", c->risk_model);
+    else if (!strcmp(name, "risk-keys")) n = snprintf(out, outlen, "%lld", (long long)c->risk_keys);
+    else if (!strcmp(name, "risk-log-size")) n = snprintf(out, outlen, "%lld", (long long)c->risk_log_size);
     else {
         D11_ASSERT(!strcmp(name, "log-level"));
         D11_ASSERT(c->log_level >= D11_LOG_DEBUG && c->log_level <= D11_LOG_ERROR);

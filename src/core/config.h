@@ -48,6 +48,9 @@ typedef struct d11_config {
     char     store[1000];        /* --store URL: PostgreSQL for cells and center; "" = SQLite in DATA */
     char     store_center[1000]; /* --store-center URL: the center's database (default: store) */
     char     store_cells[1000];  /* --store-cells "URL0 URL1 ..": cell i's database (default: store) */
+    char     risk_model[1024];   /* --risk-model FILE: risk model A when the rules have none ("" = none) */
+    int64_t  risk_keys;          /* --risk-keys N, default 16384: velocity table entries */
+    int64_t  risk_log_size;      /* --risk-log-size N, default 4096: risk decisions kept */
 } d11_config;
 
 void d11_config_defaults(d11_config *c);

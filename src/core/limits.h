@@ -131,4 +131,11 @@ _Static_assert(D11_WIRE_LIST_MAX * D11_WIRE_LIST_ENTRY_BYTES_MAX + 64 < D11_FRAM
 _Static_assert(D11_EVENTS_LIMIT_MAX * (D11_EVENT_JSON_BYTES_MAX + 48) + 64 < D11_FRAME_BYTES_MAX,
                "a full events page must fit one reply frame");
 
+/* ---- live chaos (docs/reliability.md "Live chaos"; appended by the chaos helper) ---- */
+#define D11_CHAOS_EXPERIMENTS_MAX 64        /* experiments a gateway remembers (armed + history) */
+#define D11_CHAOS_ARMED_MAX       16        /* armed at once -> 409 too_many_experiments */
+#define D11_CHAOS_TIMEOUT_S_MAX   3600      /* an experiment's longest life */
+#define D11_CHAOS_DELAY_MS_MAX    10000     /* params.ms of a delay */
+_Static_assert(D11_CHAOS_ARMED_MAX <= D11_CHAOS_EXPERIMENTS_MAX, "armed experiments are remembered");
+
 #endif

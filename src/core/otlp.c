@@ -40,6 +40,45 @@ static bool all_zero(const uint8_t *p, size_t n)
     return true;
 }
 
+int64_t d11_span_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+void d11_span_open(d11_span *s, const uint8_t trace_id[16], const uint8_t *parent_id, const char *name, uint8_t kind)
+{
+    memset(s, 0, sizeof *s);
+    memcpy(s->trace_id, trace_id, 16);
+    do d11_random_bytes(s->span_id, 8);
+    while (all_zero(s->span_id, 8)); /* all zero is "no span" in W3C */
+    if (parent_id) memcpy(s->parent_id, parent_id, 8);
+    snprintf(s->name, sizeof s->name, "%s", name);
+    s->kind = kind;
+    s->start_ns = d11_span_now_ns();
+    s->end_ns = s->start_ns;
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+int d11_trace_id_parse(const char *hex, size_t n, uint8_t out[16])
+{
+    if (n != 32) return -EINVAL;
+    for (size_t i = 0; i < 16; i++) {
+        int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
+        if (hi < 0 || lo < 0) return -EINVAL;
+        out[i] = (uint8_t)(hi << 4 | lo);
+    }
+    return all_zero(out, 16) ? -EINVAL : 0;
+}
+
 void d11_otlp_render(d11_buf *b, const char *service, const d11_span *v, uint32_t n)
 {
     d11_buf_puts(b, "{\"resourceSpans\":[{\"resource\":{\"attributes\":[{\"key\":\"service.name\",\"value\":{\"stringValue\":");
@@ -75,6 +114,20 @@ void d11_otlp_render(d11_buf *b, const char *service, const d11_span *v, uint32_
         d11_buf_printf(b, "],\"status\":{\"code\":%d}}", s->error ? 2 : 0);
     }
     d11_buf_puts(b, "]}]}]}");
+}
+
+bool d11_span_open_event(d11_span *s, const char *ev, size_t n, const char *system, const char *dest)
+{
+    char hex[40], id[48];
+    uint8_t tid[16];
+    int k = d11_json_find_str(ev, n, "trace_id", hex, sizeof hex);
+    if (k < 0 || d11_trace_id_parse(hex, (size_t)k, tid) < 0) return false;
+    d11_span_open(s, tid, NULL, "event.publish", D11_SPAN_PRODUCER);
+    if (d11_json_find_str(ev, n, "id", id, sizeof id) >= 0) d11_span_attr_str(s, "d11.event_id", id);
+    d11_span_attr_str(s, "messaging.system", system);
+    d11_span_attr_str(s, "messaging.destination", dest);
+    D11_ASSERT(s->nattr <= 3 && memcmp(s->trace_id, tid, 16) == 0);
+    return true;
 }
 
 static void *exporter_main(void *arg)

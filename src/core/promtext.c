@@ -5,6 +5,7 @@
  * Thread: any; no shared state.
  */
 #include "promtext.h"
+#include "fault.h"
 
 #include <dirent.h>
 #include <stdio.h>
@@ -159,6 +160,7 @@ void d11_prom_process(d11_buf *b, const char *part)
     d11_prom_head(b, "d11_process_restarts_total", "counter",
                   "Times the supervisor (d11 up) restarted this part after it died.");
     d11_buf_printf(b, "d11_process_restarts_total{part=\"%s\"} %llu\n", part, (unsigned long long)restarts);
+    d11_fault_metrics(b, part); /* fault firings per point (core/fault.h, live chaos) */
 }
 
 /* ---- merge ---- */

@@ -62,8 +62,12 @@ static const char ctl_usage[] =
     "  products list [--category C] [--q TEXT] [--limit N] [--after SKU] [--all]\n"
     "  token list | token revoke LABEL | token create --scopes S [--label L] [--expires 7d]\n"
     "                            tokens of the local data directory (--data)\n"
-    "  log-level [LEVEL]         GET/PUT /admin/log-level of the gateway\n"
+    "  log-level [LEVEL [TARGET]] GET/PUT /admin/log-level (TARGET: all, gateway, center, cells, cell:N)\n"
     "  metrics                   GET  /metrics        Prometheus text\n"
+    "  chaos create|list|get|delete ...   live chaos experiments (POST/GET/DELETE /admin/chaos)\n"
+    "  chaos slow-commits --ms M --timeout S [--cell N]   store.commit delay experiment\n"
+    "  chaos kill-cell N | pause-cell N --seconds S | fill-disk --up-to PCT%|BYTES --timeout S\n"
+    "                            process drills on this host (pids from DATA/cell-N.lock)\n"
     "  request [--header 'K: V']... METHOD PATH [BODY]  any request; BODY is text, @FILE, or -\n"
     "\n"
     "flags\n"
@@ -121,6 +125,7 @@ static int run_verb(ctl_ctx *x, const char *cmd, int nargs, char **args)
     if (!strcmp(cmd, "deny-user")) return ctl_deny_user(x, nargs, args);
     if (!strcmp(cmd, "products")) return ctl_products_list(x, nargs, args);
     if (!strcmp(cmd, "token")) return ctl_token(x, nargs, args);
+    if (!strcmp(cmd, "chaos")) return ctl_chaos(x, nargs, args);
     if (!strcmp(cmd, "cells") && nargs == 0 && !x->pretty) return ctl_show_cells(x);
     if (!strcmp(cmd, "rules") && nargs == 1 && !strcmp(args[0], "get") && !x->pretty) return ctl_show_rules(x);
     if (!strcmp(cmd, "rules") && nargs == 2 && !strcmp(args[0], "patch")) {
@@ -378,15 +383,21 @@ int d11_ctl_main(int argc, char **argv)
             return usage("rules: unknown action '%s' (get, put, rollback)", args[0]);
         }
     } else if (!strcmp(cmd, "log-level")) {
-        if (nargs > 1) return usage("%s", "usage: log-level [debug|info|warn|error]");
+        if (nargs > 2)
+            return usage("%s", "usage: log-level [debug|info|warn|error [all|gateway|center|cells|cell:N]]");
         snprintf(path, sizeof path, "/admin/log-level");
-        if (nargs == 1) {
+        if (nargs >= 1) {
+            const char *target = nargs == 2 ? args[1] : "all";
+            for (const char *q = args[0]; *q; q++)
+                if (!isalpha((unsigned char)*q)) return usage("log-level: bad level '%s'", args[0]);
+            for (const char *q = target; *q; q++)
+                if (!isalnum((unsigned char)*q) && *q != ':') return usage("log-level: bad target '%s'", target);
             method = "PUT";
             json_body = true;
-            body_len = strlen(args[0]) + 13;
+            body_len = strlen(args[0]) + strlen(target) + 28;
             body = malloc(body_len + 1);
             if (!body) d11_fatal("out of memory");
-            snprintf(body, body_len + 1, "{\"level\":\"%s\"}", args[0]);
+            snprintf(body, body_len + 1, "{\"level\":\"%s\",\"target\":\"%s\"}", args[0], target);
             body_len = strlen(body);
         }
     } else if (!strcmp(cmd, "request")) {

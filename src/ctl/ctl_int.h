@@ -62,5 +62,6 @@ int ctl_show_cells(ctl_ctx *x);
 int ctl_show_rules(ctl_ctx *x);
 int ctl_products_list(ctl_ctx *x, int nargs, char **args);
 int ctl_token(ctl_ctx *x, int nargs, char **args);
+int ctl_chaos(ctl_ctx *x, int nargs, char **args); /* ctl_chaos.c */
 
 #endif

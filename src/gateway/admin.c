@@ -3,10 +3,11 @@
  *
  * Every rule change (PUT, rollback) is logged at info with who made it (the token's
  * label) and a diff: the top-level keys of the rules document whose value changed, old
- * and new ("event":"rules_change"). GET/PUT /admin/log-level read and set this gateway
- * process's log level at run time.
+ * and new ("event":"rules_change"). GET/PUT /admin/log-level read and set the log level
+ * of every process (or one target) at run time, over the control channel (chaos.h).
  */
 #include "admin.h"
+#include "chaos.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -87,14 +88,16 @@ static void log_rules_change(gw_thread *t, gw_req *rq, const char *what, const d
     d11_buf_free(&a);
 }
 
+/* GET /admin/log-level: every process's level (chaos.c fans a CONTROL status out). */
 void gw_h_log_level_get(gw_thread *t, gw_req *rq)
 {
-    d11_buf *b = &t->tmp;
-    d11_buf_reset(b);
-    d11_buf_printf(b, "{\"level\":\"%s\"}", d11_log_level_name(d11_log_level()));
-    gw_respond_json(t, rq->c, rq->si, 200, b->data, b->len);
+    gw_ctl_set none = {0};
+    gw_ctl_log_level(t, rq, -1, &none);
 }
 
+/* PUT /admin/log-level {"level":L[,"target":"all"|"gateway"|"center"|"cells"|"cell:N"]}:
+ * target defaults to all (the old body, level only, still works). 422 invalid for a bad
+ * level or target; the answer is GET's, after the change. */
 void gw_h_log_level_put(gw_thread *t, gw_req *rq)
 {
     size_t blen;
@@ -104,7 +107,7 @@ void gw_h_log_level_put(gw_thread *t, gw_req *rq)
         return;
     }
     int v = d11_json_find(&t->json, 0, "level");
-    char lv[16];
+    char lv[16], tg[24];
     size_t n;
     int level = -1;
     if (d11_json_str(&t->json, v, lv, sizeof lv, &n) == 0) level = d11_log_level_parse(lv, n);
@@ -112,16 +115,27 @@ void gw_h_log_level_put(gw_thread *t, gw_req *rq)
         gw_fail(t, rq, 422, "invalid", "level: must be one of debug, info, warn, error");
         return;
     }
+    gw_ctl_set set;
+    bool live;
+    unsigned ncells = gw_routing(t, &live)->ncells;
+    int tv = d11_json_find(&t->json, 0, "target");
+    if (tv < 0) {
+        (void)gw_ctl_target_parse("all", 3, ncells, true, &set);
+        snprintf(tg, sizeof tg, "all");
+    } else if (d11_json_str(&t->json, tv, tg, sizeof tg - 1, &n) < 0 || gw_ctl_target_parse(tg, n, ncells, true, &set) < 0) {
+        gw_fail(t, rq, 422, "invalid", "target: one of all, gateway, center, cells, cell:N (N < %u)", ncells);
+        return;
+    } else {
+        tg[n] = 0;
+    }
     int old = d11_log_level();
-    d11_log_set_level(level);
     const char *who = rq->c->slots[rq->si].token;
-    char kv[160];
-    snprintf(kv, sizeof kv, "\"event\":\"log_level\",\"token\":\"%s\",\"old\":\"%s\",\"new\":\"%s\"", who,
-             d11_log_level_name(old), d11_log_level_name(level));
+    char kv[200];
+    snprintf(kv, sizeof kv, "\"event\":\"log_level\",\"token\":\"%s\",\"old\":\"%s\",\"new\":\"%s\",\"target\":\"%s\"",
+             who, d11_log_level_name(old), d11_log_level_name(level), tg);
     /* logged at warn so the change shows whatever the new level is */
-    d11_log_kv(D11_LOG_WARN, kv, "log level %s -> %s by %s", d11_log_level_name(old), d11_log_level_name(level),
-               who[0] ? who : "?");
-    gw_h_log_level_get(t, rq);
+    d11_log_kv(D11_LOG_WARN, kv, "log level -> %s on %s by %s", d11_log_level_name(level), tg, who[0] ? who : "?");
+    gw_ctl_log_level(t, rq, level, &set);
 }
 
 void gw_h_admin_routing(gw_thread *t, gw_req *rq)

@@ -18,7 +18,8 @@ gw_handler gw_h_rules_rollback;
 gw_handler gw_h_protect_get;
 gw_handler gw_h_rules_patch;
 
-/* GET /admin/log-level -> {"level":"info"}; PUT {"level":"debug"} sets it (this gateway). */
+/* GET /admin/log-level -> {"level":GATEWAY,"processes":{"gateway":..,"center":..,"cell-N":..}};
+ * PUT {"level":"debug","target":"all"|"gateway"|"center"|"cells"|"cell:N"} sets it (chaos.h). */
 void gw_h_log_level_get(gw_thread *t, gw_req *rq);
 void gw_h_log_level_put(gw_thread *t, gw_req *rq);
 

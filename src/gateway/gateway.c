@@ -35,6 +35,7 @@
 
 #include "../cmd.h"
 #include "router.h"
+#include "../core/fault.h"
 #include "stats.h"
 
 /* ---- the loop's callbacks ---- */
@@ -219,7 +220,9 @@ static void usage(FILE *f)
 /* Start the threads, wait for a signal (sigwait: no handler, no global), drain, join. */
 static int run(struct gw *g)
 {
+    char oerr_risk[300];
     d11_log_init("gateway", g->cfg.log_level);
+    d11_fault_init_from_env("gateway"); /* gateway.upstream and relay.publish armable at start too */
     g->start_ms = d11_mono_ms();
     if (mkdir(g->cfg.data_dir, 0700) == -1 && errno != EEXIST) {
         d11_error("gateway: cannot create %s: %s", g->cfg.data_dir, strerror(errno));
@@ -231,6 +234,10 @@ static int run(struct gw *g)
         return 1;
     }
     gw_router_init(g);
+    if (gw_risk_init(&g->risk, g->cfg.risk_model, g->cfg.risk_keys, g->cfg.risk_log_size, oerr_risk, sizeof oerr_risk) < 0) {
+        d11_error("gateway: %s", oerr_risk);
+        return 1;
+    }
     if (gw_sale_init(g) < 0) {
         d11_error("gateway: out of memory");
         return 1;
@@ -341,6 +348,7 @@ static int run(struct gw *g)
     d11_rules_store_release(&g->rules);
     for (int u = 0; u < GW_UP_N; u++) gw_breaker_release(&g->brk[u]);
     gw_hooks_release(&g->hooks);
+    gw_risk_release(&g->risk);
     gw_stats_release(g);
     d11_info("gateway stopped");
     return 0;

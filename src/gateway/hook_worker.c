@@ -12,6 +12,10 @@
  * the event's cell position) is written back to the registry and DATA/webhooks at most
  * every D11_HOOK_SAVE_MS and when a page ends.
  *
+ * Every POST of an event that carries a trace id is an event.publish span (core/otlp.h,
+ * messaging.system "webhook"), exported with the gateway's spans when --otlp-endpoint is
+ * set: head-sampled by the trace id at --trace-ratio, a failed POST always kept.
+ *
  * Ownership: hw_state (per registry slot) is the worker's alone. Thread: the worker.
  */
 #include "webhooks.h"
@@ -25,6 +29,7 @@
 #include <unistd.h>
 
 #include "../bench/httpc.h"
+#include "../core/fault.h"
 #include "events.h"
 #include "gw.h"
 
@@ -196,6 +201,7 @@ static void append_dead(hw *w, hw_state *s, const char *ev, size_t n)
 /* One POST of event ev; true on 2xx (last_err set otherwise). */
 static bool deliver(hw_state *s, const char *ev, size_t n)
 {
+    if (d11_fault_trip(D11_FP_RELAY_PUBLISH)) return snprintf(s->last_err, sizeof s->last_err, "chaos: relay.publish"), false;
     char id[48] = "", ts[24], sig[80], hdr[256];
     d11_json_find_str(ev, n, "id", id, sizeof id);
     snprintf(ts, sizeof ts, "%lld", (long long)(d11_wall_ms() / 1000));
@@ -211,6 +217,24 @@ static bool deliver(hw_state *s, const char *ev, size_t n)
     if (s->cl.status >= 200 && s->cl.status < 300) return true;
     snprintf(s->last_err, sizeof s->last_err, "HTTP %d", s->cl.status);
     return false;
+}
+
+/* deliver() inside an event.publish span (when tracing is on and the event has a trace). */
+static bool deliver_traced(hw *w, hw_state *s, const char *ev, size_t n)
+{
+    d11_otlp *o = &w->g->otlp;
+    d11_span sp;
+    char dest[24];
+    snprintf(dest, sizeof dest, "webhook-%u", s->id);
+    bool traced = o->on && d11_span_open_event(&sp, ev, n, "webhook", dest);
+    bool ok = deliver(s, ev, n);
+    if (!traced) return ok;
+    sp.end_ns = d11_span_now_ns();
+    sp.error = !ok;
+    d11_span_attr_int(&sp, "http.response.status_code", s->cl.status);
+    d11_span_attr_int(&sp, "d11.attempt", (int64_t)s->attempt + 1);
+    d11_otlp_end(o, &sp, d11_otlp_head_sampled(o, sp.trace_id));
+    return ok;
 }
 
 static int wanted(const hw_state *s, const char *ev, size_t n)
@@ -238,7 +262,7 @@ static void replay(hw *w, hw_state *s)
         char *end = strstr(line, ",\"attempts\":");
         if (!ev || !end) continue;
         ev += 9;
-        if (deliver(s, ev, (size_t)(end - ev))) s->delivered++;
+        if (deliver_traced(w, s, ev, (size_t)(end - ev))) s->delivered++;
         else d11_buf_puts(&keep, line);
     }
     fclose(f);
@@ -257,7 +281,7 @@ static bool step(hw *w, hw_state *s, int64_t now)
         const char *ev = s->page.data + s->ev[s->idx].off;
         size_t n = s->ev[s->idx].len;
         if (wanted(s, ev, n)) {
-            if (deliver(s, ev, n)) {
+            if (deliver_traced(w, s, ev, n)) {
                 s->delivered++;
             } else if (++s->attempt < s->cfg.max_attempts) {
                 s->retries++;

@@ -22,7 +22,7 @@ enum {
     ST_ERROR,
 };
 
-enum { F_OTHER = 0, F_AUTH, F_IDEM, F_TRACE, F_STRESS, F_CL, F_TE, F_EXPECT, F_TRACESTATE };
+enum { F_OTHER = 0, F_AUTH, F_IDEM, F_TRACE, F_STRESS, F_CL, F_TE, F_EXPECT, F_TRACESTATE, F_DEVICE };
 
 #define LEADING_EMPTY_LINES_MAX 16
 
@@ -59,6 +59,7 @@ static d11_hval *field_hval(d11_http_in *h, int f)
     case F_TRACE: return &h->req.traceparent;
     case F_STRESS: return &h->req.stress;
     case F_TRACESTATE: return &h->req.tracestate;
+    case F_DEVICE: return &h->req.device_id;
     default: return NULL;
     }
 }
@@ -75,6 +76,7 @@ static void begin_value(d11_http_in *h)
         else if (d11_http_ieq(f, n, "traceparent")) id = F_TRACE;
         else if (d11_http_ieq(f, n, "x-d11-stress")) id = F_STRESS;
         else if (d11_http_ieq(f, n, "tracestate")) id = F_TRACESTATE;
+        else if (d11_http_ieq(f, n, "x-device-id")) id = F_DEVICE;
         else if (d11_http_ieq(f, n, "content-length")) id = F_CL;
         else if (d11_http_ieq(f, n, "transfer-encoding")) id = F_TE;
         else if (d11_http_ieq(f, n, "expect")) id = F_EXPECT;
@@ -189,6 +191,8 @@ static void req_reset(d11_http_in *h)
     r->traceparent.present = r->traceparent.over = r->traceparent.dup = false;
     r->tracestate.present = r->tracestate.over = r->tracestate.dup = false;
     r->tracestate.len = 0;
+    r->device_id.present = r->device_id.over = r->device_id.dup = false;
+    r->device_id.len = 0;
     r->stress.present = r->stress.over = r->stress.dup = false;
     r->authorization.len = r->idempotency_key.len = r->traceparent.len = r->stress.len = 0;
     d11_buf_reset(&r->body);
@@ -366,6 +370,8 @@ static int finish_headers(d11_http_in *h, const char *b, size_t block_len)
     trim(&r->tracestate);
     if (r->tracestate.dup) r->tracestate.over = true; /* several lines: not propagated (kept simple) */
     trim(&r->stress);
+    trim(&r->device_id);
+    if (r->device_id.dup) r->device_id.over = true; /* ambiguous: not used (risk treats it as absent) */
     /* Repeated singleton headers are ambiguous: refuse them outright. A repeated
      * traceparent is invalid per W3C Trace Context: ignore it (start a new trace). */
     if (r->authorization.dup || r->idempotency_key.dup || r->stress.dup)

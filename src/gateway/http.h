@@ -67,6 +67,7 @@ typedef struct d11_http_req {
     char     url[D11_HTTP_URL_BYTES_MAX + 1];
     d11_hval authorization, idempotency_key, traceparent, stress;
     d11_hval tracestate;  /* W3C; propagated when it fits and comes on one line */
+    d11_hval device_id;   /* X-Device-Id: risk velocity per device (risk.h); over/dup = unusable */
     d11_buf  body;        /* NUL-terminated; capacity reused across requests */
     /* set with D11_HTTP_ERROR */
     int         err_status;

@@ -30,7 +30,7 @@ const char *const gw_errcodes[GW_ERRCODE_N] = {
     "not_payable",    "not_cancellable", "idempotency_mismatch", "version_conflict", "rate_limited",
     "degraded",       "risk_rejected",  "too_large",       "uri_too_long",    "headers_too_large",
     "request_timeout", "timeout",       "unavailable",     "internal",        "no_history",
-    "expired",        "conflict",       "other"};
+    "expired",        "conflict",       "risk_challenge", "risk_denied",    "other"};
 
 int gw_errcode_idx(const char *body, size_t n)
 {
@@ -245,6 +245,7 @@ void gw_metrics_render(struct gw *g, d11_buf *b)
     gw_hooks_metrics(&g->hooks, b);      /* webhooks.c: delivered, retries, dead letters */
     gw_retention_metrics(&g->events, b); /* retention.c: outbox size, oldest event age */
     if (g->cfg.nats[0]) gw_nats_metrics(&g->nats, b); /* nats_relay.c */
+    gw_risk_metrics(&g->risk, b);        /* risk_log.c: decisions, models, velocity table */
     gw_stats_metrics(g, b);              /* stats_http.c: the live-sale-numbers aggregator */
 #undef SUM
 }

@@ -22,7 +22,7 @@
 #include "../core/util.h"
 #include "rules.h"
 
-#define GW_ROUTES_MAX 48 /* route ids 0..GW_ROUTES_MAX-1: "other" + the route table */
+#define GW_ROUTES_MAX 64 /* route ids 0..GW_ROUTES_MAX-1: "other" + the route table */
 
 #define GW_STATUS_N 21 /* tracked statuses + "other" */
 extern const int gw_status_codes[GW_STATUS_N];
@@ -33,7 +33,7 @@ int gw_status_idx(int status);
 extern const int64_t gw_lat_bounds_us[GW_LAT_N];
 
 /* Error codes of 4xx/5xx JSON answers (docs/api.md), counted by route; the last is "other". */
-#define GW_ERRCODE_N 28
+#define GW_ERRCODE_N 30
 extern const char *const gw_errcodes[GW_ERRCODE_N];
 /* Index of the code of an error body ({"error":{"code":"X",...), or -1 when body is not one. */
 int gw_errcode_idx(const char *body, size_t n);

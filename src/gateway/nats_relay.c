@@ -9,6 +9,10 @@
  * D11_NATS_RETRY_MS: a message the broker did get is a duplicate it discards by its
  * Nats-Msg-Id. The connection reconnects by itself (libnats); while NATS is down the
  * rounds fail and the position waits.
+ * Spans: every event that carries a trace id is an event.publish span (core/otlp.h,
+ * messaging.system "nats", destination its subject) from its js_PublishMsgAsync to the end
+ * of the round's js_PublishAsyncComplete — an acked round exports them (head-sampled by the
+ * trace id at --trace-ratio), a failed one exports them as errors (always kept).
  * Thread: the relay's own (libnats runs its own I/O threads behind the connection).
  */
 #include "nats_relay.h"
@@ -22,6 +26,7 @@
 #include <unistd.h>
 
 #include "../bench/httpc.h"
+#include "../core/fault.h"
 #include "gw.h"
 
 const int gw_nats_lat_le_ms[GW_NATS_LAT_BUCKETS - 1] = {1,  2,   3,   5,   7,   10,  15,   20,   30,   50,
@@ -59,7 +64,25 @@ typedef struct relay {
     char            cur[2][D11_HOOK_CURSOR_BYTES_MAX + 1];
     char            next[D11_HOOK_CURSOR_BYTES_MAX + 1];
     uint32_t        spans[D11_NATS_PAGE][2];
+    d11_span        pub[D11_NATS_PAGE]; /* the round's event.publish spans ... */
+    bool            traced[D11_NATS_PAGE]; /* ... where the event has a trace id */
 } relay;
+
+/* The round is over (ok: acked): end and hand over its event.publish spans. */
+static void end_spans(relay *r, int k, bool ok)
+{
+    d11_otlp *o = &r->g->otlp;
+    if (!o->on) return;
+    int64_t now = d11_span_now_ns();
+    for (int i = 0; i < k; i++) {
+        if (!r->traced[i]) continue;
+        r->traced[i] = false;
+        d11_span *sp = &r->pub[i];
+        sp->end_ns = now;
+        sp->error = !ok;
+        d11_otlp_end(o, sp, d11_otlp_head_sampled(o, sp->trace_id));
+    }
+}
 
 static void on_pub_err(jsCtx *js, jsPubAckErr *pae, void *closure)
 {
@@ -173,6 +196,7 @@ static int round_once(relay *r, int sh)
         }
         return 0;
     }
+    if (d11_fault_trip(D11_FP_RELAY_PUBLISH)) return atomic_fetch_add(&n->failures, 1), -1; /* chaos (core/fault.h) */
     atomic_fetch_add(&n->rounds, 1);
     uint64_t fail0 = atomic_load(&n->failures);
     bool ok = true;
@@ -184,6 +208,7 @@ static int round_once(relay *r, int sh)
             continue;
         const char *cell = strchr(id, '-');
         snprintf(subj, sizeof subj, "%s%s.%.*s", subj_prefix[sh], type, cell ? (int)(cell - id) : 1, cell ? id : "0");
+        r->traced[i] = r->g->otlp.on && d11_span_open_event(&r->pub[i], ev, len, "nats", subj);
         natsMsg *m = NULL;
         ok = natsMsg_Create(&m, subj, NULL, ev, (int)len) == NATS_OK && natsMsgHeader_Set(m, "Nats-Msg-Id", id) == NATS_OK &&
              js_PublishMsgAsync(r->js, &m, NULL) == NATS_OK;
@@ -197,8 +222,10 @@ static int round_once(relay *r, int sh)
         natsMsgList pending;
         if (js_PublishAsyncGetPendingList(&pending, r->js) == NATS_OK) natsMsgList_Destroy(&pending);
         atomic_fetch_add(&n->failures, ok ? 0 : 1);
+        end_spans(r, k, false);
         return -1;
     }
+    end_spans(r, k, true);
     atomic_fetch_add(&n->published, (uint64_t)k);
     int64_t now = d11_wall_ms();
     for (int i = 0; i < k; i++) record_latency(n, now - event_at(body + r->spans[i][0], r->spans[i][1]));

@@ -85,6 +85,7 @@ void gw_h_order_create(gw_thread *t, gw_req *rq)
             return;
         }
     }
+    if (!gw_risk_check(t, rq, m)) return; /* velocity rules, scoring model, decision log (risk.c) */
     if (t->rules.nsched) { /* degrade switches scoped to a SKU */
         int64_t now = d11_wall_ms();
         for (uint32_t k = 0; k < m->nitems; k++)

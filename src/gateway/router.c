@@ -19,6 +19,7 @@
 #include "webhooks.h"
 #include "request.h"
 #include "sale.h"
+#include "chaos.h"
 #include "stats.h"
 
 #define S_READ     D11_SCOPE_READ
@@ -64,6 +65,12 @@ static const gw_route routes[] = {
     {"/admin/webhooks/*/resume", HTTP_POST, S_ADMIN,          NONE,                     gw_h_hooks_resume,    "admin.webhooks.resume", 0},
     {"/admin/webhooks/*/dead",  HTTP_GET,  S_ADMIN,           NONE,                     gw_h_hooks_dead,      "admin.webhooks.dead",   0},
     {"/admin/webhooks/*/replay", HTTP_POST, S_ADMIN,          NONE,                     gw_h_hooks_replay,    "admin.webhooks.replay", 0},
+    {"/admin/chaos",            HTTP_POST, S_ADMIN,           NONE,                     gw_h_chaos_create,    "admin.chaos.create",    0},
+    {"/admin/chaos",            HTTP_GET,  S_ADMIN,           NONE,                     gw_h_chaos_list,      "admin.chaos.list",      0},
+    {"/admin/chaos/*",          HTTP_GET,  S_ADMIN,           NONE,                     gw_h_chaos_get,       "admin.chaos.get",       0},
+    {"/admin/chaos/*",          HTTP_DELETE, S_ADMIN,         NONE,                     gw_h_chaos_delete,    "admin.chaos.delete",    0},
+    {"/admin/risk/decisions",   HTTP_GET,  S_ADMIN,           NONE,                     gw_h_risk_decisions,  "admin.risk.decisions",  0},
+    {"/admin/risk/decisions/*", HTTP_GET,  S_ADMIN,           NONE,                     gw_h_risk_decision,   "admin.risk.decision",   0},
     {"/v1/stats",               HTTP_GET,  S_READ | S_EVENTS, NONE,                     gw_h_stats,           "stats.read",            0},
     {"/dashboard/stats",        HTTP_GET,  0,                 NONE,                     gw_h_stats_board,     "dashboard.stats",       0},
 };

@@ -154,11 +154,31 @@ static int parse_flow_rule(d11_json *j, int fv, const char *name, d11_rules *out
 static int parse_into(d11_json *j, const char *js, size_t n, d11_rules *out, bool *has_version,
                       bool patch, char *err, size_t errlen);
 
+/*
+ * The document as it will be rendered (rules.json, rules.history, GET) must parse again
+ * within D11_JSON_TOKENS_MAX: a patch can merge sections (risk models, velocity rules, a
+ * long deny list) that each fit into one that does not, and a rules.json that cannot be
+ * read back would be ignored at the next start. j's tokens are no longer needed here.
+ */
+static int fits(d11_json *j, const d11_rules *out, char *err, size_t errlen)
+{
+    d11_buf b;
+    d11_buf_init(&b, 2048);
+    d11_rules_render(out, &b);
+    int rc = d11_json_parse(j, b.data, b.len);
+    d11_buf_free(&b);
+    if (rc == 0) return 0;
+    snprintf(err, errlen, "the rules document would be too large once merged (over %d JSON tokens): "
+                          "remove something first", D11_JSON_TOKENS_MAX);
+    return D11_JSON_ERANGE;
+}
+
 int d11_rules_parse(d11_json *j, const char *js, size_t n, d11_rules *out, bool *has_version,
                     char *err, size_t errlen)
 {
     memset(out, 0, sizeof *out);
-    return parse_into(j, js, n, out, has_version, false, err, errlen);
+    int rc = parse_into(j, js, n, out, has_version, false, err, errlen);
+    return rc ? rc : fits(j, out, err, errlen);
 }
 
 int d11_rules_parse_patch(d11_json *j, const char *js, size_t n, const d11_rules *base, d11_rules *out,
@@ -166,7 +186,8 @@ int d11_rules_parse_patch(d11_json *j, const char *js, size_t n, const d11_rules
 {
     *out = *base;
     out->version = 0;
-    return parse_into(j, js, n, out, has_version, true, err, errlen);
+    int rc = parse_into(j, js, n, out, has_version, true, err, errlen);
+    return rc ? rc : fits(j, out, err, errlen);
 }
 
 static int parse_into(d11_json *j, const char *js, size_t n, d11_rules *out, bool *has_version,
@@ -249,10 +270,17 @@ static int parse_into(d11_json *j, const char *js, size_t n, d11_rules *out, boo
                                      &out->max_order_qty))
                         return bad(err, errlen, "%s: must be an integer in 0..16000", "risk.max_order_quantity");
                 } else {
-                    key_name(j, rk, name, sizeof name);
-                    return bad(err, errlen, "risk.%s: unknown field (expected deny_users, max_order_quantity)", name);
+                    int rc = d11__risk_parse_field(j, rk, &out->risk, patch, err, errlen);
+                    if (rc == 1) {
+                        key_name(j, rk, name, sizeof name);
+                        return bad(err, errlen, "risk.%s: unknown field (expected deny_users, max_order_quantity, "
+                                                "mode, windows_s, velocity, model, model_b, log_sample_pct)", name);
+                    }
+                    if (rc) return rc;
                 }
             }
+            int rc = d11__risk_validate(&out->risk, err, errlen);
+            if (rc) return rc;
         } else {
             key_name(j, k, name, sizeof name);
             return bad(err, errlen, "%s: unknown field (expected version, flow, hot, degrade, degrade_schedule, risk)", name);
@@ -319,7 +347,9 @@ void d11_rules_render(const d11_rules *r, d11_buf *out)
     d11_buf_puts(out, ",\"risk\":{\"deny_users\":[");
     for (uint32_t i = 0; i < r->ndeny; i++)
         d11_buf_printf(out, "%s%llu", i ? "," : "", (unsigned long long)r->deny[i]);
-    d11_buf_printf(out, "],\"max_order_quantity\":%llu}}", (unsigned long long)r->max_order_qty);
+    d11_buf_printf(out, "],\"max_order_quantity\":%llu", (unsigned long long)r->max_order_qty);
+    d11__risk_render(&r->risk, out);
+    d11_buf_puts(out, "}}");
 }
 
 bool d11_rules_denied(const d11_rules *r, uint64_t user_id)
@@ -357,7 +387,7 @@ static bool same_content(const d11_rules *a, const d11_rules *b)
     for (int i = 0; i < D11_RES_COUNT; i++)
         if (a->degrade[i] != b->degrade[i]) return false;
     return a->ndeny == b->ndeny && a->max_order_qty == b->max_order_qty &&
-           memcmp(a->deny, b->deny, sizeof a->deny[0] * a->ndeny) == 0;
+           memcmp(a->deny, b->deny, sizeof a->deny[0] * a->ndeny) == 0 && memcmp(&a->risk, &b->risk, sizeof a->risk) == 0;
 }
 
 static void remember_stat(d11_rules_store *s)

@@ -13,6 +13,9 @@
  * (default = qps); an absent resource is not limited. degrade: a switched-on resource
  * answers 503 degraded. risk: deny_users (at most D11_RISK_DENY_USERS_MAX ids) and
  * max_order_quantity (total units per order; 0 or absent = off) answer 403 risk_rejected.
+ * risk also holds mode, windows_s, velocity, model, model_b, log_sample_pct: risk control
+ * with velocity rules and a scoring model (risk.h; parsed by risk_model.c, merged like
+ * the rest).
  * Every section is optional. Unknown keys are rejected (422): a typo in an operator's
  * document must not silently turn a rule off. "updated_at" is accepted and ignored so a
  * document read with GET can be PUT back. "version", when present in a PUT, must equal
@@ -58,6 +61,7 @@
 #include "../core/json.h"
 #include "../core/limits.h"
 #include "../core/util.h"
+#include "risk.h"
 
 enum d11_res {
     D11_RES_ORDERS_CREATE,
@@ -111,6 +115,7 @@ typedef struct d11_rules {
     uint32_t ndeny;
     uint64_t deny[D11_RISK_DENY_USERS_MAX]; /* sorted ascending, unique */
     uint64_t max_order_qty;                 /* 0: off */
+    d11_risk_rules risk;                    /* risk control beyond the two above (risk.h) */
 } d11_rules;
 
 /*

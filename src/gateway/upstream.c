@@ -8,11 +8,12 @@
  * and re-tried with doubling backoff while down. When a connection drops or sends
  * garbage, every request pending on it completes with GW_UPERR_DROPPED and it is
  * reconnected (the d11_link's on_close, up_closed). Frames are written once per loop
- * iteration (gw_up_flush).
+ * iteration (gw_up_flush). The fault point gateway.upstream sits in gw_up_send (up_fault).
  * Thread: the owning thread only.
  */
 #include "upstream.h"
 #include "../core/clock.h"
+#include "../core/fault.h"
 
 #include <errno.h>
 #include <stdint.h>
@@ -205,6 +206,34 @@ void gw_pend_fail(gw_thread *t, gw_pend *p, int uperr)
 
 /* ---- sending ---- */
 
+/* The gateway.upstream fault point, for forwarded requests only (probes, the control
+ * channel and the routing refresh are never hit, so an experiment can always be seen and
+ * destroyed). delay: the thread stalls (every client of this thread waits, as in a long
+ * pause); drop: the frame is never sent, the request meets its deadline (504); error:
+ * the request moves to the head of its list and the next gw_up_tick completes it as
+ * dropped (503), never inside this call (callers still hold state around it). True when
+ * the frame must not be sent. */
+static bool up_fault(gw_thread *t, gw_pend *p)
+{
+    d11_fault_hit h = d11_fault(D11_FP_GATEWAY_UPSTREAM);
+    if (h.action == D11_FA_DELAY) usleep((useconds_t)h.delay_ms * 1000);
+    if (h.action == D11_FA_DROP) return true;
+    if (h.action != D11_FA_FAIL) return false;
+    uint32_t idx = (uint32_t)(p - t->ups.pend);
+    int cls = p->cls;
+    if (t->ups.list_head[cls] != idx) { /* unlink, then push at the head */
+        t->ups.pend[p->prev].next = p->next;
+        if (p->next != GW_NIL) t->ups.pend[p->next].prev = p->prev;
+        else t->ups.list_tail[cls] = p->prev;
+        p->prev = GW_NIL;
+        p->next = t->ups.list_head[cls];
+        t->ups.pend[p->next].prev = idx;
+        t->ups.list_head[cls] = idx;
+    }
+    p->chaos_fail = true;
+    return true;
+}
+
 void gw_up_send(gw_thread *t, int target, gw_pend *p, uint16_t type, uint16_t flags,
                 const uint8_t trace_id[16], const uint8_t span_id[8], uint8_t trace_flags,
                 uint32_t deadline_ms)
@@ -212,6 +241,7 @@ void gw_up_send(gw_thread *t, int target, gw_pend *p, uint16_t type, uint16_t fl
     d11_link *k = up_link(t, target);
     D11_ASSERT(k != NULL && p->req_id != 0);
     p->target = (uint8_t)target;
+    if (p->cls == GW_PC_REQ && up_fault(t, p)) return; /* chaos: gateway.upstream (core/fault.h) */
     d11_frame_hdr h = {.type = type, .flags = flags, .req_id = p->req_id,
                        .deadline_ms = deadline_ms ? d11_deadline_from_budget(d11_wall_ms(), deadline_ms) : 0,
                        .trace_flags = trace_flags};
@@ -362,6 +392,10 @@ int64_t gw_up_tick(gw_thread *t)
     for (int cls = 0; cls < GW_PC_N; cls++) {
         while (t->ups.list_head[cls] != GW_NIL) {
             gw_pend *p = &t->ups.pend[t->ups.list_head[cls]];
+            if (p->chaos_fail) { /* gateway.upstream error (up_fault): at the head, out of deadline order */
+                pend_complete(t, p, NULL, GW_UPERR_DROPPED);
+                continue;
+            }
             if (p->deadline_ms > now) {
                 if (p->deadline_ms < next) next = p->deadline_ms;
                 break;

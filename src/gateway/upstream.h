@@ -63,6 +63,7 @@ struct gw_pend {
     uint64_t  arg;     /* the caller's */
     uint8_t   target, cls;
     bool      brk_probe; /* a forwarded request that is its breaker's HALF_OPEN probe (request.c) */
+    bool      chaos_fail; /* gateway.upstream fault "error": completes as dropped at the next tick */
 };
 
 typedef struct gw_up {

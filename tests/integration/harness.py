@@ -2024,3 +2024,165 @@ def pg_no_duplicate_keys(pg, cells, ck):
                 ck.fail("user %s key %r stored in cells %d and %d" % (user, key, seen[(user, key)], i))
             seen[(user, key)] = i
     return seen
+
+
+# ================================================================ the suite on PostgreSQL (issue 10)
+# D11_TEST_STORE=postgresql runs the ordinary integration tests on the PostgreSQL backend.
+# tests/integration/pgserver.py starts ONE server for the whole run (initdb into a temp
+# dir, own port, stopped by PID at the end) and exports D11_TEST_PG_PORT; here every
+# Platform then gets a FRESH database on it (CREATE DATABASE t_<hex>) and is started with
+# `--store URL` (`d11 audit` gets the same flag). The SQLite-reading helpers keep their
+# names and signatures but read the platform's PostgreSQL schemas instead: Platform.cell_dbs
+# lists d11_cell_<i> as "DATA/cell-<i>.db", Platform.query("cell-<i>.db" | "center.db", sql,
+# args) runs sql in that schema, DbView opens one such reader per schema — so db_holding,
+# db_no_duplicate_keys, db_stock_total, DbView and check_ledger_in_db work on both backends
+# unchanged. SQL is the common subset (`?` placeholders are inlined as quoted literals,
+# `rowid` reads as PostgreSQL's `ctid`). A test that cannot mean the same on PostgreSQL
+# (a full data-dir disk, reading .db files) calls pg_skip(reason).
+
+PG_MODE = os.environ.get("D11_TEST_STORE", "") == "postgresql"
+
+
+def pg_skip(reason):
+    """In PostgreSQL mode: skip this test, printing why (SKIP: ... in the run output)."""
+    if PG_MODE:
+        raise Skip("on PostgreSQL: %s" % reason)
+
+
+def _pg_port():
+    p = os.environ.get("D11_TEST_PG_PORT")
+    if not p:
+        raise AssertionError("D11_TEST_STORE=postgresql needs the run's server: run the tests under"
+                             " `python3 tests/integration/pgserver.py bash tests/run.sh ...` (make test-pg)")
+    return int(p)
+
+
+def _pg_literal(v):
+    if v is None:
+        return "NULL"
+    if isinstance(v, bool):
+        return "TRUE" if v else "FALSE"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, bytes):
+        return "'\\x%s'::bytea" % v.hex()
+    return "'%s'" % str(v).replace("'", "''")
+
+
+def _pg_inline(sql, args):
+    if not args:
+        return sql
+    parts = sql.split("?")
+    if len(parts) - 1 != len(args):
+        raise AssertionError("query %r has %d placeholders for %d args" % (sql, len(parts) - 1, len(args)))
+    out = parts[0]
+    for a, rest in zip(args, parts[1:]):
+        out += _pg_literal(a) + rest
+    return out
+
+
+def pg_sql(db, sql, args=(), schema=None, port=None):
+    """Rows (tuples of Python values: JSON types, so bigint -> int) of sql on database db of
+    the run's server, with search_path = schema when given."""
+    q = _pg_inline(sql, args).strip().rstrip(";")
+    q = re.sub(r"\browid\b", "ctid", q)
+    wrapped = "SELECT coalesce(json_agg(json_build_array(VARIADIC ARRAY(SELECT value FROM" \
+              " json_each(row_to_json(t))))), '[]') FROM (%s) t" % q
+    env = dict(os.environ)
+    if schema:
+        env["PGOPTIONS"] = "-c search_path=%s" % schema
+    cp = subprocess.run([os.path.join(PG_BIN, "psql"), "-X", "-At", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1",
+                         "-p", str(port or _pg_port()), "-U", "d11", "-d", db, "-c", wrapped],
+                        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                        env=env, timeout=scaled(60))
+    if cp.returncode != 0:
+        raise AssertionError("psql on %s (%s): %r: %s" % (db, schema, q, cp.stderr.decode(errors="replace")))
+    return [tuple(r) for r in json.loads(cp.stdout.decode() or "[]")]
+
+
+class _PgRows(list):
+    def fetchall(self):
+        return list(self)
+
+
+class _PgSchemaCon:
+    """The part of a sqlite3 connection DbView uses (execute -> rows, close), on one schema."""
+
+    def __init__(self, db, schema):
+        self.db, self.schema = db, schema
+
+    def execute(self, sql, args=()):
+        return _PgRows(pg_sql(self.db, sql, args, schema=self.schema))
+
+    def close(self):
+        pass
+
+
+def _pg_schema_of(name):
+    m = re.match(r"^cell-(\d+)\.db$", name)
+    if m:
+        return "d11_cell_%s" % m.group(1)
+    if name == "center.db":
+        return "d11_center"
+    raise AssertionError("no PostgreSQL schema for %r" % name)
+
+
+if PG_MODE:
+    _sqlite_platform_init = Platform.__init__
+    _sqlite_platform_argv = Platform.argv
+    _sqlite_platform_audit = Platform.audit
+    _sqlite_pg_platform = pg_platform
+
+    def pg_platform(pg, cells=2, **kw):  # noqa: F811 - test_pg.py's own servers, not the run's
+        p = Platform.__new__(Platform)
+        p._pg_own_server = True
+        Platform.__init__(p, cells=cells, **kw)
+        with open(os.path.join(p.data, "d11.conf"), "w") as f:
+            f.write("store = %s\n" % pg.url())
+        return p
+
+    def _pg_platform_init(self, *a, **kw):
+        _sqlite_platform_init(self, *a, **kw)
+        if getattr(self, "_pg_own_server", False):
+            return
+        self.pg_db = "t_%s" % uuid.uuid4().hex[:16]
+        cp = subprocess.run([os.path.join(PG_BIN, "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1",
+                             "-p", str(_pg_port()), "-U", "d11", "-d", "postgres",
+                             "-c", "CREATE DATABASE %s" % self.pg_db],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            timeout=scaled(60))
+        if cp.returncode != 0:
+            raise AssertionError("CREATE DATABASE %s: %s" % (self.pg_db, cp.stderr.decode(errors="replace")))
+        self.store_url = "postgresql://d11@127.0.0.1:%d/%s" % (_pg_port(), self.pg_db)
+        log("platform data %s stores in %s" % (self.data, self.store_url))
+
+    def _pg_platform_argv(self):
+        if getattr(self, "_pg_own_server", False):
+            return _sqlite_platform_argv(self)
+        return _sqlite_platform_argv(self) + ["--store", self.store_url]
+
+    def _pg_platform_audit(self, timeout_s=120):
+        if getattr(self, "_pg_own_server", False):
+            return _sqlite_platform_audit(self, timeout_s)
+        return AuditResult(run_cli(["audit", "--data", self.data, "--store", self.store_url], timeout_s))
+
+    def _pg_platform_cell_dbs(self):
+        rows = pg_sql(self.pg_db, "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'd11_cell_%'")
+        cells = sorted(int(r[0][len("d11_cell_"):]) for r in rows if r[0][len("d11_cell_"):].isdigit())
+        return [(i, os.path.join(self.data, "cell-%d.db" % i)) for i in cells]
+
+    def _pg_platform_query(self, name, sql, args=()):
+        return pg_sql(self.pg_db, sql, args, schema=_pg_schema_of(name))
+
+    def _pg_dbview_enter(self):
+        self.center = _PgSchemaCon(self.p.pg_db, "d11_center")
+        for i, path in self.p.cell_dbs():
+            self.cells[i] = _PgSchemaCon(self.p.pg_db, _pg_schema_of(os.path.basename(path)))
+        return self
+
+    Platform.__init__ = _pg_platform_init
+    Platform.argv = _pg_platform_argv
+    Platform.audit = _pg_platform_audit
+    Platform.cell_dbs = _pg_platform_cell_dbs
+    Platform.query = _pg_platform_query
+    DbView.__enter__ = _pg_dbview_enter

@@ -13,7 +13,7 @@ platform, with the defaults taken from D11_URL / D11_DATA (no --url, no --token-
   - token create --expires (accepted, then 401 once expired), token list, token revoke
     (401 within the reload interval);
   - request --header sends the header (an Idempotency-Key: the same order twice);
-  - log-level reads and sets the gateway's level.
+  - log-level reads and sets the level of every process, or of one target (cell:N).
 """
 
 import json
@@ -139,7 +139,13 @@ def test_tokens_request_header_and_log_level():
         ck.eq(json.loads(a)["order_id"], json.loads(b)["order_id"], "same key -> same order (header sent)")
         ck.true(_ctl(p, "request", "--header", "bad", "GET", "/healthz").returncode == 2, "bad header: usage")
         # log level
-        ck.eq(json.loads(_ok(ck, _ctl(p, "log-level"), "get")), {"level": "info"}, "level")
-        ck.eq(json.loads(_ok(ck, _ctl(p, "log-level", "warn"), "set")), {"level": "warn"}, "set")
-        ck.eq(c.get("/admin/log-level").json, {"level": "warn"}, "level changed in the gateway")
+        ck.eq(json.loads(_ok(ck, _ctl(p, "log-level"), "get"))["level"], "info", "level")
+        ck.eq(json.loads(_ok(ck, _ctl(p, "log-level", "warn"), "set"))["level"], "warn", "set")
+        ck.eq(c.get("/admin/log-level").json["level"], "warn", "level changed in the gateway")
+        _ok(ck, _ctl(p, "log-level", "debug", "cell:1"), "set one cell")
+        procs = c.get("/admin/log-level").json["processes"]
+        ck.eq(procs.get("cell-1"), "debug", "cell 1 at debug")
+        ck.eq(procs.get("cell-0"), "warn", "cell 0 untouched")
+        ck.eq(procs.get("gateway"), "warn", "gateway untouched")
+        ck.true(_ctl(p, "log-level", "debug", "cell 1").returncode == 2, "bad target: usage")
         p.stop()

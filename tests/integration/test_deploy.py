@@ -13,7 +13,15 @@ test_deploy.py — the deployment kit in deploy/ (issue 12, part 6), checked off
   - Kubernetes: deploy/k8s/d11.yaml parses (python3 yaml) and has a StatefulSet per cell
     (with its --id and a data volume), the center StatefulSet, the gateway Deployment with
     /readyz and /healthz probes, a Service, an HPA on CPU 70% with 2..10 replicas and a
-    PodDisruptionBudget — no cluster needed.
+    PodDisruptionBudget — no cluster needed;
+  - Kubernetes volumes: the center and every cell have a volumeClaimTemplate of their own
+    (ReadWriteOnce, a size), mounted by the container, and the entry script links exactly
+    that part's database (center.db, cell-N.db) onto it; every pod shares the one node
+    directory of the Unix sockets (same hostPath, same --data, same nodeSelector); the
+    PDB leaves room for a drain (minAvailable below the HPA minimum). The entry scripts
+    are then RUN here (sh, paths mapped to temp dirs): a `d11 up` on the resulting data
+    directory takes orders while the databases and their WAL files live on the "volumes",
+    and a regular database file in the way makes the script refuse to start.
 """
 
 import glob
@@ -184,3 +192,102 @@ def test_kubernetes_manifests_offline():
         ck.true(pdb.get("minAvailable") or pdb.get("maxUnavailable") is not None, "PDB budget")
         ck.true(pdb["selector"]["matchLabels"].items() <= g["template"]["metadata"]["labels"].items(),
                 "PDB selects the gateways")
+
+
+def _k8s_docs():
+    try:
+        import yaml
+    except ImportError:
+        raise Skip("python3 yaml missing (scripts/deps.sh installs python3-yaml)")
+    with open(os.path.join(DEPLOY, "k8s", "d11.yaml")) as f:
+        return [d for d in yaml.safe_load_all(f) if d]
+
+
+@timeout(60)
+def test_kubernetes_per_part_volumes_and_entry_scripts():
+    docs = _k8s_docs()
+    by = {}
+    for d in docs:
+        by.setdefault(d["kind"], []).append(d)
+    ncells = int(re.search(r"cells = (\d+)", by["ConfigMap"][0]["data"]["d11.conf"]).group(1))
+    sts = {d["metadata"]["name"]: d for d in by.get("StatefulSet", [])}
+    parts = [("d11-center", "center.db")] + [("d11-cell-%d" % i, "cell-%d.db" % i) for i in range(ncells)]
+    gw = [d for d in by["Deployment"] if d["metadata"]["name"] == "d11-gateway"][0]
+    with Checks() as ck:
+        shared = set()
+        for name, dbfile in parts + [("d11-gateway", None)]:
+            obj = gw if dbfile is None else sts.get(name)
+            ck.true(obj is not None, "%s is there" % name)
+            if obj is None:
+                continue
+            pod = obj["spec"]["template"]["spec"]
+            ctr = pod["containers"][0]
+            data = ctr["args"][ctr["args"].index("--data") + 1]
+            hp = {v["name"]: v["hostPath"]["path"] for v in pod["volumes"] if "hostPath" in v}
+            on = [m for m in ctr["volumeMounts"] if m["name"] in hp and m["mountPath"] == data]
+            ck.eq(len(on), 1, "%s: --data %s is the node's shared directory (hostPath)" % (name, data))
+            shared.update((hp[m["name"]], data, json.dumps(pod.get("nodeSelector"), sort_keys=True)) for m in on)
+            if dbfile is None:
+                ck.true("volumeClaimTemplates" not in obj["spec"], "the gateway keeps no volume of its own")
+                continue
+            vct = obj["spec"].get("volumeClaimTemplates") or []
+            ck.eq(len(vct), 1, "%s: one volumeClaimTemplate" % name)
+            if len(vct) != 1:
+                continue
+            v = vct[0]
+            ck.eq(v["spec"]["accessModes"], ["ReadWriteOnce"], "%s: its volume is its own (RWO)" % name)
+            ck.true(re.fullmatch(r"[0-9]+[GM]i", v["spec"]["resources"]["requests"]["storage"]),
+                    "%s: a size for its volume" % name)
+            mnt = [m["mountPath"] for m in ctr["volumeMounts"] if m["name"] == v["metadata"]["name"]]
+            ck.eq(len(mnt), 1, "%s mounts its claim" % name)
+            script = ctr["command"][2] if ctr.get("command", [None])[:2] == ["/bin/sh", "-c"] else ""
+            ck.true(("ln -sfn %s/%s \"$db\"" % (mnt[0] if mnt else "?", dbfile)) in script and
+                    ("db=%s/%s;" % (data, dbfile)) in script,
+                    "%s: the entry script links %s/%s onto its volume: %r" % (name, data, dbfile, script))
+        ck.eq(len(shared), 1, "one shared node directory, --data path and nodeSelector for all: %r" % shared)
+        hpa = by["HorizontalPodAutoscaler"][0]["spec"]
+        pdb = by["PodDisruptionBudget"][0]["spec"]
+        ck.true(isinstance(pdb.get("minAvailable"), int) and 1 <= pdb["minAvailable"] < hpa["minReplicas"],
+                "PDB minAvailable %r below the HPA minimum %d: a drain can move a gateway" %
+                (pdb.get("minAvailable"), hpa["minReplicas"]))
+
+        # run the entry scripts with the node's paths mapped to temp dirs
+        root = tempfile.mkdtemp(dir=test_tmp())
+        data = os.path.join(root, "node")
+        os.makedirs(data)
+
+        def entry(name, data_dir=data):
+            ctr = sts[name]["spec"]["template"]["spec"]["containers"][0]
+            vol = os.path.join(root, "pv-" + name)
+            os.makedirs(vol, exist_ok=True)
+            script = ctr["command"][2].replace("/var/lib/d11-db", vol).replace("/var/lib/d11", data_dir)
+            return vol, subprocess.run(["/bin/sh", "-c", script, "d11"] + ctr["args"], capture_output=True,
+                                       text=True, timeout=10, env=dict(os.environ, D11_BIN="true"))
+        vols = {}
+        for name, dbfile in parts:
+            vols[name], cp = entry(name)
+            ck.true(cp.returncode == 0, "%s entry script: rc %d %s" % (name, cp.returncode, cp.stderr))
+            ck.true(os.path.islink(os.path.join(data, dbfile)), "%s: DATA/%s is a link" % (name, dbfile))
+        with Platform(cells=ncells, data=data) as p:
+            c = p.client()
+            ck.status(c.create_product("K8S-1", stock=50), 201, "create on the linked layout")
+            for u in range(6):
+                ck.status(c.order(u + 1, [("K8S-1", 1)], key=new_key()), 201, "order %d" % u)
+            poll(lambda: c.product("K8S-1").json.get("stock_sold") == 6 or None, scaled(10),
+                 "6 units sold, as the center sees it")
+            for name, dbfile in parts:
+                on_vol = sorted(f for f in os.listdir(vols[name]) if f.startswith(dbfile))
+                ck.true(dbfile in on_vol and dbfile + "-wal" in on_vol,
+                        "%s: the database and its WAL are on the volume: %r" % (name, on_vol))
+            ck.eq(sorted(f for f in os.listdir(data) if f.endswith((".db", ".db-wal", ".db-shm"))
+                         and not os.path.islink(os.path.join(data, f))), [],
+                  "no database file left in the shared directory")
+            p.stop()
+        # a regular database file in the way (a data dir from before): refuse, keep it
+        old = os.path.join(root, "old")
+        os.makedirs(old)
+        with open(os.path.join(old, "cell-0.db"), "w") as f:
+            f.write("old data")
+        _, cp = entry("d11-cell-0", data_dir=old)
+        ck.true(cp.returncode == 1 and "regular file" in cp.stderr, "refused: rc %d %r" % (cp.returncode, cp.stderr))
+        ck.true(not os.path.islink(os.path.join(old, "cell-0.db")), "the old file kept")

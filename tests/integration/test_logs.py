@@ -9,6 +9,9 @@ test_logs.py — structured logs (issue 12, part 2), read from the platform's lo
   - with --log-sample 0 a 5xx (a stopped cell: 504) is still logged at info and a 2xx is
     not; PUT /admin/log-level debug makes the 2xx appear at once (no restart), a bad level
     is 422, and the change itself is logged with the token label;
+  - the level of ONE process (target "cell:0") changes at run time over the control
+    channel: GET shows every process's level, and only that cell writes debug lines,
+    until it is set back;
   - slow requests and slow commits (a store.commit delay fault, thresholds
     --slow-request-ms / --slow-commit-ms) are logged at warn and counted in /metrics;
   - a rules change through PUT /admin/rules is logged with who (token label) and a diff
@@ -117,15 +120,15 @@ def test_5xx_always_level_at_runtime_and_rules_diff():
         # level at run time
         g = c.get("/admin/log-level")
         ck.status(g, 200, "GET log-level")
-        ck.eq(g.json, {"level": "info"}, "level info")
+        ck.eq((g.json["level"], g.json["processes"]["gateway"]), ("info", "info"), "level info")
         ck.error(c.request("PUT", "/admin/log-level", {"level": "loud"}), 422, "invalid")
-        ck.status(c.request("PUT", "/admin/log-level", {"level": "debug"}), 200, "PUT debug")
-        ck.eq(c.get("/admin/log-level").json, {"level": "debug"}, "level now debug")
+        ck.status(c.request("PUT", "/admin/log-level", {"level": "debug"}), 200, "PUT debug (old body: every process)")
+        ck.eq(c.get("/admin/log-level").json["level"], "debug", "level now debug")
         ck.status(c.order(3, [("LOG-2", 1)], key=new_key()), 201, "order after")
         dbg = poll(lambda: _requests(p, ck, route="orders.create", status=201, level="debug") or None,
                    scaled(5), "2xx logged at debug after the change")
         ck.true(len(dbg) >= 1, "debug request line")
-        ch = [o for o in _json_lines(p, ck) if o.get("event") == "log_level"]
+        ch = [o for o in _json_lines(p, ck) if o.get("event") == "log_level" and o["proc"] == "gateway"]
         ck.true(len(ch) == 1 and ch[0]["token"] == "admin" and ch[0]["new"] == "debug",
                 "level change logged with who: %r" % ch)
         # a rules change: who and a diff
@@ -169,3 +172,45 @@ def test_slow_requests_and_commits_logged_and_counted():
         m = re.findall(r'^d11_cell_slow_commits_total\{part="cell-\d"\} (\d+)$', t, re.M)
         ck.true(sum(int(x) for x in m) >= 1, "slow commits counted: %r" % m)
         p.stop()
+
+
+def _proc_lines(p, ck, proc):
+    return [o for o in _json_lines(p, ck) if o.get("proc") == proc]
+
+
+@timeout(60)
+def test_log_level_per_process_at_runtime():
+    with Checks() as ck, Platform(cells=2) as p:
+        c = p.client()
+        poll(lambda: all(v is not None for v in c.get("/admin/log-level").json["processes"].values()),
+             scaled(10), "every process answers the control channel")
+        ck.eq(c.get("/admin/log-level").json["processes"],
+              {"gateway": "info", "center": "info", "cell-0": "info", "cell-1": "info"}, "all info")
+        ck.error(c.request("PUT", "/admin/log-level", {"level": "debug", "target": "cell:7"}), 422, "invalid",
+                 what="no cell 7")
+        r = c.request("PUT", "/admin/log-level", {"level": "debug", "target": "cell:0"})
+        ck.status(r, 200, "PUT cell:0 debug")
+        want = {"gateway": "info", "center": "info", "cell-0": "debug", "cell-1": "info"}
+        ck.eq(r.json["processes"], want, "only cell 0 changed")
+        ck.eq(c.get("/admin/log-level").json["processes"], want, "GET shows it")
+        ck.status(c.create_product("LOG-4", stock=10), 201, "create")
+        ck.status(c.order(1, [("LOG-4", 1)], key=new_key()), 201, "order")
+        dbg = poll(lambda: [o for o in _proc_lines(p, ck, "cell-0") if o["level"] == "debug"] or None,
+                   scaled(5), "cell 0 writes debug lines")
+        ck.true(len(dbg) >= 1, "debug lines of cell 0: %r" % dbg[:2])
+        ck.eq([o for o in _proc_lines(p, ck, "cell-1") if o["level"] == "debug"], [], "cell 1 stays at info")
+        ck.eq([o for o in _proc_lines(p, ck, "center") if o["level"] == "debug"], [], "the center stays at info")
+        # back to info, then a marker change to warn: nothing at debug from cell 0 in between
+        ck.status(c.request("PUT", "/admin/log-level", {"level": "info", "target": "cell:0"}), 200, "back to info")
+        c.get("/admin/log-level")
+        ck.status(c.order(2, [("LOG-4", 1)], key=new_key()), 201, "order at info")
+        ck.status(c.request("PUT", "/admin/log-level", {"level": "warn", "target": "cell:0"}), 200, "marker: warn")
+
+        def between():
+            ls = _proc_lines(p, ck, "cell-0")
+            ch = [i for i, o in enumerate(ls) if o.get("event") == "log_level"]
+            return (ls, ch) if len(ch) >= 3 else None
+        ls, ch = poll(between, scaled(5), "cell 0 logged its three level changes")
+        ck.eq([ls[i]["new"] for i in ch[:3]], ["debug", "info", "warn"], "the changes, in order")
+        ck.eq([o for o in ls[ch[1] + 1:ch[2]] if o["level"] == "debug"], [], "no debug line once back at info")
+        ck.eq(c.get("/admin/log-level").json["processes"]["cell-0"], "warn", "cell 0 at warn")

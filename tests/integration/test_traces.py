@@ -12,17 +12,24 @@ this test runs (a Python HTTP server on its own port), with the platform started
   - head sampling: with --trace-ratio 0 a request without traceparent exports nothing,
     but a 5xx (a stopped cell: 504) is always kept;
   - an endpoint that refuses connections costs nothing to the requests and the lost spans
-    are counted (d11_otlp_spans_failed_total).
+    are counted (d11_otlp_spans_failed_total);
+  - the center (started by `d11 up` with the same --otlp-endpoint) exports a SERVER span
+    center.product_create whose parent is the gateway's span of the same trace (the link
+    across processes through the wire frame header), and an order's event delivered to a
+    webhook and relayed to NATS JetStream (a real nats-server started by the test, as in
+    test_events.py) gives one event.publish PRODUCER span per sink in the order's trace.
 """
 
 import json
 import os
 import re
+import shutil
 import signal
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from harness import Checks, Platform, free_port, new_key, poll, scaled, timeout
+from test_events import NatsServer
 
 CALLER_TRACE = "0af7651916cd43dd8448eb211c80319c"
 CALLER_SPAN = "b7ad6b7169203331"
@@ -119,16 +126,89 @@ def test_spans_across_processes():
             ck.eq(bc["parentSpanId"], cs["spanId"], "batch commit is a child of the cell span")
             ck.eq(gr["parentSpanId"], cs["spanId"], "grant round trip is a child of the cell span")
             ck.eq(gr["kind"], 3, "grant is CLIENT")
+            cg = poll(lambda: [s for s in rcv.spans() if s["traceId"] == CALLER_TRACE and s["name"] == "center.grant"] or None,
+                      scaled(10), "center.grant span")
+            ck.eq(cg[0]["parentSpanId"], gr["spanId"], "center.grant child of cell.grant")
+            ck.eq(cg[0]["service"], "d11-center", "center service")
             ck.true(int(g["startTimeUnixNano"]) <= int(cs["startTimeUnixNano"]) and
                     int(cs["endTimeUnixNano"]) <= int(g["endTimeUnixNano"]) + 5_000_000,
                     "cell span within the gateway span (clock of one machine)")
             ck.true(all(path == "/v1/traces" and ctype == "application/json" for path, ctype in rcv.paths),
                     "POST /v1/traces, JSON: %r" % rcv.paths[:3])
-            m = c.get("/metrics", token=None).text
-            ck.true(re.search(r'^d11_otlp_spans_exported_total\{part="gateway"\} [1-9]', m, re.M), "exported counted")
+            # the exporter counts a batch once the receiver has answered it, just after the
+            # receiver recorded it: poll
+            poll(lambda: re.search(r'^d11_otlp_spans_exported_total\{part="gateway"\} [1-9]',
+                                   c.get("/metrics", token=None).text, re.M), scaled(5), "exported spans counted")
             p.stop()
     finally:
         rcv.close()
+
+
+@timeout(60)
+def test_center_span_and_event_publish_span():
+    if not shutil.which("nats-server"):
+        raise AssertionError("nats-server is not installed (scripts/deps.sh installs it)")
+    rcv, hook, nats = Receiver(), Receiver(), NatsServer().start()
+    trace_p, trace_o = "4bf92f3577b34da6a3ce929d0e0e4736", "5cf92f3577b34da6a3ce929d0e0e4737"
+    try:
+        with Checks() as ck, Platform(cells=2, extra_args=["--otlp-endpoint",
+                                                           "http://127.0.0.1:%d/v1/traces" % rcv.port,
+                                                           "--trace-ratio", "1",
+                                                           "--nats", "nats://127.0.0.1:%d" % nats.port]) as p:
+            c = p.client()
+            r = c.create_product("TR-4", stock=10, headers={"traceparent": "00-%s-%s-01" % (trace_p, CALLER_SPAN)})
+            ck.status(r, 201, "create with a traceparent")
+            gw_span = r.headers.get("traceparent").split("-")[2]
+            wh = c.post("/admin/webhooks", {"url": "http://127.0.0.1:%d/hook" % hook.port, "secret": "s"})
+            ck.status(wh, 201, "webhook registered")
+            o = c.order(11, [("TR-4", 1)], key=new_key(),
+                        headers={"traceparent": "00-%s-%s-01" % (trace_o, CALLER_SPAN)})
+            ck.status(o, 201, "order")
+
+            def center_span():
+                ss = [s for s in rcv.spans() if s["traceId"] == trace_p and s["service"] == "d11-center"]
+                return ss or None
+            cs = poll(center_span, scaled(10), "a center span in the product's trace")
+            ck.eq([s["name"] for s in cs], ["center.product_create"], "one center span, named by the message")
+            cs = cs[0]
+            ck.eq(cs["parentSpanId"], gw_span, "center span's parent: the gateway span (across processes)")
+            ck.eq(cs["kind"], 2, "center span is SERVER")
+            ck.eq(_attrs(cs).get("rpc.status"), "201", "center span carries the reply status")
+            ck.true(re.fullmatch(r"[0-9a-f]{16}", cs["spanId"]) and cs["spanId"] != gw_span, "own span id")
+            g = poll(lambda: [s for s in rcv.spans() if s["spanId"] == gw_span] or None, scaled(10),
+                     "the parent gateway span exported too")
+            ck.eq([(s["traceId"], s["service"]) for s in g], [(trace_p, "d11-gateway")], "in the same trace")
+            ck.true(int(g[0]["startTimeUnixNano"]) <= int(cs["startTimeUnixNano"]) and
+                    int(cs["endTimeUnixNano"]) <= int(g[0]["endTimeUnixNano"]) + 5_000_000,
+                    "center span within the gateway span")
+
+            def publish_spans():
+                ss = {_attrs(s).get("messaging.system"): s for s in rcv.spans()
+                      if s["traceId"] == trace_o and s["name"] == "event.publish"}
+                return ss if {"webhook", "nats"} <= set(ss) else None
+            both = poll(publish_spans, scaled(15), "event.publish spans (webhook, nats) in the order's trace")
+            ps, ns = both["webhook"], both["nats"]
+            a, na = _attrs(ps), _attrs(ns)
+            ck.eq((ns["service"], ns["kind"], ns["status"]["code"]), ("d11-gateway", 4, 0), "NATS span: PRODUCER, ok")
+            ck.true(re.fullmatch(r"d11\.events\.order\.created\.\d+", na.get("messaging.destination", "")),
+                    "NATS span names the subject: %r" % na)
+            ck.eq(na.get("d11.event_id"), a.get("d11.event_id"), "the same event through both sinks")
+            ck.true(int(ns["endTimeUnixNano"]) >= int(ns["startTimeUnixNano"]), "publish .. ack")
+            ck.eq(ps["service"], "d11-gateway", "published by the gateway's webhook worker")
+            ck.eq(ps["kind"], 4, "PRODUCER")
+            ck.eq(a.get("messaging.system"), "webhook", "webhook path")
+            ck.eq(a.get("http.response.status_code"), "200", "delivery status")
+            ck.true(re.fullmatch(r"\d+-\d+", a.get("d11.event_id", "")), "event id attribute: %r" % a)
+            ck.eq(ps["status"]["code"], 0, "a delivered event is not an error")
+            with hook.lock:
+                got = [d for d in hook.docs if d.get("trace_id") == trace_o]
+            ck.true(got and any(d["id"] == a.get("d11.event_id") for d in got),
+                    "the span names an event the webhook received: %r" % got[:1])
+            p.stop()
+    finally:
+        rcv.close()
+        hook.close()
+        nats.stop()
 
 
 @timeout(60)

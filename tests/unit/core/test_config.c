@@ -531,14 +531,17 @@ static const struct {
             "request-timeout-ms", "grant-chunk-max", "soldout-cache-ms", "log-level", "slow-request-ms",
             "slow-commit-ms", "log-sample", "otlp-endpoint", "trace-ratio", "store", "store-center",
             "store-cells", "protect", "protect-inflight-min", "protect-gain-pct", "protect-rt-max-ms",
-            "protect-rt-tolerance-pct", "protect-cpu-max-pct", "events-retention-ms", "nats"}},
+            "protect-rt-tolerance-pct", "protect-cpu-max-pct", "events-retention-ms", "nats",
+            "risk-model", "risk-keys", "risk-log-size"}},
     {"gateway", {"data", "listen", "cells", "threads", "request-timeout-ms", "log-level", "slow-request-ms",
                  "log-sample", "otlp-endpoint", "trace-ratio", "protect",
                  "protect-inflight-min", "protect-gain-pct", "protect-rt-max-ms", "protect-rt-tolerance-pct",
-                 "protect-cpu-max-pct", "events-retention-ms", "nats"}},
+                 "protect-cpu-max-pct", "events-retention-ms", "nats",
+                 "risk-model", "risk-keys", "risk-log-size"}},
     {"cell", {"id", "data", "durability", "async-flush-ms", "order-ttl-ms", "soldout-cache-ms", "log-level",
               "slow-commit-ms", "otlp-endpoint", "store", "store-cells"}},
-    {"center", {"data", "cells", "durability", "grant-chunk-max", "log-level", "store", "store-center"}},
+    {"center", {"data", "cells", "durability", "grant-chunk-max", "log-level", "store", "store-center",
+                "otlp-endpoint"}},
     {"audit", {"data", "store", "store-center", "store-cells"}},
 };
 
@@ -558,6 +561,7 @@ static const char *valid_value(const char *key)
         {"protect", "off"}, {"protect-inflight-min", "32"}, {"protect-gain-pct", "150"},
         {"protect-rt-max-ms", "50"}, {"protect-rt-tolerance-pct", "300"}, {"protect-cpu-max-pct", "90"},
         {"events-retention-ms", "60000"}, {"nats", "nats://127.0.0.1:4222"},
+        {"risk-model", "/tmp/d11-risk-model.json"}, {"risk-keys", "1024"}, {"risk-log-size", "64"},
     };
     for (size_t i = 0; i < sizeof vals / sizeof vals[0]; i++)
         if (!strcmp(vals[i].k, key)) return vals[i].v;
@@ -586,7 +590,7 @@ static void test_flags_per_command(const char *tmp)
     char err[512], flag[128];
     size_t nkeys = 0;
     while (d11_config_key(nkeys)) nkeys++;
-    CHECK_EQ(nkeys, 28);
+    CHECK_EQ(nkeys, 31);
     for (size_t ci = 0; ci < sizeof per_cmd / sizeof per_cmd[0]; ci++) {
         const char *cmd = per_cmd[ci].cmd;
         for (size_t k = 0; k < nkeys; k++) {
