@@ -73,6 +73,10 @@ static const gw_route routes[] = {
     {"/admin/risk/decisions/*", HTTP_GET,  S_ADMIN,           NONE,                     gw_h_risk_decision,   "admin.risk.decision",   0},
     {"/v1/stats",               HTTP_GET,  S_READ | S_EVENTS, NONE,                     gw_h_stats,           "stats.read",            0},
     {"/dashboard/stats",        HTTP_GET,  0,                 NONE,                     gw_h_stats_board,     "dashboard.stats",       0},
+    /* the live-sale-numbers aggregator's own reads (stats_worker.c): admin only, one at a
+     * time, so outside protection, flow rules and degrade, and counted apart */
+    {"/admin/stats/orders/*",   HTTP_GET,  S_ADMIN,           NONE,                     gw_h_order_ref,       "admin.stats.order",     D11_MSG_ORDER_GET},
+    {"/admin/stats/products/*", HTTP_GET,  S_ADMIN,           NONE,                     gw_h_product_get,     "admin.stats.product",   D11_MSG_PRODUCT_GET},
 };
 #define NROUTES ((int)(sizeof routes / sizeof routes[0]))
 _Static_assert(NROUTES + 1 <= GW_ROUTES_MAX, "raise GW_ROUTES_MAX (metrics.h)");

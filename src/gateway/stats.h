@@ -4,9 +4,10 @@
  *
  * The aggregator is one more gateway thread, like the webhook worker: it reads the real
  * event stream through GET /v1/events on the gateway's own listener (admin token), learns
- * each created / paid order's lines (GET /v1/orders/{id}, kept from the created event for
- * the paid one) and each SKU's category
- * (GET /v1/products/{sku}, cached), folds a page into window deltas (stats/agg.h) and
+ * each created / paid order's lines (GET /admin/stats/orders/{id}, kept from the created
+ * event for the paid one) and each SKU's category
+ * (GET /admin/stats/products/{sku}, cached; both routes are the order / product reads
+ * outside protection, flow rules and degrade: one request at a time), folds a page into window deltas (stats/agg.h) and
  * commits deltas + cursor in ONE SQLite transaction to DATA/stats.db (stats/db.h). It runs
  * only while this process holds flock(DATA/stats.lock): a second gateway on the same data
  * directory waits (and takes over when the first dies); the cursor compare-and-set in the

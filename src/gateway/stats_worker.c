@@ -145,7 +145,7 @@ static int category_of(sw *w, const char *sku, char *cat, size_t cap)
     if (!e->valid || strcmp(e->sku, sku) != 0) {
         char enc[D11_SKU_BYTES_MAX * 3 + 1], path[sizeof enc + 32], got[D11_CATEGORY_BYTES_MAX + 1];
         seg_encode(sku, enc, sizeof enc);
-        snprintf(path, sizeof path, "/v1/products/%s", enc);
+        snprintf(path, sizeof path, "/admin/stats/products/%s", enc);
         if (self_get(w, path) < 0) return -1;
         d11_json *j = w->json;
         int t;
@@ -165,7 +165,7 @@ static int category_of(sw *w, const char *sku, char *cat, size_t cap)
 /* The lines of a created order, kept for its order.paid event (usually in the next pages):
  * direct-mapped by order id; a line names its SKU by category-cache slot + SKU hash, so a
  * hit is used only while that slot still holds the same SKU. Orders of more than
- * D11_STATS_OC_LINES lines are not kept. A miss is only a read more (GET /v1/orders). */
+ * D11_STATS_OC_LINES lines are not kept. A miss is only a read more (GET /admin/stats/orders). */
 static uint32_t oc_slot(uint64_t oid)
 {
     /* hashed: an order id's low bits are its slot and a per-millisecond sequence */
@@ -208,7 +208,7 @@ static int order_lines(sw *w, const char *oid, d11_stats_event *e)
     bool num = d11_parse_u64(oid, strlen(oid), UINT64_MAX, &id) == 0 && id != 0;
     if (num && e->type == D11_EV_PAID && oc_get(w, id, e)) return 0;
     char path[96];
-    snprintf(path, sizeof path, "/v1/orders/%.40s", oid);
+    snprintf(path, sizeof path, "/admin/stats/orders/%.40s", oid);
     if (self_get(w, path) < 0) return -1;
     d11_json *j = w->json;
     int items;
@@ -289,7 +289,7 @@ static void put_consumer(sw *w)
 }
 
 /* A new trace for the requests that follow, NOT sampled (flags 00): the aggregator's
- * loopback reads (about two per order) are not exported as spans unless they fail or
+ * loopback reads (about one per order) are not exported as spans unless they fail or
  * are slow (the gateway's tail keeping still applies). */
 static void new_trace(sw *w)
 {
@@ -375,7 +375,7 @@ static void board_refresh(sw *w)
     for (int i = 0, first = 1; i < n; i++) {
         char enc[D11_SKU_BYTES_MAX * 3 + 1], path[sizeof enc + 32];
         seg_encode(keys[i], enc, sizeof enc);
-        snprintf(path, sizeof path, "/v1/products/%s", enc);
+        snprintf(path, sizeof path, "/admin/stats/products/%s", enc);
         if (self_get(w, path) < 0) continue;
         d11_json *j = w->json;
         uint64_t tot = 0, sold = 0, av = 0;
