@@ -36,6 +36,7 @@
 #include "../cmd.h"
 #include "router.h"
 #include "../core/fault.h"
+#include "stats.h"
 
 /* ---- the loop's callbacks ---- */
 
@@ -294,6 +295,10 @@ static int run(struct gw *g)
             return 1;
         }
     }
+    if (gw_stats_start(g) < 0) {
+        d11_error("gateway: cannot start the live-sale-numbers aggregator");
+        return 1;
+    }
     for (int i = 0; i < g->nthreads; i++)
         if (pthread_create(&g->threads[i].th, NULL, thread_main, &g->threads[i]) != 0) {
             d11_error("gateway: cannot start threads");
@@ -332,6 +337,7 @@ static int run(struct gw *g)
     }
     gw_hooks_stop(g); /* before the threads go: it may be waiting on our own listener */
     gw_nats_stop(g);
+    gw_stats_stop(g);
     for (int i = 0; i < g->nthreads; i++) {
         pthread_join(g->threads[i].th, NULL);
         thread_release(&g->threads[i]);
@@ -343,6 +349,7 @@ static int run(struct gw *g)
     for (int u = 0; u < GW_UP_N; u++) gw_breaker_release(&g->brk[u]);
     gw_hooks_release(&g->hooks);
     gw_risk_release(&g->risk);
+    gw_stats_release(g);
     d11_info("gateway stopped");
     return 0;
 }

@@ -109,6 +109,7 @@ struct gw {
     gw_hooks        hooks;       /* webhooks.c registry, hook_worker.c thread */
     gw_nats         nats;        /* nats_relay.c thread (--nats) */
     gw_risk         risk;        /* risk.c: velocity table, decision log, --risk-model (risk.h) */
+    struct gw_stats *stats;      /* stats_worker.c aggregator, stats_http.c (stats.h) */
 };
 
 #define GW_SWEEP_MS 100

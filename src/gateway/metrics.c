@@ -10,6 +10,7 @@
 
 #include "gw.h"
 #include "products.h"
+#include "stats.h"
 
 const int gw_status_codes[GW_STATUS_N] = {200, 201, 204, 400, 401, 403, 404, 405, 408, 409, 413,
                                           414, 422, 429, 431, 500, 502, 503, 504, 505, 0};
@@ -247,5 +248,6 @@ void gw_metrics_render(struct gw *g, d11_buf *b)
     if (g->cfg.nats[0]) gw_nats_metrics(&g->nats, b); /* nats_relay.c */
     gw_risk_metrics(&g->risk, b);        /* risk_log.c: decisions, models, velocity table */
     gw_products_metrics(g, b); /* products.c: hot SKUs, product cache hits, invalidations */
+    gw_stats_metrics(g, b);              /* stats_http.c: the live-sale-numbers aggregator */
 #undef SUM
 }

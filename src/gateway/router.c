@@ -20,6 +20,7 @@
 #include "request.h"
 #include "sale.h"
 #include "chaos.h"
+#include "stats.h"
 
 #define S_READ     D11_SCOPE_READ
 #define S_ORDERS   D11_SCOPE_ORDERS
@@ -70,6 +71,12 @@ static const gw_route routes[] = {
     {"/admin/chaos/*",          HTTP_DELETE, S_ADMIN,         NONE,                     gw_h_chaos_delete,    "admin.chaos.delete",    0},
     {"/admin/risk/decisions",   HTTP_GET,  S_ADMIN,           NONE,                     gw_h_risk_decisions,  "admin.risk.decisions",  0},
     {"/admin/risk/decisions/*", HTTP_GET,  S_ADMIN,           NONE,                     gw_h_risk_decision,   "admin.risk.decision",   0},
+    {"/v1/stats",               HTTP_GET,  S_READ | S_EVENTS, NONE,                     gw_h_stats,           "stats.read",            0},
+    {"/dashboard/stats",        HTTP_GET,  0,                 NONE,                     gw_h_stats_board,     "dashboard.stats",       0},
+    /* the live-sale-numbers aggregator's own reads (stats_worker.c): admin only, one at a
+     * time, so outside protection, flow rules and degrade, and counted apart */
+    {"/admin/stats/orders/*",   HTTP_GET,  S_ADMIN,           NONE,                     gw_h_order_ref,       "admin.stats.order",     D11_MSG_ORDER_GET},
+    {"/admin/stats/products/*", HTTP_GET,  S_ADMIN,           NONE,                     gw_h_product_get,     "admin.stats.product",   D11_MSG_PRODUCT_GET},
 };
 #define NROUTES ((int)(sizeof routes / sizeof routes[0]))
 _Static_assert(NROUTES + 1 <= GW_ROUTES_MAX, "raise GW_ROUTES_MAX (metrics.h)");
@@ -148,6 +155,7 @@ static const char *scope_words(uint32_t need)
            : need == D11_SCOPE_ORDERS                   ? "'orders'"
            : need == D11_SCOPE_PRODUCTS                 ? "'products'"
            : need == D11_SCOPE_EVENTS                   ? "'events'"
+           : need == (D11_SCOPE_READ | D11_SCOPE_EVENTS) ? "'read' or 'events'"
                                                         : "'admin'";
 }
 
