@@ -247,5 +247,6 @@ void gw_metrics_render(struct gw *g, d11_buf *b)
     if (g->cfg.nats[0]) gw_nats_metrics(&g->nats, b); /* nats_relay.c */
     gw_risk_metrics(&g->risk, b);        /* risk_log.c: decisions, models, velocity table */
     gw_products_metrics(g, b); /* products.c: hot SKUs, product cache hits, invalidations */
+    gw_cflow_metrics(&g->rules, b); /* cluster_flow.c: leases, fallback */
 #undef SUM
 }
