@@ -8,6 +8,7 @@
 #include "cluster_flow.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stddef.h>
 #include <string.h>
 #include <unistd.h>
@@ -104,6 +105,42 @@ void d11_cflow_reset(d11_cflow_lease *L, bool on, uint64_t qps, uint64_t burst, 
     atomic_store(&L->fallback_qps, d11_cflow_fallback_qps(L));
 }
 
+/* ---- the rule's fields (rules.c) ---- */
+
+int d11__cflow_rule_field(d11_json *j, int q, const char *name, d11_rules *out, int r, char *err, size_t errlen)
+{
+    if (d11_json_str_eq(j, q, "cluster", 7)) {
+        bool on = false;
+        if (d11_json_bool(j, q + 1, &on)) {
+            snprintf(err, errlen, "flow.%s.cluster: must be true or false", name);
+            return D11_JSON_ERANGE;
+        }
+        out->flow[r].cluster = on;
+        return 1;
+    }
+    if (d11_json_str_eq(j, q, "fallback_qps", 12)) {
+        if (d11_json_u64(j, q + 1, 0, D11_FLOW_QPS_MAX, &out->flow[r].fallback_qps)) {
+            snprintf(err, errlen, "flow.%s.fallback_qps: must be an integer in 0..10000000 (0: qps / gateways)", name);
+            return D11_JSON_ERANGE;
+        }
+        return 1;
+    }
+    return 0;
+}
+
+int d11__cflow_rule_check(const d11_rules *out, int r, const char *name, char *err, size_t errlen)
+{
+    if (out->flow[r].cluster && (!out->flow[r].qps || out->flow[r].warm_up_s || out->flow[r].max_wait_ms)) {
+        snprintf(err, errlen, "flow.%s.cluster: needs qps, and the reject behaviour (no warm_up_s, no max_wait_ms)", name);
+        return D11_JSON_ERANGE;
+    }
+    if (out->flow[r].fallback_qps && !out->flow[r].cluster) {
+        snprintf(err, errlen, "flow.%s.fallback_qps: only with \"cluster\": true", name);
+        return D11_JSON_ERANGE;
+    }
+    return 0;
+}
+
 /* ---- the lease thread ---- */
 
 static void on_lease_reply(gw_thread *t, const gw_pend *p, const d11_frame *f, int uperr)
@@ -111,7 +148,7 @@ static void on_lease_reply(gw_thread *t, const gw_pend *p, const d11_frame *f, i
     (void)uperr;
     d11_cflow_lease *L = p->ctx;
     int res = (int)p->arg;
-    if (!L->inflight) return; /* the rule changed meanwhile (reset) */
+    D11_ASSERT(L->inflight); /* one ask in flight per lease; only its reply lands here */
     d11_msg_flow_lease_reply r;
     d11_str code, body;
     if (!f || f->hdr.status != 200 || d11_msg_reply_dec(f->payload, f->payload_len, &code, &body) != 0 ||
@@ -179,7 +216,7 @@ void gw_cflow_metrics(d11_rules_store *s, d11_buf *b)
         CF("leases_granted_total", "counter", "FLOW_LEASE answers granting at least one token.", granted_leases),
         CF("lease_failures_total", "counter", "FLOW_LEASE requests that timed out, were lost or refused.", failed),
         CF("tokens_granted_total", "counter", "Tokens granted by the center.", tokens_granted),
-        CF("fallback", "gauge", "1 while the local fallback limit is in force.", fallback),
+        CF("in_fallback", "gauge", "1 while the local fallback limit is in force.", fallback),
         CF("tokens", "gauge", "Leased tokens not yet spent.", tokens),
 #undef CF
     };

@@ -126,17 +126,9 @@ static int parse_flow_rule(d11_json *j, int fv, const char *name, d11_rules *out
             if (rc) return rc;
             continue;
         }
-        if (d11_json_str_eq(j, q, "cluster", 7)) { /* cluster-wide qps (cluster_flow.h) */
-            bool on = false;
-            if (d11_json_bool(j, q + 1, &on)) return bad(err, errlen, "flow.%s.cluster: must be true or false", name);
-            out->flow[r].cluster = on;
-            continue;
-        }
-        if (d11_json_str_eq(j, q, "fallback_qps", 12)) {
-            if (d11_json_u64(j, q + 1, 0, D11_FLOW_QPS_MAX, &out->flow[r].fallback_qps))
-                return bad(err, errlen, "flow.%s.fallback_qps: must be an integer in 0..10000000 (0: qps / gateways)", name);
-            continue;
-        }
+        int crc = d11__cflow_rule_field(j, q, name, out, r, err, errlen); /* cluster, fallback_qps */
+        if (crc < 0) return crc;
+        if (crc) continue;
         size_t f = 0;
         while (f < sizeof F / sizeof F[0] && !d11_json_str_eq(j, q, F[f].k, strlen(F[f].k))) f++;
         if (f == sizeof F / sizeof F[0])
@@ -159,11 +151,7 @@ static int parse_flow_rule(d11_json *j, int fv, const char *name, d11_rules *out
     if (out->flow[r].warm_up_s && !out->flow[r].cold_factor) out->flow[r].cold_factor = 3;
     if ((out->flow[r].warm_up_s || out->flow[r].max_wait_ms) && !out->flow[r].qps)
         return bad(err, errlen, "flow.%s: warm_up_s and max_wait_ms need qps", name);
-    if (out->flow[r].cluster && (!out->flow[r].qps || out->flow[r].warm_up_s || out->flow[r].max_wait_ms))
-        return bad(err, errlen, "flow.%s.cluster: needs qps, and the reject behaviour (no warm_up_s, no max_wait_ms)", name);
-    if (out->flow[r].fallback_qps && !out->flow[r].cluster)
-        return bad(err, errlen, "flow.%s.fallback_qps: only with \"cluster\": true", name);
-    return 0;
+    return d11__cflow_rule_check(out, r, name, err, errlen);
 }
 
 static int parse_into(d11_json *j, const char *js, size_t n, d11_rules *out, bool *has_version,

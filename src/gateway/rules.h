@@ -257,6 +257,11 @@ int  d11__sched_parse(d11_json *j, int v, d11_rules *out, char *err, size_t errl
 void d11__sched_render(const d11_rules *r, d11_buf *out);
 /* (rules.c -> flow.c) Re-arm the buckets for r, the rules now in force. */
 void d11__flow_buckets_apply(d11_rules_store *s, const d11_rules *r);
+/* (rules.c -> cluster_flow.c) A flow rule's key at token q: "cluster" or "fallback_qps"
+ * parsed into out->flow[r] (1), not one of them (0), or D11_JSON_ERANGE with err. Then
+ * the cross-field check of a finished rule: 0 or D11_JSON_ERANGE. */
+int d11__cflow_rule_field(d11_json *j, int q, const char *name, d11_rules *out, int r, char *err, size_t errlen);
+int d11__cflow_rule_check(const d11_rules *out, int r, const char *name, char *err, size_t errlen);
 /* (cluster_flow.c -> flow.c) Set the local bucket of res to qps/burst (the fallback rate
  * of a cluster rule); a change restarts the bucket. */
 void d11__flow_bucket_rate(d11_rules_store *s, int res, uint64_t qps, uint64_t burst);
