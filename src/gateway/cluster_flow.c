@@ -156,6 +156,7 @@ static void on_lease_reply(gw_thread *t, const gw_pend *p, const d11_frame *f, i
         d11_cflow_failed(L);
         return;
     }
+    L->scarce = r.granted < L->asked_n;
     bool was = atomic_load(&L->fallback);
     uint64_t fq = atomic_load(&L->fallback_qps);
     d11_cflow_granted(L, r.granted, r.gateways);
@@ -178,6 +179,7 @@ void gw_cflow_tick(gw_thread *t)
         d11_cflow_check_deadline(L, now);
         uint32_t want = d11_cflow_plan(L, now);
         if (!want) continue;
+        if (L->scarce && !atomic_load(&L->fallback) && (gw_rand64(t) & 1)) continue; /* jitter (header) */
         if (!gw_up_writable(t, GW_UP_CENTER)) {
             if (!atomic_load(&L->fallback))
                 d11_warn("cluster flow %s: center not connected; local fallback at %llu/s", d11_res_names[res],
@@ -198,6 +200,7 @@ void gw_cflow_tick(gw_thread *t)
         memcpy(span, &r, 8);
         gw_up_send(t, GW_UP_CENTER, p, D11_MSG_FLOW_LEASE, 0, NULL, span, 0, D11_GW_PROBE_TIMEOUT_MS);
         d11_cflow_sent(L, now);
+        L->asked_n = want;
     }
 }
 
