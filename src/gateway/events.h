@@ -30,6 +30,23 @@ typedef struct gw_hot_box {
     gw_topk         k;
 } gw_hot_box;
 
+#define GW_PCACHE_N              256  /* product cache entries per gateway process (direct-mapped) */
+#define GW_PCACHE_BODY_MAX       2560 /* a product JSON larger than this is not cached */
+
+/* One product cache entry, shared by the gateway's threads (products.c), so that every
+ * connection sees the same, newest fill: reads never go back in time across threads.
+ * Under mu; a zeroed mutex is a valid one. */
+typedef struct gw_pshared {
+    pthread_mutex_t mu;
+    char            sku[D11_SKU_BYTES_MAX + 1];
+    uint8_t         skun;
+    uint32_t        gen;      /* pc_gen of the bucket when the filling request was sent */
+    uint64_t        stamp;    /* the fill's send stamp (pc_stamp): a later send replaces it */
+    int64_t         until_ms; /* served while now < until_ms; 0 = empty */
+    uint32_t        len;
+    char            body[GW_PCACHE_BODY_MAX];
+} gw_pshared;
+
 /* Process-wide: the newest committed event id each cell reported, per stream (lag). */
 typedef struct gw_events {
     _Atomic uint64_t head[2][D11_CELLS_MAX];
@@ -46,6 +63,8 @@ typedef struct gw_events {
     _Atomic int64_t  pc_tail_ok_ms;        /* monotonic send time of the last answered tail */
     _Atomic int      pc_tail_busy;         /* one tail read in flight per process */
     _Atomic uint64_t pc_invalidations;
+    _Atomic uint64_t pc_stamp;             /* send stamps of product cache fills */
+    gw_pshared       pc[GW_PCACHE_N];          /* the product cache (L1), shared by the threads */
     gw_hot_box       hot[GW_HOT_THREADS_MAX]; /* per gateway thread id */
 } gw_events;
 

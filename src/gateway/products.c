@@ -9,10 +9,16 @@
  * (fill_ref = the client slot); the reply fills it only if it is still reserved by that
  * request. Any center product event also drops every cached page (pc_list_gen).
  *
- * The product cache (L1, GET /v1/products/{sku}, real stream): per thread, direct-mapped
- * by SKU hash, D11_GW_PRODUCT_CACHE_N entries, each served while ALL of:
+ * The product cache (L1, GET /v1/products/{sku}, real stream): ONE per process, shared by
+ * the threads (gw_events.pc, a mutex per entry held for a copy of at most GW_PCACHE_BODY_MAX
+ * bytes), direct-mapped by SKU hash, GW_PCACHE_N entries. Shared so that reads are monotonic:
+ * a fill replaces the entry only if it was sent after the entry's own fill (stamp), and
+ * every connection reads the same entry, so no client sees stock figures go back in time
+ * by landing on another thread. Each entry is served while ALL of:
  *   - younger than the TTL (D11_GW_PRODUCT_TTL_MS; env D11_GW_PRODUCT_TTL_MS overrides):
- *     bounds the stock_sold / stock_available figures, which every order changes;
+ *     bounds the stock_sold / stock_available figures of changes this gateway did not
+ *     make (expiry, other gateways): an order this gateway placed or cancelled drops its
+ *     SKUs' entries at once (gw_products_saw_order);
  *   - its bucket's generation (gw_events.pc_gen) is the one read when its request was
  *     SENT: a center product event (product.created / product.restocked) bumps it;
  *   - the process's last answered tail of the center's event stream was sent at most
@@ -33,22 +39,14 @@
 
 #include "gw.h"
 #include "topk.h"
+#include "../bench/httpc.h" /* d11_json_find_str */
 
 #include <stdio.h>
 
-#define D11_GW_PRODUCT_CACHE_N   256  /* cached products per gateway thread (direct-mapped) */
 #define D11_GW_PRODUCT_TTL_MS    1000 /* stock figures served from the cache at most this old */
 #define D11_GW_PRODUCT_TAIL_MS   20   /* a hit needs a center-event tail sent at most this long ago */
 #define D11_GW_PRODUCT_TAIL_PAGE 256  /* center events applied per tail read */
 
-typedef struct gw_pcentry {
-    char     sku[D11_SKU_BYTES_MAX + 1];
-    uint8_t  skun;
-    uint32_t gen;      /* pc_gen of the bucket when the filling request was sent */
-    int64_t  until_ms; /* 0 = empty or filling */
-    uint64_t fill_ref;
-    d11_buf  body;
-} gw_pcentry;
 
 
 #define CAT_KEY_BYTES_MAX (16 + D11_CATEGORY_BYTES_MAX + D11_PRODUCT_QUERY_BYTES_MAX + D11_SKU_BYTES_MAX)
@@ -66,7 +64,6 @@ struct gw_catcache {
     gw_catentry e[D11_GW_CATALOG_CACHE_N];
     uint32_t    list_gen[D11_GW_CATALOG_CACHE_N]; /* pc_list_gen when the entry's request was sent */
     uint64_t    hits, misses;
-    gw_pcentry  pc[D11_GW_PRODUCT_CACHE_N];
     int64_t     ttl_ms;
     gw_hot_box *hot; /* &gw_events.hot[thread id], NULL for ids >= GW_HOT_THREADS_MAX */
 };
@@ -75,7 +72,6 @@ void gw_catcache_free(gw_thread *t)
 {
     if (!t->catcache) return;
     for (int i = 0; i < D11_GW_CATALOG_CACHE_N; i++) d11_buf_free(&t->catcache->e[i].body);
-    for (int i = 0; i < D11_GW_PRODUCT_CACHE_N; i++) d11_buf_free(&t->catcache->pc[i].body);
     /* the hot-SKU box stays in struct gw: a scrape may still read it */
     free(t->catcache);
     t->catcache = NULL;
@@ -274,6 +270,27 @@ static void bump(gw_events *ev, const char *sku, size_t n)
     atomic_fetch_add_explicit(&ev->pc_invalidations, 1, memory_order_relaxed);
 }
 
+/* An order this gateway placed or cancelled (2xx reply body, the order's JSON) changes the
+ * stock figures of its SKUs now: drop their cached products (every thread's: the bucket
+ * generation is shared), so this gateway's own readers never see a product older than an
+ * order it acknowledged. Changes made elsewhere (expiry, another gateway) stay bounded by
+ * the TTL. */
+void gw_products_saw_order(gw_thread *t, const char *body, size_t n)
+{
+    static const char key[] = "\"sku\":\"";
+    gw_events *ev = &t->gw->events;
+    const char *q = body, *end = body + n;
+    while (q < end) {
+        const char *k = memmem(q, (size_t)(end - q), key, sizeof key - 1);
+        if (!k) break;
+        k += sizeof key - 1;
+        const char *ke = memchr(k, '"', (size_t)(end - k));
+        if (!ke) break;
+        if (ke > k) bump(ev, k, (size_t)(ke - k));
+        q = ke + 1;
+    }
+}
+
 /* The tail's answer: bump the bucket of every product event's SKU, then advance. */
 static void tail_done(gw_thread *t, const gw_pend *pd, const d11_frame *f, int uperr)
 {
@@ -340,17 +357,35 @@ static bool tail_fresh(gw_thread *t)
     return fresh;
 }
 
+/* The fill's answer: store it unless a product event came after its send (gen moved) or a
+ * later-sent fill is already there (stamp, serial arithmetic), so the shared entry only
+ * ever moves forward and no reader on any thread sees older figures after newer ones.
+ * ctx packs the bucket generation and the send stamp read when the request was sent. */
 static void product_done(gw_thread *t, const gw_pend *p, const d11_frame *f, int uperr)
 {
-    gw_pcentry *e = p->ctx;
-    if (e->fill_ref == p->arg) {
-        e->fill_ref = 0;
-        d11_str code, body;
-        if (f && f->hdr.status == 200 && d11_msg_reply_dec(f->payload, f->payload_len, &code, &body) == 0) {
-            d11_buf_reset(&e->body);
-            d11_buf_append(&e->body, body.p, body.n);
+    gw_events *ev = &t->gw->events;
+    uint64_t packed = (uint64_t)(uintptr_t)p->ctx;
+    uint32_t gen = (uint32_t)(packed >> 32), stamp = (uint32_t)packed;
+    d11_str code, body;
+    char sku[D11_SKU_BYTES_MAX + 1];
+    if (f && f->hdr.status == 200 && d11_msg_reply_dec(f->payload, f->payload_len, &code, &body) == 0 &&
+        body.n <= GW_PCACHE_BODY_MAX && d11_json_find_str(body.p, body.n, "sku", sku, sizeof sku) > 0) {
+        size_t n = strlen(sku);
+        uint64_t h = sku_hash(sku, n);
+        gw_pshared *e = &ev->pc[h % GW_PCACHE_N];
+        pthread_mutex_lock(&e->mu);
+        bool same = e->skun == n && !memcmp(e->sku, sku, n);
+        bool newer_there = same && e->until_ms && (int32_t)(e->stamp - stamp) > 0;
+        if (!newer_there && atomic_load_explicit(&ev->pc_gen[h % GW_PC_GEN_N], memory_order_acquire) == gen) {
+            memcpy(e->sku, sku, n + 1);
+            e->skun = (uint8_t)n;
+            e->gen = gen;
+            e->stamp = stamp;
+            e->len = (uint32_t)body.n;
+            memcpy(e->body, body.p, body.n);
             e->until_ms = gw_now_ms(t) + t->catcache->ttl_ms;
         }
+        pthread_mutex_unlock(&e->mu);
     }
     gw_forward_done(t, p, f, uperr);
 }
@@ -361,13 +396,21 @@ static bool pcache_get(gw_thread *t, gw_req *rq, d11_str sku)
 {
     struct gw_catcache *cc = catcache(t);
     if (!cc) return false;
+    gw_events *ev = &t->gw->events;
     int64_t now = gw_now_ms(t);
     bool fresh = tail_fresh(t); /* may use t->tmp: before the request is encoded */
     uint64_t h = sku_hash(sku.p, sku.n);
-    uint32_t gen = atomic_load_explicit(&t->gw->events.pc_gen[h % GW_PC_GEN_N], memory_order_acquire);
-    gw_pcentry *e = &cc->pc[h % D11_GW_PRODUCT_CACHE_N];
-    bool valid = e->skun == sku.n && !memcmp(e->sku, sku.p, sku.n) && now < e->until_ms && e->gen == gen;
-    bool hit = fresh && valid;
+    uint32_t gen = atomic_load_explicit(&ev->pc_gen[h % GW_PC_GEN_N], memory_order_acquire);
+    gw_pshared *e = &ev->pc[h % GW_PCACHE_N];
+    bool valid = false, hit = false;
+    pthread_mutex_lock(&e->mu);
+    valid = e->skun == sku.n && !memcmp(e->sku, sku.p, sku.n) && now < e->until_ms && e->gen == gen;
+    hit = fresh && valid;
+    if (hit) {
+        d11_buf_reset(&t->tmp);
+        d11_buf_append(&t->tmp, e->body, e->len);
+    }
+    pthread_mutex_unlock(&e->mu);
     if (cc->hot) {
         pthread_mutex_lock(&cc->hot->mu);
         gw_topk_add(&cc->hot->k, sku.p, sku.n, 1, now);
@@ -376,20 +419,18 @@ static bool pcache_get(gw_thread *t, gw_req *rq, d11_str sku)
         pthread_mutex_unlock(&cc->hot->mu);
     }
     if (hit) {
-        gw_respond_json(t, rq->c, rq->si, 200, e->body.data, e->body.len);
+        gw_respond_json(t, rq->c, rq->si, 200, t->tmp.data, t->tmp.len);
         return true;
     }
-    if (valid) return false; /* only the tail lapsed: read through, the entry stays (events refresh it) */
-    memcpy(e->sku, sku.p, sku.n);
-    e->sku[sku.n] = 0;
-    e->skun = (uint8_t)sku.n;
-    e->until_ms = 0;
-    e->gen = gen; /* read before the request is sent: a later event makes the fill stale */
-    e->fill_ref = gw_slot_ref_of(rq->c, rq->si);
+    /* a miss, or only the tail lapsed: read through AND refill, so that the entry never
+     * lags an answer this gateway already gave (no read goes back in time) */
+    /* read before the request is sent: a later event makes the fill stale */
+    uint32_t stamp = (uint32_t)atomic_fetch_add_explicit(&ev->pc_stamp, 1, memory_order_relaxed);
     d11_msg_sku_qty m = {.sku = sku};
     d11_buf_reset(&t->tmp);
     d11_msg_sku_qty_enc(&t->tmp, &m, false);
-    gw_forward_with(t, rq, GW_UP_CENTER, D11_MSG_PRODUCT_GET, product_done, e);
+    gw_forward_with(t, rq, GW_UP_CENTER, D11_MSG_PRODUCT_GET, product_done,
+                    (void *)(uintptr_t)((uint64_t)gen << 32 | stamp));
     return true;
 }
 

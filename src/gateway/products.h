@@ -29,6 +29,8 @@ void gw_catcache_free(gw_thread *t);
  * {"k","half_life_ms","cache_hits","cache_misses","skus":[{"sku","requests","error"}]}. */
 struct gw;
 void gw_products_metrics(struct gw *g, d11_buf *b);
+/* A 2xx order create / cancel answer (the order's JSON): its SKUs' cached products go. */
+void gw_products_saw_order(gw_thread *t, const char *body, size_t n);
 void gw_products_hot_json(struct gw *g, d11_buf *b);
 
 #endif

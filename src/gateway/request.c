@@ -4,6 +4,7 @@
  * Thread: the connection's thread.
  */
 #include "request.h"
+#include "products.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -96,10 +97,14 @@ void gw_forward_done(gw_thread *t, const gw_pend *p, const d11_frame *f, int upe
         }
         return;
     }
-    if (!c) return;
     d11_str code, body;
     uint32_t st = f->hdr.status;
-    if (d11_msg_reply_dec(f->payload, f->payload_len, &code, &body) != 0 || st < 200 || st > 599) {
+    bool dec_ok = d11_msg_reply_dec(f->payload, f->payload_len, &code, &body) == 0;
+    if (dec_ok && st >= 200 && st < 300 && !(f->hdr.flags & D11_WF_STRESS) &&
+        (f->hdr.type == D11_MSG_ORDER_CREATE || f->hdr.type == D11_MSG_ORDER_CANCEL))
+        gw_products_saw_order(t, body.p, body.n); /* even when the client went away */
+    if (!c) return;
+    if (!dec_ok || st < 200 || st > 599) {
         gw_ctr_add(&t->m.uperr[target][GW_UPERR_PROTOCOL], 1);
         char msg[64];
         snprintf(msg, sizeof msg, "invalid reply from %s", gw_up_name(t, target));
