@@ -47,6 +47,7 @@
 #include "../store/open.h"
 #include "center.h"
 #include "center_events.h"
+#include "cluster_flow.h"
 
 #define CENTER_CONNS_MAX 1024 /* connections at once: gateway threads + cells + ctl */
 #define CENTER_TICK_MS   10   /* center_tick period: reclaim deadlines */
@@ -65,6 +66,7 @@ typedef struct center_proc {
     /* the event stream (center_events.h): a read-only connection, answered inline */
     d11_center_outbox *evr;   /* NULL: EVENTS_READ answers 503 (PostgreSQL) */
     d11_buf   ev_body, ev_frame;
+    d11_cflow_center cflow; /* cluster flow budgets (cluster_flow.h), answered inline */
 } center_proc;
 
 static d11_loop *signal_loop; /* for the signal handler only */
@@ -202,6 +204,7 @@ static void on_frame(d11_links *t, d11_link *k, const d11_frame *f)
     center_proc *P = t->data;
     if (d11_control_frame(k, f)) return; /* log level, chaos arms (rpc/control.h) */
     if (events_frame(P, k, f)) return; /* EVENTS_READ / EVENTS_PRUNE (center_events.h) */
+    if (d11_cflow_center_frame(&P->cflow, k, f)) return; /* FLOW_LEASE (cluster_flow.h) */
     if (f->hdr.type == D11_MSG_GRANT && !(f->hdr.flags & D11_WF_REPLY)) {
         d11_fault_hit fh = d11_fault(D11_FP_CENTER_GRANT);
         if (fh.action == D11_FA_DROP) return; /* chaos: a lost grant; the cell asks again */

@@ -238,6 +238,12 @@ void gw_h_protect_get(gw_thread *t, gw_req *rq)
     d11_buf *b = &t->tmp;
     d11_buf_reset(b);
     gw_protect_render(&t->gw->prot, b);
+    if (b->len && b->data[b->len - 1] == '}') { /* + "cluster_flow": the leases (cluster_flow.h) */
+        b->len--;
+        d11_buf_puts(b, ",\"cluster_flow\":");
+        gw_cflow_render(&t->gw->rules, b);
+        d11_buf_puts(b, "}");
+    }
     gw_respond_json(t, rq->c, rq->si, 200, b->data, b->len);
 }
 

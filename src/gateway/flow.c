@@ -1,6 +1,8 @@
 /*
  * flow.c — the flow buckets of the rules store (see rules.h): GCRA per resource and per
- * caller rule, the warm-up behaviour, and the per-resource concurrency counters.
+ * caller rule, the warm-up behaviour, and the per-resource concurrency counters. A cluster
+ * rule (cluster_flow.h) takes from the lease instead, and its local bucket runs at the
+ * fallback rate, used only while the lease is in fallback.
  * Lock-free; any thread. d11__flow_buckets_apply is called by rules.c under the store's
  * mutex whenever the rules in force change.
  */
@@ -68,6 +70,17 @@ void d11_flow_conc_leave(d11_rules_store *s, int res)
 bool d11_flow_take(d11_rules_store *s, int res, int64_t now_ns, int64_t *retry_ns)
 {
     D11_ASSERT(res >= 0 && res < D11_RES_COUNT);
+    d11_cflow_lease *L = &s->cflow[res];
+    if (atomic_load_explicit(&L->on, memory_order_relaxed)) { /* a cluster rule (cluster_flow.h) */
+        if (!atomic_load_explicit(&L->fallback, memory_order_relaxed)) {
+            if (d11_cflow_take(L)) return true;
+            *retry_ns = (int64_t)D11_CFLOW_TICK_MS * 1000000; /* the next lease */
+            return false;
+        }
+        bool ok = gcra_take(&s->buckets[res], now_ns, retry_ns); /* at the fallback rate */
+        atomic_fetch_add_explicit(ok ? &L->fb_admitted : &L->fb_refused, 1, memory_order_relaxed);
+        return ok;
+    }
     return gcra_take(&s->buckets[res], now_ns, retry_ns);
 }
 
@@ -123,7 +136,24 @@ void d11__flow_buckets_apply(d11_rules_store *s, const d11_rules *r)
             atomic_store(&b->last_ns, 0); /* a new warm-up rule starts cold */
             atomic_store(&b->warm_ns, warm);
         }
-        bucket_set(b, r->flow[i].qps, r->flow[i].burst);
+        uint64_t qps = r->flow[i].qps, burst = r->flow[i].burst;
+        d11_cflow_lease *L = &s->cflow[i];
+        bool on = r->flow[i].cluster && qps;
+        if (on != (bool)atomic_load(&L->on) || atomic_load(&L->qps) != (on ? qps : 0) ||
+            atomic_load(&L->burst) != (on ? burst : 0) || atomic_load(&L->rule_fallback) != (on ? r->flow[i].fallback_qps : 0))
+            d11_cflow_reset(L, on, on ? qps : 0, on ? burst : 0, on ? r->flow[i].fallback_qps : 0);
+        if (on) { /* the local bucket serves the fallback (cluster_flow.h) */
+            uint64_t fq = d11_cflow_fallback_qps(L), fb = burst * fq / qps;
+            qps = fq;
+            burst = fb ? fb : 1;
+        }
+        bucket_set(b, qps, burst);
     }
+}
+
+void d11__flow_bucket_rate(d11_rules_store *s, int res, uint64_t qps, uint64_t burst)
+{
+    D11_ASSERT(res >= 0 && res < D11_RES_COUNT);
+    bucket_set(&s->buckets[res], qps, burst);
 }
 

@@ -55,6 +55,13 @@ static void on_wake(d11_loop *l, d11_wake *w)
     if (!t->stopping && atomic_load(&t->gw->stop)) begin_drain(t);
 }
 
+/* Thread 0, every D11_CFLOW_TICK_MS: cluster flow leases (cluster_flow.h). */
+static void on_cflow_timer(d11_loop *l, d11_timer *tm)
+{
+    (void)tm;
+    gw_cflow_tick(gw_thread_of(l));
+}
+
 /* Every GW_SWEEP_MS: client timers (408, idle), token and rules file reloads. */
 static void on_sweep(d11_loop *l, d11_timer *tm)
 {
@@ -126,6 +133,7 @@ static void *thread_main(void *arg)
     gw_thread *t = arg;
     d11_timer_start(&t->loop, &t->sweep, GW_SWEEP_MS, GW_SWEEP_MS, on_sweep, t);
     if (t->id == 0) d11_timer_start(&t->loop, &t->sale_timer, GW_SALE_MS, GW_SALE_MS, on_sale_timer, t);
+    if (t->id == 0) d11_timer_start(&t->loop, &t->cflow_timer, D11_CFLOW_TICK_MS, D11_CFLOW_TICK_MS, on_cflow_timer, t);
     while (!(t->stopping && (t->cl.nopen == 0 || gw_now_ms(t) >= t->drain_deadline_ms))) {
         int rc = d11_loop_run_once(&t->loop, GW_SWEEP_MS);
         if (rc < 0) d11_fatal("thread %d: event loop: %s", t->id, d11_strerror(rc));
@@ -137,6 +145,7 @@ static void *thread_main(void *arg)
     gw_clients_close_all(t);
     d11_timer_stop(&t->loop, &t->sweep);
     if (t->id == 0) d11_timer_stop(&t->loop, &t->sale_timer);
+    if (t->id == 0) d11_timer_stop(&t->loop, &t->cflow_timer);
     atomic_store(&t->exited, 1);
     return NULL;
 }

@@ -88,6 +88,7 @@ struct gw_thread {
     uint64_t   log_seq;    /* request-log sampling (client.c) */
     d11_timer  sale_timer; /* thread 0: the dashboard's sample every second (sale.c) */
     struct gw_catcache *catcache; /* GET /v1/products pages (products.c; owned, lazily made) */
+    d11_timer  cflow_timer; /* thread 0: cluster flow leases every D11_CFLOW_TICK_MS (cluster_flow.h) */
 };
 
 struct gw {

@@ -249,5 +249,6 @@ void gw_metrics_render(struct gw *g, d11_buf *b)
     gw_risk_metrics(&g->risk, b);        /* risk_log.c: decisions, models, velocity table */
     gw_products_metrics(g, b); /* products.c: hot SKUs, product cache hits, invalidations */
     gw_stats_metrics(g, b);              /* stats_http.c: the live-sale-numbers aggregator */
+    gw_cflow_metrics(&g->rules, b); /* cluster_flow.c: leases, fallback */
 #undef SUM
 }

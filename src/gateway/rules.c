@@ -126,11 +126,14 @@ static int parse_flow_rule(d11_json *j, int fv, const char *name, d11_rules *out
             if (rc) return rc;
             continue;
         }
+        int crc = d11__cflow_rule_field(j, q, name, out, r, err, errlen); /* cluster, fallback_qps */
+        if (crc < 0) return crc;
+        if (crc) continue;
         size_t f = 0;
         while (f < sizeof F / sizeof F[0] && !d11_json_str_eq(j, q, F[f].k, strlen(F[f].k))) f++;
         if (f == sizeof F / sizeof F[0])
             return bad(err, errlen, "flow.%s: unknown field (expected qps, burst, concurrency, warm_up_s, "
-                                    "cold_factor, max_wait_ms, callers)", name);
+                                    "cold_factor, max_wait_ms, callers, cluster, fallback_qps)", name);
         snprintf(path, sizeof path, "flow.%s.%s", name, F[f].k);
         if (d11_json_u64(j, q + 1, F[f].lo, F[f].hi, dst[f])) {
             snprintf(err, errlen, "%s: must be an integer in %llu..%llu", path, (unsigned long long)F[f].lo,
@@ -148,7 +151,7 @@ static int parse_flow_rule(d11_json *j, int fv, const char *name, d11_rules *out
     if (out->flow[r].warm_up_s && !out->flow[r].cold_factor) out->flow[r].cold_factor = 3;
     if ((out->flow[r].warm_up_s || out->flow[r].max_wait_ms) && !out->flow[r].qps)
         return bad(err, errlen, "flow.%s: warm_up_s and max_wait_ms need qps", name);
-    return 0;
+    return d11__cflow_rule_check(out, r, name, err, errlen);
 }
 
 static int parse_into(d11_json *j, const char *js, size_t n, d11_rules *out, bool *has_version,
@@ -318,6 +321,12 @@ void d11_rules_render(const d11_rules *r, d11_buf *out)
         }
         if (r->flow[i].max_wait_ms) {
             d11_buf_printf(out, "%s\"max_wait_ms\":%llu", sep, (unsigned long long)r->flow[i].max_wait_ms);
+            sep = ",";
+        }
+        if (r->flow[i].cluster) {
+            d11_buf_printf(out, "%s\"cluster\":true", sep);
+            if (r->flow[i].fallback_qps)
+                d11_buf_printf(out, ",\"fallback_qps\":%llu", (unsigned long long)r->flow[i].fallback_qps);
             sep = ",";
         }
         if (has_callers) {

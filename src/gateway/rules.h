@@ -62,6 +62,7 @@
 #include "../core/limits.h"
 #include "../core/util.h"
 #include "risk.h"
+#include "cluster_flow.h"
 
 enum d11_res {
     D11_RES_ORDERS_CREATE,
@@ -86,6 +87,8 @@ typedef struct d11_rules {
         uint64_t warm_up_s;    /* 0: no warm-up; else the rate starts at qps/cold_factor */
         uint64_t cold_factor;  /* 2..10 (default 3) when warm_up_s > 0 */
         uint64_t max_wait_ms;  /* > 0: the pace behaviour (spaced at 1/qps, wait <= this) */
+        uint64_t cluster;      /* 1: qps/burst are the total across every gateway (cluster_flow.h) */
+        uint64_t fallback_qps; /* cluster: the local rate while the center is unreachable (0: qps / gateways) */
     } flow[D11_RES_COUNT];
     uint32_t ncallers;     /* per-caller rules: a token label's own rate on one resource */
     struct {
@@ -173,6 +176,8 @@ typedef struct d11_rules_store {
     d11_json         json;         /* parse scratch, under mu */
     d11_flow_bucket  buckets[D11_RES_COUNT]; /* lock-free, outside mu */
     d11_flow_bucket  caller_buckets[D11_FLOW_CALLERS_MAX]; /* by index in cur.callers */
+    d11_cflow_lease  cflow[D11_RES_COUNT]; /* cluster rules' leases (cluster_flow.h), lock-free */
+    uint64_t         cflow_gw_id;  /* this gateway process, to the center (lease thread) */
     struct d11_hot_slot *_Atomic hot; /* [D11_HOT_SLOTS] hot-parameter buckets (hot.c), allocated
                                           with the first document that has a hot rule */
 } d11_rules_store;
@@ -252,6 +257,14 @@ int  d11__sched_parse(d11_json *j, int v, d11_rules *out, char *err, size_t errl
 void d11__sched_render(const d11_rules *r, d11_buf *out);
 /* (rules.c -> flow.c) Re-arm the buckets for r, the rules now in force. */
 void d11__flow_buckets_apply(d11_rules_store *s, const d11_rules *r);
+/* (rules.c -> cluster_flow.c) A flow rule's key at token q: "cluster" or "fallback_qps"
+ * parsed into out->flow[r] (1), not one of them (0), or D11_JSON_ERANGE with err. Then
+ * the cross-field check of a finished rule: 0 or D11_JSON_ERANGE. */
+int d11__cflow_rule_field(d11_json *j, int q, const char *name, d11_rules *out, int r, char *err, size_t errlen);
+int d11__cflow_rule_check(const d11_rules *out, int r, const char *name, char *err, size_t errlen);
+/* (cluster_flow.c -> flow.c) Set the local bucket of res to qps/burst (the fallback rate
+ * of a cluster rule); a change restarts the bucket. */
+void d11__flow_bucket_rate(d11_rules_store *s, int res, uint64_t qps, uint64_t burst);
 /* Per-caller rule i of the rules in force (index into d11_rules.callers): as d11_flow_take. */
 bool d11_flow_take_caller(d11_rules_store *s, int i, int64_t now_ns, int64_t *retry_ns);
 

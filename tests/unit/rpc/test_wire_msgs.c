@@ -402,7 +402,7 @@ static void test_type_names(void)
 #include "rpc/wire_msgs.def"
     };
     size_t nt = sizeof t / sizeof t[0];
-    CHECK_EQ(nt, 22); /* + METRICS, PRODUCT_LIST (issue 12); + EVENTS_READ, EVENTS_PRUNE (docs/events.md); + CONTROL (live chaos) */
+    CHECK_EQ(nt, 23); /* + METRICS, PRODUCT_LIST (issue 12); + EVENTS_READ, EVENTS_PRUNE (docs/events.md); + CONTROL (live chaos); + FLOW_LEASE (cluster flow) */
     for (size_t i = 0; i < nt; i++) {
         CHECK_STREQ(d11_msg_type_name(t[i].v), t[i].n);
         for (size_t j = 0; j < i; j++) CHECKF(t[i].v != t[j].v && strcmp(t[i].n, t[j].n) != 0, "type %zu/%zu", i, j);
@@ -415,6 +415,7 @@ static void test_type_names(void)
     CHECK_EQ(D11_MSG_STATS, 91);
     CHECK_EQ(D11_MSG_METRICS, 92);
     CHECK_EQ(D11_MSG_PRODUCT_LIST, 25);
+    CHECK_EQ(D11_MSG_FLOW_LEASE, 96);
 }
 
 int main(void)
