@@ -211,7 +211,7 @@ static void chaos_arm(d11_httpc *c, const d11_rh_opts *o, d11_rh_fault *f)
         snprintf(f->why, sizeof f->why, "POST /admin/chaos -> %d without an id: %.160s", c->status, b);
     } else {
         f->status = D11_RH_ACTIVE;
-        snprintf(f->why, sizeof f->why, "chaos experiment %s: %s", f->chaos_id, body);
+        snprintf(f->why, sizeof f->why, "chaos experiment %.64s: %.160s", f->chaos_id, body);
     }
 }
 

@@ -182,7 +182,7 @@ int d11_rh_html(const char *path, const d11_rh_run *r)
         ref[k] = (d11_rh_line){d11_rh_reason_name(k), rc[k], st, rs + k * m, m, false};
     d11_rh_svg_lines(&b, &ch, ref, D11_RH_R_COUNT);
     if (ncells > D11_RH_CELLS_MAX) ncells = D11_RH_CELLS_MAX;
-    char names[D11_RH_CELLS_MAX][16];
+    char names[D11_RH_CELLS_MAX][24]; /* "cell " + any int */
     const char *np[D11_RH_CELLS_MAX];
     const int8_t *lp[D11_RH_CELLS_MAX];
     for (int c = 0; c < ncells; c++) {
