@@ -7,6 +7,7 @@
  * Thread: the owner's (the center's loop thread).
  */
 #include "center_outbox_read.h"
+#include "outbox_read.h"
 
 #include <sqlite3.h>
 #include <stdbool.h>
@@ -124,21 +125,5 @@ int d11_center_outbox_prune_point(d11_center_outbox *r, uint64_t through, int64_
     *oldest_at = 0;
     int rc = d11_center_outbox_bounds(r, head, &pruned);
     if (rc < 0 || !ready(r)) return rc;
-    sqlite3_stmt *st = r->oldest;
-    sqlite3_bind_int64(st, 1, clamp(pruned));
-    sqlite3_bind_int64(st, 2, max_rows);
-    bool first = true, go = true;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        uint64_t id = (uint64_t)sqlite3_column_int64(st, 0);
-        int64_t at = sqlite3_column_int64(st, 1);
-        if (first) *oldest_at = at;
-        first = false;
-        if (!go || id > through || at >= cutoff_ms || id >= *head) {
-            go = false;
-            continue;
-        }
-        *upto = id;
-    }
-    sqlite3_reset(st);
-    return rc == SQLITE_DONE ? 0 : D11_ESTORE;
+    return d11_outbox_prune_scan(r->oldest, pruned, max_rows, through, cutoff_ms, *head, upto, oldest_at);
 }

@@ -128,7 +128,13 @@ int d11_outbox_prune_point(d11_outbox_reader *r, int shadow, uint64_t through, i
     *oldest_at = 0;
     int rc = d11_outbox_bounds(r, shadow, head, &pruned);
     if (rc < 0) return rc;
-    sqlite3_stmt *st = r->oldest[shadow];
+    return d11_outbox_prune_scan(r->oldest[shadow], pruned, max_rows, through, cutoff_ms, *head, upto, oldest_at);
+}
+
+int d11_outbox_prune_scan(sqlite3_stmt *st, uint64_t pruned, uint32_t max_rows, uint64_t through, int64_t cutoff_ms,
+                          uint64_t head, uint64_t *upto, int64_t *oldest_at)
+{
+    int rc;
     sqlite3_bind_int64(st, 1, (sqlite3_int64)(pruned > (uint64_t)INT64_MAX ? INT64_MAX : pruned));
     sqlite3_bind_int64(st, 2, max_rows);
     bool first = true, go = true;
@@ -137,7 +143,7 @@ int d11_outbox_prune_point(d11_outbox_reader *r, int shadow, uint64_t through, i
         int64_t at = sqlite3_column_int64(st, 1);
         if (first) *oldest_at = at;
         first = false;
-        if (!go || id > through || at >= cutoff_ms || id >= *head) {
+        if (!go || id > through || at >= cutoff_ms || id >= head) {
             go = false;
             continue;
         }

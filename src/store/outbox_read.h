@@ -16,6 +16,7 @@
 #define D11_OUTBOX_READ_H
 
 #include <stddef.h>
+#include <sqlite3.h>
 #include <stdint.h>
 
 typedef struct d11_outbox_reader d11_outbox_reader;
@@ -39,6 +40,13 @@ int  d11_outbox_bounds(d11_outbox_reader *r, int shadow, uint64_t *head, uint64_
 int  d11_outbox_read(d11_outbox_reader *r, int shadow, uint64_t after, uint32_t limit,
                      d11_outbox_event_fn *fn, void *ctx);
 
+/*
+ * The retention scan shared by the cells' and the center's readers: st selects (id, at)
+ * of the oldest rows with id > ?1, at most ?2 of them, in id order; the result is as for
+ * d11_outbox_prune_point. 0 or D11_ESTORE.
+ */
+int  d11_outbox_prune_scan(sqlite3_stmt *st, uint64_t pruned, uint32_t max_rows, uint64_t through, int64_t cutoff_ms,
+                           uint64_t head, uint64_t *upto, int64_t *oldest_at);
 /*
  * Retention: the largest id `upto` such that every event of the stream with pruned < id
  * <= upto has id <= through, was created before cutoff_ms, is not the newest, and they

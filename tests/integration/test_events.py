@@ -423,11 +423,14 @@ def test_retention_prunes_only_what_every_sink_has_and_is_old():
     with Platform(cells=2, extra_args=["--events-retention-ms", "1000"]) as p, Checks() as ck:
         c = p.client()
         expect(c.create_product("R", stock=100), 201)
+        expect(c.create_product("R2", stock=5), 201)  # two center events: the older is prunable
         users = spread_users(8, base=31)
         for u in users:
             expect(c.order(u, [("R", 1)]), 201)
         evs, cur = read_all(c)
         ck.eq(len(evs), 8, "8 events")
+        ck.eq(len([e for e in read_all(c, products=True)[0] if e["id"].startswith("center-")]), 2,
+              "2 center events")
         expect(c.request("PUT", "/v1/consumers/hold", {"cursor": "e1"}), 201)  # has read nothing
         r0 = _metric(c, "d11_events_retention_rounds_total")
         time.sleep(1.2)  # the events are now older than the window
@@ -435,6 +438,11 @@ def test_retention_prunes_only_what_every_sink_has_and_is_old():
         ck.eq(len(read_all(c)[0]), 8, "a consumer that has read nothing holds every event")
         expect(c.request("PUT", "/v1/consumers/hold", {"cursor": cur}), 200)  # now it has everything
         poll(lambda: len(read_all(c)[0]) == 2, 10, "pruned down to the newest event of each cell")
+        # the center's outbox is pruned by the same rounds (retention.c: slot "center")
+        poll(lambda: [e["id"] for e in read_all(c, products=True)[0] if e["id"].startswith("center-")] == ["center-2"],
+             10, "the center's outbox pruned down to its newest event")
+        ck.true(any(l.startswith('d11_events_outbox_events{cell="center"') for l in c.get("/metrics").text.splitlines()),
+                "the center's outbox size in /metrics")
         old = evs[0]["id"].split("-")
         pos = ["0", "0"]
         pos[int(old[0])] = old[-1]
