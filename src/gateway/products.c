@@ -43,7 +43,8 @@
 
 #include <stdio.h>
 
-#define D11_GW_PRODUCT_TTL_MS    1000 /* stock figures served from the cache at most this old */
+#define D11_GW_PRODUCT_TTL_MS    100  /* stock figures served from the cache at most this old (about
+                                          * the cells' report interval: the view stays live) */
 #define D11_GW_PRODUCT_TAIL_MS   20   /* a hit needs a center-event tail sent at most this long ago */
 #define D11_GW_PRODUCT_TAIL_PAGE 256  /* center events applied per tail read */
 
@@ -395,7 +396,7 @@ static void product_done(gw_thread *t, const gw_pend *p, const d11_frame *f, int
 static bool pcache_get(gw_thread *t, gw_req *rq, d11_str sku)
 {
     struct gw_catcache *cc = catcache(t);
-    if (!cc) return false;
+    if (!cc || cc->ttl_ms <= 0) return false; /* D11_GW_PRODUCT_TTL_MS=0: the cache is off */
     gw_events *ev = &t->gw->events;
     int64_t now = gw_now_ms(t);
     bool fresh = tail_fresh(t); /* may use t->tmp: before the request is encoded */
