@@ -133,7 +133,7 @@ const char gw_dashboard_html[] =
     " const ru=d.rules,res=Object.keys(ru.degrade||{});\n"
     " if(!document.activeElement||document.activeElement.tagName!='INPUT'){o='<tr><th>resource</th><th>degrade</th><th>flow qps</th><th>burst</th><th></th></tr>';\n"
     " for(const x of res){const on=ru.degrade[x],f=(ru.flow||{})[x]||{};o+='<tr><td>'+esc(x)+'</td><td><button class=\"'+(on?'on':'')+'\" onclick=\"degrade(\\''+x+'\\','+(!on)+')\">'+(on?'degraded':'serving')+'</button></td><td><input id=\"q_'+x+'\" value=\"'+(f.qps||'')+'\" placeholder=\"none\"></td><td><input id=\"b_'+x+'\" value=\"'+(f.burst||'')+'\"></td><td><button onclick=\"flow(\\''+x+'\\')\">apply</button></td></tr>';}\n"
-    " $('t_sw').innerHTML=o;}\n"
+    " if(o!==window._swHtml){window._swHtml=o;$('t_sw').innerHTML=o;}}\n"
     " o='<tr><th>link</th><th>state</th><th>breaker</th></tr>';for(const u of d.upstreams)o+='<tr><td>'+esc(u.target)+'</td><td class=\"'+(u.connected?'ok':'bad')+'\">'+(u.connected?'connected':'open (down)')+'</td><td class=\"'+(u.breaker=='closed'?'ok':'bad')+'\" id=\"brk-'+esc(u.target)+'\">'+esc(u.breaker)+'</td></tr>';\n"
     " $('t_up').innerHTML=o;\n"
     " $('st').textContent='updated '+new Date(d.now_ms).toLocaleTimeString()+' \\u00b7 history '+h.length+' s kept by the gateway \\u00b7 rules v'+ru.version;\n"
