@@ -150,16 +150,6 @@ static int usage_err(const char *fmt, ...)
     return 2;
 }
 
-static bool parse_double(const char *s, double lo, double hi, double *out)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || *end || !isfinite(v) || v < lo || v > hi) return false;
-    *out = v;
-    return true;
-}
-
 static bool parse_int(const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
 {
     uint64_t v;
@@ -227,7 +217,7 @@ static int parse_args(bench_cli *b, int argc, char **argv)
             extra_len += vl + 2;
         } else if (!strcmp(name, "--stress")) b->stress = true;
         else if (!strcmp(name, "--rate")) {
-            if (!parse_double(val, 0, 1e8, &d)) BAD("a rate 0..1e8 requests/s");
+            if (!d11_parse_double(val, 0, 1e8, &d)) BAD("a rate 0..1e8 requests/s");
             b->rate = d;
         } else if (!strcmp(name, "--connections")) {
             if (!parse_int(val, 1, D11_BENCH_CONNS_MAX, &u)) BAD("1..10000");
@@ -239,7 +229,7 @@ static int parse_args(bench_cli *b, int argc, char **argv)
             if (!parse_int(val, 1, D11_BENCH_PIPELINE_MAX, &u)) BAD("1..64");
             o->pipeline = (int)u;
         } else if (!strcmp(name, "--duration")) {
-            if (!parse_double(val, 0.001, 86400, &d)) BAD("seconds in (0, 86400]");
+            if (!d11_parse_double(val, 0.001, 86400, &d)) BAD("seconds in (0, 86400]");
             b->duration_s = d;
             b->duration_given = true;
         } else if (!strcmp(name, "--requests")) {
@@ -258,7 +248,7 @@ static int parse_args(bench_cli *b, int argc, char **argv)
             if (!parse_int(val, 1, 100000000, &u)) BAD("1..100000000");
             o->wl.skus = u;
         } else if (!strcmp(name, "--hot-sku-share")) {
-            if (!parse_double(val, 0, 1, &d)) BAD("a share in [0, 1]");
+            if (!d11_parse_double(val, 0, 1, &d)) BAD("a share in [0, 1]");
             o->wl.hot_share = d;
         } else if (!strcmp(name, "--sku-prefix")) {
             size_t pl = strlen(val);
@@ -288,20 +278,20 @@ static int parse_args(bench_cli *b, int argc, char **argv)
             if (!parse_int(val, 1, (uint64_t)D11_PRICE_CENTS_MAX, &u)) BAD("1..10^12");
             b->price_cents = u;
         } else if (!strcmp(name, "--slo-p99")) {
-            if (!parse_double(val, 0.001, 3.6e6, &d)) BAD("milliseconds > 0");
+            if (!d11_parse_double(val, 0.001, 3.6e6, &d)) BAD("milliseconds > 0");
             b->slo_p99_ms = d;
         } else if (!strcmp(name, "--slo-errors")) {
-            if (!parse_double(val, 0, 1, &d)) BAD("a ratio in [0, 1]");
+            if (!d11_parse_double(val, 0, 1, &d)) BAD("a ratio in [0, 1]");
             b->slo_errors = d;
         } else if (!strcmp(name, "--find-capacity")) b->find_capacity = true;
         else if (!strcmp(name, "--cap-start")) {
-            if (!parse_double(val, 1, 1e8, &d)) BAD("a rate >= 1");
+            if (!d11_parse_double(val, 1, 1e8, &d)) BAD("a rate >= 1");
             b->cap_start = d;
         } else if (!strcmp(name, "--cap-factor")) {
-            if (!parse_double(val, 1.01, 100, &d)) BAD("a factor in [1.01, 100]");
+            if (!d11_parse_double(val, 1.01, 100, &d)) BAD("a factor in [1.01, 100]");
             b->cap_factor = d;
         } else if (!strcmp(name, "--cap-step")) {
-            if (!parse_double(val, 0.5, 3600, &d)) BAD("seconds in [0.5, 3600]");
+            if (!d11_parse_double(val, 0.5, 3600, &d)) BAD("seconds in [0.5, 3600]");
             b->cap_step_s = d;
         } else if (!strcmp(name, "--cap-max-steps")) {
             if (!parse_int(val, 1, 100, &u)) BAD("1..100");

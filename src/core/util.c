@@ -10,6 +10,7 @@
 #include <stdatomic.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -395,4 +396,14 @@ int d11_parse_u64(const char *s, size_t n, uint64_t max, uint64_t *out)
     if (v > max) return -ERANGE;
     *out = v;
     return 0;
+}
+
+bool d11_parse_double(const char *s, double lo, double hi, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !isfinite(v) || v < lo || v > hi) return false;
+    *out = v;
+    return true;
 }

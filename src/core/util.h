@@ -104,6 +104,8 @@ void d11_hex(const uint8_t *in, size_t n, char *out);
 
 /* Strict decimal parsing of s[0..n): digits only, no sign/space; -ERANGE above max. */
 int d11_parse_u64(const char *s, size_t n, uint64_t max, uint64_t *out);
+/* A whole NUL-terminated string as a finite double in [lo, hi] (command-line flags). */
+bool d11_parse_double(const char *s, double lo, double hi, double *out);
 
 /* FNV-1a 64-bit hash (hash tables; not for security). */
 static inline uint64_t d11_hash64(const void *p, size_t n, uint64_t seed)

@@ -287,7 +287,10 @@ void gw_products_saw_order(gw_thread *t, const char *body, size_t n)
         k += sizeof key - 1;
         const char *ke = memchr(k, '"', (size_t)(end - k));
         if (!ke) break;
-        if (ke > k) bump(ev, k, (size_t)(ke - k));
+        /* only the product's bucket: the listing pages keep their own 1-s bound (dropping
+         * them on every order would empty the listing cache exactly during a sale) */
+        if (ke > k)
+            atomic_fetch_add_explicit(&ev->pc_gen[sku_hash(k, (size_t)(ke - k)) % GW_PC_GEN_N], 1, memory_order_acq_rel);
         q = ke + 1;
     }
 }

@@ -84,16 +84,6 @@ static int usage_err(const char *what, const char *val)
     return 2;
 }
 
-static bool num(const char *s, double lo, double hi, double *out)
-{
-    char *e;
-    errno = 0;
-    double v = strtod(s, &e);
-    if (errno || e == s || *e || !isfinite(v) || v < lo || v > hi) return false;
-    *out = v;
-    return true;
-}
-
 static int parse_args(d11_rh_opts *o, int argc, char **argv)
 {
     const char *url = NULL, *token = NULL, *token_file = NULL, *stages = NULL, *faults = NULL;
@@ -114,7 +104,7 @@ static int parse_args(d11_rh_opts *o, int argc, char **argv)
         if (strncmp(a, "--", 2) != 0) return usage_err("unexpected argument", a);
         if (i + 1 >= argc) return usage_err("a value is needed after", a);
         const char *val = argv[++i];
-#define NUM(lo, hi) do { if (!num(val, lo, hi, &v)) return usage_err(a, val); } while (0)
+#define NUM(lo, hi) do { if (!d11_parse_double(val, lo, hi, &v)) return usage_err(a, val); } while (0)
         if (!strcmp(a, "--url")) url = val;
         else if (!strcmp(a, "--token")) token = val;
         else if (!strcmp(a, "--token-file")) token_file = val;

@@ -14,18 +14,13 @@
 #include <stdlib.h>
 
 #include "../core/util.h"
+#include "sqlite_util.h"
 
 struct d11_center_outbox {
     sqlite3      *db;
     sqlite3_stmt *page, *head, *pruned, *oldest; /* NULL until the tables exist */
 };
 
-static sqlite3_stmt *prep(sqlite3 *db, const char *sql)
-{
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) return NULL;
-    return st;
-}
 
 int d11_center_outbox_open(const char *path, d11_center_outbox **out)
 {
@@ -57,12 +52,12 @@ static bool ready(d11_center_outbox *r)
 {
     if (r->page && r->head && r->pruned && r->oldest) return true;
     if (!r->page)
-        r->page = prep(r->db, "SELECT event_id, type, sku, trace_id, payload, created_at FROM center_outbox"
+        r->page = d11_sqlite_try_prepare(r->db, "SELECT event_id, type, sku, trace_id, payload, created_at FROM center_outbox"
                               " WHERE event_id > ? ORDER BY event_id LIMIT ?");
-    if (!r->head) r->head = prep(r->db, "SELECT max(event_id) FROM center_outbox");
-    if (!r->pruned) r->pruned = prep(r->db, "SELECT through FROM center_outbox_pruned WHERE id = 1");
+    if (!r->head) r->head = d11_sqlite_try_prepare(r->db, "SELECT max(event_id) FROM center_outbox");
+    if (!r->pruned) r->pruned = d11_sqlite_try_prepare(r->db, "SELECT through FROM center_outbox_pruned WHERE id = 1");
     if (!r->oldest)
-        r->oldest = prep(r->db, "SELECT event_id, created_at FROM center_outbox WHERE event_id > ?"
+        r->oldest = d11_sqlite_try_prepare(r->db, "SELECT event_id, created_at FROM center_outbox WHERE event_id > ?"
                                 " ORDER BY event_id LIMIT ?");
     return r->page && r->head && r->pruned && r->oldest;
 }

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 
 #include "../core/util.h"
+#include "sqlite_util.h"
 
 struct d11_outbox_reader {
     sqlite3      *db;
@@ -18,12 +19,6 @@ struct d11_outbox_reader {
     sqlite3_stmt *pruned; /* NULL while the table does not exist (no retention ran yet) */
 };
 
-static sqlite3_stmt *prep(sqlite3 *db, const char *sql)
-{
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) return NULL;
-    return st;
-}
 
 int d11_outbox_reader_open(const char *path, d11_outbox_reader **out)
 {
@@ -42,9 +37,9 @@ int d11_outbox_reader_open(const char *path, d11_outbox_reader **out)
             "SELECT event_id, created_at FROM outbox WHERE event_id > ? ORDER BY event_id LIMIT ?",
             "SELECT event_id, created_at FROM shadow_outbox WHERE event_id > ? ORDER BY event_id LIMIT ?"};
         for (int i = 0; i < 2; i++) {
-            r->page[i] = prep(r->db, pg[i]);
-            r->head[i] = prep(r->db, hd[i]);
-            r->oldest[i] = prep(r->db, od[i]);
+            r->page[i] = d11_sqlite_try_prepare(r->db, pg[i]);
+            r->head[i] = d11_sqlite_try_prepare(r->db, hd[i]);
+            r->oldest[i] = d11_sqlite_try_prepare(r->db, od[i]);
             if (!r->page[i] || !r->head[i] || !r->oldest[i]) rc = SQLITE_ERROR;
         }
     }
@@ -79,7 +74,7 @@ int d11_outbox_bounds(d11_outbox_reader *r, int shadow, uint64_t *head, uint64_t
     if (rc == SQLITE_ROW) *head = (uint64_t)sqlite3_column_int64(st, 0);
     sqlite3_reset(st);
     if (rc != SQLITE_ROW) return D11_ESTORE;
-    if (!r->pruned) r->pruned = prep(r->db, "SELECT through FROM outbox_pruned WHERE shadow = ?");
+    if (!r->pruned) r->pruned = d11_sqlite_try_prepare(r->db, "SELECT through FROM outbox_pruned WHERE shadow = ?");
     if (r->pruned) {
         sqlite3_bind_int(r->pruned, 1, shadow);
         if (sqlite3_step(r->pruned) == SQLITE_ROW) *pruned = (uint64_t)sqlite3_column_int64(r->pruned, 0);

@@ -94,3 +94,10 @@ int d11_sqlite_sync(sqlite3 *db)
     close(fd);
     return rc;
 }
+
+sqlite3_stmt *d11_sqlite_try_prepare(sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) return NULL;
+    return st;
+}

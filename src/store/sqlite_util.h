@@ -30,6 +30,8 @@ int d11_sqlite_open_ro(const char *path, sqlite3 **out);
 int d11_sqlite_exec(sqlite3 *db, const char *sql);
 /* Prepare a persistent statement or die (statements are fixed at build time). */
 sqlite3_stmt *d11_sqlite_prepare(sqlite3 *db, const char *sql);
+/* Prepare, or NULL (a read-only reader whose tables may not exist yet). */
+sqlite3_stmt *d11_sqlite_try_prepare(sqlite3 *db, const char *sql);
 /* fsync the WAL (async mode). 0 or -errno. */
 int d11_sqlite_sync(sqlite3 *db);
 /* Step a statement expecting SQLITE_DONE, then reset it. 0 or D11_ESTORE. */
