@@ -14,7 +14,7 @@ const char *const gw_brk_state_names[3] = {"closed", "open", "half_open"};
 
 void gw_breaker_cfg_default(gw_breaker_cfg *c)
 {
-    *c = (gw_breaker_cfg){.window_ms = 1000, .min_calls = 10, .slow_ms = 1000, .slow_ratio_pct = 80,
+    *c = (gw_breaker_cfg){.window_ms = 5000, .min_calls = 10, .slow_ms = 1000, .slow_ratio_pct = 80,
                           .error_ratio_pct = 50, .error_count = 0, .open_ms = 2000};
 }
 

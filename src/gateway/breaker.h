@@ -34,7 +34,7 @@ enum { GW_BRK_CLOSED = 0, GW_BRK_OPEN = 1, GW_BRK_HALF_OPEN = 2 };
 extern const char *const gw_brk_state_names[3];
 
 typedef struct gw_breaker_cfg {
-    int64_t window_ms;       /* sliding counting window (default 1000; >= GW_BRK_SLOTS) */
+    int64_t window_ms;       /* sliding counting window (default 5000; >= GW_BRK_SLOTS) */
     int64_t min_calls;       /* calls in the window before it may open (default 10) */
     int64_t slow_ms;         /* a call this slow counts as slow (default 1000) */
     int64_t slow_ratio_pct;  /* 1..100; 0 = off (default 80) */
