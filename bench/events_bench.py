@@ -8,6 +8,12 @@ events_bench.py — the cost of events out, and commit -> webhook latency (bench
   python3 bench/events_bench.py latency [RATE] [SECONDS]   commit -> webhook delivery p50/p99
   python3 bench/events_bench.py latency-nginx [RATE] [SECONDS]   the same with nginx as the receiver
 
+  D11_BENCH_PIN=1: d11 on CPU 0, the load generator and nats-server on CPU 1 (taskset), so
+  that the relay's cost is d11's own (the broker and the client run elsewhere in production).
+  `cost` also prints the CPU of d11's processes (and nats-server's) per order, from /proc.
+  D11_BENCH_RATE=R: `cost` runs open loop at R orders/s instead of closed loop (CPU per
+  order at a fixed rate: the relay's cost without the throughput feedback).
+
 Starts its own `bin/d11 up` (2 cells, durability sync) on a temporary data dir and port,
 drives it with `bin/d11 bench`, and stops everything it started by PID. The webhook
 receiver is a Python HTTP/1.1 server in this process (it acknowledges at once); latency
@@ -27,6 +33,9 @@ import time
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+PIN = os.environ.get("D11_BENCH_PIN") == "1"
+D11_CPU = ["taskset", "-c", "0"] if PIN else []
+AUX_CPU = ["taskset", "-c", "1"] if PIN else []
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 D11 = os.path.join(ROOT, "bin", "d11")
 
@@ -44,7 +53,7 @@ class Up:
         self.data = tempfile.mkdtemp(prefix="d11evb.")
         self.port = free_port()
         self.log = open(os.path.join(self.data, "up.log"), "w")
-        self.proc = subprocess.Popen([D11, "up", "--data", self.data, "--listen", "127.0.0.1:%d" % self.port,
+        self.proc = subprocess.Popen(D11_CPU + [D11, "up", "--data", self.data, "--listen", "127.0.0.1:%d" % self.port,
                                       "--cells", "2", "--durability", "sync"] + list(extra),
                                      stdout=self.log, stderr=self.log)
         tok = os.path.join(self.data, "admin.token")
@@ -76,7 +85,7 @@ class Up:
         return b[i:b.index(b'"', i)].decode(), b.count(b'{"id":') >= 1000
 
     def bench(self, *args):
-        out = subprocess.run([D11, "bench", "--url", "http://127.0.0.1:%d" % self.port, "--token", self.token,
+        out = subprocess.run(AUX_CPU + [D11, "bench", "--url", "http://127.0.0.1:%d" % self.port, "--token", self.token,
                               "--setup", "--mix", "order=1", "--skus", "100", "--hot-sku-share", "0"] + list(args),
                              capture_output=True, text=True, timeout=600).stdout
         m = re.search(r"2xx ([0-9.]+)/s", out)
@@ -148,7 +157,7 @@ class Nats:
     def __init__(self):
         self.dir = tempfile.mkdtemp(prefix="d11evnats.")
         self.port = free_port()
-        self.proc = subprocess.Popen(["nats-server", "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", self.dir],
+        self.proc = subprocess.Popen(AUX_CPU + ["nats-server", "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", self.dir],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.5)
         self.url = "nats://127.0.0.1:%d" % self.port
@@ -156,6 +165,27 @@ class Nats:
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(10)
+
+
+def cpu_ticks(root):
+    """utime + stime (clock ticks, every thread) of root and all its descendants."""
+    kids, ticks = {}, {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            st = open("/proc/%s/stat" % d).read()
+        except OSError:
+            continue
+        f = st[st.rindex(")") + 2:].split()
+        kids.setdefault(int(f[1]), []).append(int(d))
+        ticks[int(d)] = int(f[11]) + int(f[12])
+    total, todo = 0, [root]
+    while todo:
+        p = todo.pop()
+        total += ticks.get(p, 0)
+        todo += kids.get(p, [])
+    return total
 
 
 def metric_lines(up, prefix):
@@ -226,16 +256,23 @@ def cost(seconds, rounds, modes=("off", "on")):
                 up.call("POST", "/admin/webhooks", body)
             if use_consumer:
                 threading.Thread(target=consumer, args=(up, stop), daemon=True).start()
-            out, rate = up.bench("--connections", "64", "--duration", str(seconds))
+            c0, n0 = cpu_ticks(up.proc.pid), cpu_ticks(nats.proc.pid) if nats else 0
+            fixed = ["--rate", os.environ["D11_BENCH_RATE"]] if os.environ.get("D11_BENCH_RATE") else []
+            out, rate = up.bench("--connections", "64", "--duration", str(seconds), *fixed)
+            c1, n1 = cpu_ticks(up.proc.pid), cpu_ticks(nats.proc.pid) if nats else 0
             stop.set()
             res[mode].append(rate)
-            extra = ""
+            hz = os.sysconf("SC_CLK_TCK")
+            orders = (rate or 0) * seconds
+            extra = " d11 CPU %.1f us/order" % ((c1 - c0) / hz * 1e6 / max(1, orders))
+            if nats:
+                extra += ", nats-server %.1f us/order" % ((n1 - n0) / hz * 1e6 / max(1, orders))
             if rcv:
                 wh = up.call("GET", "/admin/webhooks")["webhooks"][0]
-                extra = " (webhook delivered %d so far)" % wh["delivered"]
+                extra += " (webhook delivered %d so far)" % wh["delivered"]
                 rcv.stop()
             if nats:
-                extra = " (%s)" % metric_lines(up, "d11_nats_published_total")[0]
+                extra += " (%s)" % metric_lines(up, "d11_nats_published_total")[0]
             print("round %d %s: %s orders/s%s" % (r + 1, mode, rate, extra), flush=True)
             up.stop()
             if nats:

@@ -17,44 +17,58 @@
 #include "../rpc/conn.h"
 #include "cell.h"
 
-/* The digits of "key":<digits> or the hex of "key":"<hex>" in payload; n = 0 when absent. */
-static d11_str field(const char *p, size_t pn, const char *key, bool quoted)
+/* The digits of "key":<digits> or the hex of "key":"<hex>" in payload; n = 0 when absent.
+ * memmem: the payload is a few hundred bytes and this runs for every event read. */
+static d11_str field(const char *p, size_t pn, const char *key, size_t kn, bool quoted)
 {
-    size_t kn = strlen(key);
-    for (size_t i = 0; i + kn + 3 < pn; i++) {
-        if (p[i] != '"' || memcmp(p + i + 1, key, kn) != 0 || p[i + 1 + kn] != '"' || p[i + 2 + kn] != ':') continue;
-        size_t s = i + 3 + kn;
-        if (quoted) {
-            if (s >= pn || p[s] != '"') return (d11_str){"", 0};
-            s++;
-        }
-        size_t e = s;
-        while (e < pn && ((p[e] >= '0' && p[e] <= '9') || (p[e] >= 'a' && p[e] <= 'f'))) e++;
-        return (d11_str){p + s, e - s};
+    const char *k = memmem(p, pn, key, kn); /* key = "\"name\":" */
+    if (!k) return (d11_str){"", 0};
+    size_t s = (size_t)(k - p) + kn;
+    if (quoted) {
+        if (s >= pn || p[s] != '"') return (d11_str){"", 0};
+        s++;
     }
-    return (d11_str){"", 0};
+    size_t e = s;
+    while (e < pn && ((p[e] >= '0' && p[e] <= '9') || (p[e] >= 'a' && p[e] <= 'f'))) e++;
+    return (d11_str){p + s, e - s};
 }
 
+#define PUTS(b, lit) d11_buf_append((b), (lit), sizeof(lit) - 1)
+
+/* Hand-formatted (no printf): this is the per-event cost of every consumer's read. */
 void d11_cell_event_render(d11_buf *b, int cell_id, int shadow, const d11_outbox_event *e)
 {
-    d11_buf_printf(b, "{\"id\":\"%d-%s%llu\",\"type\":", cell_id, shadow ? "s-" : "", (unsigned long long)e->event_id);
+    PUTS(b, "{\"id\":\"");
+    d11_buf_u64(b, (uint64_t)cell_id);
+    if (shadow) PUTS(b, "-s-");
+    else PUTS(b, "-");
+    d11_buf_u64(b, e->event_id);
+    PUTS(b, "\",\"type\":");
     d11_buf_json_str(b, e->type, e->type_n);
-    d11_buf_printf(b, ",\"order_id\":\"%llu\",\"user_id\":", (unsigned long long)e->order_id);
-    d11_str u = field(e->payload, e->payload_n, "user_id", false);
+    PUTS(b, ",\"order_id\":\"");
+    d11_buf_u64(b, e->order_id);
+    PUTS(b, "\",\"user_id\":");
+    d11_str u = field(e->payload, e->payload_n, "\"user_id\":", 10, false);
     if (u.n) d11_buf_append(b, u.p, u.n);
-    else d11_buf_puts(b, "null");
-    d11_buf_printf(b, ",\"cell\":%d,\"at\":%lld,\"trace_id\":", cell_id, (long long)e->created_at);
-    d11_str tr = field(e->payload, e->payload_n, "trace_id", true);
+    else PUTS(b, "null");
+    PUTS(b, ",\"cell\":");
+    d11_buf_u64(b, (uint64_t)cell_id);
+    PUTS(b, ",\"at\":");
+    if (e->created_at < 0) PUTS(b, "-"); /* cannot happen: commit times are wall-clock ms */
+    d11_buf_u64(b, (uint64_t)(e->created_at < 0 ? -e->created_at : e->created_at));
+    PUTS(b, ",\"trace_id\":");
+    d11_str tr = field(e->payload, e->payload_n, "\"trace_id\":", 11, true);
     if (tr.n == 32) {
-        d11_buf_puts(b, "\"");
+        PUTS(b, "\"");
         d11_buf_append(b, tr.p, tr.n);
-        d11_buf_puts(b, "\"");
+        PUTS(b, "\"");
     } else {
-        d11_buf_puts(b, "null");
+        PUTS(b, "null");
     }
-    d11_buf_printf(b, ",\"stress\":%s,\"data\":", shadow ? "true" : "false");
+    if (shadow) PUTS(b, ",\"stress\":true,\"data\":");
+    else PUTS(b, ",\"stress\":false,\"data\":");
     d11_buf_append(b, e->payload, e->payload_n);
-    d11_buf_puts(b, "}");
+    PUTS(b, "}");
 }
 
 typedef struct page_ctx {
@@ -66,9 +80,13 @@ static int on_event(void *ctx, const d11_outbox_event *e)
 {
     page_ctx *pc = ctx;
     if (e->payload_n + e->type_n + 200 > D11_EVENT_JSON_BYTES_MAX) return D11_ETOOBIG; /* cannot happen: bounded payload */
-    d11_buf_printf(pc->body, "%llu %lld ", (unsigned long long)e->event_id, (long long)e->created_at);
+    d11_buf_u64(pc->body, e->event_id);
+    PUTS(pc->body, " ");
+    if (e->created_at < 0) PUTS(pc->body, "-"); /* cannot happen: commit times are wall-clock ms */
+    d11_buf_u64(pc->body, (uint64_t)(e->created_at < 0 ? -e->created_at : e->created_at));
+    PUTS(pc->body, " ");
     d11_cell_event_render(pc->body, pc->cell, pc->shadow, e);
-    d11_buf_puts(pc->body, "\n");
+    PUTS(pc->body, "\n");
     return 0;
 }
 

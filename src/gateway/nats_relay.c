@@ -1,18 +1,31 @@
 /*
  * nats_relay.c — the NATS JetStream relay thread (nats_relay.h).
  *
- * Round, per stream: GET a page after the stream's committed position; publish every
- * event with js_PublishMsgAsync; js_PublishAsyncComplete (bounded wait); only when it
- * returns OK and the publish-error handler counted nothing new, store the page's `next`
- * as the new position (DATA/consumers/nats.events|nats.stress, atomic rename). Otherwise
- * the pending list is dropped and the same page is published again after
- * D11_NATS_RETRY_MS: a message the broker did get is a duplicate it discards by its
- * Nats-Msg-Id. The connection reconnects by itself (libnats); while NATS is down the
- * rounds fail and the position waits.
+ * Round, per stream: GET a page after the stream's committed position and publish it as
+ * ONE acknowledged batch (fast path): every event but the last is a plain NATS message on
+ * its subject (JetStream stores it because the stream listens there; no reply, no ack),
+ * the last one is a JetStream publish that waits for its ack and carries
+ * Nats-Expected-Last-Sequence = lseq + k - 1, where lseq is the stream's last sequence
+ * before the page. The broker stores the messages of one connection in order and checks
+ * that header before storing the last one, so an ack (not a duplicate) proves that all k
+ * events are in the stream, in order, each once: the position then advances to the page's
+ * `next` (DATA/consumers/nats.events|nats.stress, atomic rename) and lseq to the ack's
+ * sequence. This costs the broker and libnats one ack per page instead of one per event.
+ * Any other outcome (wrong last sequence: a message was lost, or a re-publish after a
+ * crash was dropped as a duplicate; a timeout; a duplicate ack) falls back to the careful
+ * path for that page: every event with js_PublishMsgAsync and its own ack, then
+ * js_PublishAsyncComplete (bounded wait); messages the broker already has are discarded
+ * by their Nats-Msg-Id. After the careful path lseq is read again from the stream's info.
+ * If that fails too, the pending list is dropped and the page is published again after
+ * D11_NATS_RETRY_MS. The connection reconnects by itself (libnats); while NATS is down the
+ * rounds fail and the position waits. Assumption (docs/events.md): this relay is the only
+ * publisher on the streams' subjects; another one only sends pages down the careful path.
+ * The stress stream, usually empty, is read at most every D11_NATS_STRESS_IDLE_MS while
+ * its last read found nothing.
  * Spans: every event that carries a trace id is an event.publish span (core/otlp.h,
- * messaging.system "nats", destination its subject) from its js_PublishMsgAsync to the end
- * of the round's js_PublishAsyncComplete — an acked round exports them (head-sampled by the
- * trace id at --trace-ratio), a failed one exports them as errors (always kept).
+ * messaging.system "nats", destination its subject) from its publish to the end of the
+ * round's ack — an acked round exports them (head-sampled by the trace id at
+ * --trace-ratio), a failed one exports them as errors (always kept).
  * Thread: the relay's own (libnats runs its own I/O threads behind the connection).
  */
 #include "nats_relay.h"
@@ -35,9 +48,8 @@ const int gw_nats_lat_le_ms[GW_NATS_LAT_BUCKETS - 1] = {1,  2,   3,   5,   7,   
 /* The event's top-level "at" (it comes before "data"); 0 when absent. */
 static int64_t event_at(const char *ev, size_t n)
 {
-    for (size_t i = 0; i + 6 < n; i++)
-        if (!memcmp(ev + i, ",\"at\":", 6)) return strtoll(ev + i + 6, NULL, 10);
-    return 0;
+    const char *p = memmem(ev, n, ",\"at\":", 6);
+    return p && (size_t)(p - ev) + 6 < n ? strtoll(p + 6, NULL, 10) : 0;
 }
 
 static void record_latency(gw_nats *n, int64_t ms)
@@ -66,6 +78,11 @@ typedef struct relay {
     uint32_t        spans[D11_NATS_PAGE][2];
     d11_span        pub[D11_NATS_PAGE]; /* the round's event.publish spans ... */
     bool            traced[D11_NATS_PAGE]; /* ... where the event has a trace id */
+    uint64_t        lseq[2];    /* the stream's last sequence (valid when lseq_ok) */
+    bool            lseq_ok[2];
+    int64_t         stress_next_ms; /* the stress stream is read again from then on */
+    int64_t         saved_ms[2];    /* when cur[sh] was last stored */
+    bool            dirty[2];       /* cur[sh] is ahead of the stored position */
 } relay;
 
 /* The round is over (ok: acked): end and hand over its event.publish spans. */
@@ -98,6 +115,7 @@ static void disconnect(relay *r)
     if (r->nc) natsConnection_Destroy(r->nc);
     r->js = NULL;
     r->nc = NULL;
+    r->lseq_ok[0] = r->lseq_ok[1] = false;
     atomic_store(&r->g->nats.connected, 0);
 }
 
@@ -107,6 +125,8 @@ static int ensure_stream(relay *r, int sh)
     jsErrCode jerr = 0;
     natsStatus s = js_GetStreamInfo(&si, r->js, stream_name[sh], NULL, &jerr);
     if (s == NATS_OK) {
+        r->lseq[sh] = si->State.LastSeq;
+        r->lseq_ok[sh] = true;
         jsStreamInfo_Destroy(si);
         return 0;
     }
@@ -119,7 +139,11 @@ static int ensure_stream(relay *r, int sh)
     cfg.SubjectsLen = 1;
     cfg.Storage = js_FileStorage;
     s = js_AddStream(&si, r->js, &cfg, NULL, &jerr);
-    if (s == NATS_OK) jsStreamInfo_Destroy(si);
+    if (s == NATS_OK) {
+        r->lseq[sh] = si->State.LastSeq;
+        r->lseq_ok[sh] = true;
+        jsStreamInfo_Destroy(si);
+    }
     if (s != NATS_OK) d11_warn("nats: cannot create stream %s: %s", stream_name[sh], natsStatus_GetText(s));
     return s == NATS_OK ? 0 : -1;
 }
@@ -133,6 +157,7 @@ static int connect_js(relay *r)
     natsOptions_SetAllowReconnect(o, true);
     natsOptions_SetMaxReconnect(o, -1);
     natsOptions_SetReconnectWait(o, 200);
+    natsOptions_SetIOBufSize(o, D11_NATS_IOBUF_BYTES);
     natsStatus s = natsConnection_Connect(&r->nc, o);
     natsOptions_Destroy(o);
     if (s != NATS_OK) {
@@ -177,6 +202,129 @@ static int save_cursor(relay *r, int sh)
     return d11_write_file_atomic(path, line, (size_t)n, 0600);
 }
 
+/* The NATS message of event i of the page (subject, Nats-Msg-Id header); NULL on a
+ * malformed event (skipped: the cell renders every event with both fields) or no memory. */
+static natsMsg *make_msg(relay *r, int sh, const char *body, int i, bool *skip)
+{
+    const char *ev = body + r->spans[i][0];
+    size_t len = r->spans[i][1];
+    char id[48], type[48], subj[128];
+    *skip = false;
+    r->traced[i] = false;
+    if (d11_json_find_str(ev, len, "id", id, sizeof id) < 0 || d11_json_find_str(ev, len, "type", type, sizeof type) < 0) {
+        *skip = true;
+        return NULL;
+    }
+    /* subject <prefix><type>.<cell> (the id's part before '-'; the center's is "center") */
+    const char *dash = strchr(id, '-');
+    size_t pn = strlen(subj_prefix[sh]), tn = strlen(type), cn = dash ? (size_t)(dash - id) : 1;
+    D11_ASSERT(pn + tn + 1 + cn < sizeof subj); /* 11 + 47 + 1 + 47 < 128 */
+    memcpy(subj, subj_prefix[sh], pn);
+    memcpy(subj + pn, type, tn);
+    subj[pn + tn] = '.';
+    memcpy(subj + pn + tn + 1, dash ? id : "0", cn);
+    subj[pn + tn + 1 + cn] = 0;
+    r->traced[i] = r->g->otlp.on && d11_span_open_event(&r->pub[i], ev, len, "nats", subj);
+    natsMsg *m = NULL;
+    if (natsMsg_Create(&m, subj, NULL, ev, (int)len) != NATS_OK) return NULL;
+    if (natsMsgHeader_Set(m, "Nats-Msg-Id", id) != NATS_OK) {
+        natsMsg_Destroy(m);
+        return NULL;
+    }
+    return m;
+}
+
+/* Fast path (file comment): k-1 plain messages, the last acknowledged with the expected
+ * last sequence. true: all k are stored (lseq advanced). false: the careful path must run. */
+static bool publish_batched(relay *r, int sh, const char *body, int k)
+{
+    if (!r->lseq_ok[sh]) return false;
+    natsMsg *held = NULL; /* the newest message: plain if another follows, else the acked last */
+    uint64_t cnt = 0;
+    for (int i = 0; i < k; i++) {
+        bool skip;
+        natsMsg *m = make_msg(r, sh, body, i, &skip);
+        if (skip) continue;
+        if (!m) {
+            natsMsg_Destroy(held);
+            return false;
+        }
+        if (held) {
+            natsStatus s = natsConnection_PublishMsg(r->nc, held);
+            natsMsg_Destroy(held);
+            if (s != NATS_OK) {
+                natsMsg_Destroy(m);
+                return false;
+            }
+        }
+        held = m;
+        cnt++;
+    }
+    if (!held) return true; /* every event was skipped: nothing to publish */
+    jsPubOptions po;
+    jsPubOptions_Init(&po);
+    po.MaxWait = D11_NATS_ACK_WAIT_MS;
+    po.ExpectLastSeq = r->lseq[sh] + cnt - 1; /* 0 (= unchecked) only for a lone event on an empty stream */
+    jsPubAck *pa = NULL;
+    jsErrCode jerr = 0;
+    natsStatus s = js_PublishMsg(&pa, r->js, held, &po, &jerr);
+    natsMsg_Destroy(held);
+    bool ok = s == NATS_OK && pa && !pa->Duplicate && pa->Sequence == r->lseq[sh] + cnt;
+    if (ok) r->lseq[sh] = pa->Sequence;
+    else r->lseq_ok[sh] = false;
+    if (pa) jsPubAck_Destroy(pa);
+    return ok;
+}
+
+/* Careful path: every event with its own ack; lseq is unknown afterwards. */
+static bool publish_each(relay *r, int sh, const char *body, int k)
+{
+    gw_nats *n = &r->g->nats;
+    uint64_t fail0 = atomic_load(&n->failures);
+    bool ok = true;
+    r->lseq_ok[sh] = false;
+    for (int i = 0; i < k && ok; i++) {
+        bool skip;
+        natsMsg *m = make_msg(r, sh, body, i, &skip);
+        if (skip) continue;
+        ok = m && js_PublishMsgAsync(r->js, &m, NULL) == NATS_OK;
+        natsMsg_Destroy(m); /* no effect when the library took it */
+    }
+    jsPubOptions po;
+    jsPubOptions_Init(&po);
+    po.MaxWait = D11_NATS_ACK_WAIT_MS;
+    if (ok) ok = js_PublishAsyncComplete(r->js, &po) == NATS_OK;
+    if (!ok || atomic_load(&n->failures) != fail0) {
+        natsMsgList pending;
+        if (js_PublishAsyncGetPendingList(&pending, r->js) == NATS_OK) natsMsgList_Destroy(&pending);
+        return false;
+    }
+    return true;
+}
+
+static bool publish_page(relay *r, int sh, const char *body, int k)
+{
+    if (publish_batched(r, sh, body, k)) return true;
+    atomic_fetch_add(&r->g->nats.careful_pages, 1);
+    if (!publish_each(r, sh, body, k)) return false;
+    ensure_stream(r, sh); /* lseq again; a failure leaves lseq_ok false: the next page is careful too */
+    return true;
+}
+
+/* Store cur[sh] (fsynced, atomic rename). Between stores the stored position lags by at
+ * most D11_NATS_SAVE_MS of acknowledged pages: after a crash they are published again and
+ * the broker drops them by Nats-Msg-Id (its duplicate window, 2 min by default, is far
+ * longer); an idle round always stores, so a caught-up relay's stored position is exact. */
+static void store_position(relay *r, int sh)
+{
+    if (save_cursor(r, sh) < 0) {
+        d11_warn("nats: cannot store the relay position");
+        return;
+    }
+    r->dirty[sh] = false;
+    r->saved_ms[sh] = d11_mono_ms();
+}
+
 /* One round of stream sh: 1 = a full page went out (more may wait), 0 = caught up or
  * failed (sleep before the next round). */
 static int round_once(relay *r, int sh)
@@ -189,39 +337,20 @@ static int round_once(relay *r, int sh)
     const char *body = r->self.body.data;
     int k = gw_split_events(body, r->self.body.len, r->spans, D11_NATS_PAGE, r->next, sizeof r->next);
     if (k < 0) return 0;
+    if (k == 0 && sh == 1) r->stress_next_ms = d11_mono_ms() + D11_NATS_STRESS_IDLE_MS;
     if (k == 0) {
         if (strcmp(r->next, r->cur[sh]) != 0) {
             snprintf(r->cur[sh], sizeof r->cur[sh], "%s", r->next);
-            save_cursor(r, sh);
+            r->dirty[sh] = true;
         }
+        if (r->dirty[sh]) store_position(r, sh); /* caught up: the stored position catches up too */
         return 0;
     }
     if (d11_fault_trip(D11_FP_RELAY_PUBLISH)) return atomic_fetch_add(&n->failures, 1), -1; /* chaos (core/fault.h) */
     atomic_fetch_add(&n->rounds, 1);
-    uint64_t fail0 = atomic_load(&n->failures);
-    bool ok = true;
-    for (int i = 0; i < k && ok; i++) {
-        const char *ev = body + r->spans[i][0];
-        size_t len = r->spans[i][1];
-        char id[48], type[48], subj[128];
-        if (d11_json_find_str(ev, len, "id", id, sizeof id) < 0 || d11_json_find_str(ev, len, "type", type, sizeof type) < 0)
-            continue;
-        const char *cell = strchr(id, '-');
-        snprintf(subj, sizeof subj, "%s%s.%.*s", subj_prefix[sh], type, cell ? (int)(cell - id) : 1, cell ? id : "0");
-        r->traced[i] = r->g->otlp.on && d11_span_open_event(&r->pub[i], ev, len, "nats", subj);
-        natsMsg *m = NULL;
-        ok = natsMsg_Create(&m, subj, NULL, ev, (int)len) == NATS_OK && natsMsgHeader_Set(m, "Nats-Msg-Id", id) == NATS_OK &&
-             js_PublishMsgAsync(r->js, &m, NULL) == NATS_OK;
-        natsMsg_Destroy(m); /* no effect when the library took it */
-    }
-    jsPubOptions po;
-    jsPubOptions_Init(&po);
-    po.MaxWait = D11_NATS_ACK_WAIT_MS;
-    if (ok) ok = js_PublishAsyncComplete(r->js, &po) == NATS_OK;
-    if (!ok || atomic_load(&n->failures) != fail0) {
-        natsMsgList pending;
-        if (js_PublishAsyncGetPendingList(&pending, r->js) == NATS_OK) natsMsgList_Destroy(&pending);
-        atomic_fetch_add(&n->failures, ok ? 0 : 1);
+    bool ok = publish_page(r, sh, body, k);
+    if (!ok) {
+        atomic_fetch_add(&n->failures, 1);
         end_spans(r, k, false);
         return -1;
     }
@@ -230,7 +359,8 @@ static int round_once(relay *r, int sh)
     int64_t now = d11_wall_ms();
     for (int i = 0; i < k; i++) record_latency(n, now - event_at(body + r->spans[i][0], r->spans[i][1]));
     snprintf(r->cur[sh], sizeof r->cur[sh], "%s", r->next);
-    if (save_cursor(r, sh) < 0) d11_warn("nats: cannot store the relay position");
+    r->dirty[sh] = true;
+    if (d11_mono_ms() - r->saved_ms[sh] >= D11_NATS_SAVE_MS) store_position(r, sh);
     return k == D11_NATS_PAGE;
 }
 
@@ -257,6 +387,7 @@ static void *relay_main(void *arg)
         }
         int busy = 0, failed = 0;
         for (int sh = 0; sh < 2; sh++) {
+            if (sh == 1 && d11_mono_ms() < r->stress_next_ms) continue;
             int rc = round_once(r, sh);
             if (rc > 0) busy = 1;
             if (rc < 0) failed = 1;
@@ -268,6 +399,8 @@ static void *relay_main(void *arg)
             nap(n, D11_HOOK_IDLE_MS);
         }
     }
+    for (int sh = 0; sh < 2; sh++)
+        if (r->dirty[sh]) store_position(r, sh);
     disconnect(r);
     if (r->self_ok) d11_httpc_release(&r->self);
     free(r);
@@ -304,9 +437,11 @@ void gw_nats_metrics(gw_nats *n, d11_buf *b)
                    "# HELP d11_nats_published_total Events acknowledged by JetStream.\n"
                    "# TYPE d11_nats_published_total counter\nd11_nats_published_total %llu\n"
                    "# HELP d11_nats_publish_failures_total Failed publishes or rounds (re-published).\n"
-                   "# TYPE d11_nats_publish_failures_total counter\nd11_nats_publish_failures_total %llu\n",
+                   "# TYPE d11_nats_publish_failures_total counter\nd11_nats_publish_failures_total %llu\n"
+                   "# HELP d11_nats_careful_pages_total Pages published with one ack per event (the batch check failed).\n"
+                   "# TYPE d11_nats_careful_pages_total counter\nd11_nats_careful_pages_total %llu\n",
                    atomic_load(&n->connected), (unsigned long long)atomic_load(&n->published),
-                   (unsigned long long)atomic_load(&n->failures));
+                   (unsigned long long)atomic_load(&n->failures), (unsigned long long)atomic_load(&n->careful_pages));
     d11_buf_puts(b, "# HELP d11_nats_ack_latency_seconds From an event's commit (its `at`) to JetStream's ack.\n"
                     "# TYPE d11_nats_ack_latency_seconds histogram\n");
     uint64_t cum = 0;

@@ -26,6 +26,9 @@ struct gw;
 #define D11_NATS_PAGE        500   /* events published per acknowledged round */
 #define D11_NATS_ACK_WAIT_MS 5000  /* a round not fully acknowledged by then is re-published */
 #define D11_NATS_RETRY_MS    500   /* reconnect / re-publish backoff */
+#define D11_NATS_IOBUF_BYTES (256 * 1024) /* libnats write buffer: a page goes out in few writes */
+#define D11_NATS_SAVE_MS     200   /* the stored position lags the acked one by at most this */
+#define D11_NATS_STRESS_IDLE_MS 100 /* an empty stress stream is read again after this */
 
 #define GW_NATS_LAT_BUCKETS 21
 /* commit -> JetStream ack latency histogram upper bounds (ms); the last is +Inf */
@@ -36,7 +39,7 @@ typedef struct gw_nats {
     bool             started;
     _Atomic int      stop;
     _Atomic int      connected;
-    _Atomic uint64_t published, failures, rounds;
+    _Atomic uint64_t published, failures, rounds, careful_pages;
     _Atomic uint64_t lat[GW_NATS_LAT_BUCKETS]; /* event `at` -> ack, per bucket */
     _Atomic uint64_t lat_sum_ms;
 } gw_nats;

@@ -562,6 +562,65 @@ def test_nats_relay_outage_and_crash_exactly_one_message_per_event():
         nats.stop()
 
 
+def _connz(nats):
+    with urllib.request.urlopen("http://127.0.0.1:%d/connz" % nats.mon, timeout=2) as r:
+        return json.loads(r.read())["connections"] or []
+
+
+def _foreign_publish(nats, subject, payload=b"x"):
+    """One plain NATS message from another connection (raw protocol: CONNECT, PUB, PING)."""
+    import socket
+    s = socket.create_connection(("127.0.0.1", nats.port), timeout=5)
+    try:
+        s.recv(4096)  # INFO
+        s.sendall(b'CONNECT {"verbose":false}\r\nPUB %s %d\r\n%s\r\nPING\r\n' % (subject.encode(), len(payload), payload))
+        buf = b""
+        while b"PONG" not in buf:
+            buf += s.recv(4096)
+    finally:
+        s.close()
+
+
+@timeout(90)
+def test_nats_relay_one_ack_per_page_and_the_careful_path():
+    """The relay publishes a page as plain messages + one acknowledged last message that
+    expects the stream's last sequence (nats_relay.c): far fewer acks than events. When a
+    message of another publisher moves the stream's sequence, the check fails, the page
+    goes the careful way (one ack per event) and still lands exactly once."""
+    _need_nats()
+    nats = NatsServer().start()
+    try:
+        with Platform(cells=2, extra_args=["--nats", "nats://127.0.0.1:%d" % nats.port]) as p, Checks() as ck:
+            c = p.client()
+            expect(c.create_product("NB", stock=100000, price=100), 201)
+            users = spread_users(16, base=91)
+            load = OrderLoad(p.port, p.admin_token, users, [("NB", 1)], nthreads=4, max_requests=300,
+                             deadline_s=60).start()
+            ledger = load.join()
+            ck.true(len(ledger.orders) >= 1000, "%d orders placed" % len(ledger.orders))
+            evs, _ = read_all(c, products=True)
+            poll(lambda: nats.messages("D11_EVENTS") == len(evs), 30, "every event in D11_EVENTS (%d)" % len(evs))
+            ck.eq(_metric(c, "d11_nats_careful_pages_total"), 0.0, "no page needed the careful path")
+            # the relay's connection got one ack per page (plus a few API replies), not one per event
+            relay = [x for x in _connz(nats) if x.get("in_msgs", 0) >= len(evs)]
+            ck.eq(len(relay), 1, "one connection published the events")
+            if relay:
+                ck.true(relay[0]["out_msgs"] * 10 < len(evs),
+                        "acks to the relay %d for %d events" % (relay[0]["out_msgs"], len(evs)))
+            # another publisher moves the stream's last sequence: the next page's check fails
+            _foreign_publish(nats, "d11.events.foreign.9")
+            more = OrderLoad(p.port, p.admin_token, users, [("NB", 1)], nthreads=2, max_requests=100,
+                             deadline_s=60).start().join()
+            ck.true(len(more.orders) >= 150, "%d more orders" % len(more.orders))
+            evs2, _ = read_all(c, products=True)
+            poll(lambda: nats.messages("D11_EVENTS") == len(evs2) + 1, 30,
+                 "every event exactly once, plus the foreign message (%d)" % (len(evs2) + 1))
+            ck.true(_metric(c, "d11_nats_careful_pages_total") >= 1, "the page after it went the careful way")
+            ck.eq(len({e["id"] for e in evs2}), len(evs2), "event ids distinct")
+    finally:
+        nats.stop()
+
+
 def _center(events):
     return [e for e in events if e["id"].startswith("center-")]
 
