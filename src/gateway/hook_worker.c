@@ -117,8 +117,11 @@ int gw_split_events(const char *b, size_t n, uint32_t (*spans)[2], int max, char
     for (; i < n; i++) {
         char c = b[i];
         if (str) {
-            if (c == '\\') i++;
-            else if (c == '"') str = false;
+            /* jump to the next quote or backslash (memchr is vectorised; events are mostly strings) */
+            const char *q = memchr(b + i, '"', n - i), *bs = memchr(b + i, '\\', q ? (size_t)(q - (b + i)) : n - i);
+            if (bs) i = (size_t)(bs - b) + 1; /* skip the escaped character */
+            else if (q) i = (size_t)(q - b), str = false;
+            else i = n;
             continue;
         }
         if (c == '"') str = true;

@@ -202,6 +202,24 @@ static int save_cursor(relay *r, int sh)
     return d11_write_file_atomic(path, line, (size_t)n, 0600);
 }
 
+/* The two leading fields of an event as the cells and the center render it:
+ * {"id":"<id>","type":"<type>",... (no escapes in either); false: another shape. */
+static bool lead_fields(const char *ev, size_t n, char *id, size_t idcap, char *type, size_t tcap)
+{
+    static const char a[] = "{\"id\":\"", b[] = "\",\"type\":\"";
+    if (n < sizeof a - 1 || memcmp(ev, a, sizeof a - 1) != 0) return false;
+    const char *s = ev + sizeof a - 1, *end = ev + n;
+    const char *q = memchr(s, '"', (size_t)(end - s));
+    if (!q || (size_t)(q - s) >= idcap || (size_t)(end - q) < sizeof b - 1 || memcmp(q, b, sizeof b - 1) != 0) return false;
+    const char *t = q + sizeof b - 1, *q2 = memchr(t, '"', (size_t)(end - t));
+    if (!q2 || (size_t)(q2 - t) >= tcap || memchr(s, '\\', (size_t)(q2 - s))) return false;
+    memcpy(id, s, (size_t)(q - s));
+    id[q - s] = 0;
+    memcpy(type, t, (size_t)(q2 - t));
+    type[q2 - t] = 0;
+    return true;
+}
+
 /* The NATS message of event i of the page (subject, Nats-Msg-Id header); NULL on a
  * malformed event (skipped: the cell renders every event with both fields) or no memory. */
 static natsMsg *make_msg(relay *r, int sh, const char *body, int i, bool *skip)
@@ -211,7 +229,8 @@ static natsMsg *make_msg(relay *r, int sh, const char *body, int i, bool *skip)
     char id[48], type[48], subj[128];
     *skip = false;
     r->traced[i] = false;
-    if (d11_json_find_str(ev, len, "id", id, sizeof id) < 0 || d11_json_find_str(ev, len, "type", type, sizeof type) < 0) {
+    if (!lead_fields(ev, len, id, sizeof id, type, sizeof type) &&
+        (d11_json_find_str(ev, len, "id", id, sizeof id) < 0 || d11_json_find_str(ev, len, "type", type, sizeof type) < 0)) {
         *skip = true;
         return NULL;
     }

@@ -9,6 +9,7 @@
 
 #include "cell/events_read.h"
 #include "gateway/events.h"
+#include "gateway/webhooks.h"
 #include "check.h"
 
 static void test_cursor(void)
@@ -86,8 +87,33 @@ static void test_cursor_center(void)
     d11_buf_free(&b);
 }
 
+/* gw_split_events: one span per top-level event object, whatever its strings hold
+ * (escaped quotes and backslashes, braces and brackets inside strings, nested objects). */
+static void test_split(void)
+{
+    static const char page[] =
+        "{\"events\":[{\"id\":\"0-1\",\"data\":{\"t\":\"a\\\"}]{\"}},"
+        "{\"id\":\"1-2\",\"data\":{\"t\":\"b\\\\\",\"n\":[1,{\"x\":2}]}},"
+        "{\"id\":\"0-3\",\"data\":{}}],\"next\":\"e1.3.2\"}";
+    uint32_t sp[8][2];
+    char next[32];
+    int k = gw_split_events(page, sizeof page - 1, sp, 8, next, sizeof next);
+    CHECKF(k == 3, "%d events", k);
+    CHECK(!strcmp(next, "e1.3.2"));
+    static const char *want[3] = {"{\"id\":\"0-1\",\"data\":{\"t\":\"a\\\"}]{\"}}",
+                                  "{\"id\":\"1-2\",\"data\":{\"t\":\"b\\\\\",\"n\":[1,{\"x\":2}]}}",
+                                  "{\"id\":\"0-3\",\"data\":{}}"};
+    for (int i = 0; i < 3 && i < k; i++)
+        CHECKF(sp[i][1] == strlen(want[i]) && !memcmp(page + sp[i][0], want[i], sp[i][1]), "event %d: %.*s", i,
+               (int)sp[i][1], page + sp[i][0]);
+    CHECK(gw_split_events(page, sizeof page - 1, sp, 2, next, sizeof next) < 0); /* more than max */
+    static const char cut[] = "{\"events\":[{\"id\":\"0-1\",\"data\":\"unterminated";
+    CHECK(gw_split_events(cut, sizeof cut - 1, sp, 8, next, sizeof next) < 0);
+}
+
 int main(void)
 {
+    test_split();
     test_cursor();
     test_cursor_center();
     test_render();
