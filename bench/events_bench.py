@@ -280,6 +280,12 @@ def cost(seconds, rounds, modes=("off", "on")):
     for k, v in res.items():
         v = [x for x in v if x]
         print("%s: median %.0f orders/s over %d runs %s" % (k, sorted(v)[len(v) // 2], len(v), v))
+    base = modes[0]
+    for k in modes[1:]:  # runs of one round are adjacent in time: their ratio cancels the machine's drift
+        r = sorted(b / a for a, b in zip(res[base], res[k]) if a and b)
+        if r:
+            print("%s / %s: median of %d per-round ratios %.3f (%s)" % (k, base, len(r), r[len(r) // 2],
+                                                                   ", ".join("%.2f" % x for x in r)))
 
 
 def latency_nginx(rate, seconds):

@@ -39,18 +39,13 @@
 #include <unistd.h>
 
 #include "../bench/httpc.h"
+#include "evsrc.h"
+#include "events.h"
 #include "../core/fault.h"
 #include "gw.h"
 
 const int gw_nats_lat_le_ms[GW_NATS_LAT_BUCKETS - 1] = {1,  2,   3,   5,   7,   10,  15,   20,   30,   50,
                                                         75, 100, 150, 200, 300, 500, 750, 1000, 2000, 5000};
-
-/* The event's top-level "at" (it comes before "data"); 0 when absent. */
-static int64_t event_at(const char *ev, size_t n)
-{
-    const char *p = memmem(ev, n, ",\"at\":", 6);
-    return p && (size_t)(p - ev) + 6 < n ? strtoll(p + 6, NULL, 10) : 0;
-}
 
 static void record_latency(gw_nats *n, int64_t ms)
 {
@@ -68,13 +63,13 @@ static const char *const consumer_name[2] = {"nats.events", "nats.stress"};
 
 typedef struct relay {
     struct gw      *g;
-    d11_httpc       self;
-    bool            self_ok;
-    char            auth[64 + D11_TOKEN_BYTES_MAX];
+    gw_evsrc        src;      /* private connections to the parts (evsrc.h) */
+    unsigned        ncells;   /* cells of the routing table (the center's; cfg.cells until known) */
+    int64_t         routing_next_ms;
+    int64_t         at[D11_NATS_PAGE]; /* the page's commit times (latency histogram) */
     natsConnection *nc;
     jsCtx          *js;
     char            cur[2][D11_HOOK_CURSOR_BYTES_MAX + 1];
-    char            next[D11_HOOK_CURSOR_BYTES_MAX + 1];
     uint32_t        spans[D11_NATS_PAGE][2];
     d11_span        pub[D11_NATS_PAGE]; /* the round's event.publish spans ... */
     bool            traced[D11_NATS_PAGE]; /* ... where the event has a trace id */
@@ -344,31 +339,41 @@ static void store_position(relay *r, int sh)
     r->saved_ms[sh] = d11_mono_ms();
 }
 
-/* One round of stream sh: 1 = a full page went out (more may wait), 0 = caught up or
- * failed (sleep before the next round). */
-static int round_once(relay *r, int sh)
+/* Publish one part's reply body (EVENTS_READ lines) and advance pos[part]: 1 = a full
+ * page went out, 0 = fewer (or none), -1 = the publish failed (position unchanged). */
+static int part_round(relay *r, int sh, int part, const char *b, size_t bn, uint64_t pos[D11_CELLS_MAX], bool *moved)
 {
     gw_nats *n = &r->g->nats;
-    char q[D11_HOOK_CURSOR_BYTES_MAX + 64], hdrs[sizeof r->auth + 32];
-    snprintf(q, sizeof q, "/v1/events?limit=%d%s%s", D11_NATS_PAGE, r->cur[sh][0] ? "&after=" : "", r->cur[sh]);
-    snprintf(hdrs, sizeof hdrs, "%s%s", r->auth, sh ? "X-D11-Stress: 1\r\n" : "");
-    if (d11_httpc_do(&r->self, "GET", q, hdrs, NULL, 0) < 0 || r->self.status != 200) return 0;
-    const char *body = r->self.body.data;
-    int k = gw_split_events(body, r->self.body.len, r->spans, D11_NATS_PAGE, r->next, sizeof r->next);
-    if (k < 0) return 0;
-    if (k == 0 && sh == 1) r->stress_next_ms = d11_mono_ms() + D11_NATS_STRESS_IDLE_MS;
+    const char *q = b, *end = b + bn, *nl = memchr(b, '\n', bn);
+    unsigned long long head = 0, pruned = 0;
+    if (!nl || sscanf(b, "%llu %llu", &head, &pruned) != 2) return 0; /* malformed: the part is skipped */
+    q = nl + 1;
+    int k = 0;
+    uint64_t last = pos[part];
+    while (q < end && k < D11_NATS_PAGE) {
+        nl = memchr(q, '\n', (size_t)(end - q));
+        if (!nl) break;
+        char *e1, *e2;
+        uint64_t id = strtoull(q, &e1, 10);
+        int64_t at = e1 < nl && *e1 == ' ' ? strtoll(e1 + 1, &e2, 10) : 0;
+        if (e1 >= nl || *e1 != ' ' || e2 >= nl || *e2 != ' ' || id <= last) break; /* cannot happen: the cell's own format */
+        r->spans[k][0] = (uint32_t)(e2 + 1 - b);
+        r->spans[k][1] = (uint32_t)(nl - (e2 + 1));
+        r->at[k] = at;
+        last = id;
+        k++;
+        q = nl + 1;
+    }
     if (k == 0) {
-        if (strcmp(r->next, r->cur[sh]) != 0) {
-            snprintf(r->cur[sh], sizeof r->cur[sh], "%s", r->next);
-            r->dirty[sh] = true;
+        if (head > pos[part]) { /* nothing after pos, yet the head is above it: all pruned */
+            pos[part] = head;
+            *moved = true;
         }
-        if (r->dirty[sh]) store_position(r, sh); /* caught up: the stored position catches up too */
         return 0;
     }
     if (d11_fault_trip(D11_FP_RELAY_PUBLISH)) return atomic_fetch_add(&n->failures, 1), -1; /* chaos (core/fault.h) */
     atomic_fetch_add(&n->rounds, 1);
-    bool ok = publish_page(r, sh, body, k);
-    if (!ok) {
+    if (!publish_page(r, sh, b, k)) {
         atomic_fetch_add(&n->failures, 1);
         end_spans(r, k, false);
         return -1;
@@ -376,11 +381,72 @@ static int round_once(relay *r, int sh)
     end_spans(r, k, true);
     atomic_fetch_add(&n->published, (uint64_t)k);
     int64_t now = d11_wall_ms();
-    for (int i = 0; i < k; i++) record_latency(n, now - event_at(body + r->spans[i][0], r->spans[i][1]));
-    snprintf(r->cur[sh], sizeof r->cur[sh], "%s", r->next);
-    r->dirty[sh] = true;
-    if (d11_mono_ms() - r->saved_ms[sh] >= D11_NATS_SAVE_MS) store_position(r, sh);
+    for (int i = 0; i < k; i++) record_latency(n, now - r->at[i]);
+    pos[part] = last;
+    *moved = true;
     return k == D11_NATS_PAGE;
+}
+
+/* One round of stream sh: every part (each cell of the routing table, and the center for
+ * the real stream) is read after its own position and published on its own — the events
+ * of one order live in one cell, so per-part order is per-order order and no merge is
+ * needed. 1 = some part had a full page (more may wait), 0 = caught up, -1 = a publish
+ * failed (sleep before the next round). A part that is down is skipped (its position
+ * waits); a part answering 410 (events the relay never published were pruned: someone
+ * removed its cursor) is read again from its oldest event, with a warning. */
+static int round_once(relay *r, int sh)
+{
+    int64_t now = d11_mono_ms();
+    if (now >= r->routing_next_ms) {
+        unsigned nc;
+        if (gw_evsrc_ncells(&r->src, &nc) == 0 && nc >= 1 && nc <= D11_CELLS_MAX) r->ncells = nc;
+        r->routing_next_ms = now + D11_NATS_ROUTING_MS;
+    }
+    uint64_t pos[D11_CELLS_MAX];
+    int shadow = sh;
+    if (r->cur[sh][0] && (gw_cursor_decode(r->cur[sh], strlen(r->cur[sh]), &shadow, pos) < 0 || shadow != sh)) {
+        d11_warn("nats: stored relay position %s is not a %s cursor: starting from the oldest events", r->cur[sh],
+                 sh ? "stress" : "real");
+        r->cur[sh][0] = 0;
+    }
+    if (!r->cur[sh][0]) memset(pos, 0, sizeof pos);
+    int ncells = (int)r->ncells, busy = 0;
+    bool moved = false;
+    for (int part = 0; part < D11_CELLS_MAX; part++) {
+        bool center = part == GW_EV_CENTER && sh == 0 && ncells < D11_CELLS_MAX;
+        if (part >= ncells && !center) continue;
+        int status;
+        const char *b;
+        size_t bn;
+        if (gw_evsrc_read(&r->src, center ? GW_UP_CENTER : gw_up_cell(part), sh, pos[part], D11_NATS_PAGE, &status, &b,
+                          &bn) < 0)
+            continue;
+        if (status == 410) {
+            d11_warn("nats: %.*s: publishing from the oldest kept event", (int)(bn > 200 ? 200 : bn), b);
+            pos[part] = 0;
+            moved = true;
+            continue;
+        }
+        if (status != 200) continue;
+        int rc = part_round(r, sh, part, b, bn, pos, &moved);
+        if (rc < 0) {
+            busy = -1;
+            break;
+        }
+        if (rc > 0) busy = 1;
+    }
+    if (moved) {
+        d11_buf c;
+        d11_buf_init(&c, 64);
+        gw_cursor_encode(&c, sh, pos, ncells);
+        snprintf(r->cur[sh], sizeof r->cur[sh], "%.*s", (int)c.len, c.data);
+        d11_buf_free(&c);
+        r->dirty[sh] = true;
+    }
+    if (sh == 1 && busy == 0 && !moved) r->stress_next_ms = d11_mono_ms() + D11_NATS_STRESS_IDLE_MS;
+    /* the stored position: at most D11_NATS_SAVE_MS behind; exact once caught up */
+    if (r->dirty[sh] && (busy == 0 || d11_mono_ms() - r->saved_ms[sh] >= D11_NATS_SAVE_MS)) store_position(r, sh);
+    return busy;
 }
 
 static void nap(gw_nats *n, int ms)
@@ -395,11 +461,6 @@ static void *relay_main(void *arg)
     load_cursor(r, 0);
     load_cursor(r, 1);
     while (!atomic_load(&n->stop)) {
-        if (!r->self_ok) r->self_ok = gw_self_client(r->g, &r->self, r->auth, sizeof r->auth);
-        if (!r->self_ok) {
-            nap(n, 100);
-            continue;
-        }
         if (!r->js && connect_js(r) < 0) {
             nap(n, D11_NATS_RETRY_MS);
             continue;
@@ -415,13 +476,13 @@ static void *relay_main(void *arg)
             if (natsConnection_IsClosed(r->nc)) disconnect(r);
             nap(n, D11_NATS_RETRY_MS);
         } else if (!busy) {
-            nap(n, D11_HOOK_IDLE_MS);
+            nap(n, D11_NATS_IDLE_MS);
         }
     }
     for (int sh = 0; sh < 2; sh++)
         if (r->dirty[sh]) store_position(r, sh);
     disconnect(r);
-    if (r->self_ok) d11_httpc_release(&r->self);
+    gw_evsrc_close(&r->src);
     free(r);
     return NULL;
 }
@@ -432,7 +493,10 @@ int gw_nats_start(struct gw *g)
     relay *r = calloc(1, sizeof *r);
     if (!r) return -ENOMEM;
     r->g = g;
+    gw_evsrc_init(&r->src, g);
+    r->ncells = (unsigned)g->cfg.cells;
     if (pthread_create(&g->nats.th, NULL, relay_main, r) != 0) {
+        gw_evsrc_close(&r->src);
         free(r);
         return -EAGAIN;
     }

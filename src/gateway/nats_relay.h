@@ -23,11 +23,15 @@
 
 struct gw;
 
-#define D11_NATS_PAGE        500   /* events published per acknowledged round */
+#define D11_NATS_PAGE        1000  /* events published per acknowledged round (= D11_EVENTS_LIMIT_MAX) */
+#define D11_NATS_IDLE_MS     25    /* pause after a round that was not full: fewer, larger rounds.
+                                      Measured (bench/RESULTS.md §9): 10 ms cost ~8% more order
+                                      throughput than 25-30 ms; latency grows by ~half the pause */
 #define D11_NATS_ACK_WAIT_MS 5000  /* a round not fully acknowledged by then is re-published */
 #define D11_NATS_RETRY_MS    500   /* reconnect / re-publish backoff */
 #define D11_NATS_IOBUF_BYTES (256 * 1024) /* libnats write buffer: a page goes out in few writes */
 #define D11_NATS_SAVE_MS     200   /* the stored position lags the acked one by at most this */
+#define D11_NATS_ROUTING_MS  5000  /* the routing table (how many cells) is asked again after this */
 #define D11_NATS_STRESS_IDLE_MS 100 /* an empty stress stream is read again after this */
 
 #define GW_NATS_LAT_BUCKETS 21
