@@ -188,6 +188,36 @@ def cpu_ticks(root):
     return total
 
 
+def thread_ticks(root):
+    """utime + stime per thread name (comm) over root and its descendants: d11 names its
+    threads (d11-gw, d11-relay and the libnats threads it starts, d11-events, d11-store...)."""
+    kids, out = {}, {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                st = open("/proc/%s/stat" % d).read()
+            except OSError:
+                continue
+            kids.setdefault(int(st[st.rindex(")") + 2:].split()[1]), []).append(int(d))
+    todo = [root]
+    while todo:
+        p = todo.pop()
+        todo += kids.get(p, [])
+        try:
+            tasks = os.listdir("/proc/%d/task" % p)
+        except OSError:
+            continue
+        for t in tasks:
+            try:
+                st = open("/proc/%d/task/%s/stat" % (p, t)).read()
+            except OSError:
+                continue
+            comm = st[st.index("(") + 1:st.rindex(")")]
+            f = st[st.rindex(")") + 2:].split()
+            out[comm] = out.get(comm, 0) + int(f[11]) + int(f[12])
+    return out
+
+
 def metric_lines(up, prefix):
     req = urllib.request.Request("http://127.0.0.1:%d/metrics" % up.port)
     with urllib.request.urlopen(req, timeout=10) as r:
@@ -241,6 +271,7 @@ MODES = {
 
 def cost(seconds, rounds, modes=("off", "on")):
     res = {m: [] for m in modes}
+    threads = {}
     for r in range(rounds):
         for mode in modes:
             nats = Nats() if mode == "nats" else None
@@ -257,14 +288,19 @@ def cost(seconds, rounds, modes=("off", "on")):
             if use_consumer:
                 threading.Thread(target=consumer, args=(up, stop), daemon=True).start()
             c0, n0 = cpu_ticks(up.proc.pid), cpu_ticks(nats.proc.pid) if nats else 0
+            t0 = thread_ticks(up.proc.pid)
             fixed = ["--rate", os.environ["D11_BENCH_RATE"]] if os.environ.get("D11_BENCH_RATE") else []
             out, rate = up.bench("--connections", "64", "--duration", str(seconds), *fixed)
             c1, n1 = cpu_ticks(up.proc.pid), cpu_ticks(nats.proc.pid) if nats else 0
+            t1 = thread_ticks(up.proc.pid)
             stop.set()
             res[mode].append(rate)
             hz = os.sysconf("SC_CLK_TCK")
             orders = (rate or 0) * seconds
             extra = " d11 CPU %.1f us/order" % ((c1 - c0) / hz * 1e6 / max(1, orders))
+            per = {k: (t1.get(k, 0) - t0.get(k, 0)) / hz * 1e6 / max(1, orders) for k in t1}
+            threads.setdefault(mode, []).append(per)
+            extra += " [%s]" % ", ".join("%s %.1f" % (k, v) for k, v in sorted(per.items()) if v >= 0.05)
             if nats:
                 extra += ", nats-server %.1f us/order" % ((n1 - n0) / hz * 1e6 / max(1, orders))
             if rcv:
@@ -280,6 +316,11 @@ def cost(seconds, rounds, modes=("off", "on")):
     for k, v in res.items():
         v = [x for x in v if x]
         print("%s: median %.0f orders/s over %d runs %s" % (k, sorted(v)[len(v) // 2], len(v), v))
+    for k, runs in threads.items():  # median CPU per order of each thread name
+        names = sorted({n for r in runs for n in r})
+        med = {n: sorted(r.get(n, 0) for r in runs)[len(runs) // 2] for n in names}
+        print("%s: median us of CPU per order by thread: %s" % (k, ", ".join("%s %.2f" % (n, v) for n, v in med.items()
+                                                                                if v >= 0.05)))
     base = modes[0]
     for k in modes[1:]:  # runs of one round are adjacent in time: their ratio cancels the machine's drift
         r = sorted(b / a for a, b in zip(res[base], res[k]) if a and b)

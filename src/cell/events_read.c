@@ -16,6 +16,7 @@
 
 #include "../rpc/conn.h"
 #include "cell.h"
+#include "events_cache.h"
 
 /* The digits of "key":<digits> or the hex of "key":"<hex>" in payload; n = 0 when absent.
  * memmem: the payload is a few hundred bytes and this runs for every event read. */
@@ -72,14 +73,16 @@ void d11_cell_event_render(d11_buf *b, int cell_id, int shadow, const d11_outbox
 }
 
 typedef struct page_ctx {
-    d11_buf *body;
-    int      cell, shadow;
+    d11_buf      *body;
+    int           cell, shadow;
+    cell_evcache *cache; /* NULL: the lines are not kept */
 } page_ctx;
 
 static int on_event(void *ctx, const d11_outbox_event *e)
 {
     page_ctx *pc = ctx;
     if (e->payload_n + e->type_n + 200 > D11_EVENT_JSON_BYTES_MAX) return D11_ETOOBIG; /* cannot happen: bounded payload */
+    size_t start = pc->body->len;
     d11_buf_u64(pc->body, e->event_id);
     PUTS(pc->body, " ");
     if (e->created_at < 0) PUTS(pc->body, "-"); /* cannot happen: commit times are wall-clock ms */
@@ -87,10 +90,12 @@ static int on_event(void *ctx, const d11_outbox_event *e)
     PUTS(pc->body, " ");
     d11_cell_event_render(pc->body, pc->cell, pc->shadow, e);
     PUTS(pc->body, "\n");
+    if (pc->cache) cell_evcache_add(pc->cache, e->event_id, pc->body->data + start, pc->body->len - start);
     return 0;
 }
 
-void d11_cell_events_reply(d11_outbox_reader *r, int cell_id, const d11_frame *f, d11_buf *body, d11_buf *frame)
+void d11_cell_events_reply(d11_outbox_reader *r, cell_evcache cache[2], int cell_id, const d11_frame *f, d11_buf *body,
+                           d11_buf *frame)
 {
     d11_msg_events_read m;
     d11_buf_reset(body);
@@ -114,8 +119,18 @@ void d11_cell_events_reply(d11_outbox_reader *r, int cell_id, const d11_frame *f
         return;
     }
     d11_buf_printf(body, "%llu %llu\n", (unsigned long long)head, (unsigned long long)pruned);
-    page_ctx pc = {body, cell_id, m.shadow};
-    int n = d11_outbox_read(r, m.shadow, m.after, m.limit, on_event, &pc);
+    /* the newest events were most likely rendered for another consumer already
+     * (events_cache.h): serve those lines, read and render only what follows them */
+    cell_evcache *ec = cache ? &cache[m.shadow] : NULL;
+    uint64_t after = m.after;
+    uint32_t got = 0;
+    if (ec && cell_evcache_covers(ec, after)) got = cell_evcache_get(ec, after, m.limit, body, &after);
+    else if (ec) cell_evcache_reset(ec); /* the rows read now start a new run */
+    int n = 0;
+    if (got < m.limit) {
+        page_ctx pc = {body, cell_id, m.shadow, ec && (ec->n == 0 || cell_evcache_ends_at(ec, after)) ? ec : NULL};
+        n = d11_outbox_read(r, m.shadow, after, m.limit - got, on_event, &pc);
+    }
     if (n < 0) {
         static const char msg[] = "the outbox cannot be read";
         d11_reply_enc(frame, &f->hdr, 503, "unavailable", msg, sizeof msg - 1);

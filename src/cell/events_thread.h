@@ -22,6 +22,7 @@
 #include "../rpc/conn.h"
 #include "../rpc/wire.h"
 #include "../store/outbox_read.h"
+#include "events_cache.h"
 
 #define D11_EVENTS_QUEUE_MAX 256 /* EVENTS_READ requests waiting for the reader thread */
 
@@ -37,6 +38,7 @@ typedef struct cell_evthread {
     uint32_t           nin;
     d11_buf            out;      /* finished replies: u32 peer, u32 len, frame */
     d11_buf            body, frame, work; /* the thread's scratch */
+    cell_evcache       cache[2];          /* rendered lines per stream (events_cache.h) */
 } cell_evthread;
 
 /* Start the thread over r (owned by it from now on). 0 or -errno. */

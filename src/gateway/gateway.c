@@ -23,6 +23,7 @@
 #include "products.h"
 #include "sale.h"
 
+#include <pthread.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -130,6 +131,7 @@ static void hook_up_flush_last(d11_loop *l, void *data)
 
 static void *thread_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "d11-gw"); /* top -H, perf, /proc: who spends what */
     gw_thread *t = arg;
     d11_timer_start(&t->loop, &t->sweep, GW_SWEEP_MS, GW_SWEEP_MS, on_sweep, t);
     if (t->id == 0) d11_timer_start(&t->loop, &t->sale_timer, GW_SALE_MS, GW_SALE_MS, on_sale_timer, t);

@@ -20,6 +20,7 @@
  */
 #include "webhooks.h"
 
+#include <pthread.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -372,6 +373,7 @@ static void sync_registry(hw *w, int64_t now, bool force_save)
 
 static void *worker_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "d11-hooks"); /* top -H, perf, /proc: who spends what */
     hw *w = arg;
     while (!atomic_load(&w->g->hooks.stop)) {
         int64_t now = d11_mono_ms();

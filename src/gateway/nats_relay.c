@@ -30,6 +30,7 @@
  */
 #include "nats_relay.h"
 
+#include <pthread.h>
 #include <errno.h>
 #include <nats/nats.h>
 #include <stdio.h>
@@ -456,6 +457,7 @@ static void nap(gw_nats *n, int ms)
 
 static void *relay_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "d11-relay"); /* top -H, perf, /proc: who spends what */
     relay *r = arg;
     gw_nats *n = &r->g->nats;
     load_cursor(r, 0);

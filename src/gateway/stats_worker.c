@@ -20,6 +20,7 @@
  */
 #include "stats.h"
 
+#include <pthread.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <fcntl.h>
@@ -427,6 +428,7 @@ static bool ready(sw *w)
 
 static void *stats_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "d11-stats"); /* top -H, perf, /proc: who spends what */
     sw *w = arg;
     gw_stats *s = w->s;
     while (!atomic_load(&s->stop)) {
