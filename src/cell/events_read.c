@@ -18,58 +18,110 @@
 #include "cell.h"
 #include "events_cache.h"
 
-/* The digits of "key":<digits> or the hex of "key":"<hex>" in payload; n = 0 when absent.
- * memmem: the payload is a few hundred bytes and this runs for every event read. */
-static d11_str field(const char *p, size_t pn, const char *key, size_t kn, bool quoted)
+/* The digits of "key":<digits> in payload; n = 0 when absent. The key is among the first
+ * fields (batch.c d11__op_outbox), so memmem stops early. */
+static d11_str field(const char *p, size_t pn, const char *key, size_t kn)
 {
     const char *k = memmem(p, pn, key, kn); /* key = "\"name\":" */
     if (!k) return (d11_str){"", 0};
-    size_t s = (size_t)(k - p) + kn;
-    if (quoted) {
-        if (s >= pn || p[s] != '"') return (d11_str){"", 0};
-        s++;
-    }
-    size_t e = s;
-    while (e < pn && ((p[e] >= '0' && p[e] <= '9') || (p[e] >= 'a' && p[e] <= 'f'))) e++;
+    size_t s = (size_t)(k - p) + kn, e = s;
+    while (e < pn && p[e] >= '0' && p[e] <= '9') e++;
     return (d11_str){p + s, e - s};
 }
 
-#define PUTS(b, lit) d11_buf_append((b), (lit), sizeof(lit) - 1)
+/* The trace id: the payload's LAST field when present (batch.c writes it last):
+ * ...,"trace_id":"<32 hex>"} — a tail check, no scan. */
+static d11_str trace_of(const char *p, size_t pn)
+{
+    static const char key[] = ",\"trace_id\":\"";
+    const size_t kn = sizeof key - 1, need = kn + 32 + 2;
+    if (pn < need || memcmp(p + pn - need, key, kn) != 0 || memcmp(p + pn - 2, "\"}", 2) != 0) return (d11_str){"", 0};
+    return (d11_str){p + pn - 34, 32};
+}
 
-/* Hand-formatted (no printf): this is the per-event cost of every consumer's read. */
+/* Append the decimal digits of v at w; returns the end. Two digits per step. */
+static char *put_u64(char *w, uint64_t v)
+{
+    static const char pairs[201] = "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+                                   "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+                                   "8081828384858687888990919293949596979899";
+    char tmp[20];
+    int n = 20;
+    while (v >= 100) {
+        unsigned r = (unsigned)(v % 100);
+        v /= 100;
+        tmp[--n] = pairs[2 * r + 1];
+        tmp[--n] = pairs[2 * r];
+    }
+    if (v >= 10) {
+        tmp[--n] = pairs[2 * v + 1];
+        tmp[--n] = pairs[2 * v];
+    } else {
+        tmp[--n] = (char)('0' + v);
+    }
+    memcpy(w, tmp + n, (size_t)(20 - n));
+    return w + (20 - n);
+}
+
+#define PUT(w, lit) (memcpy((w), (lit), sizeof(lit) - 1), (w) += sizeof(lit) - 1)
+
+/* Hand-formatted into one reservation (no printf, no per-field calls): this is the
+ * per-event cost of reading the outbox. The type is a fixed name of ours (no escapes
+ * needed); anything else goes through the JSON escaper. */
 void d11_cell_event_render(d11_buf *b, int cell_id, int shadow, const d11_outbox_event *e)
 {
-    PUTS(b, "{\"id\":\"");
-    d11_buf_u64(b, (uint64_t)cell_id);
-    if (shadow) PUTS(b, "-s-");
-    else PUTS(b, "-");
-    d11_buf_u64(b, e->event_id);
-    PUTS(b, "\",\"type\":");
-    d11_buf_json_str(b, e->type, e->type_n);
-    PUTS(b, ",\"order_id\":\"");
-    d11_buf_u64(b, e->order_id);
-    PUTS(b, "\",\"user_id\":");
-    d11_str u = field(e->payload, e->payload_n, "\"user_id\":", 10, false);
-    if (u.n) d11_buf_append(b, u.p, u.n);
-    else PUTS(b, "null");
-    PUTS(b, ",\"cell\":");
-    d11_buf_u64(b, (uint64_t)cell_id);
-    PUTS(b, ",\"at\":");
-    if (e->created_at < 0) PUTS(b, "-"); /* cannot happen: commit times are wall-clock ms */
-    d11_buf_u64(b, (uint64_t)(e->created_at < 0 ? -e->created_at : e->created_at));
-    PUTS(b, ",\"trace_id\":");
-    d11_str tr = field(e->payload, e->payload_n, "\"trace_id\":", 11, true);
-    if (tr.n == 32) {
-        PUTS(b, "\"");
-        d11_buf_append(b, tr.p, tr.n);
-        PUTS(b, "\"");
+    bool plain = true;
+    for (size_t i = 0; i < e->type_n; i++)
+        if (e->type[i] == '"' || e->type[i] == '\\' || (unsigned char)e->type[i] < 0x20) plain = false;
+    d11_str u = field(e->payload, e->payload_n, "\"user_id\":", 10), tr = trace_of(e->payload, e->payload_n);
+    d11_buf_reserve(b, 320 + 6 * e->type_n + e->payload_n); /* fixed parts < 260 bytes */
+    char *w = b->data + b->len;
+    PUT(w, "{\"id\":\"");
+    w = put_u64(w, (uint64_t)cell_id);
+    if (shadow) PUT(w, "-s-");
+    else PUT(w, "-");
+    w = put_u64(w, e->event_id);
+    PUT(w, "\",\"type\":");
+    if (plain) {
+        *w++ = '"';
+        memcpy(w, e->type, e->type_n);
+        w += e->type_n;
+        *w++ = '"';
     } else {
-        PUTS(b, "null");
+        b->len = (size_t)(w - b->data);
+        d11_buf_json_str(b, e->type, e->type_n);
+        w = b->data + b->len;
     }
-    if (shadow) PUTS(b, ",\"stress\":true,\"data\":");
-    else PUTS(b, ",\"stress\":false,\"data\":");
-    d11_buf_append(b, e->payload, e->payload_n);
-    PUTS(b, "}");
+    PUT(w, ",\"order_id\":\"");
+    w = put_u64(w, e->order_id);
+    PUT(w, "\",\"user_id\":");
+    if (u.n && u.n <= 20) {
+        memcpy(w, u.p, u.n);
+        w += u.n;
+    } else {
+        PUT(w, "null");
+    }
+    PUT(w, ",\"cell\":");
+    w = put_u64(w, (uint64_t)cell_id);
+    PUT(w, ",\"at\":");
+    if (e->created_at < 0) *w++ = '-'; /* cannot happen: commit times are wall-clock ms */
+    w = put_u64(w, (uint64_t)(e->created_at < 0 ? -e->created_at : e->created_at));
+    PUT(w, ",\"trace_id\":");
+    if (tr.n) {
+        *w++ = '"';
+        memcpy(w, tr.p, 32);
+        w += 32;
+        *w++ = '"';
+    } else {
+        PUT(w, "null");
+    }
+    if (shadow) PUT(w, ",\"stress\":true,\"data\":");
+    else PUT(w, ",\"stress\":false,\"data\":");
+    memcpy(w, e->payload, e->payload_n);
+    w += e->payload_n;
+    *w++ = '}';
+    b->len = (size_t)(w - b->data);
+    b->data[b->len] = 0;
 }
 
 typedef struct page_ctx {
@@ -83,13 +135,16 @@ static int on_event(void *ctx, const d11_outbox_event *e)
     page_ctx *pc = ctx;
     if (e->payload_n + e->type_n + 200 > D11_EVENT_JSON_BYTES_MAX) return D11_ETOOBIG; /* cannot happen: bounded payload */
     size_t start = pc->body->len;
-    d11_buf_u64(pc->body, e->event_id);
-    PUTS(pc->body, " ");
-    if (e->created_at < 0) PUTS(pc->body, "-"); /* cannot happen: commit times are wall-clock ms */
-    d11_buf_u64(pc->body, (uint64_t)(e->created_at < 0 ? -e->created_at : e->created_at));
-    PUTS(pc->body, " ");
+    d11_buf_reserve(pc->body, 48);
+    char *w = pc->body->data + pc->body->len;
+    w = put_u64(w, e->event_id);
+    *w++ = ' ';
+    if (e->created_at < 0) *w++ = '-'; /* cannot happen: commit times are wall-clock ms */
+    w = put_u64(w, (uint64_t)(e->created_at < 0 ? -e->created_at : e->created_at));
+    *w++ = ' ';
+    pc->body->len = (size_t)(w - pc->body->data);
     d11_cell_event_render(pc->body, pc->cell, pc->shadow, e);
-    PUTS(pc->body, "\n");
+    d11_buf_append(pc->body, "\n", 1);
     if (pc->cache) cell_evcache_add(pc->cache, e->event_id, pc->body->data + start, pc->body->len - start);
     return 0;
 }
