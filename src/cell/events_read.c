@@ -179,11 +179,16 @@ void d11_cell_events_reply(d11_outbox_reader *r, cell_evcache cache[2], int cell
     cell_evcache *ec = cache ? &cache[m.shadow] : NULL;
     uint64_t after = m.after;
     uint32_t got = 0;
-    if (ec && cell_evcache_covers(ec, after)) got = cell_evcache_get(ec, after, m.limit, body, &after);
-    else if (ec) cell_evcache_reset(ec); /* the rows read now start a new run */
+    bool hit = ec && cell_evcache_covers(ec, after);
+    if (hit) got = cell_evcache_get(ec, after, m.limit, body, &after);
     int n = 0;
     if (got < m.limit) {
-        page_ctx pc = {body, cell_id, m.shadow, ec && (ec->n == 0 || cell_evcache_ends_at(ec, after)) ? ec : NULL};
+        /* rows that extend the run are kept; a reader far behind the head neither uses nor
+         * disturbs the run — its rows are kept only if they reach the head (a new run) */
+        bool extend = hit && cell_evcache_ends_at(ec, after);
+        bool fresh = ec && !hit && head > after && head - after <= m.limit - got;
+        if (fresh) cell_evcache_reset(ec);
+        page_ctx pc = {body, cell_id, m.shadow, extend || fresh ? ec : NULL};
         n = d11_outbox_read(r, m.shadow, after, m.limit - got, on_event, &pc);
     }
     if (n < 0) {
