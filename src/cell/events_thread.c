@@ -67,6 +67,7 @@ int cell_evthread_start(cell_evthread *e, d11_outbox_reader *r, int cell_id)
     pthread_cond_init(&e->cv, NULL);
     d11_buf_init(&e->in, 4096);
     d11_buf_init(&e->out, 4096);
+    d11_buf_init(&e->spare, 4096);
     d11_buf_init(&e->work, 4096);
     d11_buf_init(&e->body, 4096);
     d11_buf_init(&e->frame, 4096);
@@ -94,6 +95,7 @@ void cell_evthread_stop(cell_evthread *e)
     e->done_fd = -1;
     d11_buf_free(&e->in);
     d11_buf_free(&e->out);
+    d11_buf_free(&e->spare);
     d11_buf_free(&e->work);
     d11_buf_free(&e->body);
     d11_buf_free(&e->frame);
@@ -130,8 +132,10 @@ void cell_evthread_collect(cell_evthread *e, void (*send)(void *ctx, uint32_t pe
     ssize_t rd = read(e->done_fd, &v, sizeof v);
     (void)rd;
     pthread_mutex_lock(&e->mu);
-    d11_buf got = e->out; /* take the list; the thread appends to a fresh one */
-    d11_buf_init(&e->out, 4096);
+    d11_buf got = e->out; /* take the list; the thread appends to the spare (it keeps its capacity:
+                             no realloc growth and page faults for every page of events) */
+    e->out = e->spare;
+    e->spare = (d11_buf){0}; /* until `got` comes back below */
     pthread_mutex_unlock(&e->mu);
     d11_wdec d;
     d11_wdec_init(&d, (const uint8_t *)got.data, got.len);
@@ -142,5 +146,8 @@ void cell_evthread_collect(cell_evthread *e, void (*send)(void *ctx, uint32_t pe
         d.p += len;
         d.n -= len;
     }
-    d11_buf_free(&got);
+    d11_buf_reset(&got);
+    pthread_mutex_lock(&e->mu);
+    e->spare = got;
+    pthread_mutex_unlock(&e->mu);
 }

@@ -37,6 +37,7 @@ typedef struct cell_evthread {
     d11_buf            in;       /* queued requests: u32 peer, u32 len, frame header + payload */
     uint32_t           nin;
     d11_buf            out;      /* finished replies: u32 peer, u32 len, frame */
+    d11_buf            spare;    /* the other reply list: collect swaps them (capacity kept) */
     d11_buf            body, frame, work; /* the thread's scratch */
     cell_evcache       cache[2];          /* rendered lines per stream (events_cache.h) */
 } cell_evthread;
