@@ -23,6 +23,7 @@ group commit, the 20 ms read poll of the worker and the POST).
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -155,7 +156,10 @@ class Nats:
     """nats-server -js on its own port and store dir, stopped by PID."""
 
     def __init__(self):
-        self.dir = tempfile.mkdtemp(prefix="d11evnats.")
+        # D11_BENCH_NATS_DIR=/dev/shm: the broker's store off d11's disk (in production the
+        # broker has its own machine and disk; here its fsyncs and writeback would share
+        # the journal with the cells' group commits)
+        self.dir = tempfile.mkdtemp(prefix="d11evnats.", dir=os.environ.get("D11_BENCH_NATS_DIR") or None)
         self.port = free_port()
         self.proc = subprocess.Popen(AUX_CPU + ["nats-server", "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", self.dir],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -165,6 +169,7 @@ class Nats:
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(10)
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def cpu_ticks(root):

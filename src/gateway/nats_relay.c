@@ -1,16 +1,18 @@
 /*
  * nats_relay.c — the NATS JetStream relay thread (nats_relay.h).
  *
- * Round, per stream: GET a page after the stream's committed position and publish it as
- * ONE acknowledged batch (fast path): every event but the last is a plain NATS message on
+ * Round, per stream: for each part (the cells of the routing table, the center), read a
+ * page after that part's position (evsrc.h: EVENTS_READ over a private connection) and
+ * publish it as ONE acknowledged batch (fast path): every event but the last is a plain NATS message on
  * its subject (JetStream stores it because the stream listens there; no reply, no ack),
  * the last one is a JetStream publish that waits for its ack and carries
  * Nats-Expected-Last-Sequence = lseq + k - 1, where lseq is the stream's last sequence
  * before the page. The broker stores the messages of one connection in order and checks
  * that header before storing the last one, so an ack (not a duplicate) proves that all k
- * events are in the stream, in order, each once: the position then advances to the page's
- * `next` (DATA/consumers/nats.events|nats.stress, atomic rename) and lseq to the ack's
- * sequence. This costs the broker and libnats one ack per page instead of one per event.
+ * events are in the stream, in order, each once: the part's position then advances to the
+ * page's last event and lseq to the ack's sequence; the positions are stored as one
+ * cursor (DATA/consumers/nats.events|nats.stress, fsync + atomic rename) at most every
+ * D11_NATS_SAVE_MS and whenever the relay is caught up. This costs the broker and libnats one ack per page instead of one per event.
  * Any other outcome (wrong last sequence: a message was lost, or a re-publish after a
  * crash was dropped as a duplicate; a timeout; a duplicate ack) falls back to the careful
  * path for that page: every event with js_PublishMsgAsync and its own ack, then
@@ -21,7 +23,8 @@
  * rounds fail and the position waits. Assumption (docs/events.md): this relay is the only
  * publisher on the streams' subjects; another one only sends pages down the careful path.
  * The stress stream, usually empty, is read at most every D11_NATS_STRESS_IDLE_MS while
- * its last read found nothing.
+ * its last read found nothing; after a round that was not full the relay pauses
+ * D11_NATS_IDLE_MS.
  * Spans: every event that carries a trace id is an event.publish span (core/otlp.h,
  * messaging.system "nats", destination its subject) from its publish to the end of the
  * round's ack — an acked round exports them (head-sampled by the trace id at

@@ -1,11 +1,12 @@
 /*
  * nats_relay.h — the NATS JetStream relay (docs/events.md): with --nats nats://HOST:PORT
- * one more gateway thread reads both event streams through GET /v1/events (loopback,
- * admin token) and publishes every event asynchronously to JetStream: stream D11_EVENTS
+ * one more gateway thread reads both event streams straight from the parts (evsrc.h: one
+ * position per part, no HTTP, no merge) and publishes every event to JetStream, one
+ * acknowledged batch per page (nats_relay.c): stream D11_EVENTS
  * (subjects d11.events.>, file storage, created if missing) with subject
  * d11.events.<type>.<cell>, stress events to D11_STRESS / d11.stress.<type>.<cell>,
  * header Nats-Msg-Id = the event id (the broker drops a re-publish within its duplicate
- * window). Its position advances only when every message of a page is acknowledged, and
+ * window). Its position advances only when a page is proven stored, and
  * is stored as the named consumers "nats.events" / "nats.stress" (DATA/consumers: durable,
  * a retention sink, lag in /metrics). A NATS outage only stops this thread's progress:
  * orders never wait for it; the events wait in the outbox and catch up.
