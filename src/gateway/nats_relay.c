@@ -349,8 +349,9 @@ static int part_round(relay *r, int sh, int part, const char *b, size_t bn, uint
 {
     gw_nats *n = &r->g->nats;
     const char *q = b, *end = b + bn, *nl = memchr(b, '\n', bn);
-    unsigned long long head = 0, pruned = 0;
-    if (!nl || sscanf(b, "%llu %llu", &head, &pruned) != 2) return 0; /* malformed: the part is skipped */
+    char *e0;
+    uint64_t head = nl ? strtoull(b, &e0, 10) : 0;
+    if (!nl || e0 >= nl || *e0 != ' ') return 0; /* malformed: the part is skipped */
     q = nl + 1;
     int k = 0;
     uint64_t last = pos[part];
