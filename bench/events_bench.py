@@ -193,6 +193,15 @@ def cpu_ticks(root):
     return total
 
 
+def cpu_busy():
+    """(busy, total) jiffies of CPU 0 (where D11_BENCH_PIN puts d11); iowait counts as idle."""
+    for line in open("/proc/stat"):
+        if line.startswith("cpu0 "):
+            f = [int(x) for x in line.split()[1:]]
+            return sum(f) - f[3] - f[4], sum(f)
+    return 0, 1
+
+
 def thread_ticks(root):
     """utime + stime per thread name (comm) over root and its descendants: d11 names its
     threads (d11-gw, d11-relay and the libnats threads it starts, d11-events, d11-store...)."""
@@ -294,18 +303,23 @@ def cost(seconds, rounds, modes=("off", "on")):
                 threading.Thread(target=consumer, args=(up, stop), daemon=True).start()
             c0, n0 = cpu_ticks(up.proc.pid), cpu_ticks(nats.proc.pid) if nats else 0
             t0 = thread_ticks(up.proc.pid)
+            b0 = cpu_busy()
             fixed = ["--rate", os.environ["D11_BENCH_RATE"]] if os.environ.get("D11_BENCH_RATE") else []
             out, rate = up.bench("--connections", "64", "--duration", str(seconds), *fixed)
             c1, n1 = cpu_ticks(up.proc.pid), cpu_ticks(nats.proc.pid) if nats else 0
             t1 = thread_ticks(up.proc.pid)
+            b1 = cpu_busy()
             stop.set()
             res[mode].append(rate)
             hz = os.sysconf("SC_CLK_TCK")
             orders = (rate or 0) * seconds
             extra = " d11 CPU %.1f us/order" % ((c1 - c0) / hz * 1e6 / max(1, orders))
+            extra += ", cpu0 busy %.0f%%" % (100.0 * (b1[0] - b0[0]) / max(1, b1[1] - b0[1]))
             per = {k: (t1.get(k, 0) - t0.get(k, 0)) / hz * 1e6 / max(1, orders) for k in t1}
             threads.setdefault(mode, []).append(per)
             extra += " [%s]" % ", ".join("%s %.1f" % (k, v) for k, v in sorted(per.items()) if v >= 0.05)
+            lag = [l.split()[-1] for l in metric_lines(up, "d11_events_consumer_lag") if 'consumer="stats"' in l]
+            extra += ", stats aggregator lag %s events at the end" % (lag[0] if lag else "?")
             if nats:
                 extra += ", nats-server %.1f us/order" % ((n1 - n0) / hz * 1e6 / max(1, orders))
             if rcv:
