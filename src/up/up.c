@@ -147,8 +147,17 @@ static int write_pid(const char *name, pid_t pid)
     return rc;
 }
 
+/* CPU priority of a child (docs/protection.md, "CPU priority"): the gateway runs at
+ * --gateway-nice, everything else at up's own. Set between fork and exec, so every thread
+ * the child makes inherits it. */
+static int child_nice(const child *c)
+{
+    return strcmp(c->name, "gateway") == 0 ? (int)U.cfg.gateway_nice : 0;
+}
+
 static int spawn(child *c)
 {
+    int nice_add = child_nice(c);
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid == -1) return -errno;
@@ -161,6 +170,10 @@ static int spawn(child *c)
         char rs[16];
         snprintf(rs, sizeof rs, "%d", c->restarts);
         setenv("D11_RESTARTS", rs, 1); /* shown as d11_process_restarts_total (core/promtext.h) */
+        if (nice_add) {
+            errno = 0;
+            if (nice(nice_add) == -1 && errno) d11_warn("nice(%d) for %s: %s", nice_add, c->name, strerror(errno));
+        }
         execv(U.self, c->argv);
         d11_error("exec %s failed: %s", U.self, strerror(errno));
         _exit(127);
