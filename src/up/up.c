@@ -181,7 +181,8 @@ static int spawn(child *c)
     c->pid = pid;
     c->started_ms = d11_mono_ms();
     c->pid_stale = write_pid(c->name, pid) < 0;
-    d11_info("started %s (pid %d)", c->name, (int)pid);
+    if (nice_add) d11_info("started %s (pid %d, nice +%d)", c->name, (int)pid, nice_add);
+    else d11_info("started %s (pid %d)", c->name, (int)pid);
     return 0;
 }
 
