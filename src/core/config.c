@@ -313,7 +313,7 @@ static const struct {
      CMD_UP | CMD_GATEWAY},
     {"risk-keys", "N", "risk velocity table entries (users, IPs, devices; default 16384)", CMD_UP | CMD_GATEWAY},
     {"risk-log-size", "N", "risk decisions kept for GET /admin/risk/decisions (default 4096)", CMD_UP | CMD_GATEWAY},
-    {"gateway-nice", "N", "nice value of the gateway process, 0..19: admitted work in the cells runs first under CPU contention (default 5; docs/protection.md)", CMD_UP},
+    {"gateway-nice", "N", "nice value of the gateway process, 0..19: the cells run first under CPU contention (default 0 = same as up; docs/protection.md)", CMD_UP},
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
 

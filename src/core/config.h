@@ -55,7 +55,7 @@ typedef struct d11_config {
 } d11_config;
 
 /* --gateway-nice default (docs/protection.md, "CPU priority"); the --help text repeats it */
-#define D11_GATEWAY_NICE_DEFAULT 5
+#define D11_GATEWAY_NICE_DEFAULT 0
 
 void d11_config_defaults(d11_config *c);
 /*

@@ -3,8 +3,8 @@ test_protect_cheap.py — what the overload work of issue 11 added to adaptive p
 (docs/protection.md, "The refusal path" and "CPU priority"), checked for behaviour, not
 speed (bench/protect.sh measures goodput and p99):
 
-  - the gateway runs --gateway-nice (default 5) nice levels below the cells, the center
-    and the supervisor, set by `d11 up` before exec so every gateway thread has it;
+  - `d11 up --gateway-nice N` runs the gateway N nice levels below the cells, the center
+    and the supervisor, set before exec so every gateway thread has it (default 0);
   - under a burst far above capacity every refusal is still a 503 "unavailable" with
     Retry-After, X-Request-Id and traceparent, answered on a kept-alive connection, but
     the request log holds at most one line per second for them (plus a count of the
@@ -37,14 +37,15 @@ def _task_nices(pid):
 
 
 @timeout(60)
-def test_gateway_runs_below_the_cells():
-    """--gateway-nice is an increment over up's own nice (nice(2) in the forked child
-    before exec); clamped at 19, so under `nice -n 19` only the clamp is visible in /proc."""
-    with Platform(cells=2, threads=2) as p, Checks() as ck:
+def test_gateway_nice_is_applied():
+    """--gateway-nice N is an increment over up's own nice (nice(2) in the forked child
+    before exec, so every gateway thread has it), clamped at 19; default 0. Under
+    `nice -n 19` only the clamp is visible in /proc, so up's log line is checked too."""
+    with Platform(cells=2, threads=2, extra_args=["--gateway-nice", "5"]) as p, Checks() as ck:
         pids = p.pids()
         base = _nice(pids["up"])
         want = min(19, base + 5)
-        ck.eq(_nice(pids["gateway"]), want, "gateway nice (up's %d + default --gateway-nice 5)" % base)
+        ck.eq(_nice(pids["gateway"]), want, "gateway nice (up's %d + --gateway-nice 5)" % base)
         ck.true(all(n == want for n in _task_nices(pids["gateway"])),
                 "every gateway thread runs at nice %d: %s" % (want, _task_nices(pids["gateway"])))
         for name in ("center", "cell-0", "cell-1"):
@@ -54,9 +55,9 @@ def test_gateway_runs_below_the_cells():
                     "up says it started the gateway at nice +5")
         if base + 5 > 19:
             log("up runs at nice %d: the /proc check only sees the clamp at 19" % base)
-    with Platform(cells=1, extra_args=["--gateway-nice", "0"]) as p, Checks() as ck:
+    with Platform(cells=1) as p, Checks() as ck:
         pids = p.pids()
-        ck.eq(_nice(pids["gateway"]), _nice(pids["up"]), "--gateway-nice 0: the gateway at up's nice")
+        ck.eq(_nice(pids["gateway"]), _nice(pids["up"]), "default: the gateway at up's nice")
 
 
 def _burst(p, token):
