@@ -2,7 +2,9 @@
  * client.c — one thread's HTTP client connections (see client.h for the contract):
  * accept, read into `in` (at most D11_HTTP_IN_BYTES_MAX unparsed bytes), parse requests
  * one by one (http.c), give each a pipeline slot and hand it to gw.on_request; responses
- * go to `out` in request order and are written at the end of the loop iteration.
+ * go to `out` in request order and are written at the end of the loop iteration. Answer
+ * heads are built without printf; adaptive protection's refusals take a cheaper path
+ * still (gw_respond_overloaded: request log at most once per second).
  *
  * Timers (gw_clients_sweep, every GW sweep period): a request must arrive whole within
  * D11_HTTP_HEADER_TIMEOUT_MS of its first byte (else 408 and close — slowloris); a
@@ -236,11 +238,11 @@ void gw_respond(gw_thread *t, gw_conn *c, int si, int status, const char *ctype,
 
 /*
  * The cheap refusal of adaptive protection (docs/protection.md, "The refusal path"): the
- * same 503 document and headers as gw_respond_error would write, assembled without printf,
- * and the request log line written for at most one
- * refusal per second and thread — that line carries how many refusals went unlogged since
- * the last one ("refusals_unlogged"). Nothing else is touched: no token, rules, body or
- * upstream. Under overload this runs for most requests, so it must cost little.
+ * same 503 document and headers as gw_respond_error would write, assembled without printf.
+ * The request log gets the first refusal of each second (per thread) only, preceded by one
+ * "protect_refusals" line counting the refusals not logged since the last one. Nothing
+ * else is touched: no token, rules, body or upstream. Under overload this runs for most
+ * requests, so it must cost little.
  */
 void gw_respond_overloaded(gw_thread *t, gw_conn *c, int si, bool rt)
 {

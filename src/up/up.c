@@ -5,7 +5,8 @@
  * center's socket answers), then the gateway. Writes DATA/pids/<name>.pid for each (and
  * up.pid) so operators and tests can find them. A child that dies is restarted with
  * exponential backoff (100 ms doubling to 5 s; reset after 10 s of good health).
- * Children get PR_SET_PDEATHSIG(SIGKILL): if the supervisor itself is killed, the whole
+ * The gateway runs --gateway-nice levels below the others (nice(2) between fork and exec;
+ * docs/protection.md, "CPU priority"). Children get PR_SET_PDEATHSIG(SIGKILL): if the supervisor itself is killed, the whole
  * platform goes down with it instead of leaving orphans holding the sockets.
  *
  * Before it creates or deletes anything it checks, in this order: its flags (exit 2),
