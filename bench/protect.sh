@@ -60,12 +60,18 @@ trap 'stop_up' EXIT
 
 start_up() { # $1 = on|off, $2 = data dir
   mkdir -p "$2"
-  taskset -c 0 "$BIN" up --data "$2" --listen 127.0.0.1:$PORT --cells 2 --threads 1 \
-    --durability sync --protect "$1" $UP_ARGS >"$2/up.log" 2>&1 &
-  UP_PID=$!
-  for _ in $(seq 100); do
-    curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && break
-    sleep 0.1
+  for _try in 1 2 3; do # a random port may be taken by someone else: up exits 1, try another
+    taskset -c 0 "$BIN" up --data "$2" --listen 127.0.0.1:$PORT --cells 2 --threads 1 \
+      --durability sync --protect "$1" $UP_ARGS >"$2/up.log" 2>&1 &
+    UP_PID=$!
+    for _ in $(seq 100); do
+      curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && break
+      kill -0 "$UP_PID" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -0 "$UP_PID" 2>/dev/null && break
+    echo "protect.sh: d11 up exited ($(tail -c 200 "$2/up.log")); another port" >&2
+    PORT=$((20000 + RANDOM % 20000))
   done
   "$BIN" bench --token-file "$2/admin.token" --url "http://127.0.0.1:$PORT" --setup-only \
     --skus 100 >/dev/null 2>&1
