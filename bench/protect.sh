@@ -11,10 +11,13 @@
 #      5x C for --duration seconds with --connections connections: goodput (2xx/s),
 #      admitted p99 (2xx only, from the intended send time), 503s, other 5xx, timeouts
 #      (no answer within the bench's timeout, unfinished, never sent).
-# Prints a Markdown table (and appends it to --markdown FILE when given).
+# Prints a Markdown table (and appends it to --markdown FILE when given), with the load
+# average at the start and the end (the machine may be shared: say so next to figures).
+# --up-args "..." adds flags to every `d11 up` (e.g. "--gateway-nice 0" to compare with
+# the default CPU priority, docs/protection.md).
 #
 # Usage: bench/protect.sh [--duration S] [--connections C] [--factors "1 2 3 5"]
-#                         [--slo-p99 MS] [--capacity R] [--markdown FILE]
+#                         [--slo-p99 MS] [--capacity R] [--markdown FILE] [--up-args "..."]
 # Every process started here is stopped by its PID at the end (also on Ctrl-C).
 set -uo pipefail
 
@@ -24,6 +27,7 @@ FACTORS="1 2 3 5"
 SLO=20
 CAP=""
 MARKDOWN=""
+UP_ARGS=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) DURATION=$2; shift 2 ;;
@@ -32,6 +36,7 @@ while [ $# -gt 0 ]; do
     --slo-p99) SLO=$2; shift 2 ;;
     --capacity) CAP=$2; shift 2 ;;
     --markdown) MARKDOWN=$2; shift 2 ;;
+    --up-args) UP_ARGS=$2; shift 2 ;;
     *) echo "protect.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -55,12 +60,18 @@ trap 'stop_up' EXIT
 
 start_up() { # $1 = on|off, $2 = data dir
   mkdir -p "$2"
-  taskset -c 0 "$BIN" up --data "$2" --listen 127.0.0.1:$PORT --cells 2 --threads 1 \
-    --durability sync --protect "$1" >"$2/up.log" 2>&1 &
-  UP_PID=$!
-  for _ in $(seq 100); do
-    curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && break
-    sleep 0.1
+  for _try in 1 2 3; do # a random port may be taken by someone else: up exits 1, try another
+    taskset -c 0 "$BIN" up --data "$2" --listen 127.0.0.1:$PORT --cells 2 --threads 1 \
+      --durability sync --protect "$1" $UP_ARGS >"$2/up.log" 2>&1 &
+    UP_PID=$!
+    for _ in $(seq 100); do
+      curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && break
+      kill -0 "$UP_PID" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -0 "$UP_PID" 2>/dev/null && break
+    echo "protect.sh: d11 up exited ($(tail -c 200 "$2/up.log")); another port" >&2
+    PORT=$((20000 + RANDOM % 20000))
   done
   "$BIN" bench --token-file "$2/admin.token" --url "http://127.0.0.1:$PORT" --setup-only \
     --skus 100 >/dev/null 2>&1
@@ -85,6 +96,7 @@ print("%.0f %.0f %.2f %d %d %d" % (r["rate_target"], r["throughput"]["ok_per_s"]
       r["ok_latency_us"]["p99"] / 1000.0, n503, other, tmo))'
 }
 
+LOAD0="$(date -u +%H:%MZ) load $(cut -d' ' -f1-3 /proc/loadavg)"
 D=$TMP/cap
 start_up on "$D"
 if [ -z "$CAP" ]; then
@@ -113,8 +125,9 @@ for mode in on off; do
   done
   stop_up
 done
-echo "C = $CAP orders/s; unloaded p99 = $UNLOADED ms; $DURATION s per step, $CONNS connections"
+HEAD="C = $CAP orders/s; unloaded p99 = $UNLOADED ms; $DURATION s per step, $CONNS connections; up args '${UP_ARGS}'; start $LOAD0, end $(date -u +%H:%MZ) load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "$HEAD"
 cat "$OUT"
-[ -n "$MARKDOWN" ] && { echo; echo "C = $CAP orders/s; unloaded p99 = $UNLOADED ms; $DURATION s per step, $CONNS connections"; cat "$OUT"; } >>"$MARKDOWN"
+[ -n "$MARKDOWN" ] && { echo; echo "$HEAD"; cat "$OUT"; } >>"$MARKDOWN"
 rm -rf "$TMP"
 exit 0

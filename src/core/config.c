@@ -40,6 +40,7 @@ void d11_config_defaults(d11_config *c)
     c->protect_rt_tolerance_pct = 0;
     c->risk_keys = 16384;
     c->risk_log_size = 4096;
+    c->gateway_nice = D11_GATEWAY_NICE_DEFAULT;
 }
 
 const char *d11_durability_name(int d)
@@ -151,6 +152,8 @@ int d11_config_set(d11_config *c, const char *key_in, const char *val, char *err
         if (set_int(key, val, 8, 4194304, &c->risk_keys, err, errlen)) return -1;
     } else if (!strcmp(key, "risk-log-size")) {
         if (set_int(key, val, 1, 1048576, &c->risk_log_size, err, errlen)) return -1;
+    } else if (!strcmp(key, "gateway-nice")) {
+        if (set_int(key, val, 0, 19, &c->gateway_nice, err, errlen)) return -1;
     } else if (!strcmp(key, "events-retention-ms")) {
         if (set_int(key, val, 0, 365LL * 24 * 3600 * 1000, &c->events_retention_ms, err, errlen)) return -1;
     } else if (!strcmp(key, "log-level")) {
@@ -310,6 +313,7 @@ static const struct {
      CMD_UP | CMD_GATEWAY},
     {"risk-keys", "N", "risk velocity table entries (users, IPs, devices; default 16384)", CMD_UP | CMD_GATEWAY},
     {"risk-log-size", "N", "risk decisions kept for GET /admin/risk/decisions (default 4096)", CMD_UP | CMD_GATEWAY},
+    {"gateway-nice", "N", "nice value of the gateway process, 0..19: the cells run first under CPU contention (default 0 = same as up; docs/protection.md)", CMD_UP},
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
 
@@ -377,6 +381,7 @@ int d11_config_value(const d11_config *c, const char *key, char *out, size_t out
     else if (!strcmp(name, "risk-model")) n = snprintf(out, outlen, "%s", c->risk_model);
     else if (!strcmp(name, "risk-keys")) n = snprintf(out, outlen, "%lld", (long long)c->risk_keys);
     else if (!strcmp(name, "risk-log-size")) n = snprintf(out, outlen, "%lld", (long long)c->risk_log_size);
+    else if (!strcmp(name, "gateway-nice")) n = snprintf(out, outlen, "%lld", (long long)c->gateway_nice);
     else {
         D11_ASSERT(!strcmp(name, "log-level"));
         D11_ASSERT(c->log_level >= D11_LOG_DEBUG && c->log_level <= D11_LOG_ERROR);

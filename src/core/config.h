@@ -51,7 +51,11 @@ typedef struct d11_config {
     char     risk_model[1024];   /* --risk-model FILE: risk model A when the rules have none ("" = none) */
     int64_t  risk_keys;          /* --risk-keys N, default 16384: velocity table entries */
     int64_t  risk_log_size;      /* --risk-log-size N, default 4096: risk decisions kept */
+    int64_t  gateway_nice;       /* --gateway-nice N (up): nice value of the gateway process, 0..19 */
 } d11_config;
+
+/* --gateway-nice default (docs/protection.md, "CPU priority"); the --help text repeats it */
+#define D11_GATEWAY_NICE_DEFAULT 0
 
 void d11_config_defaults(d11_config *c);
 /*

@@ -2,7 +2,9 @@
  * client.c — one thread's HTTP client connections (see client.h for the contract):
  * accept, read into `in` (at most D11_HTTP_IN_BYTES_MAX unparsed bytes), parse requests
  * one by one (http.c), give each a pipeline slot and hand it to gw.on_request; responses
- * go to `out` in request order and are written at the end of the loop iteration.
+ * go to `out` in request order and are written at the end of the loop iteration. Answer
+ * heads are built without printf; adaptive protection's refusals take a cheaper path
+ * still (gw_respond_overloaded: request log at most once per second).
  *
  * Timers (gw_clients_sweep, every GW sweep period): a request must arrive whole within
  * D11_HTTP_HEADER_TIMEOUT_MS of its first byte (else 408 and close — slowloris); a
@@ -115,32 +117,69 @@ static void request_span(gw_thread *t, gw_conn *c, gw_slot *s, int status, const
     d11_otlp_end(o, &sp, s->trace_flags & 1);
 }
 
-void gw_respond(gw_thread *t, gw_conn *c, int si, int status, const char *ctype,
-                const char *extra_hdrs, const char *body, size_t blen)
+/* Append a literal (no strlen at run time). */
+#define PUT_LIT(b, lit) d11_buf_append((b), (lit), sizeof(lit) - 1)
+
+/* Append v in decimal. */
+static void put_u64(d11_buf *b, uint64_t v)
 {
-    gw_slot *s = &c->slots[si];
-    D11_ASSERT(s->state == SLOT_WAIT);
-    bool at_head = si == c->head;
-    d11_buf *dst = at_head ? &c->out : &s->resp;
-    if (!at_head) d11_buf_reset(dst);
-    if (t->stopping) s->close_after = true;
+    char tmp[24];
+    int n = 0;
+    do {
+        tmp[sizeof tmp - 1 - n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    d11_buf_append(b, tmp + sizeof tmp - n, (size_t)n);
+}
+
+/* The status line and headers of slot s's answer (no printf: every answer goes through
+ * here, refusals under overload included). */
+static void put_head(d11_buf *dst, const gw_conn *c, int si, int status, const char *ctype,
+                     const char *extra_hdrs, size_t blen)
+{
+    const gw_slot *s = &c->slots[si];
     const char *reason = http_status_str((enum http_status)status);
     if (!reason || reason[0] == '<') reason = "Status";
-    const char *conn_hdr = s->close_after ? "Connection: close\r\n"
-                           : s->keepalive_hdr ? "Connection: keep-alive\r\n" : "";
-    char tp[96], tid[33], sid[17]; /* every response carries the trace (docs/gateway.md) */
+    d11_buf_reserve(dst, 256 + blen);
+    PUT_LIT(dst, "HTTP/1.1 ");
+    put_u64(dst, (uint64_t)status);
+    PUT_LIT(dst, " ");
+    d11_buf_puts(dst, reason);
+    PUT_LIT(dst, "\r\nContent-Type: ");
+    d11_buf_puts(dst, ctype);
+    PUT_LIT(dst, "\r\nContent-Length: ");
+    put_u64(dst, blen);
+    PUT_LIT(dst, "\r\nX-Request-Id: ");
+    d11_buf_puts(dst, s->rid);
+    /* every response carries the trace (docs/gateway.md) */
+    char tid[33], sid[17];
     d11_hex(s->trace_id, 16, tid);
     d11_hex(s->span_id, 8, sid);
-    snprintf(tp, sizeof tp, "traceparent: 00-%s-%s-%02x\r\n", tid, sid, s->trace_flags);
-    char ts[sizeof c->tracestate + 16] = "";
-    if (c->tracestate_slot == si) snprintf(ts, sizeof ts, "tracestate: %s\r\n", c->tracestate);
-    d11_buf_printf(dst,
-                   "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-                   "X-Request-Id: %s\r\n%s%s%s%s\r\n",
-                   status, reason, ctype, blen, s->rid, tp, ts, extra_hdrs ? extra_hdrs : "", conn_hdr);
-    d11_buf_append(dst, body, blen);
+    PUT_LIT(dst, "\r\ntraceparent: 00-");
+    d11_buf_append(dst, tid, 32);
+    PUT_LIT(dst, "-");
+    d11_buf_append(dst, sid, 16);
+    PUT_LIT(dst, "-");
+    d11_hex(&s->trace_flags, 1, tid);
+    d11_buf_append(dst, tid, 2);
+    PUT_LIT(dst, "\r\n");
+    if (c->tracestate_slot == si) {
+        PUT_LIT(dst, "tracestate: ");
+        d11_buf_puts(dst, c->tracestate);
+        PUT_LIT(dst, "\r\n");
+    }
+    if (extra_hdrs) d11_buf_puts(dst, extra_hdrs);
+    if (s->close_after) PUT_LIT(dst, "Connection: close\r\n");
+    else if (s->keepalive_hdr) PUT_LIT(dst, "Connection: keep-alive\r\n");
+    PUT_LIT(dst, "\r\n");
+}
 
-    /* metrics */
+/* Everything after the bytes of an answer: metrics, protection / concurrency leave, the
+ * request log (unless quiet), the span, and the pipeline. */
+static void respond_finish(gw_thread *t, gw_conn *c, int si, int status, const char *body, size_t blen,
+                           bool quiet)
+{
+    gw_slot *s = &c->slots[si];
     int64_t us = d11_mono_us() - s->start_us;
     gw_metrics_request(&t->m, s->route, status, us);
     if (status >= 400) gw_metrics_errcode(&t->m, s->route, body, blen);
@@ -157,11 +196,11 @@ void gw_respond(gw_thread *t, gw_conn *c, int si, int status, const char *ctype,
         d11_flow_conc_leave(&t->gw->rules, s->conc_res);
         s->conc_res = -1;
     }
-    request_log(t, s, status, body, blen, us);
+    if (!quiet) request_log(t, s, status, body, blen, us);
     request_span(t, c, s, status, body, blen, us);
     if (c->tracestate_slot == si) c->tracestate_slot = -1;
 
-    if (!at_head) {
+    if (si != c->head) {
         s->state = SLOT_READY;
     } else {
         slot_pop(c);
@@ -174,6 +213,68 @@ void gw_respond(gw_thread *t, gw_conn *c, int si, int status, const char *ctype,
         }
     }
     mark_dirty(t, c);
+}
+
+/* Where slot si's answer goes: straight to the connection's output when it is the head
+ * of the pipeline, else to the slot's own buffer until the ones before it are answered. */
+static d11_buf *answer_buf(gw_thread *t, gw_conn *c, int si)
+{
+    gw_slot *s = &c->slots[si];
+    D11_ASSERT(s->state == SLOT_WAIT);
+    if (t->stopping) s->close_after = true;
+    if (si == c->head) return &c->out;
+    d11_buf_reset(&s->resp);
+    return &s->resp;
+}
+
+void gw_respond(gw_thread *t, gw_conn *c, int si, int status, const char *ctype,
+                const char *extra_hdrs, const char *body, size_t blen)
+{
+    d11_buf *dst = answer_buf(t, c, si);
+    put_head(dst, c, si, status, ctype, extra_hdrs, blen);
+    d11_buf_append(dst, body, blen);
+    respond_finish(t, c, si, status, body, blen, false);
+}
+
+/*
+ * The cheap refusal of adaptive protection (docs/protection.md, "The refusal path"): the
+ * same 503 document and headers as gw_respond_error would write, assembled without printf.
+ * The request log gets the first refusal of each second (per thread) only, preceded by one
+ * "protect_refusals" line counting the refusals not logged since the last one. Nothing
+ * else is touched: no token, rules, body or upstream. Under overload this runs for most
+ * requests, so it must cost little.
+ */
+void gw_respond_overloaded(gw_thread *t, gw_conn *c, int si, bool rt)
+{
+    static const char msg_inflight[] = "overloaded: too many requests in flight; retry later";
+    static const char msg_rt[] = "overloaded: response time above its cap; retry later";
+    d11_buf *dst = answer_buf(t, c, si);
+    char body[200];
+    size_t bl = 0;
+#define BODY_LIT(lit) (memcpy(body + bl, (lit), sizeof(lit) - 1), bl += sizeof(lit) - 1)
+    BODY_LIT("{\"error\":{\"code\":\"unavailable\",\"message\":\"");
+    if (rt) BODY_LIT(msg_rt);
+    else BODY_LIT(msg_inflight);
+    BODY_LIT("\",\"request_id\":\"");
+    memcpy(body + bl, c->slots[si].rid, 16);
+    bl += 16;
+    BODY_LIT("\"}}");
+#undef BODY_LIT
+    D11_ASSERT(bl < sizeof body);
+    put_head(dst, c, si, 503, "application/json", "Retry-After: 1\r\n", bl);
+    d11_buf_append(dst, body, bl);
+    int64_t sec = gw_now_ms(t) / 1000;
+    bool quiet = sec == t->prot_log_sec;
+    if (quiet) {
+        t->prot_unlogged++;
+    } else {
+        if (t->prot_unlogged && d11_log_level() <= D11_LOG_INFO)
+            d11_log_kv(D11_LOG_INFO, "\"event\":\"protect_refusals\"", "%llu more overload refusals not logged one by one",
+                       (unsigned long long)t->prot_unlogged);
+        t->prot_unlogged = 0;
+        t->prot_log_sec = sec;
+    }
+    respond_finish(t, c, si, 503, body, bl, quiet);
 }
 
 void gw_respond_json(gw_thread *t, gw_conn *c, int si, int status, const char *body, size_t blen)

@@ -138,6 +138,10 @@ void gw_respond(gw_thread *t, gw_conn *c, int si, int status, const char *ctype,
                 const char *extra_hdrs, const char *body, size_t blen);
 void gw_respond_json(gw_thread *t, gw_conn *c, int si, int status, const char *body, size_t blen);
 /* {"error":{"code","message","request_id"}} with the given status. */
+/* Adaptive protection's refusal (503 unavailable, overloaded, Retry-After: 1), the cheap
+ * way: no printf, the request log at most once per second (client.c). rt: the reason is
+ * the RT cap, else the in-flight limit. */
+void gw_respond_overloaded(gw_thread *t, gw_conn *c, int si, bool rt);
 void gw_respond_error(gw_thread *t, gw_conn *c, int si, int status, const char *code,
                       const char *msg, const char *extra_hdrs);
 

@@ -89,6 +89,8 @@ struct gw_thread {
     d11_timer  sale_timer; /* thread 0: the dashboard's sample every second (sale.c) */
     struct gw_catcache *catcache; /* GET /v1/products pages (products.c; owned, lazily made) */
     d11_timer  cflow_timer; /* thread 0: cluster flow leases every D11_CFLOW_TICK_MS (cluster_flow.h) */
+    int64_t    prot_log_sec;  /* second (monotonic) of the last overload refusal logged (client.c) */
+    uint64_t   prot_unlogged; /* overload refusals not logged one by one since then */
 };
 
 struct gw {

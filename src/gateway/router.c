@@ -302,10 +302,7 @@ static bool protected_admit(gw_thread *t, gw_req *rq)
         rq->c->slots[rq->si].prot = t->gw->prot.cfg.on;
         return true;
     }
-    gw_respond_error(t, rq->c, rq->si, 503, "unavailable",
-                     why == GW_PROTECT_RT ? "overloaded: response time above its cap; retry later"
-                                          : "overloaded: too many requests in flight; retry later",
-                     "Retry-After: 1\r\n");
+    gw_respond_overloaded(t, rq->c, rq->si, why == GW_PROTECT_RT);
     return false;
 }
 

@@ -5,7 +5,8 @@
  * center's socket answers), then the gateway. Writes DATA/pids/<name>.pid for each (and
  * up.pid) so operators and tests can find them. A child that dies is restarted with
  * exponential backoff (100 ms doubling to 5 s; reset after 10 s of good health).
- * Children get PR_SET_PDEATHSIG(SIGKILL): if the supervisor itself is killed, the whole
+ * The gateway runs --gateway-nice levels below the others (nice(2) between fork and exec;
+ * docs/protection.md, "CPU priority"). Children get PR_SET_PDEATHSIG(SIGKILL): if the supervisor itself is killed, the whole
  * platform goes down with it instead of leaving orphans holding the sockets.
  *
  * Before it creates or deletes anything it checks, in this order: its flags (exit 2),
@@ -147,8 +148,17 @@ static int write_pid(const char *name, pid_t pid)
     return rc;
 }
 
+/* CPU priority of a child (docs/protection.md, "CPU priority"): the gateway runs at
+ * --gateway-nice, everything else at up's own. Set between fork and exec, so every thread
+ * the child makes inherits it. */
+static int child_nice(const child *c)
+{
+    return strcmp(c->name, "gateway") == 0 ? (int)U.cfg.gateway_nice : 0;
+}
+
 static int spawn(child *c)
 {
+    int nice_add = child_nice(c);
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid == -1) return -errno;
@@ -161,6 +171,10 @@ static int spawn(child *c)
         char rs[16];
         snprintf(rs, sizeof rs, "%d", c->restarts);
         setenv("D11_RESTARTS", rs, 1); /* shown as d11_process_restarts_total (core/promtext.h) */
+        if (nice_add) {
+            errno = 0;
+            if (nice(nice_add) == -1 && errno) d11_warn("nice(%d) for %s: %s", nice_add, c->name, strerror(errno));
+        }
         execv(U.self, c->argv);
         d11_error("exec %s failed: %s", U.self, strerror(errno));
         _exit(127);
@@ -168,7 +182,8 @@ static int spawn(child *c)
     c->pid = pid;
     c->started_ms = d11_mono_ms();
     c->pid_stale = write_pid(c->name, pid) < 0;
-    d11_info("started %s (pid %d)", c->name, (int)pid);
+    if (nice_add) d11_info("started %s (pid %d, nice +%d)", c->name, (int)pid, nice_add);
+    else d11_info("started %s (pid %d)", c->name, (int)pid);
     return 0;
 }
 

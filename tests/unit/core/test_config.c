@@ -532,7 +532,7 @@ static const struct {
             "slow-commit-ms", "log-sample", "otlp-endpoint", "trace-ratio", "store", "store-center",
             "store-cells", "protect", "protect-inflight-min", "protect-gain-pct", "protect-rt-max-ms",
             "protect-rt-tolerance-pct", "protect-cpu-max-pct", "events-retention-ms", "nats",
-            "risk-model", "risk-keys", "risk-log-size"}},
+            "risk-model", "risk-keys", "risk-log-size", "gateway-nice"}},
     {"gateway", {"data", "listen", "cells", "threads", "request-timeout-ms", "log-level", "slow-request-ms",
                  "log-sample", "otlp-endpoint", "trace-ratio", "protect",
                  "protect-inflight-min", "protect-gain-pct", "protect-rt-max-ms", "protect-rt-tolerance-pct",
@@ -562,6 +562,7 @@ static const char *valid_value(const char *key)
         {"protect-rt-max-ms", "50"}, {"protect-rt-tolerance-pct", "300"}, {"protect-cpu-max-pct", "90"},
         {"events-retention-ms", "60000"}, {"nats", "nats://127.0.0.1:4222"},
         {"risk-model", "/tmp/d11-risk-model.json"}, {"risk-keys", "1024"}, {"risk-log-size", "64"},
+        {"gateway-nice", "3"},
     };
     for (size_t i = 0; i < sizeof vals / sizeof vals[0]; i++)
         if (!strcmp(vals[i].k, key)) return vals[i].v;
@@ -590,7 +591,7 @@ static void test_flags_per_command(const char *tmp)
     char err[512], flag[128];
     size_t nkeys = 0;
     while (d11_config_key(nkeys)) nkeys++;
-    CHECK_EQ(nkeys, 31);
+    CHECK_EQ(nkeys, 32);
     for (size_t ci = 0; ci < sizeof per_cmd / sizeof per_cmd[0]; ci++) {
         const char *cmd = per_cmd[ci].cmd;
         for (size_t k = 0; k < nkeys; k++) {
