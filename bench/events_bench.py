@@ -277,6 +277,7 @@ def consumer(up, stop):
 MODES = {
     "off": (False, None),                  # nothing reads the outbox
     "nats": (False, None),                 # the NATS JetStream relay to a local nats-server
+    "burn": (False, None),                 # control: relay off, CPU 1 kept busy (nice 19 spinner)
     "consumer": (True, None),              # one named consumer long-polling GET /v1/events
     "hook-filtered": (False, ["order.paid"]),  # a webhook that reads every event, POSTs none (no pays)
     "on": (True, []),                      # consumer + a webhook POSTing every event to nginx
@@ -289,6 +290,8 @@ def cost(seconds, rounds, modes=("off", "on")):
     for r in range(rounds):
         for mode in modes:
             nats = Nats() if mode == "nats" else None
+            burn = subprocess.Popen(AUX_CPU + ["nice", "-n", "19", "python3", "-c", "while True: pass"]) \
+                if mode == "burn" else None
             up = Up(["--nats", nats.url] if nats else [])
             stop = threading.Event()
             use_consumer, types = MODES[mode]
@@ -321,6 +324,14 @@ def cost(seconds, rounds, modes=("off", "on")):
             lag = [l.split()[-1] for l in metric_lines(up, "d11_events_consumer_lag") if 'consumer="stats"' in l]
             extra += ", stats aggregator lag %s events at the end" % (lag[0] if lag else "?")
             if nats:
+                def relay_lag():
+                    v = [l.split()[-1] for l in metric_lines(up, "d11_events_consumer_lag")
+                         if 'consumer="nats.events"' in l]
+                    return int(float(v[0])) if v else -1
+                lag0, t_end = relay_lag(), time.monotonic()
+                while relay_lag() > 0 and time.monotonic() - t_end < 60:
+                    time.sleep(0.05)
+                extra += ", relay lag %d events at the end, caught up %.1f s later" % (lag0, time.monotonic() - t_end)
                 extra += ", nats-server %.1f us/order" % ((n1 - n0) / hz * 1e6 / max(1, orders))
             if rcv:
                 wh = up.call("GET", "/admin/webhooks")["webhooks"][0]
@@ -332,6 +343,9 @@ def cost(seconds, rounds, modes=("off", "on")):
             up.stop()
             if nats:
                 nats.stop()
+            if burn:
+                burn.kill()
+                burn.wait()
     for k, v in res.items():
         v = [x for x in v if x]
         print("%s: median %.0f orders/s over %d runs %s" % (k, sorted(v)[len(v) // 2], len(v), v))

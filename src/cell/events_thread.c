@@ -15,6 +15,7 @@
 static void *ev_main(void *arg)
 {
     pthread_setname_np(pthread_self(), "d11-events"); /* top -H, perf, /proc: who spends what */
+    d11_thread_background(); /* below the order path under CPU saturation (core/util.h) */
     cell_evthread *e = arg;
     for (;;) {
         pthread_mutex_lock(&e->mu);

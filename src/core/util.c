@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -406,4 +407,14 @@ bool d11_parse_double(const char *s, double lo, double hi, double *out)
     if (errno || end == s || *end || !isfinite(v) || v < lo || v > hi) return false;
     *out = v;
     return true;
+}
+
+void d11_thread_background(void)
+{
+    pid_t tid = gettid();
+    errno = 0;
+    int cur = getpriority(PRIO_PROCESS, (id_t)tid);
+    if (cur == -1 && errno != 0) return;
+    int want = cur + D11_BACKGROUND_NICE > 19 ? 19 : cur + D11_BACKGROUND_NICE;
+    (void)setpriority(PRIO_PROCESS, (id_t)tid, want);
 }

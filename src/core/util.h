@@ -37,6 +37,15 @@ _Noreturn void d11__assert_fail(const char *expr, const char *file, int line);
 
 /* Clocks. d11_mono_ms/us: CLOCK_MONOTONIC; d11_wall_ms: milliseconds since the epoch. */
 int64_t d11_mono_ms(void);
+
+/* Background threads (the event reader of a cell, the NATS relay, the stats aggregator,
+ * the webhook worker): the calling thread's nice value is raised by
+ * D11_BACKGROUND_NICE (Linux: nice is per thread; threads it creates inherit it). Under
+ * CPU saturation the order path wins and events wait in the outbox (their lag is in
+ * /metrics) instead of taking CPU from orders; on an idle core nothing changes.
+ * Best effort: a failure is ignored. */
+#define D11_BACKGROUND_NICE 5
+void d11_thread_background(void);
 int64_t d11_mono_us(void);
 int64_t d11_mono_ns(void);
 int64_t d11_wall_ms(void);

@@ -374,6 +374,7 @@ static void sync_registry(hw *w, int64_t now, bool force_save)
 static void *worker_main(void *arg)
 {
     pthread_setname_np(pthread_self(), "d11-hooks"); /* top -H, perf, /proc: who spends what */
+    d11_thread_background(); /* below the order path under CPU saturation (core/util.h) */
     hw *w = arg;
     while (!atomic_load(&w->g->hooks.stop)) {
         int64_t now = d11_mono_ms();

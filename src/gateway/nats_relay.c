@@ -462,6 +462,7 @@ static void nap(gw_nats *n, int ms)
 static void *relay_main(void *arg)
 {
     pthread_setname_np(pthread_self(), "d11-relay"); /* top -H, perf, /proc: who spends what */
+    d11_thread_background(); /* below the order path under CPU saturation (core/util.h) */
     relay *r = arg;
     gw_nats *n = &r->g->nats;
     load_cursor(r, 0);

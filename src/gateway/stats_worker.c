@@ -429,6 +429,7 @@ static bool ready(sw *w)
 static void *stats_main(void *arg)
 {
     pthread_setname_np(pthread_self(), "d11-stats"); /* top -H, perf, /proc: who spends what */
+    d11_thread_background(); /* below the order path under CPU saturation (core/util.h) */
     sw *w = arg;
     gw_stats *s = w->s;
     while (!atomic_load(&s->stop)) {

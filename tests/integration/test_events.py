@@ -617,8 +617,44 @@ def test_nats_relay_one_ack_per_page_and_the_careful_path():
                  "every event exactly once, plus the foreign message (%d)" % (len(evs2) + 1))
             ck.true(_metric(c, "d11_nats_careful_pages_total") >= 1, "the page after it went the careful way")
             ck.eq(len({e["id"] for e in evs2}), len(evs2), "event ids distinct")
+            # the consumers run below the order path (core/util.h d11_thread_background)
+            nices = _thread_nices(p.proc.pid)
+            base = [n for comm, n in nices if comm == "d11-gw"]
+            ck.true(base, "gateway worker threads found: %r" % sorted(set(c for c, _ in nices)))
+            for name in ("d11-relay", "d11-events", "d11-stats"):
+                got = [n for comm, n in nices if comm == name]
+                ck.true(got and base and all(n == min(19, base[0] + 5) for n in got),
+                        "%s threads at nice %s (gateway workers at %s): %r" % (name, base and min(19, base[0] + 5), base[:1], got))
     finally:
         nats.stop()
+
+
+def _thread_nices(root):
+    """(thread name, nice) of every thread of root and its descendants."""
+    kids, out = {}, []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                st = open("/proc/%s/stat" % d).read()
+            except OSError:
+                continue
+            kids.setdefault(int(st[st.rindex(")") + 2:].split()[1]), []).append(int(d))
+    todo = [root]
+    while todo:
+        pid = todo.pop()
+        todo += kids.get(pid, [])
+        try:
+            tasks = os.listdir("/proc/%d/task" % pid)
+        except OSError:
+            continue
+        for t in tasks:
+            try:
+                st = open("/proc/%d/task/%s/stat" % (pid, t)).read()
+            except OSError:
+                continue
+            f = st[st.rindex(")") + 2:].split()
+            out.append((st[st.index("(") + 1:st.rindex(")")], int(f[16])))
+    return out
 
 
 def _center(events):
