@@ -27,12 +27,19 @@ def _nice(pid):
     return int(st[st.rindex(")") + 2:].split()[16])  # field 19: nice
 
 
-def _task_nices(pid):
+# threads that lower themselves below the request path (core/util.h d11_thread_background)
+BACKGROUND = ("d11-relay", "d11-stats", "d11-hooks", "d11-events")
+
+
+def _task_nices(pid, background=False):
+    """Nice of every thread of pid: the request-serving ones, or (background=True) the
+    background consumers, which run D11_BACKGROUND_NICE (5) below them."""
     out = []
     for tid in os.listdir("/proc/%d/task" % pid):
         with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
             st = f.read()
-        out.append(int(st[st.rindex(")") + 2:].split()[16]))
+        if (st[st.index("(") + 1:st.rindex(")")] in BACKGROUND) == background:
+            out.append(int(st[st.rindex(")") + 2:].split()[16]))
     return out
 
 
@@ -47,7 +54,10 @@ def test_gateway_nice_is_applied():
         want = min(19, base + 5)
         ck.eq(_nice(pids["gateway"]), want, "gateway nice (up's %d + --gateway-nice 5)" % base)
         ck.true(all(n == want for n in _task_nices(pids["gateway"])),
-                "every gateway thread runs at nice %d: %s" % (want, _task_nices(pids["gateway"])))
+                "every request-serving gateway thread runs at nice %d: %s" % (want, _task_nices(pids["gateway"])))
+        bg = _task_nices(pids["gateway"], background=True)
+        ck.true(bg and all(n == min(19, want + 5) for n in bg),
+                "the gateway's background consumers run 5 below it (%d): %s" % (min(19, want + 5), bg))
         for name in ("center", "cell-0", "cell-1"):
             ck.eq(_nice(pids[name]), base, "%s runs at up's nice" % name)
         with open(p.log_paths[-1]) as f:
