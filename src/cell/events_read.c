@@ -39,30 +39,6 @@ static d11_str trace_of(const char *p, size_t pn)
     return (d11_str){p + pn - 34, 32};
 }
 
-/* Append the decimal digits of v at w; returns the end. Two digits per step. */
-static char *put_u64(char *w, uint64_t v)
-{
-    static const char pairs[201] = "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
-                                   "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
-                                   "8081828384858687888990919293949596979899";
-    char tmp[20];
-    int n = 20;
-    while (v >= 100) {
-        unsigned r = (unsigned)(v % 100);
-        v /= 100;
-        tmp[--n] = pairs[2 * r + 1];
-        tmp[--n] = pairs[2 * r];
-    }
-    if (v >= 10) {
-        tmp[--n] = pairs[2 * v + 1];
-        tmp[--n] = pairs[2 * v];
-    } else {
-        tmp[--n] = (char)('0' + v);
-    }
-    memcpy(w, tmp + n, (size_t)(20 - n));
-    return w + (20 - n);
-}
-
 #define PUT(w, lit) (memcpy((w), (lit), sizeof(lit) - 1), (w) += sizeof(lit) - 1)
 
 /* Hand-formatted into one reservation (no printf, no per-field calls): this is the
@@ -77,10 +53,10 @@ void d11_cell_event_render(d11_buf *b, int cell_id, int shadow, const d11_outbox
     d11_buf_reserve(b, 320 + 6 * e->type_n + e->payload_n); /* fixed parts < 260 bytes */
     char *w = b->data + b->len;
     PUT(w, "{\"id\":\"");
-    w = put_u64(w, (uint64_t)cell_id);
+    w = d11_fmt_u64(w, (uint64_t)cell_id);
     if (shadow) PUT(w, "-s-");
     else PUT(w, "-");
-    w = put_u64(w, e->event_id);
+    w = d11_fmt_u64(w, e->event_id);
     PUT(w, "\",\"type\":");
     if (plain) {
         *w++ = '"';
@@ -93,7 +69,7 @@ void d11_cell_event_render(d11_buf *b, int cell_id, int shadow, const d11_outbox
         w = b->data + b->len;
     }
     PUT(w, ",\"order_id\":\"");
-    w = put_u64(w, e->order_id);
+    w = d11_fmt_u64(w, e->order_id);
     PUT(w, "\",\"user_id\":");
     if (u.n && u.n <= 20) {
         memcpy(w, u.p, u.n);
@@ -102,10 +78,10 @@ void d11_cell_event_render(d11_buf *b, int cell_id, int shadow, const d11_outbox
         PUT(w, "null");
     }
     PUT(w, ",\"cell\":");
-    w = put_u64(w, (uint64_t)cell_id);
+    w = d11_fmt_u64(w, (uint64_t)cell_id);
     PUT(w, ",\"at\":");
     if (e->created_at < 0) *w++ = '-'; /* cannot happen: commit times are wall-clock ms */
-    w = put_u64(w, (uint64_t)(e->created_at < 0 ? -e->created_at : e->created_at));
+    w = d11_fmt_u64(w, (uint64_t)(e->created_at < 0 ? -e->created_at : e->created_at));
     PUT(w, ",\"trace_id\":");
     if (tr.n) {
         *w++ = '"';
@@ -137,10 +113,10 @@ static int on_event(void *ctx, const d11_outbox_event *e)
     size_t start = pc->body->len;
     d11_buf_reserve(pc->body, 48);
     char *w = pc->body->data + pc->body->len;
-    w = put_u64(w, e->event_id);
+    w = d11_fmt_u64(w, e->event_id);
     *w++ = ' ';
     if (e->created_at < 0) *w++ = '-'; /* cannot happen: commit times are wall-clock ms */
-    w = put_u64(w, (uint64_t)(e->created_at < 0 ? -e->created_at : e->created_at));
+    w = d11_fmt_u64(w, (uint64_t)(e->created_at < 0 ? -e->created_at : e->created_at));
     *w++ = ' ';
     pc->body->len = (size_t)(w - pc->body->data);
     d11_cell_event_render(pc->body, pc->cell, pc->shadow, e);

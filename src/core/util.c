@@ -234,16 +234,33 @@ void d11_buf_consume(d11_buf *b, size_t n)
     b->len -= n;
 }
 
+char *d11_fmt_u64(char *w, uint64_t v)
+{
+    static const char pairs[201] = "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+                                   "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+                                   "8081828384858687888990919293949596979899";
+    char tmp[20];
+    int n = 20;
+    while (v >= 100) { /* two digits per step */
+        unsigned r = (unsigned)(v % 100);
+        v /= 100;
+        tmp[--n] = pairs[2 * r + 1];
+        tmp[--n] = pairs[2 * r];
+    }
+    if (v >= 10) {
+        tmp[--n] = pairs[2 * v + 1];
+        tmp[--n] = pairs[2 * v];
+    } else {
+        tmp[--n] = (char)('0' + v);
+    }
+    memcpy(w, tmp + n, (size_t)(20 - n));
+    return w + (20 - n);
+}
+
 void d11_buf_u64(d11_buf *b, uint64_t v)
 {
-    char tmp[20];
-    int n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    d11_buf_reserve(b, (size_t)n);
-    while (n) b->data[b->len++] = tmp[--n];
+    d11_buf_reserve(b, 20);
+    b->len = (size_t)(d11_fmt_u64(b->data + b->len, v) - b->data);
     b->data[b->len] = 0;
 }
 

@@ -93,6 +93,8 @@ void  d11_buf_printf(d11_buf *b, const char *fmt, ...) __attribute__((format(pri
 void  d11_buf_consume(d11_buf *b, size_t n);
 /* Append the decimal digits of v (no printf: this is on the order hot path). */
 void  d11_buf_u64(d11_buf *b, uint64_t v);
+/* Write the decimal digits of v at w (room for 20 bytes, no NUL); returns the end. */
+char *d11_fmt_u64(char *w, uint64_t v);
 /* Append s as a JSON string literal (quotes included), escaping as RFC 8259 requires. */
 void  d11_buf_json_str(d11_buf *b, const char *s, size_t n);
 

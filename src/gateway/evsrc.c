@@ -56,9 +56,8 @@ static int call(gw_evsrc *s, int target, uint64_t req, d11_frame *reply)
 {
     int64_t deadline = d11_mono_ms() + D11_EVSRC_TIMEOUT_MS;
     if (s->fd[target] < 0) {
-        char file[32], path[1024];
-        snprintf(file, sizeof file, target == GW_UP_CENTER ? "center.sock" : "cell-%d.sock", target - 1);
-        if (d11_config_path(&s->g->cfg, file, path, sizeof path) < 0) return -ENAMETOOLONG;
+        char path[1024];
+        if (gw_up_sock_path(s->g, target, path, sizeof path) < 0) return -ENAMETOOLONG;
         int fd = d11_connect_unix(path);
         if (fd < 0) return fd;
         s->fd[target] = fd;

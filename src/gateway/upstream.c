@@ -68,6 +68,13 @@ static void set_wanted(gw_thread *t, int ncells)
 static void up_on_frame(d11_links *lt, d11_link *k, const d11_frame *f);
 static void up_closed(d11_links *lt, d11_link *k, int why);
 
+int gw_up_sock_path(const struct gw *g, int target, char *out, size_t cap)
+{
+    char file[32];
+    snprintf(file, sizeof file, target == GW_UP_CENTER ? "center.sock" : "cell-%d.sock", target - 1);
+    return d11_config_path(&g->cfg, file, out, cap);
+}
+
 int gw_up_init(gw_thread *t)
 {
     int rc = d11_links_init(&t->ups.links, &t->loop, GW_UP_N, up_on_frame, up_closed, t);
@@ -77,9 +84,7 @@ int gw_up_init(gw_thread *t)
         memset(u, 0, sizeof *u);
         if (i == GW_UP_CENTER) snprintf(u->name, sizeof u->name, "center");
         else snprintf(u->name, sizeof u->name, "cell-%d", i - 1);
-        char file[32];
-        snprintf(file, sizeof file, i == GW_UP_CENTER ? "center.sock" : "cell-%d.sock", i - 1);
-        if (d11_config_path(&t->gw->cfg, file, u->path, sizeof u->path) < 0) return -ENAMETOOLONG;
+        if (gw_up_sock_path(t->gw, i, u->path, sizeof u->path) < 0) return -ENAMETOOLONG;
         u->backoff_ms = D11_GW_RECONNECT_MS_MIN;
     }
     set_wanted(t, t->gw->cfg.cells);

@@ -129,6 +129,8 @@ void gw_pend_fail(gw_thread *t, gw_pend *p, int uperr);
 
 /* The cell serving a slot per the current table, as an upstream target index. */
 int gw_target_of_slot(gw_thread *t, unsigned slot);
+/* DATA/center.sock or DATA/cell-<i>.sock of target (GW_UP_CENTER / gw_up_cell(i)). */
+int gw_up_sock_path(const struct gw *g, int target, char *out, size_t cap);
 /* The routing table in force and whether it came from the center. */
 const d11_routing *gw_routing(gw_thread *t, bool *live);
 
