@@ -3,7 +3,8 @@
 events_bench.py — the cost of events out, and commit -> webhook latency (bench/RESULTS.md).
 
   python3 bench/events_bench.py cost  [SECONDS] [ROUNDS] [MODES]  orders/s per mode
-        MODES: comma list of off, nats, consumer, hook-filtered, on (default off,on)
+        MODES: comma list of off, off2, nats, burn, consumer, hook-filtered, on (default off,on);
+        odd rounds run them in reverse order
   python3 bench/events_bench.py latency-nats [RATE] [SECONDS]    commit -> JetStream ack p50/p99
   python3 bench/events_bench.py latency [RATE] [SECONDS]   commit -> webhook delivery p50/p99
   python3 bench/events_bench.py latency-nginx [RATE] [SECONDS]   the same with nginx as the receiver
@@ -11,6 +12,8 @@ events_bench.py — the cost of events out, and commit -> webhook latency (bench
   D11_BENCH_PIN=1: d11 on CPU 0, the load generator and nats-server on CPU 1 (taskset), so
   that the relay's cost is d11's own (the broker and the client run elsewhere in production).
   `cost` also prints the CPU of d11's processes (and nats-server's) per order, from /proc.
+  D11_BENCH_ALT=PATH: modes named alt-MODE run MODE on that other d11 binary (e.g.
+  `make BUILD=build-libc BIN=build-libc/d11 MALLOC=libc build-libc/d11`), side by side.
   D11_BENCH_RATE=R: `cost` runs open loop at R orders/s instead of closed loop (CPU per
   order at a fixed rate: the relay's cost without the throughput feedback).
 
@@ -50,11 +53,11 @@ def free_port():
 
 
 class Up:
-    def __init__(self, extra=()):
+    def __init__(self, extra=(), binary=None):
         self.data = tempfile.mkdtemp(prefix="d11evb.")
         self.port = free_port()
         self.log = open(os.path.join(self.data, "up.log"), "w")
-        self.proc = subprocess.Popen(D11_CPU + [D11, "up", "--data", self.data, "--listen", "127.0.0.1:%d" % self.port,
+        self.proc = subprocess.Popen(D11_CPU + [binary or D11, "up", "--data", self.data, "--listen", "127.0.0.1:%d" % self.port,
                                       "--cells", "2", "--durability", "sync"] + list(extra),
                                      stdout=self.log, stderr=self.log)
         tok = os.path.join(self.data, "admin.token")
@@ -276,6 +279,7 @@ def consumer(up, stop):
 
 MODES = {
     "off": (False, None),                  # nothing reads the outbox
+    "off2": (False, None),                 # control: the same as off (the noise of a pair of runs)
     "nats": (False, None),                 # the NATS JetStream relay to a local nats-server
     "burn": (False, None),                 # control: relay off, CPU 1 kept busy (nice 19 spinner)
     "consumer": (True, None),              # one named consumer long-polling GET /v1/events
@@ -288,13 +292,17 @@ def cost(seconds, rounds, modes=("off", "on")):
     res = {m: [] for m in modes}
     threads = {}
     for r in range(rounds):
-        for mode in modes:
-            nats = Nats() if mode == "nats" else None
+        # ABBA: every other round runs its modes in reverse, so that a bias of a run's place
+        # in the round (the previous run's writeback, caches) cancels in the median
+        for mode in (modes if r % 2 == 0 else modes[::-1]):
+            # alt-MODE: MODE on the binary named by D11_BENCH_ALT (e.g. a `make MALLOC=libc` build)
+            base = mode[4:] if mode.startswith("alt-") else mode
+            nats = Nats() if base == "nats" else None
             burn = subprocess.Popen(AUX_CPU + ["nice", "-n", "19", "python3", "-c", "while True: pass"]) \
-                if mode == "burn" else None
-            up = Up(["--nats", nats.url] if nats else [])
+                if base == "burn" else None
+            up = Up(["--nats", nats.url] if nats else [], os.environ["D11_BENCH_ALT"] if base != mode else None)
             stop = threading.Event()
-            use_consumer, types = MODES[mode]
+            use_consumer, types = MODES[base]
             rcv = None
             if types is not None:
                 rcv = Nginx()
