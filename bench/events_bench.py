@@ -14,6 +14,7 @@ events_bench.py — the cost of events out, and commit -> webhook latency (bench
   `cost` also prints the CPU of d11's processes (and nats-server's) per order, from /proc.
   D11_BENCH_ALT=PATH: modes named alt-MODE run MODE on that other d11 binary (e.g.
   `make BUILD=build-libc BIN=build-libc/d11 MALLOC=libc build-libc/d11`), side by side.
+  D11_BENCH_KEEP=1: keep the data directories (removed after each run otherwise).
   D11_BENCH_RATE=R: `cost` runs open loop at R orders/s instead of closed loop (CPU per
   order at a fixed rate: the relay's cost without the throughput feedback).
 
@@ -98,6 +99,9 @@ class Up:
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(60)
+        self.log.close()
+        if not os.environ.get("D11_BENCH_KEEP"):  # ~120 MB per run: hundreds of runs filled the disk once
+            shutil.rmtree(self.data, ignore_errors=True)
 
 
 class Receiver:
@@ -150,9 +154,15 @@ class Nginx:
         time.sleep(0.3)
         self.n = 0
 
-    def stop(self):
+    def stop(self, keep=False):
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(10)
+        if not keep:
+            self.remove()
+
+    def remove(self):
+        if not os.environ.get("D11_BENCH_KEEP"):
+            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class Nats:
@@ -389,12 +399,13 @@ def latency_nginx(rate, seconds):
     while time.time() < end and up.call("GET", "/admin/webhooks")["webhooks"][0]["delivered"] < len(at):
         time.sleep(0.2)
     time.sleep(1.2)  # nginx flushes its log buffer every second
-    rcv.stop()
+    rcv.stop(keep=True)
     lat = []
     for line in open(rcv.log):
         t, eid = line.split()
         if eid in at:
             lat.append(float(t) * 1000 - at[eid])
+    rcv.remove()
     lat.sort()
     pick = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))]
     print("nginx receiver, rate %s/s for %ss: %s orders/s answered, %d events, %d delivered; commit->webhook "
