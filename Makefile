@@ -21,13 +21,6 @@ LDLIBS   += -lsystemd
 LDLIBS   += -lpq
 CFLAGS   += -I$(shell pg_config --includedir 2>/dev/null || echo /usr/include/postgresql)
 LDLIBS   += -lnats
-# The allocator: jemalloc (Debian libjemalloc-dev), Redis's choice. On the pinned order
-# bench it cut d11's CPU per order by ~11 % against glibc's malloc (bench/RESULTS.md §14):
-# glibc trims the heap top and faults it back in page by page, and its calloc bypasses the
-# per-thread cache. Sanitizer builds keep glibc's (ASan/TSan bring their own allocator), as
-# does MALLOC=libc. Listed first so that its malloc is the one every library binds to.
-MALLOC   ?= jemalloc
-MALLOC_LIB := $(if $(SAN),,$(if $(filter jemalloc,$(MALLOC)),-ljemalloc))
 
 BUILD    ?= build
 BIN      ?= bin/d11
@@ -50,7 +43,7 @@ all: $(BIN)
 
 $(BIN): $(OBJS)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $^ $(MALLOC_LIB) $(LDLIBS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -69,13 +62,13 @@ $(LIB): $(LIBOBJS)
 
 $(BUILD)/tests/test_%: test_%.c $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Isrc -Itests/unit -I. -o $@ $< $(LIB) $(LDFLAGS) $(MALLOC_LIB) $(LDLIBS)
+	$(CC) $(CFLAGS) -Isrc -Itests/unit -I. -o $@ $< $(LIB) $(LDFLAGS) $(LDLIBS)
 
 # The deterministic simulator (src/sim): build/sim for people, and the same program as
 # build/tests/test_sim so that `make test` / `make test-full` run its default budget.
 $(BUILD)/sim $(BUILD)/tests/test_sim: $(SIM_OBJS) $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $(SIM_OBJS) $(LIB) $(MALLOC_LIB) $(LDLIBS)
+	$(CC) $(LDFLAGS) -o $@ $(SIM_OBJS) $(LIB) $(LDLIBS)
 
 test-bins: $(TEST_BINS) $(BUILD)/tests/test_sim
 

@@ -13,7 +13,7 @@ events_bench.py — the cost of events out, and commit -> webhook latency (bench
   that the relay's cost is d11's own (the broker and the client run elsewhere in production).
   `cost` also prints the CPU of d11's processes (and nats-server's) per order, from /proc.
   D11_BENCH_ALT=PATH: modes named alt-MODE run MODE on that other d11 binary (e.g.
-  `make BUILD=build-libc BIN=build-libc/d11 MALLOC=libc build-libc/d11`), side by side.
+  `git worktree add /tmp/old HEAD~1 && make -C /tmp/old`), side by side.
   D11_BENCH_KEEP=1: keep the data directories (removed after each run otherwise).
   D11_BENCH_RATE=R: `cost` runs open loop at R orders/s instead of closed loop (CPU per
   order at a fixed rate: the relay's cost without the throughput feedback).

@@ -9,7 +9,6 @@ pkgs+=(libsystemd-dev python3-yaml)  # sd_notify readiness (deploy/systemd); YAM
 pkgs+=(chromium fonts-dejavu-core)   # test_dashboard.py: headless screenshot of the sale dashboard
 pkgs+=(libpq-dev postgresql-15)  # the PostgreSQL store (docs/postgresql.md) and its tests
 pkgs+=(libnats-dev nats-server)  # the NATS JetStream relay (docs/events.md) and its tests
-pkgs+=(libjemalloc-dev)          # the allocator of release builds (Makefile: MALLOC)
 if [ "${1:-}" = "--bench" ]; then
   pkgs+=(postgresql postgresql-contrib redis-server redis-tools nginx-light)
 fi

@@ -8,7 +8,6 @@
 #include "fault.h"
 
 #include <dirent.h>
-#include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -128,9 +127,6 @@ static int count_fds(void)
     return n - 1; /* the directory's own fd */
 }
 
-/* jemalloc is linked into release builds (Makefile: MALLOC); its mallctl is then visible. */
-const char *d11_allocator_name(void) { return dlsym(RTLD_DEFAULT, "mallctl") ? "jemalloc" : "libc"; }
-
 void d11_prom_process(d11_buf *b, const char *part)
 {
     double start = 0, cpu = 0, rss = 0, vsz = 0;
@@ -156,8 +152,8 @@ void d11_prom_process(d11_buf *b, const char *part)
         d11_buf_printf(b, "process_max_fds{part=\"%s\"} %llu\n", part, (unsigned long long)rl.rlim_cur);
     }
     d11_prom_head(b, "d11_build_info", "gauge", "Build of the running binary (value 1).");
-    d11_buf_printf(b, "d11_build_info{part=\"%s\",version=\"%s\",revision=\"%s\",allocator=\"%s\"} 1\n", part,
-                   D11_VERSION, D11_GIT_REV, d11_allocator_name());
+    d11_buf_printf(b, "d11_build_info{part=\"%s\",version=\"%s\",revision=\"%s\"} 1\n", part, D11_VERSION,
+                   D11_GIT_REV);
     const char *r = getenv("D11_RESTARTS");
     uint64_t restarts = 0;
     if (r && d11_parse_u64(r, strlen(r), 1u << 30, &restarts) < 0) restarts = 0;

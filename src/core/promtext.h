@@ -55,10 +55,6 @@ void d11_prom_hist_n(d11_buf *b, const char *name, const char *labels, const d11
  */
 void d11_prom_process(d11_buf *b, const char *part);
 
-/* "jemalloc" when the running binary's malloc is jemalloc's (release builds), else "libc"
- * (sanitizer builds, MALLOC=libc): the allocator label of d11_build_info. */
-const char *d11_allocator_name(void);
-
 /*
  * Merge n expositions into out: families in first-seen order, each with one HELP/TYPE
  * header and the samples of every text that has it. Lines that are neither comments nor
