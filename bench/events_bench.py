@@ -3,7 +3,7 @@
 events_bench.py — the cost of events out, and commit -> webhook latency (bench/RESULTS.md).
 
   python3 bench/events_bench.py cost  [SECONDS] [ROUNDS] [MODES]  orders/s per mode
-        MODES: comma list of off, off2, nats, burn, consumer, hook-filtered, on (default off,on);
+        MODES: comma list of off, off2, nats, burn, burndd, consumer, hook-filtered, on (default off,on);
         odd rounds run them in reverse order
   python3 bench/events_bench.py latency-nats [RATE] [SECONDS]    commit -> JetStream ack p50/p99
   python3 bench/events_bench.py latency [RATE] [SECONDS]   commit -> webhook delivery p50/p99
@@ -215,6 +215,25 @@ def cpu_busy():
     return 0, 1
 
 
+def cpu0_detail():
+    """CPU 0's softirq and steal jiffies (/proc/stat) and its interrupts by kind
+    (/proc/interrupts: RES rescheduling and CAL function-call IPIs, LOC timer, the rest)."""
+    out = {}
+    for line in open("/proc/stat"):
+        if line.startswith("cpu0 "):
+            f = [int(x) for x in line.split()[1:]]
+            out["softirq"], out["steal"] = f[6], f[7]
+    with open("/proc/interrupts") as fh:
+        fh.readline()
+        for line in fh:
+            parts = line.split()
+            if len(parts) > 1 and parts[1].isdigit():
+                key = parts[0].rstrip(":")
+                key = key if key in ("RES", "CAL", "LOC", "TLB") else "other"
+                out[key] = out.get(key, 0) + int(parts[1])
+    return out
+
+
 def thread_ticks(root):
     """utime + stime per thread name (comm) over root and its descendants: d11 names its
     threads (d11-gw, d11-relay and the libnats threads it starts, d11-events, d11-store...)."""
@@ -292,6 +311,7 @@ MODES = {
     "off2": (False, None),                 # control: the same as off (the noise of a pair of runs)
     "nats": (False, None),                 # the NATS JetStream relay to a local nats-server
     "burn": (False, None),                 # control: relay off, CPU 1 kept busy (nice 19 spinner)
+    "burndd": (False, None),               # control: relay off, CPU 1 copying memory (nice 19 dd, 1 MB blocks)
     "consumer": (True, None),              # one named consumer long-polling GET /v1/events
     "hook-filtered": (False, ["order.paid"]),  # a webhook that reads every event, POSTs none (no pays)
     "on": (True, []),                      # consumer + a webhook POSTing every event to nginx
@@ -308,8 +328,12 @@ def cost(seconds, rounds, modes=("off", "on")):
             # alt-MODE: MODE on the binary named by D11_BENCH_ALT (e.g. a `make MALLOC=libc` build)
             base = mode[4:] if mode.startswith("alt-") else mode
             nats = Nats() if base == "nats" else None
-            burn = subprocess.Popen(AUX_CPU + ["nice", "-n", "19", "python3", "-c", "while True: pass"]) \
-                if base == "burn" else None
+            burn = None
+            if base == "burn":
+                burn = subprocess.Popen(AUX_CPU + ["nice", "-n", "19", "python3", "-c", "while True: pass"])
+            elif base == "burndd":
+                burn = subprocess.Popen(AUX_CPU + ["nice", "-n", "19", "dd", "if=/dev/zero", "of=/dev/null", "bs=1M"],
+                                        stderr=subprocess.DEVNULL)
             up = Up(["--nats", nats.url] if nats else [], os.environ["D11_BENCH_ALT"] if base != mode else None)
             stop = threading.Event()
             use_consumer, types = MODES[base]
@@ -324,18 +348,23 @@ def cost(seconds, rounds, modes=("off", "on")):
                 threading.Thread(target=consumer, args=(up, stop), daemon=True).start()
             c0, n0 = cpu_ticks(up.proc.pid), cpu_ticks(nats.proc.pid) if nats else 0
             t0 = thread_ticks(up.proc.pid)
-            b0 = cpu_busy()
+            b0, i0 = cpu_busy(), cpu0_detail()
             fixed = ["--rate", os.environ["D11_BENCH_RATE"]] if os.environ.get("D11_BENCH_RATE") else []
             out, rate = up.bench("--connections", "64", "--duration", str(seconds), *fixed)
             c1, n1 = cpu_ticks(up.proc.pid), cpu_ticks(nats.proc.pid) if nats else 0
             t1 = thread_ticks(up.proc.pid)
-            b1 = cpu_busy()
+            b1, i1 = cpu_busy(), cpu0_detail()
             stop.set()
             res[mode].append(rate)
             hz = os.sysconf("SC_CLK_TCK")
             orders = (rate or 0) * seconds
             extra = " d11 CPU %.1f us/order" % ((c1 - c0) / hz * 1e6 / max(1, orders))
             extra += ", cpu0 busy %.0f%%" % (100.0 * (b1[0] - b0[0]) / max(1, b1[1] - b0[1]))
+            tot = max(1, b1[1] - b0[1])
+            extra += " (softirq %.1f%%, steal %.1f%%; per order: %s)" % (
+                100.0 * (i1["softirq"] - i0["softirq"]) / tot, 100.0 * (i1["steal"] - i0["steal"]) / tot,
+                ", ".join("%s %.2f" % (k, (i1.get(k, 0) - i0.get(k, 0)) / max(1, orders))
+                          for k in ("RES", "CAL", "LOC", "other")))
             per = {k: (t1.get(k, 0) - t0.get(k, 0)) / hz * 1e6 / max(1, orders) for k in t1}
             threads.setdefault(mode, []).append(per)
             extra += " [%s]" % ", ".join("%s %.1f" % (k, v) for k, v in sorted(per.items()) if v >= 0.05)

@@ -44,7 +44,7 @@ done
 cd "$(dirname "$0")/.."
 BIN=${D11_BIN:-bin/d11}
 TMP=$(mktemp -d /tmp/d11-protect.XXXXXX)
-PORT=$((20000 + RANDOM % 20000))
+PORT=$((20000 + RANDOM % 12000))
 UP_PID=""
 
 stop_up() {
@@ -71,7 +71,7 @@ start_up() { # $1 = on|off, $2 = data dir
     done
     kill -0 "$UP_PID" 2>/dev/null && break
     echo "protect.sh: d11 up exited ($(tail -c 200 "$2/up.log")); another port" >&2
-    PORT=$((20000 + RANDOM % 20000))
+    PORT=$((20000 + RANDOM % 12000))
   done
   "$BIN" bench --token-file "$2/admin.token" --url "http://127.0.0.1:$PORT" --setup-only \
     --skus 100 >/dev/null 2>&1
