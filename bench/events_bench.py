@@ -401,12 +401,14 @@ def cost(seconds, rounds, modes=("off", "on")):
         med = {n: sorted(r.get(n, 0) for r in runs)[len(runs) // 2] for n in names}
         print("%s: median us of CPU per order by thread: %s" % (k, ", ".join("%s %.2f" % (n, v) for n, v in med.items()
                                                                                 if v >= 0.05)))
-    base = modes[0]
-    for k in modes[1:]:  # runs of one round are adjacent in time: their ratio cancels the machine's drift
-        r = sorted(b / a for a, b in zip(res[base], res[k]) if a and b)
-        if r:
-            print("%s / %s: median of %d per-round ratios %.3f (%s)" % (k, base, len(r), r[len(r) // 2],
-                                                                   ", ".join("%.2f" % x for x in r)))
+    # runs of one round are adjacent in time: their ratio cancels the machine's drift; every
+    # pair is printed, so that a mode can be read against a control (e.g. nats / burndd)
+    for i, base in enumerate(modes):
+        for k in modes[i + 1:]:
+            r = sorted(b / a for a, b in zip(res[base], res[k]) if a and b)
+            if r:
+                print("%s / %s: median of %d per-round ratios %.3f (%s)" % (k, base, len(r), r[len(r) // 2],
+                                                                       ", ".join("%.2f" % x for x in r)))
 
 
 def latency_nginx(rate, seconds):
