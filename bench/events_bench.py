@@ -318,6 +318,13 @@ MODES = {
 }
 
 
+def median(xs):
+    """The median (the mean of the two middle values for an even count)."""
+    xs = sorted(xs)
+    n = len(xs)
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2.0
+
+
 def cost(seconds, rounds, modes=("off", "on")):
     res = {m: [] for m in modes}
     threads = {}
@@ -395,10 +402,10 @@ def cost(seconds, rounds, modes=("off", "on")):
                 burn.wait()
     for k, v in res.items():
         v = [x for x in v if x]
-        print("%s: median %.0f orders/s over %d runs %s" % (k, sorted(v)[len(v) // 2], len(v), v))
+        print("%s: median %.0f orders/s over %d runs %s" % (k, median(v), len(v), v))
     for k, runs in threads.items():  # median CPU per order of each thread name
         names = sorted({n for r in runs for n in r})
-        med = {n: sorted(r.get(n, 0) for r in runs)[len(runs) // 2] for n in names}
+        med = {n: median([r.get(n, 0) for r in runs]) for n in names}
         print("%s: median us of CPU per order by thread: %s" % (k, ", ".join("%s %.2f" % (n, v) for n, v in med.items()
                                                                                 if v >= 0.05)))
     # runs of one round are adjacent in time: their ratio cancels the machine's drift; every
@@ -407,7 +414,7 @@ def cost(seconds, rounds, modes=("off", "on")):
         for k in modes[i + 1:]:
             r = sorted(b / a for a, b in zip(res[base], res[k]) if a and b)
             if r:
-                print("%s / %s: median of %d per-round ratios %.3f (%s)" % (k, base, len(r), r[len(r) // 2],
+                print("%s / %s: median of %d per-round ratios %.3f (%s)" % (k, base, len(r), median(r),
                                                                        ", ".join("%.2f" % x for x in r)))
 
 
