@@ -102,6 +102,33 @@ def new_key(prefix="k"):
     return "%s-%s" % (prefix, uuid.uuid4().hex)
 
 
+def order_burst(port, token, sku, clients, per_client, user_base, key_prefix="burst"):
+    """`clients` threads, each with its own connection, start together (a barrier) and send
+    `per_client` orders of one unit of `sku` back to back (user ids from user_base up, one
+    per order); returns the list of (status, headers, body json, elapsed s)."""
+    out, lock = [], threading.Lock()
+    start = threading.Barrier(clients)
+
+    def one(i):
+        c = Client(port, token=token, timeout_s=20)
+        try:
+            start.wait()
+            for k in range(per_client):
+                r = c.order(user_base + i * per_client + k, [{"sku": sku, "quantity": 1}],
+                            key=new_key(key_prefix))
+                with lock:
+                    out.append((r.status, r.headers, r.json, r.elapsed))
+        finally:
+            c.close()
+
+    th = [threading.Thread(target=one, args=(i,)) for i in range(clients)]
+    for t in th:
+        t.start()
+    for t in th:
+        t.join()
+    return out
+
+
 def test_tmp():
     """The directory of the running test (made by run.py), or a private temp dir."""
     global _TMP

@@ -16,39 +16,16 @@ requests far above that capacity arrives at once:
 
 import json
 import os
-import threading
 import time
 
-from harness import Checks, Client, Platform, log, new_key, timeout
+from harness import Checks, Platform, log, order_burst, timeout
 
 BURST = 48         # concurrent clients
 PER_CLIENT = 3     # orders each, back to back
 
 
 def _burst(p, token):
-    """BURST threads, each with its own connection, send PER_CLIENT orders; returns the
-    list of (status, headers, body json, elapsed s)."""
-    out, lock = [], threading.Lock()
-    start = threading.Barrier(BURST)
-
-    def one(i):
-        c = Client(p.port, token=token, timeout_s=20)
-        try:
-            start.wait()
-            for k in range(PER_CLIENT):
-                r = c.order(1000 + i * PER_CLIENT + k, [{"sku": "PROT-1", "quantity": 1}],
-                            key=new_key("prot"))
-                with lock:
-                    out.append((r.status, r.headers, r.json, r.elapsed))
-        finally:
-            c.close()
-
-    th = [threading.Thread(target=one, args=(i,)) for i in range(BURST)]
-    for t in th:
-        t.start()
-    for t in th:
-        t.join()
-    return out
+    return order_burst(p.port, token, "PROT-1", BURST, PER_CLIENT, 1000, "prot")
 
 
 def _platform(protect):

@@ -13,9 +13,8 @@ speed (bench/protect.sh measures goodput and p99):
 
 import json
 import os
-import threading
 
-from harness import Checks, Client, Platform, log, new_key, timeout
+from harness import Checks, Platform, log, order_burst, timeout
 
 BURST = 48
 PER_CLIENT = 4
@@ -71,27 +70,7 @@ def test_gateway_nice_is_applied():
 
 
 def _burst(p, token):
-    out, lock = [], threading.Lock()
-    start = threading.Barrier(BURST)
-
-    def one(i):
-        c = Client(p.port, token=token, timeout_s=20)
-        try:
-            start.wait()
-            for k in range(PER_CLIENT):
-                r = c.order(2000 + i * PER_CLIENT + k, [{"sku": "CHEAP-1", "quantity": 1}],
-                            key=new_key("cheap"))
-                with lock:
-                    out.append((r.status, r.headers, r.json))
-        finally:
-            c.close()
-
-    th = [threading.Thread(target=one, args=(i,)) for i in range(BURST)]
-    for t in th:
-        t.start()
-    for t in th:
-        t.join()
-    return out
+    return order_burst(p.port, token, "CHEAP-1", BURST, PER_CLIENT, 2000, "cheap")
 
 
 @timeout(90)
@@ -106,13 +85,13 @@ def test_refusals_are_cheap_and_not_logged_one_by_one():
             ck.status(c.create_product("CHEAP-1", stock=100000), 201, "create the product")
             res = _burst(p, p.admin_token)
             codes = {}
-            for st, _h, _j in res:
+            for st, _h, _j, _e in res:
                 codes[st] = codes.get(st, 0) + 1
             log("burst: %s" % codes)
             ck.eq(sorted(set(codes) - {201, 503}), [], "only 201 and 503")
             n503 = codes.get(503, 0)
             ck.true(n503 >= 20, "many refusals to count (%d)" % n503)
-            for st, h, j in res:
+            for st, h, j, _e in res:
                 if st != 503:
                     continue
                 err = (j or {}).get("error", {})
@@ -122,7 +101,7 @@ def test_refusals_are_cheap_and_not_logged_one_by_one():
                 ck.eq(h.get("retry-after"), "1", "Retry-After: 1")
                 ck.true(len(h.get("traceparent", "")) == 55, "traceparent on the refusal")
                 ck.true(h.get("connection", "").lower() != "close", "the connection is kept")
-            for st, _h, j in res:
+            for st, _h, j, _e in res:
                 if st == 201:
                     ck.status(c.get_order(j["order_id"]), 200, "an admitted order exists")
             st = c.get("/admin/protect").json
