@@ -120,18 +120,6 @@ static void request_span(gw_thread *t, gw_conn *c, gw_slot *s, int status, const
 /* Append a literal (no strlen at run time). */
 #define PUT_LIT(b, lit) d11_buf_append((b), (lit), sizeof(lit) - 1)
 
-/* Append v in decimal. */
-static void put_u64(d11_buf *b, uint64_t v)
-{
-    char tmp[24];
-    int n = 0;
-    do {
-        tmp[sizeof tmp - 1 - n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    d11_buf_append(b, tmp + sizeof tmp - n, (size_t)n);
-}
-
 /* The status line and headers of slot s's answer (no printf: every answer goes through
  * here, refusals under overload included). */
 static void put_head(d11_buf *dst, const gw_conn *c, int si, int status, const char *ctype,
@@ -142,13 +130,13 @@ static void put_head(d11_buf *dst, const gw_conn *c, int si, int status, const c
     if (!reason || reason[0] == '<') reason = "Status";
     d11_buf_reserve(dst, 256 + blen);
     PUT_LIT(dst, "HTTP/1.1 ");
-    put_u64(dst, (uint64_t)status);
+    d11_buf_u64(dst, (uint64_t)status);
     PUT_LIT(dst, " ");
     d11_buf_puts(dst, reason);
     PUT_LIT(dst, "\r\nContent-Type: ");
     d11_buf_puts(dst, ctype);
     PUT_LIT(dst, "\r\nContent-Length: ");
-    put_u64(dst, blen);
+    d11_buf_u64(dst, blen);
     PUT_LIT(dst, "\r\nX-Request-Id: ");
     d11_buf_puts(dst, s->rid);
     /* every response carries the trace (docs/gateway.md) */
@@ -256,8 +244,8 @@ void gw_respond_overloaded(gw_thread *t, gw_conn *c, int si, bool rt)
     if (rt) BODY_LIT(msg_rt);
     else BODY_LIT(msg_inflight);
     BODY_LIT("\",\"request_id\":\"");
-    memcpy(body + bl, c->slots[si].rid, 16);
-    bl += 16;
+    memcpy(body + bl, c->slots[si].rid, sizeof c->slots[si].rid - 1); /* always 16 hex digits */
+    bl += sizeof c->slots[si].rid - 1;
     BODY_LIT("\"}}");
 #undef BODY_LIT
     D11_ASSERT(bl < sizeof body);
